@@ -1,0 +1,122 @@
+"""The three component ABCs every plugin implements: inner learner, outer objective, outer optimizer.
+
+Call order for an outer optimizer (documented once, here)::
+
+    optimizer.setup(problem, seed)          # once, before the first ask
+    repeat until the budget is spent or optimizer.should_stop():
+        proposals = optimizer.ask(n)        # n >= 1; fewer may be returned
+        for each proposal (maybe on a Dask worker):
+            evaluation = optimizer.evaluate(problem, proposal)   # may raise: the trial fails
+        optimizer.tell(proposal, trial)     # trial.ok is False for a failed evaluation
+
+``evaluate`` runs where the work runs; ``ask``/``tell`` always run in the driving process.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+from ConfigSpace import ConfigurationSpace
+
+from .trials import Evaluation, Trial
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .problem import BilevelProblem
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the learner is asked to learn: task kind and shapes (labels are encoded 0..K-1)."""
+
+    kind: str
+    n_features: int
+    n_outputs: int
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.kind == "classification"
+
+
+@runtime_checkable
+class FittedModel(Protocol):
+    """What ``InnerLearner.fit`` returns. Classifiers predict encoded labels 0..K-1 and
+    ``predict_proba`` has exactly ``task.n_outputs`` columns."""
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+
+class InnerLearner(ABC):
+    """A model plus its training loss L_λ and inner optimizer Φ.
+
+    Constructor arguments are fixed settings; ``config`` holds the hyperparameters being searched.
+    A config key may also override a constructor setting of the same name.
+    """
+
+    def config_space(self, task: Task) -> ConfigurationSpace:
+        """The default search space of this learner for ``task`` (may be empty)."""
+        return ConfigurationSpace()
+
+    def param_names(self, task: Task) -> set[str] | None:
+        """Names a config may hold, or ``None`` when anything goes (checked before a run)."""
+        return set(self.config_space(task).keys())
+
+    @abstractmethod
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        config: Mapping[str, Any],
+        *,
+        task: Task,
+        seed: int,
+        budget: float | None = None,
+    ) -> FittedModel:
+        """Train on (X, y) with the hyperparameters in ``config``; ``budget`` in (0, 1] scales
+        the training effort for multi-fidelity optimizers."""
+
+
+class OuterObjective(ABC):
+    """An outer objective E, always minimised."""
+
+    @abstractmethod
+    def __call__(self, model: FittedModel, X: np.ndarray, y: np.ndarray, *, task: Task) -> float:
+        """The objective of a fitted model on held-out data (lower is better)."""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A configuration an optimizer wants evaluated. ``info`` is the optimizer's own bookkeeping."""
+
+    config: Mapping[str, Any]
+    budget: float | None = None
+    info: Any = field(default=None, compare=False)
+
+
+class OuterOptimizer(ABC):
+    """How the outer variables move. See the module docstring for the call order."""
+
+    def setup(self, problem: "BilevelProblem", seed: int) -> None:
+        self.problem = problem
+        self.seed = seed
+
+    @abstractmethod
+    def ask(self, n: int = 1) -> list[Proposal]:
+        """Up to ``n`` proposals to evaluate next."""
+
+    def evaluate(self, problem: "BilevelProblem", proposal: Proposal) -> Evaluation:
+        """Evaluate one proposal. The default fits the learner and scores the objective."""
+        return problem.evaluate(proposal.config, budget=proposal.budget)
+
+    @abstractmethod
+    def tell(self, proposal: Proposal, trial: Trial) -> None:
+        """Learn from a finished trial (``trial.ok`` is False when it failed)."""
+
+    def should_stop(self) -> bool:
+        return False
+
+    def best_config(self) -> Mapping[str, Any] | None:
+        """The configuration to refit with, when it is not simply the best trial's (gradient
+        methods return their final outer variables). ``None`` means: use the best trial."""
+        return None

@@ -1,0 +1,298 @@
+"""scikit-learn estimators over the bilevel engine: ``BilevelClassifier`` and ``BilevelRegressor``.
+
+``__init__`` only stores its arguments; plugin resolution and validation happen in ``fit``.
+"""
+from __future__ import annotations
+
+import getpass
+import time
+import warnings
+from numbers import Integral, Real
+from typing import Any, Mapping
+
+import numpy as np
+from ConfigSpace import ConfigurationSpace
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
+from .engine import AllTrialsFailedError, RunSession, run_search
+from .events import RunContext, TrackingSettings
+from .problem import BilevelProblem, Split
+from .registry import check_compatible, get_registry
+from .space import as_configspace, check_names, describe, to_python
+from .trials import history_table
+
+
+def _plain(value: Any) -> Any:
+    """A parameter value as something a tracker can log."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return to_python(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return repr(value)
+
+
+class _BilevelEstimator(BaseEstimator):
+    _task_kind = "classification"
+
+    _parameter_constraints: dict = {
+        "learner": [str, InnerLearner],
+        "objective": [str, OuterObjective],
+        "optimizer": [str, OuterOptimizer],
+        "search_space": [None, dict, ConfigurationSpace],
+        "n_iter": [Interval(Integral, 1, None, closed="left")],
+        "learner_params": [None, dict],
+        "objective_params": [None, dict],
+        "optimizer_params": [None, dict],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "cv": [None, Interval(Integral, 2, None, closed="left")],
+        "timeout": [None, Interval(Real, 0, None, closed="neither")],
+        "tracking": ["boolean"],
+        "tracking_uri": [None, str],
+        "experiment_name": [str],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        learner="logistic",
+        objective="val_loss",
+        optimizer="random",
+        *,
+        search_space=None,
+        n_iter=20,
+        learner_params=None,
+        objective_params=None,
+        optimizer_params=None,
+        validation_fraction=0.2,
+        cv=None,
+        timeout=None,
+        tracking=True,
+        tracking_uri=None,
+        experiment_name="automl-bilevel",
+        random_state=None,
+    ):
+        self.learner = learner
+        self.objective = objective
+        self.optimizer = optimizer
+        self.search_space = search_space
+        self.n_iter = n_iter
+        self.learner_params = learner_params
+        self.objective_params = objective_params
+        self.optimizer_params = optimizer_params
+        self.validation_fraction = validation_fraction
+        self.cv = cv
+        self.timeout = timeout
+        self.tracking = tracking
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.random_state = random_state
+
+    # -- data -----------------------------------------------------------------------------
+    def _encode_targets(self, y: np.ndarray) -> tuple[np.ndarray, int]:
+        raise NotImplementedError
+
+    def _splits(self, X: np.ndarray, y: np.ndarray, seed: int) -> list[Split]:
+        stratify = self._task_kind == "classification" and np.bincount(y).min() >= 2
+        if self.cv is not None:
+            n_folds = min(self.cv, len(y)) if not stratify else min(self.cv, int(np.bincount(y).min()))
+            if n_folds < 2:
+                raise ValueError(f"cv={self.cv} needs at least 2 samples per class; got too few")
+            kf = (StratifiedKFold if stratify else KFold)(n_folds, shuffle=True, random_state=seed)
+            return [Split(X[tr], y[tr], X[va], y[va]) for tr, va in kf.split(X, y)]
+        try:
+            Xtr, Xva, ytr, yva = train_test_split(
+                X, y, test_size=self.validation_fraction, random_state=seed, stratify=y if stratify else None
+            )
+        except ValueError:  # too few samples per class for a stratified split of that size
+            Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=self.validation_fraction, random_state=seed)
+        return [Split(Xtr, ytr, Xva, yva)]
+
+    # -- fit ------------------------------------------------------------------------------
+    def fit(self, X, y):
+        """Run the outer optimizer on a validation split of (X, y), then refit on all of it.
+
+        Ctrl-C stops the search: the estimator is refitted with the best configuration found so
+        far, the tracking run ends as KILLED, and KeyboardInterrupt is raised again.
+        """
+        self._validate_params()
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=self._task_kind == "regression")
+        if X.shape[0] < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 samples, got {X.shape[0]} sample")
+        y_enc, n_outputs = self._encode_targets(y)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        task = Task(self._task_kind, X.shape[1], n_outputs)
+
+        registry = get_registry()
+        learner = registry.make("learner", self.learner, self.learner_params)
+        objective = registry.make("objective", self.objective, self.objective_params)
+        optimizer = registry.make("optimizer", self.optimizer, self.optimizer_params)
+        check_compatible(task, learner, objective, optimizer)
+        space = self._build_space(learner[0], task, seed)
+        problem = BilevelProblem(learner[0], objective[0], space, task, self._splits(X, y_enc, seed), seed)
+
+        context = self._context(task, learner, objective, optimizer, space)
+        session = RunSession(registry.run_listeners(context))  # an unreachable store fails here
+        self.run_info_ = session.info
+        self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
+        session.start(context)
+        t0 = time.perf_counter()
+        try:
+            result = run_search(problem, optimizer[0], n_iter=self.n_iter, seed=seed, session=session,
+                                timeout=self.timeout)
+            self.trials_ = tuple(result.trials)
+            best = result.best
+            if best is None:
+                if result.status == "KILLED":
+                    raise KeyboardInterrupt
+                errors = sorted({t.error for t in result.trials if t.error})
+                raise AllTrialsFailedError(
+                    f"all {len(result.trials)} trials failed; errors: {'; '.join(errors[:3]) or 'non-finite objective'}"
+                )
+            self.best_params_ = dict(optimizer[0].best_config() or best.config)
+            self.best_value_ = float(best.value)
+            self.best_score_ = -self.best_value_
+            self.best_trial_ = best
+            self.history_ = history_table(result.trials)
+            self.n_trials_ = len(result.trials)
+            self.stop_reason_ = result.stop_reason
+            self.model_ = learner[0].fit(X, y_enc, self.best_params_, task=task, seed=seed)
+            self.learner_ = learner[0]
+            self.search_space_ = space
+        except KeyboardInterrupt:
+            session.finish("KILLED", getattr(self, "trials_", ()), time.perf_counter() - t0,
+                           model=self if hasattr(self, "model_") else None)
+            raise
+        except BaseException as exc:
+            session.finish("FAILED", getattr(self, "trials_", ()), time.perf_counter() - t0,
+                           error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.interrupted_ = result.status == "KILLED"
+        session.finish(result.status, result.trials, time.perf_counter() - t0, model=self)
+        if self.interrupted_:
+            warnings.warn(
+                f"search interrupted after {len(result.trials)} trials; refitted with the best so far",
+                RuntimeWarning, stacklevel=2,
+            )
+            raise KeyboardInterrupt
+        return self
+
+    def _build_space(self, learner: InnerLearner, task: Task, seed: int) -> ConfigurationSpace:
+        if self.search_space is None:
+            return as_configspace(learner.config_space(task), seed=seed)
+        space = as_configspace(self.search_space, seed=seed)
+        check_names(space, learner.param_names(task), f"learner {self.learner!r}")
+        return space
+
+    def _context(self, task, learner, objective, optimizer, space) -> RunContext:
+        plugins = {}
+        for kind, (obj, reg) in (("learner", learner), ("objective", objective), ("optimizer", optimizer)):
+            plugins[kind] = (
+                {"name": reg.name, "plugin": reg.origin.plugin, "package": reg.origin.package, "version": reg.origin.version}
+                if reg else {"name": type(obj).__name__, "plugin": None, "package": type(obj).__module__, "version": None}
+            )
+        try:
+            user = getpass.getuser()
+        except Exception:  # no user name in some containers
+            user = "unknown"
+        return RunContext(
+            name=f"{type(self).__name__}-{plugins['learner']['name']}-{plugins['optimizer']['name']}",
+            task=task.kind,
+            learner=plugins["learner"]["name"],
+            objective=plugins["objective"]["name"],
+            optimizer=plugins["optimizer"]["name"],
+            params={k: _plain(v) for k, v in self.get_params(deep=False).items()} | {"user": user},
+            plugins=plugins,
+            search_space=describe(space),
+            n_iter=self.n_iter,
+            tracking=TrackingSettings(self.tracking, self.tracking_uri, self.experiment_name),
+            trials_are_steps=bool(optimizer[1] and optimizer[1].spec.trials_are_steps),
+        )
+
+    # -- predict --------------------------------------------------------------------------
+    def _check_X(self, X):
+        check_is_fitted(self, "model_")
+        return validate_data(self, X, dtype=np.float64, reset=False)
+
+    def predict(self, X):
+        return self.model_.predict(self._check_X(X))
+
+
+class BilevelClassifier(ClassifierMixin, _BilevelEstimator):
+    """A classifier whose hyperparameters are found by a bilevel outer optimizer.
+
+    Parameters
+    ----------
+    learner, objective, optimizer : str or instance
+        Registered names (see ``automl-bilevel plugins``) or component instances.
+    search_space : dict or ConfigurationSpace, optional
+        Replaces the learner's default space (see :mod:`automl_bilevel.space`).
+    n_iter : int
+        Outer iterations: trials, outer steps or generations, as the optimizer counts them.
+    learner_params, objective_params, optimizer_params : dict, optional
+        Keyword arguments for the named component's factory.
+    validation_fraction : float
+        Held-out fraction for the outer objective (ignored when ``cv`` is set).
+    cv : int, optional
+        K-fold cross-validation for the outer objective (mean over folds).
+    timeout : float, optional
+        Wall-clock budget of the search in seconds.
+    tracking : bool
+        Log the run to MLflow (needs the ``mlflow_tracking`` plugin).
+    tracking_uri : str, optional
+        Else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
+    random_state : int, RandomState or None
+
+    Attributes
+    ----------
+    best_params_, best_value_ (objective, lower is better), best_score_ (= -best_value_, greater is
+    better as in scikit-learn), best_trial_, trials_, history_ (dict of columns), n_trials_,
+    model_ (refitted on all data), classes_, mlflow_run_id_, run_info_, interrupted_.
+    """
+
+    def _encode_targets(self, y):
+        check_classification_targets(y)
+        self.classes_, y_enc = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"BilevelClassifier needs samples of at least 2 classes in the data, but the data "
+                f"contains only one class: {self.classes_[0]!r}"
+            )
+        return y_enc.astype(np.int64), len(self.classes_)
+
+    def predict(self, X):
+        return self.classes_[super().predict(X)]
+
+    def predict_proba(self, X):
+        X = self._check_X(X)
+        if not hasattr(self.model_, "predict_proba"):
+            raise AttributeError(f"the fitted {type(self.model_).__name__} has no predict_proba")
+        return self.model_.predict_proba(X)
+
+
+class BilevelRegressor(RegressorMixin, _BilevelEstimator):
+    """A regressor whose hyperparameters are found by a bilevel outer optimizer.
+
+    Same parameters and attributes as :class:`BilevelClassifier` (without ``classes_``); the
+    default learner is ``mlp``.
+    """
+
+    _task_kind = "regression"
+
+    def __init__(self, learner="mlp", objective="val_loss", optimizer="random", *, search_space=None, n_iter=20,
+                 learner_params=None, objective_params=None, optimizer_params=None, validation_fraction=0.2,
+                 cv=None, timeout=None, tracking=True, tracking_uri=None, experiment_name="automl-bilevel",
+                 random_state=None):
+        super().__init__(learner, objective, optimizer, search_space=search_space, n_iter=n_iter,
+                         learner_params=learner_params, objective_params=objective_params,
+                         optimizer_params=optimizer_params, validation_fraction=validation_fraction, cv=cv,
+                         timeout=timeout, tracking=tracking, tracking_uri=tracking_uri,
+                         experiment_name=experiment_name, random_state=random_state)
+
+    def _encode_targets(self, y):
+        return np.asarray(y, dtype=np.float64), 1

@@ -1,0 +1,78 @@
+"""Run events: frozen records that listeners (tracking, progress display) receive.
+
+The order within one run is always::
+
+    RunStarted, TrialFinished*, RunFinished
+
+``RunFinished`` is sent exactly once, also when the run fails or is interrupted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+from .trials import Trial
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """What the user asked of tracking; interpreted by the tracking plugin."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "automl-bilevel"
+    log_model: bool = True
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a listener may want to know about a run before it starts."""
+
+    name: str
+    task: str
+    learner: str
+    objective: str
+    optimizer: str
+    params: Mapping[str, Any]
+    plugins: Mapping[str, Mapping[str, str | None]]
+    search_space: Mapping[str, Any]
+    n_iter: int
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    trials_are_steps: bool = False
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    context: RunContext
+
+
+@dataclass(frozen=True)
+class TrialFinished:
+    """One trial, population member or outer step has been evaluated (or has failed)."""
+
+    trial: Trial
+    best: Trial | None
+    n_trials: int
+    n_iter: int
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The run is over. ``status`` is ``FINISHED``, ``FAILED`` or ``KILLED`` (MLflow's words)."""
+
+    status: str
+    trials: tuple[Trial, ...]
+    best: Trial | None
+    duration: float
+    model: Any = None
+    error: str | None = None
+
+
+@runtime_checkable
+class RunListener(Protocol):
+    """What ``bilevel_run_listener`` returns. ``info`` is merged into the estimator's ``run_info_``."""
+
+    info: Mapping[str, Any]
+
+    def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None: ...

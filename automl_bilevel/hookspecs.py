@@ -1,0 +1,49 @@
+"""The hooks a plugin may implement.
+
+Every hook is prefixed ``bilevel_``. Hooks only ever gain arguments (pluggy passes a hook
+implementation only the arguments it names), never lose or rename one. None of these hooks is
+``firstresult``: every plugin's answer is collected.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .events import RunContext, RunListener
+    from .specs import LearnerSpec, ObjectiveSpec, OptimizerSpec
+
+PROJECT = "automl_bilevel"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def bilevel_register_learners() -> Iterable["LearnerSpec"]:
+    """Return the inner learners this plugin provides, as :class:`LearnerSpec` records.
+
+    Called once when the registry is built. Names must be unique across all plugins.
+    """
+
+
+@hookspec
+def bilevel_register_objectives() -> Iterable["ObjectiveSpec"]:
+    """Return the outer objectives this plugin provides, as :class:`ObjectiveSpec` records."""
+
+
+@hookspec
+def bilevel_register_optimizers() -> Iterable["OptimizerSpec"]:
+    """Return the outer optimizers this plugin provides, as :class:`OptimizerSpec` records."""
+
+
+@hookspec
+def bilevel_run_listener(context: "RunContext") -> "RunListener | None":
+    """Return a listener for one run, or ``None`` to sit this run out.
+
+    Called once at the start of every ``fit`` and CLI run, before any work is done. The listener's
+    ``handle(event)`` then receives every event of the run (:mod:`automl_bilevel.events`). An
+    exception raised here aborts the run before it starts (for example an unreachable tracking
+    store); an exception raised from ``handle`` is reported as a warning and the listener is
+    dropped, while the run goes on.
+    """

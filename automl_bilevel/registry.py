@@ -1,0 +1,225 @@
+"""The plugin manager and the registry of components it yields.
+
+``get_plugin_manager()`` builds a fresh pluggy manager (no import-time global): it loads every
+entry point of the ``automl_bilevel`` group (built-ins come through the same group as third-party
+plugins), skips a plugin that fails to import (recorded in ``load_errors`` and warned about by
+name) and honours ``AUTOML_BILEVEL_DISABLE_PLUGINS`` (comma-separated plugin names).
+
+``Registry`` collects the registration hooks' records and checks all of them in one place.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import pluggy
+
+from . import hookspecs
+from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
+from .specs import SPEC_TYPES, TASKS, PluginInfo, Registered
+
+ENTRY_POINT_GROUP = "automl_bilevel"
+DISABLE_ENV = "AUTOML_BILEVEL_DISABLE_PLUGINS"
+
+
+class PluginError(Exception):
+    """A plugin broke the plugin contract; the message names the plugin."""
+
+
+class UnknownComponentError(KeyError, ValueError):
+    """No registered component has that name; the message lists the available ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class CapabilityError(ValueError):
+    """The chosen components do not fit together (task kind, required capabilities)."""
+
+
+@dataclass(frozen=True)
+class LoadError:
+    plugin: str
+    package: str | None
+    error: str
+
+
+def blocked_plugins(env: Mapping[str, str] | None = None) -> set[str]:
+    raw = (env if env is not None else os.environ).get(DISABLE_ENV, "")
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def get_plugin_manager(*, load_entry_points: bool = True, blocked: Iterable[str] | None = None) -> pluggy.PluginManager:
+    """A new plugin manager with the hookspecs and every installed, unblocked plugin loaded."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.load_errors = []  # type: ignore[attr-defined]
+    pm.plugin_origins = {}  # type: ignore[attr-defined]  # plugin name -> (package, version)
+    for name in blocked_plugins() | set(blocked or ()):
+        pm.set_blocked(name)
+    if load_entry_points:
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
+                continue
+            dist = getattr(ep, "dist", None)
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not take the host down
+                pm.load_errors.append(LoadError(ep.name, dist.name if dist else None, f"{type(exc).__name__}: {exc}"))
+                warnings.warn(
+                    f"automl_bilevel plugin {ep.name!r} ({ep.value}) failed to import and is skipped: "
+                    f"{type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            pm.register(plugin, name=ep.name)
+            pm.plugin_origins[ep.name] = (dist.name, dist.version) if dist else (None, None)
+    return pm
+
+
+def _origin(pm: pluggy.PluginManager, plugin: Any) -> PluginInfo:
+    name = pm.get_name(plugin) or repr(plugin)
+    package, version = getattr(pm, "plugin_origins", {}).get(name, (None, None))
+    return PluginInfo(name, package, version)
+
+
+def _check_spec(kind: str, spec: Any, origin: PluginInfo) -> None:
+    expected = SPEC_TYPES[kind]
+    who = f"plugin {origin.plugin!r}"
+    if not isinstance(spec, expected):
+        raise PluginError(f"{who} returned {type(spec).__name__} {spec!r} from bilevel_register_{kind}s; expected {expected.__name__}")
+    if not isinstance(spec.name, str) or not spec.name or not spec.name.replace("_", "").replace("-", "").isalnum():
+        raise PluginError(f"{who}: {kind} name must be a non-empty identifier-like string, got {spec.name!r}")
+    if not callable(spec.factory):
+        raise PluginError(f"{who}: {kind} {spec.name!r} has a factory that is not callable: {spec.factory!r}")
+    for attr in ("tasks", "capabilities", "requires"):
+        value = getattr(spec, attr, frozenset())
+        if not isinstance(value, frozenset) or not all(isinstance(v, str) for v in value):
+            raise PluginError(f"{who}: {kind} {spec.name!r} field {attr} must be a frozenset of strings, got {value!r}")
+    tasks = getattr(spec, "tasks", TASKS)
+    if not tasks or not tasks <= TASKS:
+        raise PluginError(f"{who}: {kind} {spec.name!r} declares tasks {sorted(tasks)}; allowed: {sorted(TASKS)}")
+
+
+_BASES = {"learner": InnerLearner, "objective": OuterObjective, "optimizer": OuterOptimizer}
+
+
+@dataclass
+class Registry:
+    """Every registered learner, objective and optimizer, checked."""
+
+    components: dict[str, dict[str, Registered]] = field(default_factory=dict)
+    load_errors: list[LoadError] = field(default_factory=list)
+    pm: pluggy.PluginManager | None = None
+
+    @classmethod
+    def from_plugin_manager(cls, pm: pluggy.PluginManager) -> "Registry":
+        reg = cls({k: {} for k in SPEC_TYPES}, list(getattr(pm, "load_errors", [])), pm)
+        for kind in SPEC_TYPES:
+            hook = getattr(pm.hook, f"bilevel_register_{kind}s")
+            for impl in hook.get_hookimpls():
+                origin = _origin(pm, impl.plugin)
+                try:
+                    records = impl.function()
+                except Exception as exc:
+                    raise PluginError(f"plugin {origin.plugin!r} raised in bilevel_register_{kind}s: {type(exc).__name__}: {exc}") from exc
+                if records is None:
+                    continue
+                try:
+                    records = list(records)
+                except TypeError:
+                    raise PluginError(f"plugin {origin.plugin!r}: bilevel_register_{kind}s must return an iterable of specs, got {records!r}") from None
+                for spec in records:
+                    _check_spec(kind, spec, origin)
+                    if spec.name in reg.components[kind]:
+                        other = reg.components[kind][spec.name].origin.plugin
+                        raise PluginError(f"{kind} name {spec.name!r} is registered by both plugin {other!r} and plugin {origin.plugin!r}")
+                    reg.components[kind][spec.name] = Registered(spec, origin)
+        return reg
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def get(self, kind: str, name: str) -> Registered:
+        try:
+            return self.components[kind][name]
+        except KeyError:
+            raise UnknownComponentError(
+                f"unknown {kind} {name!r}; available {kind}s: {', '.join(self.names(kind)) or '(none)'}"
+            ) from None
+
+    def make(self, kind: str, name_or_instance: Any, params: Mapping[str, Any] | None = None) -> tuple[Any, Registered | None]:
+        """Instantiate a component by name (with ``params``) or accept an instance as is."""
+        base = _BASES[kind]
+        if isinstance(name_or_instance, base):
+            if params:
+                raise ValueError(f"{kind}_params cannot be combined with a {kind} instance; configure the instance")
+            return name_or_instance, None
+        if not isinstance(name_or_instance, str):
+            raise TypeError(f"{kind} must be a registered name or a {base.__name__} instance, got {name_or_instance!r}")
+        reg = self.get(kind, name_or_instance)
+        try:
+            obj = reg.spec.factory(**dict(params or {}))
+        except TypeError as exc:
+            raise ValueError(f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r}) rejected its parameters {dict(params or {})}: {exc}") from exc
+        if not isinstance(obj, base):
+            raise PluginError(f"plugin {reg.origin.plugin!r}: factory of {kind} {reg.name!r} returned {type(obj).__name__}, not an {base.__name__}")
+        return obj, reg
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every component as a plain record (for ``automl-bilevel plugins``)."""
+        rows = []
+        for kind in SPEC_TYPES:
+            for name in self.names(kind):
+                r = self.components[kind][name]
+                rows.append({
+                    "kind": kind,
+                    "name": name,
+                    "plugin": r.origin.plugin,
+                    "package": r.origin.package,
+                    "version": r.origin.version,
+                    "description": r.spec.description,
+                })
+        return rows
+
+    def run_listeners(self, context: Any) -> list[tuple[str, Any]]:
+        """Ask every plugin for a listener for this run (exceptions propagate: the run must not start)."""
+        out = []
+        if self.pm is None:
+            return out
+        for impl in reversed(self.pm.hook.bilevel_run_listener.get_hookimpls()):
+            listener = impl.function(context=context)
+            if listener is not None:
+                out.append((impl.plugin_name, listener))
+        return out
+
+
+def get_registry(blocked: Iterable[str] | None = None) -> Registry:
+    return Registry.from_plugin_manager(get_plugin_manager(blocked=blocked))
+
+
+def check_compatible(task: Task, learner: tuple[Any, Registered | None], objective: tuple[Any, Registered | None],
+                     optimizer: tuple[Any, Registered | None]) -> None:
+    """Raise CapabilityError, naming the plugin, when the components do not fit together."""
+    def caps(obj: Any, reg: Registered | None, attr: str) -> frozenset[str]:
+        if reg is not None:
+            return getattr(reg.spec, attr, frozenset())
+        return frozenset(getattr(obj, attr, frozenset()))
+
+    for kind, (obj, reg) in (("learner", learner), ("objective", objective)):
+        tasks = reg.spec.tasks if reg else frozenset(getattr(obj, "tasks", TASKS))
+        if task.kind not in tasks:
+            who = f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r})" if reg else f"{kind} {type(obj).__name__}"
+            raise CapabilityError(f"{who} does not support {task.kind}; it supports {sorted(tasks)}")
+    opt_obj, opt_reg = optimizer
+    needed = caps(opt_obj, opt_reg, "requires")
+    for kind, (obj, reg) in (("learner", learner), ("objective", objective)):
+        missing = needed - caps(obj, reg, "capabilities")
+        if missing:
+            who = f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r})" if reg else f"{kind} {type(obj).__name__}"
+            oname = opt_reg.name if opt_reg else type(opt_obj).__name__
+            raise CapabilityError(f"optimizer {oname!r} needs capability {sorted(missing)}, which {who} lacks")

@@ -1,0 +1,63 @@
+"""Trial records: one evaluation of the outer objective at one configuration."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+COMPLETE = "COMPLETE"
+FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What evaluating a proposal returns: the objective value plus optional extra metrics."""
+
+    value: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    extra: Any = None
+
+
+@dataclass(frozen=True)
+class Trial:
+    number: int
+    config: Mapping[str, Any]
+    value: float
+    status: str = COMPLETE
+    duration: float = 0.0
+    budget: float | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == COMPLETE and math.isfinite(self.value)
+
+
+def best_trial(trials: Sequence[Trial]) -> Trial | None:
+    """The completed trial with the lowest value (the highest budget wins among equals)."""
+    done = [t for t in trials if t.ok]
+    if not done:
+        return None
+    top = max((t.budget or 1.0) for t in done)
+    done = [t for t in done if (t.budget or 1.0) == top]
+    return min(done, key=lambda t: (t.value, t.number))
+
+
+def history_table(trials: Sequence[Trial]) -> dict[str, list]:
+    """Trials as a dict of columns (like ``cv_results_``; ``pandas.DataFrame(history)`` works)."""
+    best_so_far, cur = [], math.inf
+    for t in trials:
+        if t.ok:
+            cur = min(cur, t.value)
+        best_so_far.append(cur)
+    return {
+        "number": [t.number for t in trials],
+        "value": [t.value for t in trials],
+        "best_value": best_so_far,
+        "status": [t.status for t in trials],
+        "duration": [t.duration for t in trials],
+        "budget": [t.budget for t in trials],
+        "params": [dict(t.config) for t in trials],
+        "error": [t.error for t in trials],
+    }

@@ -1,0 +1,88 @@
+"""The ``sklearn`` inner learner: any scikit-learn estimator as a black-box inner learner.
+
+Its hyperparameters are the estimator's ``set_params`` names (``svc__C`` inside a Pipeline). Common
+estimators come with a default ConfigSpace; for others pass ``search_space``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from automl_bilevel import InnerLearner, LearnerSpec, Task, as_configspace, hookimpl
+
+_LOG_C = (1e-3, 1e3, "log")
+DEFAULT_SPACES: dict[str, dict[str, Any]] = {
+    "SVC": {"C": _LOG_C, "gamma": (1e-5, 1.0, "log")},
+    "SVR": {"C": _LOG_C, "gamma": (1e-5, 1.0, "log"), "epsilon": (1e-3, 1.0, "log")},
+    "LogisticRegression": {"C": (1e-4, 1e4, "log")},
+    "Ridge": {"alpha": (1e-4, 1e4, "log")},
+    "Lasso": {"alpha": (1e-5, 10.0, "log")},
+    "KNeighborsClassifier": {"n_neighbors": (1, 50), "weights": ["uniform", "distance"]},
+    "KNeighborsRegressor": {"n_neighbors": (1, 50), "weights": ["uniform", "distance"]},
+    "RandomForestClassifier": {"n_estimators": (10, 300, "log"), "max_depth": (2, 32, "log"), "min_samples_leaf": (1, 20)},
+    "RandomForestRegressor": {"n_estimators": (10, 300, "log"), "max_depth": (2, 32, "log"), "min_samples_leaf": (1, 20)},
+    "HistGradientBoostingClassifier": {"learning_rate": (1e-3, 1.0, "log"), "max_leaf_nodes": (4, 128, "log"),
+                                       "l2_regularization": (1e-8, 1.0, "log")},
+    "HistGradientBoostingRegressor": {"learning_rate": (1e-3, 1.0, "log"), "max_leaf_nodes": (4, 128, "log"),
+                                      "l2_regularization": (1e-8, 1.0, "log")},
+    "MLPClassifier": {"alpha": (1e-6, 1e-1, "log"), "learning_rate_init": (1e-4, 1e-1, "log")},
+    "MLPRegressor": {"alpha": (1e-6, 1e-1, "log"), "learning_rate_init": (1e-4, 1e-1, "log")},
+}
+
+
+@dataclass
+class SklearnModel:
+    """A fitted scikit-learn estimator; ``predict_proba`` is aligned to all ``n_outputs`` classes."""
+
+    estimator: BaseEstimator
+    task: Task
+
+    def predict(self, X):
+        return self.estimator.predict(X)
+
+    def predict_proba(self, X):
+        if not hasattr(self.estimator, "predict_proba"):
+            raise AttributeError(
+                f"{type(self.estimator).__name__} has no predict_proba (for SVC set probability=True), "
+                "so it cannot be scored by val_loss; use objective='val_error'"
+            )
+        p = self.estimator.predict_proba(X)
+        out = np.zeros((len(p), self.task.n_outputs))
+        out[:, np.asarray(self.estimator.classes_, dtype=int)] = p
+        return out
+
+
+class SklearnLearner(InnerLearner):
+    def __init__(self, estimator: BaseEstimator | None = None):
+        if estimator is not None and not (hasattr(estimator, "fit") and hasattr(estimator, "get_params")):
+            raise TypeError(f"estimator must be a scikit-learn estimator, got {estimator!r}")
+        self.estimator = estimator
+
+    def _estimator(self, task: Task) -> BaseEstimator:
+        if self.estimator is not None:
+            if task.is_classifier != is_classifier(self.estimator):
+                raise ValueError(f"{type(self.estimator).__name__} is not a {'classifier' if task.is_classifier else 'regressor'}")
+            return self.estimator
+        return LogisticRegression(max_iter=1000) if task.is_classifier else Ridge()
+
+    def config_space(self, task):
+        return as_configspace(DEFAULT_SPACES.get(type(self._estimator(task)).__name__, {}))
+
+    def param_names(self, task):
+        return set(self._estimator(task).get_params(deep=True))
+
+    def fit(self, X, y, config, *, task, seed, budget=None):
+        est = clone(self._estimator(task)).set_params(**dict(config))
+        if "random_state" in est.get_params() and "random_state" not in config:
+            est.set_params(random_state=seed)
+        return SklearnModel(est.fit(X, y), task)
+
+
+@hookimpl
+def bilevel_register_learners():
+    return [LearnerSpec("sklearn", SklearnLearner,
+                        "any scikit-learn estimator (default LogisticRegression / Ridge) as a black-box learner")]

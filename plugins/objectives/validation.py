@@ -1,0 +1,53 @@
+"""Validation objectives ``val_loss`` and ``val_error`` (both minimised).
+
+=============  =======================================  ==========================================
+objective      classification                           regression
+=============  =======================================  ==========================================
+``val_loss``   cross-entropy of ``predict_proba``       mean squared error
+``val_error``  1 - accuracy                             1 - R² (scale-free; 0 is perfect)
+=============  =======================================  ==========================================
+
+``val_loss`` also offers ``loss_tensor`` for hypergradient optimizers (capability
+``differentiable``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from automl_bilevel import ObjectiveSpec, OuterObjective, hookimpl
+
+EPS = 1e-12
+
+
+class ValidationLoss(OuterObjective):
+    def __call__(self, model, X, y, *, task):
+        if task.is_classifier:
+            if not hasattr(model, "predict_proba"):
+                raise TypeError(f"{type(model).__name__} has no predict_proba; val_loss needs one (use val_error)")
+            p = np.asarray(model.predict_proba(X))
+            return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0))))
+        return float(np.mean((np.asarray(model.predict(X), dtype=float) - y) ** 2))
+
+    def loss_tensor(self, outputs: torch.Tensor, y: torch.Tensor, *, task) -> torch.Tensor:
+        if task.is_classifier:
+            return torch.nn.functional.cross_entropy(outputs, y)
+        return torch.nn.functional.mse_loss(outputs.reshape(y.shape), y)
+
+
+class ValidationError(OuterObjective):
+    def __call__(self, model, X, y, *, task):
+        pred = np.asarray(model.predict(X))
+        if task.is_classifier:
+            return float(np.mean(pred != y))
+        mse = float(np.mean((pred.astype(float) - y) ** 2))
+        return mse / max(float(np.var(y)), EPS)
+
+
+@hookimpl
+def bilevel_register_objectives():
+    return [
+        ObjectiveSpec("val_loss", ValidationLoss, "validation cross-entropy (classification) or MSE (regression)",
+                      capabilities=frozenset({"differentiable"})),
+        ObjectiveSpec("val_error", ValidationError, "validation error rate (classification) or 1 - R² (regression)"),
+    ]

@@ -1,0 +1,52 @@
+"""The ``random`` outer optimizer: random search over the ConfigSpace.
+
+The baseline every other optimizer is compared with. On a finite space it never proposes a
+configuration twice and stops when the space is exhausted.
+"""
+from __future__ import annotations
+
+import math
+
+from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspace, config_dict, hookimpl
+
+
+class RandomSearch(OuterOptimizer):
+    def __init__(self, start_with_default: bool = False):
+        self.start_with_default = bool(start_with_default)
+
+    def setup(self, problem, seed):
+        super().setup(problem, seed)
+        self.space = as_configspace(problem.space, seed=seed)
+        self._size = self.space.estimate_size() if len(self.space) else 1
+        self._seen: set[tuple] = set()
+        self._asked = 0
+
+    def _key(self, cfg):
+        return tuple(sorted((k, repr(v)) for k, v in cfg.items()))
+
+    def ask(self, n=1):
+        out = []
+        for _ in range(n):
+            if math.isfinite(self._size) and len(self._seen) >= self._size:
+                break
+            if self._asked == 0 and self.start_with_default:
+                cfg = config_dict(self.space.get_default_configuration())
+            else:
+                cfg = config_dict(self.space.sample_configuration())
+                for _ in range(1000):
+                    if not math.isfinite(self._size) or self._key(cfg) not in self._seen:
+                        break
+                    cfg = config_dict(self.space.sample_configuration())
+            self._asked += 1
+            self._seen.add(self._key(cfg))
+            out.append(Proposal(cfg))
+        return out
+
+    def tell(self, proposal, trial):
+        pass
+
+
+@hookimpl
+def bilevel_register_optimizers():
+    return [OptimizerSpec("random", RandomSearch, "random search over the ConfigSpace",
+                          capabilities=frozenset({"parallel"}))]

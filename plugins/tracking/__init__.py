@@ -1,0 +1,1 @@
+"""Run listeners: MLflow tracking and progress display."""
