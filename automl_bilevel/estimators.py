@@ -56,6 +56,7 @@ class _BilevelEstimator(BaseEstimator):
         "tracking_uri": [None, str],
         "experiment_name": [str],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -76,6 +77,7 @@ class _BilevelEstimator(BaseEstimator):
         tracking_uri=None,
         experiment_name="automl-bilevel",
         random_state=None,
+        verbose=0,
     ):
         self.learner = learner
         self.objective = objective
@@ -92,6 +94,7 @@ class _BilevelEstimator(BaseEstimator):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.random_state = random_state
+        self.verbose = verbose
 
     # -- data -----------------------------------------------------------------------------
     def _encode_targets(self, y: np.ndarray) -> tuple[np.ndarray, int]:
@@ -210,7 +213,7 @@ class _BilevelEstimator(BaseEstimator):
             plugins=plugins,
             search_space=describe(space),
             n_iter=self.n_iter,
-            tracking=TrackingSettings(self.tracking, self.tracking_uri, self.experiment_name),
+            tracking=TrackingSettings(self.tracking, self.tracking_uri, self.experiment_name, progress=self.verbose > 0),
             trials_are_steps=bool(optimizer[1] and optimizer[1].spec.trials_are_steps),
         )
 
@@ -247,6 +250,8 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):
     tracking_uri : str, optional
         Else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
     random_state : int, RandomState or None
+    verbose : int
+        1 or more shows a progress bar with the best value so far on stderr.
 
     Attributes
     ----------
@@ -287,12 +292,12 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):
     def __init__(self, learner="mlp", objective="val_loss", optimizer="random", *, search_space=None, n_iter=20,
                  learner_params=None, objective_params=None, optimizer_params=None, validation_fraction=0.2,
                  cv=None, timeout=None, tracking=True, tracking_uri=None, experiment_name="automl-bilevel",
-                 random_state=None):
+                 random_state=None, verbose=0):
         super().__init__(learner, objective, optimizer, search_space=search_space, n_iter=n_iter,
                          learner_params=learner_params, objective_params=objective_params,
                          optimizer_params=optimizer_params, validation_fraction=validation_fraction, cv=cv,
                          timeout=timeout, tracking=tracking, tracking_uri=tracking_uri,
-                         experiment_name=experiment_name, random_state=random_state)
+                         experiment_name=experiment_name, random_state=random_state, verbose=verbose)
 
     def _encode_targets(self, y):
         return np.asarray(y, dtype=np.float64), 1

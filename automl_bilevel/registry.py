@@ -136,8 +136,8 @@ class Registry:
                 for spec in records:
                     _check_spec(kind, spec, origin)
                     if spec.name in reg.components[kind]:
-                        other = reg.components[kind][spec.name].origin.plugin
-                        raise PluginError(f"{kind} name {spec.name!r} is registered by both plugin {other!r} and plugin {origin.plugin!r}")
+                        a, b = sorted([reg.components[kind][spec.name].origin.plugin, origin.plugin])
+                        raise PluginError(f"{kind} name {spec.name!r} is registered by both plugin {a!r} and plugin {b!r}")
                     reg.components[kind][spec.name] = Registered(spec, origin)
         return reg
 

@@ -208,8 +208,12 @@ class MlflowListener:
         self.client.log_figure(self.run_id, fig, "optimization_trace.png")
 
     def _log_model(self, model) -> None:
+        import logging
+
         import mlflow.sklearn
 
+        # we choose cloudpickle on purpose (our estimators hold torch modules skops cannot store)
+        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model")
             mlflow.sklearn.save_model(model, path, serialization_format="cloudpickle",

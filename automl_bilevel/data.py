@@ -1,0 +1,121 @@
+"""Dataset loaders: scikit-learn's bundled sets and MNIST / Fashion-MNIST from IDX gzip files.
+
+IDX files are found, in order, in: the ``data_dir`` argument; ``$AUTOML_BILEVEL_DATA``; the
+standard locations (``/usr/share/datasets/<name>``, Debian's ``dataset-fashion-mnist`` package);
+``shared/data`` beside or inside a source checkout. Nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+DATA_ENV = "AUTOML_BILEVEL_DATA"
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+IDX_DATASETS = ("mnist", "fashion-mnist")
+SKLEARN_DATASETS = {
+    "digits": "classification",
+    "iris": "classification",
+    "wine": "classification",
+    "breast_cancer": "classification",
+    "diabetes": "regression",
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset's files are not where we looked; the message says where we looked and what to do."""
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (gzip-compressed or plain) into an array of its stored shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
+    ndim = data[3]
+    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says shape {shape} but holds {body.size} values (truncated file?)")
+    return body.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+
+def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    roots: list[Path] = []
+    if data_dir is not None:
+        roots += [Path(data_dir), Path(data_dir) / name]
+    if os.environ.get(DATA_ENV):
+        roots += [Path(os.environ[DATA_ENV]) / name, Path(os.environ[DATA_ENV])]
+    roots.append(Path("/usr/share/datasets") / name)
+    here = Path(__file__).resolve().parents[1]
+    for base in (here, Path.cwd()):
+        roots += [base / "shared" / "data" / name, base.parent / "shared" / "data" / name]
+    seen, out = set(), []
+    for r in roots:
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def find_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    if name not in IDX_DATASETS:
+        raise ValueError(f"unknown IDX dataset {name!r}; known: {', '.join(IDX_DATASETS)}")
+    needed = [f for pair in IDX_FILES.values() for f in pair]
+    looked = candidate_dirs(name, data_dir)
+    for d in looked:
+        if all((d / f).is_file() for f in needed):
+            return d
+    hint = ("install Debian's dataset-fashion-mnist package, or " if name == "fashion-mnist" else "")
+    raise DatasetNotFoundError(
+        f"{name} IDX files ({', '.join(needed)}) not found. Looked in:\n  "
+        + "\n  ".join(map(str, looked))
+        + f"\nTo fix: {hint}put the four files in a folder and pass data_dir=FOLDER or set {DATA_ENV}=FOLDER "
+        f"(a folder holding them, or one holding {name}/ with them)."
+    )
+
+
+def load_idx_dataset(name: str = "mnist", split: str = "train", data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, 28, 28) uint8 and labels (n,) of MNIST or Fashion-MNIST."""
+    if split not in IDX_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    folder = find_idx_dir(name, data_dir)
+    images, labels = (read_idx(folder / f) for f in IDX_FILES[split])
+    if len(images) != len(labels):
+        raise ValueError(f"{folder}: {len(images)} images but {len(labels)} labels")
+    return images, labels.astype(np.int64)
+
+
+def load_dataset(name: str, data_dir=None, max_samples: int | None = None, seed: int = 0):
+    """(X, y, task kind) for a named dataset, a CSV path (last column = target), for the CLI."""
+    if name in SKLEARN_DATASETS:
+        import sklearn.datasets as skd
+
+        X, y = getattr(skd, f"load_{name}")(return_X_y=True)
+        task = SKLEARN_DATASETS[name]
+    elif name in IDX_DATASETS:
+        X, y = load_idx_dataset(name, "train", data_dir)
+        X = X.reshape(len(X), -1).astype(np.float32) / 255.0
+        task = "classification"
+    elif str(name).endswith(".csv") and Path(name).is_file():
+        arr = np.genfromtxt(name, delimiter=",", skip_header=1)
+        X, y = arr[:, :-1], arr[:, -1]
+        task = "classification" if np.all(y == np.round(y)) and len(np.unique(y)) <= 50 else "regression"
+    else:
+        raise ValueError(f"unknown dataset {name!r}; use one of {sorted(SKLEARN_DATASETS) + list(IDX_DATASETS)} "
+                         "or a path to a .csv file (last column is the target)")
+    if max_samples is not None and max_samples < len(X):
+        idx = np.random.default_rng(seed).permutation(len(X))[:max_samples]
+        X, y = X[idx], y[idx]
+    return X, y, task

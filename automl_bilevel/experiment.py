@@ -1,0 +1,140 @@
+"""Experiment files (TOML): dataset, learner, objective, optimizer, budget, tracking.
+
+See ``automl_bilevel/experiments/default.toml`` for the shape. Unknown sections or keys are an
+error (a typo must not silently fall back to a default).
+"""
+from __future__ import annotations
+
+import time
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from .data import load_dataset
+
+SCHEMA = {
+    "name": None,
+    "data": {"dataset", "test_size", "data_dir", "max_samples"},
+    "estimator": {"task", "learner", "objective", "optimizer", "n_iter", "timeout", "validation_fraction", "cv",
+                  "random_state", "learner_params", "objective_params", "optimizer_params"},
+    "search_space": None,
+    "tracking": {"enabled", "uri", "experiment"},
+}
+
+
+class ExperimentError(ValueError):
+    """The experiment file is malformed."""
+
+
+@dataclass
+class Experiment:
+    name: str
+    data: dict[str, Any]
+    estimator: dict[str, Any]
+    search_space: dict[str, Any] | None
+    tracking: dict[str, Any]
+    source: str
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Experiment":
+        if path is None:
+            text = resources.files("automl_bilevel").joinpath("experiments/default.toml").read_text()
+            source = "embedded default (digits)"
+        else:
+            p = Path(path)
+            if not p.is_file():
+                raise ExperimentError(f"experiment file {str(p)!r} does not exist")
+            text, source = p.read_text(), str(p)
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ExperimentError(f"{source}: not valid TOML: {exc}") from exc
+        return cls.from_dict(raw, source)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> "Experiment":
+        unknown = set(raw) - set(SCHEMA)
+        if unknown:
+            raise ExperimentError(f"{source}: unknown section(s) {sorted(unknown)}; allowed: {sorted(SCHEMA)}")
+        for section, keys in SCHEMA.items():
+            if keys is None or section not in raw:
+                continue
+            if not isinstance(raw[section], dict):
+                raise ExperimentError(f"{source}: [{section}] must be a table")
+            bad = set(raw[section]) - keys
+            if bad:
+                raise ExperimentError(f"{source}: unknown key(s) {sorted(bad)} in [{section}]; allowed: {sorted(keys)}")
+        if "dataset" not in raw.get("data", {}):
+            raise ExperimentError(f"{source}: [data] needs a 'dataset'")
+        return cls(
+            name=str(raw.get("name", Path(source).stem)),
+            data=dict(raw["data"]),
+            estimator=dict(raw.get("estimator", {})),
+            search_space=raw.get("search_space"),
+            tracking=dict(raw.get("tracking", {})),
+            source=source,
+        )
+
+    def build_estimator(self, task: str, *, verbose: int = 1, overrides: dict[str, Any] | None = None):
+        from .estimators import BilevelClassifier, BilevelRegressor
+
+        params = {k: v for k, v in self.estimator.items() if k != "task"}
+        params.update(search_space=self.search_space, verbose=verbose,
+                      tracking=bool(self.tracking.get("enabled", True)),
+                      tracking_uri=self.tracking.get("uri"),
+                      experiment_name=self.tracking.get("experiment", "automl-bilevel"))
+        params.update(overrides or {})
+        cls = BilevelClassifier if task == "classification" else BilevelRegressor
+        return cls(**params)
+
+    def run(self, *, verbose: int = 1, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Load data, fit on the train split, score on the test split; a results dict.
+
+        On Ctrl-C the partial results are returned with ``interrupted=True``.
+        """
+        X, y, task = load_dataset(self.data["dataset"], self.data.get("data_dir"), self.data.get("max_samples"),
+                                  seed=int(self.estimator.get("random_state") or 0))
+        task = self.estimator.get("task", task)
+        strat = y if task == "classification" else None
+        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=float(self.data.get("test_size", 0.25)),
+                                              random_state=int(self.estimator.get("random_state") or 0), stratify=strat)
+        est = self.build_estimator(task, verbose=verbose, overrides=overrides)
+        t0, interrupted = time.perf_counter(), False
+        try:
+            est.fit(Xtr, ytr)
+        except KeyboardInterrupt:
+            interrupted = True
+            if not hasattr(est, "model_"):
+                raise
+        metric = "accuracy" if task == "classification" else "r2"
+        return {
+            "experiment": self.name,
+            "source": self.source,
+            "dataset": self.data["dataset"],
+            "n_train": int(len(Xtr)),
+            "n_test": int(len(Xte)),
+            "task": task,
+            "learner": est.learner if isinstance(est.learner, str) else type(est.learner).__name__,
+            "objective": est.objective if isinstance(est.objective, str) else type(est.objective).__name__,
+            "optimizer": est.optimizer if isinstance(est.optimizer, str) else type(est.optimizer).__name__,
+            "n_trials": est.n_trials_,
+            "n_failed": int(sum(s != "COMPLETE" for s in est.history_["status"])),
+            "stop_reason": est.stop_reason_,
+            "best_value": est.best_value_,
+            "best_params": est.best_params_,
+            "test_metric": metric,
+            "test_score": float(est.score(Xte, yte)),
+            "seconds": time.perf_counter() - t0,
+            "mlflow_run_id": est.mlflow_run_id_,
+            "mlflow_tracking_uri": est.run_info_.get("mlflow_tracking_uri"),
+            "interrupted": interrupted,
+            "top_trials": sorted(
+                ({"number": n, "value": v, "params": p} for n, v, p, s in
+                 zip(est.history_["number"], est.history_["value"], est.history_["params"], est.history_["status"])
+                 if s == "COMPLETE"), key=lambda r: r["value"])[:5],
+        }

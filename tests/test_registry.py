@@ -1,0 +1,153 @@
+"""The plugin host: loading through entry points, validation, blocking, broken plugins."""
+from __future__ import annotations
+
+import pytest
+
+from automl_bilevel import (
+    BilevelClassifier,
+    CapabilityError,
+    PluginError,
+    UnknownComponentError,
+    get_plugin_manager,
+    get_registry,
+)
+from automl_bilevel.registry import Registry
+from automl_bilevel.testing import check_learner, check_optimizer
+
+from .conftest import EXAMPLE_PLUGIN
+
+BUILTIN = {
+    ("learner", "logistic"), ("learner", "mlp"), ("learner", "sklearn"),
+    ("objective", "val_loss"), ("objective", "val_error"), ("optimizer", "random"),
+}
+
+
+def test_builtins_come_through_the_entry_point_group():
+    reg = get_registry()
+    found = {(r["kind"], r["name"]) for r in reg.records()}
+    assert BUILTIN <= found
+    for r in reg.records():
+        if (r["kind"], r["name"]) in BUILTIN:
+            assert r["package"] == "automl-bilevel" and r["version"]
+    assert not reg.load_errors
+
+
+def test_no_entry_points_means_no_components():
+    reg = Registry.from_plugin_manager(get_plugin_manager(load_entry_points=False))
+    assert reg.records() == []
+    with pytest.raises(UnknownComponentError, match=r"available learners: \(none\)"):
+        reg.get("learner", "mlp")
+
+
+def test_environment_variable_blocks_named_plugins(monkeypatch):
+    monkeypatch.setenv("AUTOML_BILEVEL_DISABLE_PLUGINS", "random_search, sklearn_learner")
+    names = {r["name"] for r in get_registry().records()}
+    assert "random" not in names and "sklearn" not in names and "logistic" in names
+
+
+def test_unknown_name_lists_the_available_ones():
+    with pytest.raises(UnknownComponentError) as err:
+        get_registry().get("optimizer", "nope")
+    assert "random" in str(err.value) and "'nope'" in str(err.value)
+
+
+def test_plugin_that_fails_to_import_is_reported_by_name_and_skipped(fake_dist):
+    fake_dist("broken-pkg", {"broken": "broken_mod"}, {"broken_mod": "raise ImportError('missing dependency xyz')\n"})
+    with pytest.warns(RuntimeWarning, match="'broken'.*missing dependency xyz"):
+        reg = get_registry()
+    assert [(e.plugin, e.package) for e in reg.load_errors] == [("broken", "broken-pkg")]
+    assert "logistic" in reg.names("learner")  # the rest still works
+
+
+PLUGIN_SRC = """
+from automl_bilevel import hookimpl, LearnerSpec, OptimizerSpec
+from automl_bilevel_plugins.learners.torch_learners import LogisticLearner
+@hookimpl
+def bilevel_register_learners():
+    return {ret}
+"""
+
+
+@pytest.mark.parametrize("ret, message", [
+    ("[LearnerSpec('logistic', LogisticLearner)]", "registered by both plugin 'dup' and plugin 'torch_learners'"),
+    ("[OptimizerSpec('x', LogisticLearner)]", "plugin 'dup' returned OptimizerSpec"),
+    ("[LearnerSpec('bad name!', LogisticLearner)]", "plugin 'dup'.*identifier-like"),
+    ("[LearnerSpec('x', 42)]", "plugin 'dup'.*not callable"),
+    ("[LearnerSpec('x', LogisticLearner, tasks=frozenset({'ranking'}))]", "plugin 'dup'.*declares tasks"),
+    ("[LearnerSpec('x', LogisticLearner, capabilities={'differentiable'})]", "plugin 'dup'.*frozenset"),
+    ("42", "plugin 'dup'.*iterable"),
+])
+def test_invalid_records_are_rejected_naming_the_plugin(fake_dist, ret, message):
+    fake_dist("dup-pkg", {"dup": "dup_mod"}, {"dup_mod": PLUGIN_SRC.format(ret=ret)})
+    with pytest.raises(PluginError, match=message):
+        get_registry()
+
+
+def test_factory_returning_the_wrong_type_is_rejected(fake_dist):
+    src = PLUGIN_SRC.format(ret="[LearnerSpec('weird', lambda: object())]")
+    fake_dist("w-pkg", {"weird": "weird_mod"}, {"weird_mod": src})
+    with pytest.raises(PluginError, match="plugin 'weird'.*returned object, not an InnerLearner"):
+        get_registry().make("learner", "weird")
+
+
+def test_missing_capability_and_task_are_reported_naming_the_plugin(fake_dist):
+    src = """
+from automl_bilevel import hookimpl, OptimizerSpec
+from automl_bilevel_plugins.optimizers.random_search import RandomSearch
+@hookimpl
+def bilevel_register_optimizers():
+    return [OptimizerSpec('needs_grad', RandomSearch, requires=frozenset({'differentiable'}))]
+"""
+    fake_dist("g-pkg", {"gradplug": "grad_mod"}, {"grad_mod": src})
+    X, y = [[0.0], [1.0], [0.1], [0.9]] * 5, [0, 1, 0, 1] * 5
+    with pytest.raises(CapabilityError, match="needs capability.*learner 'sklearn' \\(plugin 'sklearn_learner'\\)"):
+        BilevelClassifier("sklearn", optimizer="needs_grad", tracking=False).fit(X, y)
+    with pytest.raises(CapabilityError, match="learner 'logistic' \\(plugin 'torch_learners'\\) does not support regression"):
+        from automl_bilevel import BilevelRegressor
+
+        BilevelRegressor("logistic", tracking=False).fit(X, [0.5, 1.0, 2.0, 3.0] * 5)
+
+
+def test_example_third_party_plugin_is_found_through_its_entry_point(fake_dist):
+    fake_dist("automl-bilevel-grid", {"grid": "automl_bilevel_grid"}, extra_path=EXAMPLE_PLUGIN)
+    reg = get_registry()
+    rows = {(r["kind"], r["name"]): r for r in reg.records()}
+    assert rows[("optimizer", "grid")]["package"] == "automl-bilevel-grid"
+    assert rows[("learner", "knn")]["plugin"] == "grid"
+    from sklearn.datasets import load_iris
+
+    est = BilevelClassifier("knn", "val_error", "grid", n_iter=8, tracking=False, random_state=0)
+    est.fit(*load_iris(return_X_y=True))
+    assert est.n_trials_ == 8 and est.best_value_ < 0.15
+
+
+def test_contract_checks_pass_for_builtins_and_the_example(fake_dist):
+    from automl_bilevel_plugins.learners.sklearn_learner import SklearnLearner
+    from automl_bilevel_plugins.learners.torch_learners import LogisticLearner, MLPLearner
+    from automl_bilevel_plugins.optimizers.random_search import RandomSearch
+
+    check_learner(LogisticLearner(epochs=20), multi_fidelity=True)
+    check_learner(MLPLearner(epochs=100), multi_fidelity=True)
+    check_learner(MLPLearner(epochs=100), task="regression")
+    check_learner(SklearnLearner())
+    check_learner(SklearnLearner(), task="regression")
+    check_optimizer(RandomSearch)
+    fake_dist("automl-bilevel-grid", {"grid": "automl_bilevel_grid"}, extra_path=EXAMPLE_PLUGIN)
+    from automl_bilevel_grid import GridSearch, KNNLearner
+
+    check_learner(KNNLearner())
+    check_optimizer(lambda: GridSearch(steps=8))
+
+
+def test_contract_check_catches_a_broken_optimizer():
+    from automl_bilevel import OuterOptimizer, Proposal
+
+    class Broken(OuterOptimizer):
+        def ask(self, n=1):
+            return [Proposal({"x": 2.0, "y": 0.5})]  # outside the space
+
+        def tell(self, proposal, trial):
+            pass
+
+    with pytest.raises(Exception):
+        check_optimizer(Broken)
