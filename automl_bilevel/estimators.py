@@ -223,7 +223,8 @@ class _BilevelEstimator(BaseEstimator):
         return validate_data(self, X, dtype=np.float64, reset=False)
 
     def predict(self, X):
-        return self.model_.predict(self._check_X(X))
+        X = self._check_X(X)
+        return self.model_.predict(X)
 
 
 class BilevelClassifier(ClassifierMixin, _BilevelEstimator):
@@ -271,7 +272,8 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):
         return y_enc.astype(np.int64), len(self.classes_)
 
     def predict(self, X):
-        return self.classes_[super().predict(X)]
+        pred = super().predict(X)
+        return self.classes_[pred]
 
     def predict_proba(self, X):
         X = self._check_X(X)
