@@ -47,7 +47,8 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def print_results(res: dict[str, Any], out=sys.stdout) -> None:
+def print_results(res: dict[str, Any], out=None) -> None:
+    out = out or sys.stdout
     lines = [
         ("experiment", f"{res['experiment']}  [{res['source']}]"),
         ("dataset", f"{res['dataset']} ({res['task']}; {res['n_train']} train / {res['n_test']} test)"),

@@ -1,6 +1,7 @@
 """The plugin host: loading through entry points, validation, blocking, broken plugins."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from automl_bilevel import (
@@ -151,3 +152,30 @@ def test_contract_check_catches_a_broken_optimizer():
 
     with pytest.raises(Exception):
         check_optimizer(Broken)
+
+
+OBJECTIVE_SRC = """
+import numpy as np
+from automl_bilevel import hookimpl, ObjectiveSpec, OuterObjective
+class Brier(OuterObjective):
+    def __call__(self, model, X, y, *, task):
+        p = model.predict_proba(X)
+        return float(np.mean(np.sum((p - np.eye(task.n_outputs)[y]) ** 2, axis=1)))
+@hookimpl
+def bilevel_register_objectives():
+    return [ObjectiveSpec('brier', Brier, 'Brier score', tasks=frozenset({'classification'}))]
+"""
+
+
+def test_a_third_party_objective_is_used_by_name(fake_dist):
+    fake_dist("brier-pkg", {"brier": "brier_mod"}, {"brier_mod": OBJECTIVE_SRC})
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    est = BilevelClassifier(objective="brier", n_iter=3, tracking=False, random_state=0).fit(X, y)
+    assert 0 <= est.best_value_ < 0.3
+    import brier_mod
+
+    p = est.predict_proba(X)
+    assert brier_mod.Brier()(est.model_, X, y, task=est.model_.task) == pytest.approx(
+        np.mean(np.sum((p - np.eye(3)[y]) ** 2, axis=1)))

@@ -1,0 +1,98 @@
+"""The automl-bilevel command line: plugins listing and experiment runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from automl_bilevel.cli import main
+from automl_bilevel.experiment import Experiment, ExperimentError
+
+
+def test_plugins_json_lists_the_builtins(capsys):
+    assert main(["plugins", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    got = {(r["kind"], r["name"]) for r in out["plugins"]}
+    assert {("learner", "logistic"), ("learner", "mlp"), ("learner", "sklearn"), ("objective", "val_loss"),
+            ("objective", "val_error"), ("optimizer", "random"), ("listener", "mlflow_tracking")} <= got
+    assert out["failed"] == []
+    assert all(r["package"] == "automl-bilevel" for r in out["plugins"])
+
+
+def test_plugins_table_shows_a_plugin_that_failed_to_load(capsys, fake_dist):
+    fake_dist("broken-pkg", {"broken": "broken_mod"}, {"broken_mod": "import not_a_module_xyz\n"})
+    with pytest.warns(RuntimeWarning):
+        assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "logistic" in out and "FAILED TO LOAD  broken (broken-pkg): ModuleNotFoundError" in out
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "automl_bilevel.cli", "plugins", "--json"], capture_output=True,
+                         text=True, check=True).stdout
+    assert json.loads(out)["plugins"]
+
+
+EXPERIMENT = """
+name = "iris-sklearn"
+[data]
+dataset = "iris"
+test_size = 0.3
+[estimator]
+learner = "sklearn"
+objective = "val_error"
+optimizer = "random"
+n_iter = 3
+random_state = 0
+[search_space]
+C = {{low = 0.01, high = 100.0, log = true}}
+[tracking]
+enabled = true
+uri = "{uri}"
+experiment = "{experiment}"
+"""
+
+
+def test_run_an_experiment_file(tmp_path, capsys, tracking):
+    uri, experiment = tracking
+    path = tmp_path / "exp.toml"
+    path.write_text(EXPERIMENT.format(uri=uri, experiment=experiment))
+    out_json = tmp_path / "res.json"
+    assert main(["run", str(path), "--json-out", str(out_json)]) == 0
+    captured = capsys.readouterr()
+    assert "best val_error" in captured.out and "test accuracy" in captured.out and "mlflow ui" in captured.out
+    assert "3/3 best val_error=" in captured.err  # the progress bar
+    res = json.loads(out_json.read_text())
+    assert res["n_trials"] == 3 and set(res["best_params"]) == {"C"} and res["test_score"] > 0.8
+    run = MlflowClient(uri).get_run(res["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+
+
+def test_run_default_experiment_without_tracking(capsys):
+    assert main(["run", "--n-iter", "2", "--no-tracking", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "digits" in out and "2 (0 failed)" in out and "mlflow run" not in out
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[data]\ndataset='iris'\n[estimater]\nn_iter=2\n", r"unknown section\(s\) \['estimater'\]"),
+    ("[data]\ndataset='iris'\n[estimator]\nn_itr=2\n", r"unknown key\(s\) \['n_itr'\] in \[estimator\]"),
+    ("[estimator]\nn_iter=2\n", "needs a 'dataset'"),
+    ("[data\n", "not valid TOML"),
+])
+def test_bad_experiment_files(tmp_path, text, message):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ExperimentError, match=message):
+        Experiment.load(p)
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
+    p = tmp_path / "bad.toml"
+    p.write_text("[data]\ndataset='nosuchset'\n")
+    assert main(["run", str(p), "--no-tracking"]) == 2
+    assert "unknown dataset 'nosuchset'" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
