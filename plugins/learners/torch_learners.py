@@ -1,8 +1,12 @@
 """Torch inner learners: ``logistic`` (softmax regression) and ``mlp``.
 
 Both standardise their inputs (and regression targets) with training-set statistics and train with
-Adam or SGD (optionally with momentum) on mini-batches; learning rate and weight decay are
-hyperparameters, and any constructor setting may be searched too (``epochs``, ``batch_size``...).
+Adam, SGD or SGD with momentum on a seeded sequence of mini-batches; learning rate and weight decay
+are hyperparameters, and any constructor setting may be searched too (``epochs``, ``batch_size``...).
+Training is written functionally (``torch.func.functional_call`` on a flat weight vector, see
+:mod:`automl_bilevel.hypergrad`), so the ``hypergradient`` optimizer differentiates exactly the
+training ``fit`` runs. ``l2_per_feature`` (one L2 weight per input feature, on the first layer) and
+``example_weights`` (one weight in [0, 1] per training example) are tensor hyperparameters.
 """
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ import numpy as np
 import torch
 from ConfigSpace import Categorical, ConfigurationSpace, Float, Integer
 from torch import nn
+from torch.func import functional_call
 
 from automl_bilevel import InnerLearner, LearnerSpec, Task, hookimpl
+from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -48,8 +54,88 @@ class TorchPredictor:
         return torch.softmax(self._outputs(X).double(), dim=1).numpy()
 
 
+class DifferentiableTask:
+    """One inner problem written functionally: flat weights ``w``, ``inner_loss(w, hp, t)``,
+    dynamics, initial state, and a forward pass on new data. The ``hypergradient`` optimizer
+    differentiates exactly the training that ``fit`` runs."""
+
+    def __init__(self, module: nn.Module, Xt: torch.Tensor, yt: torch.Tensor, task: Task, s: Mapping[str, Any],
+                 steps: int, seed: int, x_mean, x_scale, y_mean=0.0, y_scale=1.0):
+        self.module, self.Xt, self.yt, self.task = module, Xt, yt, task
+        self.x_mean, self.x_scale, self.y_mean, self.y_scale = x_mean, x_scale, y_mean, y_scale
+        named = list(module.named_parameters())
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.first_weight = next(n for n in self.names if n.endswith("weight"))
+        w0 = torch.cat([p.detach().reshape(-1) for _, p in named])
+        n, bs = len(Xt), min(int(s["batch_size"]), len(Xt))
+        gen = torch.Generator().manual_seed(seed)
+        self.batches: list[torch.Tensor] | None = None
+        if bs < n:  # a fixed, seeded sequence of mini-batches: the same in every recomputation
+            per_epoch = math.ceil(n / bs)
+            self.batches = []
+            while len(self.batches) < steps:
+                order = torch.randperm(n, generator=gen)
+                self.batches += [order[i * bs:(i + 1) * bs] for i in range(per_epoch)]
+            self.batches = self.batches[:steps]
+        self.optimizer = make_optimizer(s["optimizer"], lr="lr", momentum="momentum")
+        self.dynamics = InnerDynamics(self.inner_loss, self.optimizer, w0.numel(), steps)
+        self.z0 = self.dynamics.init(w0)
+        self.constants = {k: torch.tensor(float(s[k])) for k in ("lr", "weight_decay", "momentum")}
+        if s.get("l2_per_feature") is not None:
+            self.constants["l2_per_feature"] = torch.as_tensor(np.asarray(s["l2_per_feature"], dtype=np.float32))
+
+    def params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {n: part.view(shape) for n, part, shape in zip(self.names, torch.split(w, self.sizes), self.shapes)}
+
+    def outputs(self, w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.module, self.params(w), (X,))
+
+    def per_example_loss(self, out, y):
+        if self.task.is_classifier:
+            return nn.functional.cross_entropy(out, y, reduction="none")
+        return ((out[:, 0] - y) ** 2)
+
+    def inner_loss(self, w, hp, t):
+        idx = self.batches[t] if (self.batches is not None and t is not None and t < len(self.batches)) else None
+        X, y = (self.Xt, self.yt) if idx is None else (self.Xt[idx], self.yt[idx])
+        losses = self.per_example_loss(self.outputs(w, X), y)
+        if "example_weights" in hp:
+            ex = hp["example_weights"] if idx is None else hp["example_weights"][idx]
+            loss = (ex * losses).mean()
+        else:
+            loss = losses.mean()
+        # Python scalars only multiply tensors of rank >= 1: under vmap(jvp(...)) a Python float times a
+        # batched 0-dim tensor is promoted to float64 (seen with torch 2.13), which breaks forward mode.
+        loss = loss + (0.5 * w * w).sum() * hp["weight_decay"]
+        if "l2_per_feature" in hp:
+            W = self.params(w)[self.first_weight]
+            loss = loss + (0.5 * hp["l2_per_feature"][None, :] * W * W).sum()
+        return loss
+
+    def tensor(self, X) -> torch.Tensor:
+        return torch.as_tensor((np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale, dtype=torch.float32)
+
+    def targets(self, y) -> torch.Tensor:
+        if self.task.is_classifier:
+            return torch.as_tensor(np.asarray(y), dtype=torch.long)
+        return torch.as_tensor((np.asarray(y, dtype=np.float64) - self.y_mean) / self.y_scale, dtype=torch.float32)
+
+    def predictor(self, w: torch.Tensor) -> "TorchPredictor":
+        with torch.no_grad():
+            for p, v in zip(self.module.parameters(), torch.split(w.detach(), self.sizes)):
+                p.copy_(v.view(p.shape))
+        return TorchPredictor(self.module.eval(), self.x_mean, self.x_scale, self.task, self.y_mean, self.y_scale)
+
+
 class TorchLearner(InnerLearner):
-    """Shared training loop of the torch learners; subclasses build the module."""
+    """Shared training of the torch learners (functional, so it can be differentiated); subclasses
+    build the module."""
+
+    #: hyperparameters a gradient-based outer optimizer can move, with their kinds
+    DIFFERENTIABLE = {"lr": "positive", "weight_decay": "positive", "momentum": "unit",
+                      "l2_per_feature": "positive_per_feature", "example_weights": "unit_per_example"}
 
     def __init__(self, *, lr: float = 1e-2, weight_decay: float = 1e-4, epochs: int = 100, batch_size: int = 256,
                  optimizer: str = "adam", momentum: float = 0.9, standardize: bool = True):
@@ -65,59 +151,51 @@ class TorchLearner(InnerLearner):
             raise ValueError(f"weight_decay must be >= 0, got {s['weight_decay']!r}")
         if int(s["epochs"]) < 1 or int(s["batch_size"]) < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {s['epochs']!r}, {s['batch_size']!r}")
-        if s["optimizer"] not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {s['optimizer']!r}")
+        if s["optimizer"] not in ("adam", "sgd", "momentum"):
+            raise ValueError(f"optimizer must be 'adam', 'sgd' or 'momentum', got {s['optimizer']!r}")
 
     def build_module(self, task: Task, s: Mapping[str, Any]) -> nn.Module:
         raise NotImplementedError
 
     def param_names(self, task: Task) -> set[str]:
-        return set(self.settings) | set(self.config_space(task).keys())
+        return set(self.settings) | set(self.config_space(task).keys()) | {"l2_per_feature"}
 
     def resolve(self, config: Mapping[str, Any]) -> dict[str, Any]:
         s = {**self.settings, **config}
         self._check(s)
         return s
 
-    def fit(self, X, y, config, *, task, seed, budget=None):
+    def steps_per_epoch(self, n: int, s: Mapping[str, Any]) -> int:
+        return math.ceil(n / min(int(s["batch_size"]), n))
+
+    def differentiable(self, X, y, config, *, task, seed, budget=None, steps: int | None = None) -> DifferentiableTask:
+        """The inner problem on (X, y) as a :class:`DifferentiableTask` (``steps`` overrides epochs)."""
         s = self.resolve(config)
-        epochs = int(s["epochs"]) if budget is None else max(1, round(int(s["epochs"]) * float(budget)))
         X = np.asarray(X, dtype=np.float64)
+        if steps is None:
+            epochs = int(s["epochs"]) if budget is None else max(1, round(int(s["epochs"]) * float(budget)))
+            steps = epochs * self.steps_per_epoch(len(X), s)
         x_mean = X.mean(axis=0) if s["standardize"] else np.zeros(X.shape[1])
         x_scale = X.std(axis=0) if s["standardize"] else np.ones(X.shape[1])
         x_scale = np.where(x_scale > 1e-12, x_scale, 1.0)
         y_mean, y_scale = 0.0, 1.0
         if not task.is_classifier:
             y_mean, y_scale = float(np.mean(y)), float(np.std(y)) or 1.0
-        Xt = torch.as_tensor((X - x_mean) / x_scale, dtype=torch.float32)
-        if task.is_classifier:
-            yt = torch.as_tensor(y, dtype=torch.long)
-            loss_fn = nn.functional.cross_entropy
-        else:
-            yt = torch.as_tensor((np.asarray(y, dtype=np.float64) - y_mean) / y_scale, dtype=torch.float32)[:, None]
-            loss_fn = nn.functional.mse_loss
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self.build_module(task, s)
-        gen = torch.Generator().manual_seed(seed)
-        if s["optimizer"] == "adam":
-            opt = torch.optim.Adam(module.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-        else:
-            opt = torch.optim.SGD(module.parameters(), lr=float(s["lr"]), momentum=float(s["momentum"]),
-                                  weight_decay=float(s["weight_decay"]))
-        n, bs = len(Xt), min(int(s["batch_size"]), len(Xt))
-        module.train()
-        for epoch in range(epochs):
-            order = torch.randperm(n, generator=gen) if bs < n else None
-            for start in range(0, n, bs):
-                idx = order[start:start + bs] if order is not None else slice(None)
-                loss = loss_fn(module(Xt[idx]), yt[idx])
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"inner training diverged at epoch {epoch} (loss {loss.item()}) with lr={s['lr']}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        return TorchPredictor(module.eval(), x_mean, x_scale, task, y_mean, y_scale)
+        dt = DifferentiableTask(module, torch.empty(0), torch.empty(0), task, s, int(steps), seed,
+                                x_mean, x_scale, y_mean, y_scale)
+        dt.Xt, dt.yt = dt.tensor(X), dt.targets(y)
+        return dt
+
+    def fit(self, X, y, config, *, task, seed, budget=None):
+        dt = self.differentiable(X, y, config, task=task, seed=seed, budget=budget)
+        try:
+            z = dt.dynamics.run(dt.z0, dt.constants)
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"inner training diverged with lr={dt.constants['lr'].item():.3g}: {exc}") from None
+        return dt.predictor(dt.dynamics.weights(z))
 
 
 class LogisticLearner(TorchLearner):
