@@ -85,6 +85,11 @@ class DifferentiableTask:
         self.constants = {k: torch.tensor(float(s[k])) for k in ("lr", "weight_decay", "momentum")}
         if s.get("l2_per_feature") is not None:
             self.constants["l2_per_feature"] = torch.as_tensor(np.asarray(s["l2_per_feature"], dtype=np.float32))
+        if s.get("example_weights") is not None:
+            ex = np.asarray(s["example_weights"], dtype=np.float32)
+            if ex.shape != (len(Xt),) and len(Xt):
+                raise ValueError(f"example_weights has shape {ex.shape}, expected ({len(Xt)},): one per training example")
+            self.constants["example_weights"] = torch.as_tensor(ex)
 
     def params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: part.view(shape) for n, part, shape in zip(self.names, torch.split(w, self.sizes), self.shapes)}
@@ -158,7 +163,7 @@ class TorchLearner(InnerLearner):
         raise NotImplementedError
 
     def param_names(self, task: Task) -> set[str]:
-        return set(self.settings) | set(self.config_space(task).keys()) | {"l2_per_feature"}
+        return set(self.settings) | set(self.config_space(task).keys()) | {"l2_per_feature", "example_weights"}
 
     def resolve(self, config: Mapping[str, Any]) -> dict[str, Any]:
         s = {**self.settings, **config}
@@ -184,9 +189,10 @@ class TorchLearner(InnerLearner):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self.build_module(task, s)
-        dt = DifferentiableTask(module, torch.empty(0), torch.empty(0), task, s, int(steps), seed,
+        Xt = torch.as_tensor((X - x_mean) / x_scale, dtype=torch.float32)
+        dt = DifferentiableTask(module, Xt, torch.empty(0), task, s, int(steps), seed,
                                 x_mean, x_scale, y_mean, y_scale)
-        dt.Xt, dt.yt = dt.tensor(X), dt.targets(y)
+        dt.yt = dt.targets(y)
         return dt
 
     def fit(self, X, y, config, *, task, seed, budget=None):

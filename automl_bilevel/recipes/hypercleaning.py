@@ -1,0 +1,130 @@
+"""Data hyper-cleaning (Franceschi et al. 2017, §5.1): learn one weight in [0, 1] per training
+example by hypergradients of the validation loss, so that mislabelled examples get weight 0.
+
+    y_noisy, flipped = flip_labels(y_train, 0.5, 10, rng)
+    res = hyperclean(X_train, y_noisy, X_val, y_val, outer_steps=100)
+    scores = flag_scores(res.weights, flipped)        # precision / recall / F1 of weight < 0.5
+
+``mnist_experiment`` is the paper's protocol on the first 20,000 MNIST training images: 5,000
+train (half of the labels flipped) / 5,000 validation / 10,000 test, softmax regression, with the
+simple baselines trained with the same inner optimizer and steps (no cleaning, validation only,
+noisy train + validation, oracle).
+
+The inner learner is any torch learner of :mod:`automl_bilevel_plugins.learners.torch_learners`
+(softmax regression by default); the weights are projected onto [0, 1] after every Adam step.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..components import Task
+from ..hypergrad import BoxTensor, HyperParameters, hypergradient
+
+
+def flip_labels(y: np.ndarray, fraction: float, n_classes: int, rng: np.random.Generator):
+    """Flip ``fraction`` of the labels to a uniformly random *wrong* class; returns (y_noisy, mask)."""
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    y = np.asarray(y).copy()
+    idx = rng.choice(len(y), size=int(round(fraction * len(y))), replace=False)
+    y[idx] = (y[idx] + rng.integers(1, n_classes, size=len(idx))) % n_classes
+    mask = np.zeros(len(y), dtype=bool)
+    mask[idx] = True
+    return y, mask
+
+
+def flag_scores(weights: np.ndarray, flipped: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Precision, recall and F1 of flagging ``weight < threshold`` as a flipped label."""
+    flagged = np.asarray(weights) < threshold
+    tp = int(np.sum(flagged & flipped))
+    precision = tp / max(int(flagged.sum()), 1)
+    recall = tp / max(int(flipped.sum()), 1)
+    f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+    return {"precision": precision, "recall": recall, "f1": f1, "n_flagged": int(flagged.sum())}
+
+
+@dataclass
+class CleaningResult:
+    weights: np.ndarray
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def hyperclean(X_train, y_train, X_val, y_val, *, learner=None, outer_steps: int = 100, outer_lr: float = 0.1,
+               mode: str = "reverse", init: float = 1.0, seed: int = 0,
+               callback: Callable[[int, dict[str, Any]], None] | None = None, **mode_options) -> CleaningResult:
+    """Per-example weights of the training set that minimise the validation cross-entropy of the
+    learner trained on the weighted training loss."""
+    if learner is None:
+        from automl_bilevel_plugins.learners.torch_learners import LogisticLearner
+
+        learner = LogisticLearner(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=1e-5, epochs=100,
+                                  batch_size=len(X_train))
+    n_classes = int(max(np.max(y_train), np.max(y_val))) + 1
+    task = Task("classification", int(np.shape(X_train)[1]), n_classes)
+    dt = learner.differentiable(X_train, y_train, {}, task=task, seed=seed)
+    Xv, yv = dt.tensor(X_val), dt.targets(y_val)
+
+    def outer_loss(w, hp):
+        return torch.nn.functional.cross_entropy(dt.outputs(w, Xv), yv)
+
+    params = HyperParameters({"example_weights": BoxTensor(init, shape=(len(X_train),))})
+    opt = torch.optim.Adam(list(params.raw.values()), lr=outer_lr)
+    history, t0 = [], time.perf_counter()
+    for step in range(outer_steps):
+        hp = {**dt.constants, "example_weights": params.raw["example_weights"].detach()}
+        res = hypergradient(dt.dynamics, outer_loss, dt.z0, hp, mode=mode, **mode_options)
+        params.raw["example_weights"].grad = res.grads["example_weights"]
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        params.project()
+        rec = {"step": step, "val_loss": res.value, "hypergrad_norm": res.norm,
+               "mean_weight": float(params.raw["example_weights"].detach().mean())}
+        history.append(rec)
+        if callback is not None:
+            callback(step, rec)
+    return CleaningResult(params.export()["example_weights"], history, time.perf_counter() - t0)
+
+
+def mnist_experiment(n_train=5000, n_val=5000, n_test=10000, outer_steps=100, seed=0, verbose=True, data_dir=None):
+    """The MNIST protocol of the module docstring: returns (test accuracies, flag scores, result)."""
+    from automl_bilevel.data import load_idx_dataset
+    from automl_bilevel_plugins.learners.torch_learners import LogisticLearner
+
+    X, y = load_idx_dataset("mnist", "train", data_dir)
+    X = X[: n_train + n_val + n_test].reshape(-1, 784).astype(np.float64) / 255.0
+    y = y[: n_train + n_val + n_test]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(X))
+    tr, va, te = perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:]
+    y_noisy, flipped = flip_labels(y[tr], 0.5, 10, rng)
+
+    def learner(n):  # the same inner problem for every method: full-batch SGD with momentum, 100 steps
+        return LogisticLearner(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=1e-5, epochs=100, batch_size=n)
+
+    task = Task("classification", 784, 10)
+
+    def test_acc(Xf, yf, weights=None):
+        cfg = {} if weights is None else {"example_weights": weights}
+        model = learner(len(Xf)).fit(Xf, yf, cfg, task=task, seed=seed)
+        return float(np.mean(model.predict(X[te]) == y[te]))
+
+    log = (lambda s, r: print(f"  outer step {s:3d}  val_loss {r['val_loss']:.4f}  mean weight {r['mean_weight']:.3f}",
+                              flush=True) if s % 10 == 0 else None) if verbose else None
+    res = hyperclean(X[tr], y_noisy, X[va], y[va], learner=learner(n_train), outer_steps=outer_steps, seed=seed,
+                     callback=log)
+    Xtv, ytv = np.concatenate([X[tr], X[va]]), np.concatenate([y_noisy, y[va]])
+    keep = np.concatenate([~flipped, np.ones(n_val, bool)])
+    results = {
+        "no cleaning": test_acc(X[tr], y_noisy),
+        "validation only": test_acc(X[va], y[va]),
+        "noisy train + val": test_acc(Xtv, ytv),
+        "hyper-cleaning": test_acc(Xtv, ytv, np.concatenate([res.weights, np.ones(n_val)])),
+        "oracle": test_acc(Xtv[keep], ytv[keep]),
+    }
+    return results, flag_scores(res.weights, flipped), res
