@@ -15,6 +15,12 @@ from . import __version__
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, list) and len(v) > 5 and all(isinstance(x, (int, float)) for x in v):
+        import numpy as np
+
+        v = np.asarray(v)
+    if hasattr(v, "shape") and getattr(v, "ndim", 0) >= 1:  # a tensor hyperparameter
+        return f"<{v.shape[0]} values, mean {float(v.mean()):.4g}, min {float(v.min()):.4g}, max {float(v.max()):.4g}>"
     if isinstance(v, float):
         return f"{v:.4g}" if math.isfinite(v) else str(v)
     return str(v)

@@ -126,7 +126,7 @@ class Experiment:
             "n_failed": int(sum(s != "COMPLETE" for s in est.history_["status"])),
             "stop_reason": est.stop_reason_,
             "best_value": est.best_value_,
-            "best_params": est.best_params_,
+            "best_params": {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in est.best_params_.items()},
             "test_metric": metric,
             "test_score": float(est.score(Xte, yte)),
             "seconds": time.perf_counter() - t0,

@@ -96,3 +96,13 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert main(["run", str(p), "--no-tracking"]) == 2
     assert "unknown dataset 'nosuchset'" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_run_the_hypergradient_experiment_file(capsys, tracking):
+    from .conftest import ROOT
+
+    uri, _ = tracking
+    path = ROOT / "examples" / "experiments" / "digits_hypergradient.toml"
+    assert main(["run", str(path), "--n-iter", "3", "--tracking-uri", uri, "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "optimizer=hypergradient" in out and "3 (0 failed)" in out and "l2_per_feature" in out

@@ -217,3 +217,35 @@ def test_bad_arguments():
         hypergradient(dyn, outer, z0, hp, mode="implicit", solver="neumann")
     with pytest.raises(ValueError, match="expect 6"):
         dyn.init(torch.zeros(3))
+
+
+def test_a_module_as_outer_variable_against_finite_differences():
+    """Hyper-representation in miniature: λ = a representation network, w = a linear head on top."""
+    from torch.func import functional_call
+
+    from automl_bilevel.hypergrad import ModuleParams
+
+    X, y, Xv, yv = ridge_data(d=5)
+    torch.manual_seed(0)
+    rep = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh()).double()
+    kind = ModuleParams(rep)
+    params = HyperParameters({"rep": kind}, dtype=torch.float64)
+
+    def features(hp, A):
+        return functional_call(rep, kind.params(hp["rep"]), (A,))
+
+    def inner(w, hp, t):
+        return 0.5 * ((features(hp, X) @ w - y) ** 2).mean() + 0.01 * (w * w).sum()
+
+    def outer(w, hp):
+        return 0.5 * ((features(hp, Xv) @ w - yv) ** 2).mean()
+
+    dyn = InnerDynamics(inner, SGD(0.2), 4, 30)
+    z0 = dyn.init(torch.zeros(4))
+    hp = params.values()
+    res = {m: hypergradient(dyn, outer, z0, hp, mode=m) for m in ("reverse", "checkpoint", "forward")}
+    for m in ("checkpoint", "forward"):
+        torch.testing.assert_close(res[m].grads["rep"], res["reverse"].grads["rep"], rtol=1e-9, atol=1e-12)
+    for i in (0, 7, 23):
+        fd = finite_difference(dyn, outer, z0, {"rep": hp["rep"].detach()}, "rep", i)
+        assert float(res["reverse"].grads["rep"][i]) == pytest.approx(fd, rel=1e-5, abs=1e-10)
