@@ -45,9 +45,11 @@ def main(argv=None):
                    float(np.std([r["test_accuracy"][m] for r in runs]))) for m in methods}
     flag_summary = {k: (float(np.mean([r["flags"][k] for r in runs])), float(np.std([r["flags"][k] for r in runs])))
                     for k in ("precision", "recall", "f1")}
-    size = "1,000 / 1,000 / 2,000, 15 outer steps" if args.quick else "5,000 / 5,000 / 10,000, 100 outer steps"
+    steps = kw.get("outer_steps", 100)
+    size = ("1,000 / 1,000 / 2,000" if args.quick else "5,000 / 5,000 / 10,000") + f", {steps} outer steps"
+    cmd = " ".join(["python benchmarks/hypercleaning.py"] + (argv if argv is not None else sys.argv[1:]))
     lines = ["# Data hyper-cleaning on MNIST", "",
-             f"`python benchmarks/hypercleaning.py{' --quick' if args.quick else ''}` — train / val / test {size}; "
+             f"`{cmd}` — train / val / test {size}; "
              f"half the training labels flipped; softmax regression, full-batch SGD with momentum 0.9, lr 0.1, "
              f"100 inner steps for every method; {len(seeds)} seeds (mean ± std).", "",
              "| method | test accuracy |", "|---|---:|"]
@@ -61,7 +63,7 @@ def main(argv=None):
     lines += ["", f"Hyper-cleaning {verdict} the strongest simple baseline ({best_base}): "
               f"{gap:+.4f} accuracy (spread {spread:.4f})."]
     j, m = write("hypercleaning" + ("_quick" if args.quick else ""),
-                 {"machine": machine(), "quick": args.quick, "runs": runs, "summary": summary,
+                 {"machine": machine(), "quick": args.quick, "outer_steps": steps, "runs": runs, "summary": summary,
                   "flags": flag_summary}, "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {j} and {m}")
