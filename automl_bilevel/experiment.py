@@ -12,7 +12,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .data import load_dataset

@@ -13,7 +13,7 @@ import importlib.metadata as md
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import pluggy
 

@@ -10,7 +10,7 @@ Each check runs in a few seconds on small synthetic data.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace, Float
@@ -19,7 +19,7 @@ from .components import InnerLearner, OuterObjective, OuterOptimizer, Proposal, 
 from .engine import run_search
 from .problem import BilevelProblem, Split
 from .space import as_configspace, config_dict
-from .trials import COMPLETE, FAILED, Evaluation, Trial
+from .trials import FAILED, Trial
 
 
 def _data(task: str, n: int = 90, d: int = 5, k: int = 3, seed: int = 0):

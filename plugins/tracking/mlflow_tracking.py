@@ -8,7 +8,6 @@ they need no active run in the process that creates them.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
