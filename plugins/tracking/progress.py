@@ -17,6 +17,7 @@ class ProgressBar:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.monotonic()
         self._last = 0.0
+        self.failed = 0
 
     def line(self, n: int, total: int, best: float | None, failed: int) -> str:
         filled = int(self.width * n / max(total, 1))
@@ -27,7 +28,7 @@ class ProgressBar:
 
     def handle(self, event):
         if isinstance(event, TrialFinished):
-            self.failed = getattr(self, "failed", 0) + (not event.trial.ok)
+            self.failed += not event.trial.ok
             now = time.monotonic()
             # on a terminal redraw in place; in a log, one line every 5 s or at the end
             if self.tty or now - self._last >= 5 or event.n_trials == event.n_iter:
