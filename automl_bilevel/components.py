@@ -9,13 +9,16 @@ Call order for an outer optimizer (documented once, here)::
             evaluation = optimizer.evaluate(problem, proposal)   # may raise: the trial fails
         optimizer.tell(proposal, trial)     # trial.ok is False for a failed evaluation
 
-``evaluate`` runs where the work runs; ``ask``/``tell`` always run in the driving process.
+``evaluate`` runs where the work runs; ``ask``/``tell`` always run in the driving process. With
+several workers, ``ask`` is called again while earlier proposals are still being evaluated; an
+optimizer that must wait for them (the end of an ES generation) returns an empty list. A resumed
+run calls ``optimizer.replay(trials)`` after ``setup`` with the trials of the checkpoint.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace
@@ -95,7 +98,12 @@ class Proposal:
 
 
 class OuterOptimizer(ABC):
-    """How the outer variables move. See the module docstring for the call order."""
+    """How the outer variables move. See the module docstring for the call order.
+
+    The search loop sets ``n_iter`` (its trial budget) on the optimizer before ``setup``.
+    """
+
+    n_iter: int | None = None
 
     def setup(self, problem: "BilevelProblem", seed: int) -> None:
         self.problem = problem
@@ -112,6 +120,17 @@ class OuterOptimizer(ABC):
     @abstractmethod
     def tell(self, proposal: Proposal, trial: Trial) -> None:
         """Learn from a finished trial (``trial.ok`` is False when it failed)."""
+
+    def replay(self, trials: "list[Trial]") -> None:
+        """Learn from trials of an earlier, interrupted run of the same search (a checkpoint),
+        before the first ``ask``. The default tells each one as if it had been asked."""
+        for trial in trials:
+            self.tell(Proposal(trial.config, trial.budget), trial)
+
+    def remote_evaluator(self) -> "Callable[[BilevelProblem, Proposal], Evaluation] | None":
+        """A picklable function that evaluates a proposal on another process (Dask worker), for
+        optimizers that override ``evaluate``. ``None``: the default evaluation (fit and score)."""
+        return None
 
     def should_stop(self) -> bool:
         return False

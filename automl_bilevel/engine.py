@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Sequence
 
 from .components import OuterOptimizer, Proposal
 from .events import RunContext, RunFinished, RunStarted, TrialFinished
+from .parallel import Executor, Outcome, SequentialExecutor
 from .problem import BilevelProblem
 from .space import config_dict
 from .trials import COMPLETE, FAILED, Evaluation, Trial, best_trial
@@ -79,38 +79,6 @@ class SearchResult:
         return best_trial(self.trials)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """The result of evaluating one proposal: an evaluation or an error, and how long it took."""
-
-    evaluation: Evaluation | None
-    error: str | None
-    duration: float
-
-
-def evaluate_safely(optimizer: OuterOptimizer, problem: BilevelProblem, proposal: Proposal) -> Outcome:
-    t0 = time.perf_counter()
-    try:
-        ev = optimizer.evaluate(problem, proposal)
-        if not isinstance(ev, Evaluation):
-            raise TypeError(f"{type(optimizer).__name__}.evaluate returned {type(ev).__name__}, not Evaluation")
-        if not math.isfinite(ev.value):
-            raise FloatingPointError(f"objective is {ev.value}")
-        return Outcome(ev, None, time.perf_counter() - t0)
-    except Exception as exc:
-        log.debug("trial failed:\n%s", traceback.format_exc())
-        return Outcome(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
-
-
-Evaluator = Callable[[OuterOptimizer, BilevelProblem, list[Proposal]], Iterator[tuple[Proposal, Outcome]]]
-
-
-def sequential_evaluator(optimizer: OuterOptimizer, problem: BilevelProblem,
-                         proposals: list[Proposal]) -> Iterator[tuple[Proposal, Outcome]]:
-    for p in proposals:
-        yield p, evaluate_safely(optimizer, problem, p)
-
-
 def make_trial(number: int, proposal: Proposal, outcome: Outcome) -> Trial:
     ev = outcome.evaluation
     return Trial(
@@ -133,34 +101,69 @@ def run_search(
     seed: int,
     session: RunSession | None = None,
     timeout: float | None = None,
-    evaluator: Evaluator = sequential_evaluator,
-    batch_size: int = 1,
+    executor: Executor | None = None,
+    resumed: Sequence[Trial] = (),
+    on_trial: Callable[[Trial], None] | None = None,
 ) -> SearchResult:
-    """Drive ``optimizer`` through ask/evaluate/tell until ``n_iter`` trials or ``timeout`` seconds."""
+    """Drive ``optimizer`` through ask/evaluate/tell until ``n_iter`` trials or ``timeout`` seconds.
+
+    Up to ``executor.slots`` proposals are in flight at once (one for the default in-process
+    executor); trials are numbered in the order they finish. ``resumed`` trials (from a
+    checkpoint) are replayed into the optimizer first and count toward ``n_iter``; ``on_trial`` is
+    called with every new trial (the checkpoint writer). An ``ask`` that returns nothing while
+    trials are in flight means "wait for them" (an ES generation not yet complete).
+    """
     session = session or RunSession()
+    executor = executor or SequentialExecutor()
     result = SearchResult()
     t0 = time.perf_counter()
+    optimizer.n_iter = n_iter  # a hint for optimizers that size their design by the budget (SMAC)
     optimizer.setup(problem, seed)
+    if resumed:
+        optimizer.replay(list(resumed))
+        for trial in resumed:
+            result.trials.append(trial)
+            session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
+    executor.start(optimizer, problem)
+    in_flight, submitted, stop = 0, len(result.trials), None
     try:
-        while len(result.trials) < n_iter:
-            if timeout is not None and time.perf_counter() - t0 >= timeout:
-                result.stop_reason = "timeout"
+        while True:
+            while stop is None and in_flight < executor.slots:
+                if submitted >= n_iter:
+                    stop = "n_iter"
+                elif timeout is not None and time.perf_counter() - t0 >= timeout:
+                    stop = "timeout"
+                elif optimizer.should_stop():
+                    stop = "optimizer"
+                if stop is not None:
+                    break
+                proposals = list(optimizer.ask(min(executor.slots - in_flight, n_iter - submitted)))
+                if not proposals:
+                    if in_flight == 0:
+                        stop = "exhausted"
+                    break
+                for proposal in proposals:
+                    executor.submit(proposal)
+                in_flight += len(proposals)
+                submitted += len(proposals)
+            if in_flight == 0:
                 break
-            if optimizer.should_stop():
-                result.stop_reason = "optimizer"
-                break
-            proposals = optimizer.ask(min(batch_size, n_iter - len(result.trials)))
-            if not proposals:
-                result.stop_reason = "exhausted"
-                break
-            for proposal, outcome in evaluator(optimizer, problem, list(proposals)):
-                trial = make_trial(len(result.trials), proposal, outcome)
-                if trial.error:
-                    log.warning("trial %d failed: %s", trial.number, trial.error)
-                result.trials.append(trial)
-                optimizer.tell(proposal, trial)
-                session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
+            proposal, outcome = executor.next_done()
+            in_flight -= 1
+            trial = make_trial(len(result.trials), proposal, outcome)
+            if trial.error:
+                log.warning("trial %d failed: %s", trial.number, trial.error)
+            result.trials.append(trial)
+            if on_trial is not None:
+                on_trial(trial)
+            optimizer.tell(proposal, trial)
+            session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
+            if timeout is not None and time.perf_counter() - t0 >= timeout and in_flight:
+                executor.cancel()  # the budget is spent: what is still running is dropped
+                in_flight, stop = 0, "timeout"
+        result.stop_reason = stop or "exhausted"
     except KeyboardInterrupt:
+        executor.cancel()
         result.status, result.stop_reason = "KILLED", "interrupted"
     result.duration = time.perf_counter() - t0
     return result

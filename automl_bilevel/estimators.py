@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
+import os
 import time
 import warnings
 from numbers import Integral, Real
@@ -21,6 +23,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
 from .engine import AllTrialsFailedError, RunSession, run_search
+from .journal import Journal
+from .parallel import make_executor
 from .events import RunContext, TrackingSettings
 from .problem import BilevelProblem, Split
 from .registry import check_compatible, get_registry
@@ -52,6 +56,9 @@ class _BilevelEstimator(BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "cv": [None, Interval(Integral, 2, None, closed="left")],
         "timeout": [None, Interval(Real, 0, None, closed="neither")],
+        "n_workers": [Interval(Integral, 1, None, closed="left")],
+        "dask_address": [None, str],
+        "checkpoint": [None, str, os.PathLike],
         "tracking": ["boolean"],
         "tracking_uri": [None, str],
         "experiment_name": [str],
@@ -73,6 +80,9 @@ class _BilevelEstimator(BaseEstimator):
         validation_fraction=0.2,
         cv=None,
         timeout=None,
+        n_workers=1,
+        dask_address=None,
+        checkpoint=None,
         tracking=True,
         tracking_uri=None,
         experiment_name="automl-bilevel",
@@ -90,6 +100,9 @@ class _BilevelEstimator(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.cv = cv
         self.timeout = timeout
+        self.n_workers = n_workers
+        self.dask_address = dask_address
+        self.checkpoint = checkpoint
         self.tracking = tracking
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -136,7 +149,13 @@ class _BilevelEstimator(BaseEstimator):
         objective = registry.make("objective", self.objective, self.objective_params)
         optimizer = registry.make("optimizer", self.optimizer, self.optimizer_params)
         check_compatible(task, learner, objective, optimizer)
+        self._check_parallel(optimizer)
         space = self._build_space(learner[0], task, seed)
+        journal, resumed = None, []
+        if self.checkpoint is not None:  # a resumed search keeps the seed (and so the split) it began with
+            journal = Journal(self.checkpoint, self._fingerprint(X, y_enc, learner, objective, optimizer, space))
+            seed, resumed = journal.open(seed)
+            space = self._build_space(learner[0], task, seed)
         problem = BilevelProblem(learner[0], objective[0], space, task, self._splits(X, y_enc, seed), seed)
 
         context = self._context(task, learner, objective, optimizer, space)
@@ -146,8 +165,10 @@ class _BilevelEstimator(BaseEstimator):
         session.start(context)
         t0 = time.perf_counter()
         try:
-            result = run_search(problem, optimizer[0], n_iter=self.n_iter, seed=seed, session=session,
-                                timeout=self.timeout)
+            with make_executor(self.n_workers, self.dask_address) as executor:
+                result = run_search(problem, optimizer[0], n_iter=self.n_iter, seed=seed, session=session,
+                                    timeout=self.timeout, executor=executor, resumed=resumed,
+                                    on_trial=journal.append if journal else None)
             self.trials_ = tuple(result.trials)
             best = result.best
             if best is None:
@@ -184,6 +205,26 @@ class _BilevelEstimator(BaseEstimator):
             )
             raise KeyboardInterrupt
         return self
+
+    def _check_parallel(self, optimizer) -> None:
+        if self.n_workers == 1 and self.dask_address is None:
+            return
+        obj, reg = optimizer
+        caps = reg.spec.capabilities if reg else frozenset(getattr(obj, "capabilities", ()))
+        if "parallel" not in caps:
+            name = reg.name if reg else type(obj).__name__
+            raise ValueError(f"optimizer {name!r} evaluates one proposal at a time (no 'parallel' capability); "
+                             "use n_workers=1 and no dask_address")
+
+    def _fingerprint(self, X, y, learner, objective, optimizer, space) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: components, their settings, space, data."""
+        names = {k: (reg.name if reg else type(obj).__name__)
+                 for k, (obj, reg) in (("learner", learner), ("objective", objective), ("optimizer", optimizer))}
+        digest = hashlib.sha1(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
+        return {**names, "learner_params": _plain(self.learner_params), "objective_params": _plain(self.objective_params),
+                "optimizer_params": _plain(self.optimizer_params), "search_space": describe(space),
+                "validation_fraction": self.validation_fraction, "cv": self.cv, "task": self._task_kind,
+                "data": digest}
 
     def _build_space(self, learner: InnerLearner, task: Task, seed: int) -> ConfigurationSpace:
         if self.search_space is None:
@@ -246,6 +287,15 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):
         K-fold cross-validation for the outer objective (mean over folds).
     timeout : float, optional
         Wall-clock budget of the search in seconds.
+    n_workers : int
+        Trials evaluated at once. 1 (default): in this process, one after another. More: on Dask
+        distributed, a LocalCluster of that many worker processes unless ``dask_address`` is given.
+        The optimizer must be ``parallel`` (random, smac, es).
+    dask_address : str, optional
+        Address of an existing Dask scheduler (``tcp://host:8786``) to evaluate trials on.
+    checkpoint : str or path, optional
+        A JSON-lines file the trials are appended to as they finish. Fitting again with the same
+        file continues the search from them (same seed and split; they count toward ``n_iter``).
     tracking : bool
         Log the run to MLflow (needs the ``mlflow_tracking`` plugin).
     tracking_uri : str, optional
@@ -293,13 +343,14 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):
 
     def __init__(self, learner="mlp", objective="val_loss", optimizer="random", *, search_space=None, n_iter=20,
                  learner_params=None, objective_params=None, optimizer_params=None, validation_fraction=0.2,
-                 cv=None, timeout=None, tracking=True, tracking_uri=None, experiment_name="automl-bilevel",
-                 random_state=None, verbose=0):
+                 cv=None, timeout=None, n_workers=1, dask_address=None, checkpoint=None, tracking=True,
+                 tracking_uri=None, experiment_name="automl-bilevel", random_state=None, verbose=0):
         super().__init__(learner, objective, optimizer, search_space=search_space, n_iter=n_iter,
                          learner_params=learner_params, objective_params=objective_params,
                          optimizer_params=optimizer_params, validation_fraction=validation_fraction, cv=cv,
-                         timeout=timeout, tracking=tracking, tracking_uri=tracking_uri,
-                         experiment_name=experiment_name, random_state=random_state, verbose=verbose)
+                         timeout=timeout, n_workers=n_workers, dask_address=dask_address, checkpoint=checkpoint,
+                         tracking=tracking, tracking_uri=tracking_uri, experiment_name=experiment_name,
+                         random_state=random_state, verbose=verbose)
 
     def _encode_targets(self, y):
         return np.asarray(y, dtype=np.float64), 1

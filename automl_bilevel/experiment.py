@@ -20,6 +20,7 @@ SCHEMA = {
     "name": None,
     "data": {"dataset", "test_size", "data_dir", "max_samples"},
     "estimator": {"task", "learner", "objective", "optimizer", "n_iter", "timeout", "validation_fraction", "cv",
+                  "n_workers", "dask_address", "checkpoint",
                   "random_state", "learner_params", "objective_params", "optimizer_params"},
     "search_space": None,
     "tracking": {"enabled", "uri", "experiment"},

@@ -19,7 +19,7 @@ import pluggy
 
 from . import hookspecs
 from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
-from .specs import SPEC_TYPES, TASKS, PluginInfo, Registered
+from .specs import LEARNER_CAPABILITIES, SPEC_TYPES, TASKS, PluginInfo, Registered
 
 ENTRY_POINT_GROUP = "automl_bilevel"
 DISABLE_ENV = "AUTOML_BILEVEL_DISABLE_PLUGINS"
@@ -216,9 +216,12 @@ def check_compatible(task: Task, learner: tuple[Any, Registered | None], objecti
             who = f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r})" if reg else f"{kind} {type(obj).__name__}"
             raise CapabilityError(f"{who} does not support {task.kind}; it supports {sorted(tasks)}")
     opt_obj, opt_reg = optimizer
-    needed = caps(opt_obj, opt_reg, "requires")
+    # what the registered spec requires, plus what this instance's settings require (a facade)
+    needed = caps(opt_obj, opt_reg, "requires") | frozenset(getattr(opt_obj, "requires", None) or ())
     for kind, (obj, reg) in (("learner", learner), ("objective", objective)):
         missing = needed - caps(obj, reg, "capabilities")
+        if kind == "objective":
+            missing -= LEARNER_CAPABILITIES
         if missing:
             who = f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r})" if reg else f"{kind} {type(obj).__name__}"
             oname = opt_reg.name if opt_reg else type(opt_obj).__name__

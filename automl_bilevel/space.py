@@ -131,3 +131,63 @@ def describe(space: ConfigurationSpace) -> dict[str, Any]:
 
 def default_config(space: ConfigurationSpace) -> dict[str, Any]:
     return config_dict(space.get_default_configuration())
+
+
+class UnitCube:
+    """A search space as points of [0, 1]^d, for optimizers that work on vectors (evolution
+    strategies): one coordinate per non-constant hyperparameter, in ConfigSpace's own normalised
+    scale (log ranges are uniform in log space). A categorical or ordinal with k choices takes
+    choice ``floor(u * k)``. Inactive hyperparameters of a conditional space are dropped on decode;
+    a forbidden combination raises ``ForbiddenValueError``.
+    """
+
+    def __init__(self, space: ConfigurationSpace):
+        from ConfigSpace.hyperparameters import CategoricalHyperparameter, OrdinalHyperparameter
+
+        self.space = space
+        self.names, self._choices = [], {}
+        for hp in space.values():
+            if isinstance(hp, Constant):
+                continue
+            self.names.append(hp.name)
+            if isinstance(hp, (CategoricalHyperparameter, OrdinalHyperparameter)):
+                self._choices[hp.name] = len(hp.choices) if hasattr(hp, "choices") else len(hp.sequence)
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def decode(self, u: np.ndarray) -> dict[str, Any]:
+        from ConfigSpace.util import deactivate_inactive_hyperparameters
+
+        u = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
+        if u.shape != (self.dim,):
+            raise ValueError(f"expected a vector of length {self.dim}, got shape {u.shape}")
+        values = {}
+        for hp in self.space.values():
+            if isinstance(hp, Constant):
+                values[hp.name] = hp.value
+        for name, x in zip(self.names, u):
+            hp = self.space[name]
+            if name in self._choices:
+                k = self._choices[name]
+                values[name] = hp.to_value(np.int64(min(int(x * k), k - 1)))
+            else:
+                values[name] = hp.to_value(np.float64(x))
+        cfg = deactivate_inactive_hyperparameters(values, self.space)
+        cfg.check_valid_configuration()
+        return config_dict(cfg)
+
+    def encode(self, config: Configuration | Mapping[str, Any]) -> np.ndarray:
+        """The centre of the cell a configuration decodes from (inactive values: their default)."""
+        out = np.empty(self.dim)
+        for i, name in enumerate(self.names):
+            hp = self.space[name]
+            value = config.get(name, hp.default_value) if isinstance(config, Mapping) else dict(config).get(
+                name, hp.default_value)
+            if name in self._choices:
+                k = self._choices[name]
+                out[i] = (float(hp.to_vector(value)) + 0.5) / k
+            else:
+                out[i] = float(hp.to_vector(value))
+        return np.clip(out, 0.0, 1.0)

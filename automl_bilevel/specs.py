@@ -17,9 +17,13 @@ TASKS = frozenset({"classification", "regression"})
 #:
 #: - ``differentiable``: a learner whose inner training can be unrolled and differentiated, or an
 #:   objective with a differentiable ``loss_tensor``; hypergradient optimizers require both.
-#: - ``multi_fidelity``: a learner that accepts a ``budget`` in (0, 1] (fraction of its epochs).
+#: - ``multi_fidelity``: a learner that accepts a ``budget`` in (0, 1] (a fraction of its epochs,
+#:   steps or training data, as the learner documents).
 #: - ``parallel``: an optimizer whose ``ask`` may return several proposals at once.
 KNOWN_CAPABILITIES = frozenset({"differentiable", "multi_fidelity", "parallel"})
+
+#: Capabilities an optimizer's ``requires`` asks of the learner only (not of the objective).
+LEARNER_CAPABILITIES = frozenset({"multi_fidelity"})
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 Its hyperparameters are the estimator's ``set_params`` names (``svc__C`` inside a Pipeline). Common
 estimators come with a default ConfigSpace; for others pass ``search_space``.
+
+Multi-fidelity: a ``budget`` in (0, 1] trains on that fraction of the training data (a seeded,
+stratified subsample for classifiers, keeping every class).
 """
 from __future__ import annotations
 
@@ -75,7 +78,25 @@ class SklearnLearner(InnerLearner):
     def param_names(self, task):
         return set(self._estimator(task).get_params(deep=True))
 
+    @staticmethod
+    def subsample(X, y, budget: float, *, task: Task, seed: int):
+        """The first ``budget`` fraction of a seeded permutation, with at least one example per class."""
+        if not 0 < float(budget) <= 1:
+            raise ValueError(f"budget must be in (0, 1], got {budget}")
+        n = len(y)
+        m = max(int(round(float(budget) * n)), 1)
+        if m >= n:
+            return X, y
+        order = np.random.default_rng(seed).permutation(n)
+        keep = order[:m]
+        if task.is_classifier:  # every class present, so predict_proba keeps its columns
+            first = {int(c): i for i in order[::-1] for c in [y[i]]}
+            keep = np.union1d(keep, np.fromiter(first.values(), dtype=int))
+        return X[keep], y[keep]
+
     def fit(self, X, y, config, *, task, seed, budget=None):
+        if budget is not None:
+            X, y = self.subsample(X, y, budget, task=task, seed=seed)
         est = clone(self._estimator(task)).set_params(**dict(config))
         if "random_state" in est.get_params() and "random_state" not in config:
             est.set_params(random_state=seed)
@@ -85,4 +106,5 @@ class SklearnLearner(InnerLearner):
 @hookimpl
 def bilevel_register_learners():
     return [LearnerSpec("sklearn", SklearnLearner,
-                        "any scikit-learn estimator (default LogisticRegression / Ridge) as a black-box learner")]
+                        "any scikit-learn estimator (default LogisticRegression / Ridge) as a black-box learner",
+                        capabilities=frozenset({"multi_fidelity"}))]

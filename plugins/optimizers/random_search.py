@@ -43,7 +43,7 @@ class RandomSearch(OuterOptimizer):
         return out
 
     def tell(self, proposal, trial):
-        pass
+        self._seen.add(self._key(proposal.config))  # replayed trials are not proposed again
 
 
 @hookimpl

@@ -1,0 +1,215 @@
+"""Where evaluations run: in this process, one at a time, or in parallel on Dask distributed.
+
+The search loop (:func:`automl_bilevel.engine.run_search`) keeps up to ``executor.slots``
+proposals in flight: it submits proposals and takes back finished ones in completion order, so a
+slow trial never holds a free worker idle. ``ask`` and ``tell`` always run in this process; only
+the evaluation of a proposal travels.
+
+With Dask, the problem (learner, objective, data) is scattered to every worker once; each
+proposal ships only its configuration. A worker that dies (killed, out of memory) or a result that
+cannot come back is recorded as a failed trial with the reason, and the search goes on.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .trials import Evaluation
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .components import OuterOptimizer, Proposal
+    from .problem import BilevelProblem
+
+log = logging.getLogger("automl_bilevel")
+
+EvaluateFn = Callable[["BilevelProblem", "Proposal"], Evaluation]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of evaluating one proposal: an evaluation or an error, and how long it took."""
+
+    evaluation: Evaluation | None
+    error: str | None
+    duration: float
+
+
+def evaluate_safely(evaluate: EvaluateFn, problem: "BilevelProblem", proposal: "Proposal") -> Outcome:
+    """Run one evaluation; any exception (or a non-finite value) becomes an error outcome."""
+    t0 = time.perf_counter()
+    try:
+        ev = evaluate(problem, proposal)
+        if not isinstance(ev, Evaluation):
+            raise TypeError(f"evaluate returned {type(ev).__name__}, not Evaluation")
+        if not math.isfinite(ev.value):
+            raise FloatingPointError(f"objective is {ev.value}")
+        return Outcome(ev, None, time.perf_counter() - t0)
+    except Exception as exc:
+        log.debug("trial failed:\n%s", traceback.format_exc())
+        return Outcome(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
+
+
+def evaluate_problem(problem: "BilevelProblem", proposal: "Proposal") -> Evaluation:
+    """The default evaluation: fit the learner with the proposal's config and budget, score it."""
+    return problem.evaluate(proposal.config, budget=proposal.budget)
+
+
+class Executor(ABC):
+    """Runs evaluations. ``slots`` is how many may be in flight at once."""
+
+    slots: int = 1
+
+    def start(self, optimizer: "OuterOptimizer", problem: "BilevelProblem") -> None:
+        self.optimizer, self.problem = optimizer, problem
+
+    @abstractmethod
+    def submit(self, proposal: "Proposal") -> None: ...
+
+    @abstractmethod
+    def next_done(self) -> tuple["Proposal", Outcome]:
+        """Block until one submitted proposal is done; return it with its outcome."""
+
+    def cancel(self) -> None:
+        """Drop whatever is still in flight (after an interrupt or a timeout)."""
+
+    def close(self) -> None:
+        """Release resources this executor created."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SequentialExecutor(Executor):
+    """In this process, one proposal at a time, through ``optimizer.evaluate``."""
+
+    slots = 1
+
+    def __init__(self):
+        self._queue: deque = deque()
+
+    def submit(self, proposal):
+        self._queue.append(proposal)
+
+    def next_done(self):
+        proposal = self._queue.popleft()
+        return proposal, evaluate_safely(self.optimizer.evaluate, self.problem, proposal)
+
+    def cancel(self):
+        self._queue.clear()
+
+
+def _limit_threads() -> None:
+    """One compute thread per worker process: the workers share the machine's cores."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _remote(evaluate: EvaluateFn, problem, proposal) -> Outcome:
+    _limit_threads()
+    return evaluate_safely(evaluate, problem, proposal)
+
+
+class DaskExecutor(Executor):
+    """Evaluations on Dask distributed.
+
+    - ``client``: an existing ``distributed.Client`` (never closed here);
+    - else ``address``: connect to that scheduler (the connection is closed at the end);
+    - else a ``LocalCluster`` of ``n_workers`` single-threaded worker processes, closed at the end.
+
+    ``n_workers`` is also the number of proposals kept in flight (for a given client or address,
+    the default is the number of worker threads the scheduler has).
+    """
+
+    def __init__(self, n_workers: int | None = None, *, address: str | None = None, client: Any = None,
+                 allowed_failures: int = 0):
+        from distributed import Client, LocalCluster
+
+        if n_workers is not None and int(n_workers) < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        self._own_client = client is None
+        self._cluster = None
+        if client is None and address is None:
+            import dask
+
+            # the scheduler lives in this process: a task whose worker died is not retried
+            with dask.config.set({"distributed.scheduler.allowed-failures": int(allowed_failures)}):
+                self._cluster = LocalCluster(n_workers=int(n_workers or 2), threads_per_worker=1, processes=True,
+                                             dashboard_address=None, silence_logs=logging.ERROR)
+            client = Client(self._cluster, set_as_default=False)
+        elif client is None:
+            client = Client(address, set_as_default=False, timeout="20s")
+        self.client = client
+        threads = sum(client.nthreads().values()) or 1
+        self.slots = int(n_workers) if n_workers else threads
+        self._in_flight: dict[str, tuple[Any, float, Any]] = {}
+
+    def start(self, optimizer, problem):
+        super().start(optimizer, problem)
+        self._evaluate = remote_evaluator(optimizer)
+        [self._problem] = self.client.scatter([problem], broadcast=True, hash=False)
+
+    def submit(self, proposal):
+        fut = self.client.submit(_remote, self._evaluate, self._problem, proposal, pure=False)
+        self._in_flight[fut.key] = (proposal, time.perf_counter(), fut)
+
+    def next_done(self):
+        from distributed import wait
+
+        with self.client.as_current():
+            done, _ = wait([f for _, _, f in self._in_flight.values()], return_when="FIRST_COMPLETED")
+        # the earliest submitted among those done, so the order is stable
+        fut = min(done, key=lambda f: self._in_flight[f.key][1])
+        proposal, t0, _ = self._in_flight.pop(fut.key)
+        try:
+            outcome = fut.result()
+        except Exception as exc:  # the worker died, or the result could not be sent back
+            outcome = Outcome(None, f"{type(exc).__name__} on a Dask worker: {exc}", time.perf_counter() - t0)
+        return proposal, outcome
+
+    def cancel(self):
+        futures = [f for _, _, f in self._in_flight.values()]
+        self._in_flight.clear()
+        if futures:
+            self.client.cancel(futures)
+
+    def close(self):
+        self.cancel()
+        if self._own_client:
+            self.client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+
+
+def remote_evaluator(optimizer: "OuterOptimizer") -> EvaluateFn:
+    """The picklable evaluation function for ``optimizer`` on another process."""
+    from .components import OuterOptimizer
+
+    fn = getattr(optimizer, "remote_evaluator", None)
+    custom = fn() if fn is not None else None
+    if custom is not None:
+        return custom
+    if type(optimizer).evaluate is not OuterOptimizer.evaluate:
+        raise TypeError(
+            f"{type(optimizer).__name__} overrides evaluate(), which uses its own state; it cannot run on Dask "
+            "workers unless it defines remote_evaluator()"
+        )
+    return evaluate_problem
+
+
+def make_executor(n_workers: int = 1, address: str | None = None, client: Any = None) -> Executor:
+    """Sequential for one worker and no cluster; Dask otherwise."""
+    if client is None and address is None and int(n_workers) <= 1:
+        return SequentialExecutor()
+    return DaskExecutor(None if (address or client) and n_workers in (None, 1) else n_workers,
+                        address=address, client=client)

@@ -1,0 +1,120 @@
+"""The ``es`` outer optimizer: evolution strategies over the search space.
+
+``strategy=`` ``"cma"`` (default; CMA-ES via the ``cma`` package), ``"mu_plus_lambda"``
+((μ+λ)-ES with self-adaptive mutation strengths) or ``"openai"`` (antithetic natural-gradient
+ES); see :mod:`automl_bilevel.evolution`. Float, integer, categorical and conditional
+hyperparameters all live in the unit cube of :class:`~automl_bilevel.space.UnitCube`; the search
+starts at the space's defaults (``start="default"``) or at a random point.
+
+One trial is one population member; a generation is told to the strategy once all its members
+are back, so with several Dask workers a whole population is evaluated in parallel. A failed
+member is ranked last. A configuration that decodes to a forbidden combination is resampled.
+Resumed trials seed the first generation: it starts from the best of them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspace, hookimpl
+from automl_bilevel.evolution import STRATEGIES, make_strategy
+from automl_bilevel.space import UnitCube
+
+
+class EvolutionStrategy(OuterOptimizer):
+    def __init__(self, strategy: str = "cma", *, population_size: int | None = None, mu: int | None = None,
+                 sigma0: float | None = None, lr: float = 0.05, start: str = "default"):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if population_size is not None and int(population_size) < 2:
+            raise ValueError(f"population_size must be >= 2, got {population_size}")
+        if sigma0 is not None and not 0 < sigma0 <= 1:
+            raise ValueError(f"sigma0 is a step in the unit cube and must be in (0, 1], got {sigma0}")
+        if start not in ("default", "random"):
+            raise ValueError(f"start must be 'default' or 'random', got {start!r}")
+        self.strategy, self.population_size, self.mu = strategy, population_size, mu
+        self.sigma0, self.lr, self.start = sigma0, float(lr), start
+
+    def setup(self, problem, seed):
+        super().setup(problem, seed)
+        self.space = as_configspace(problem.space, seed=seed)
+        self.cube = UnitCube(self.space)
+        if self.cube.dim == 0:
+            raise ValueError("the es optimizer needs a search space with at least one non-constant hyperparameter")
+        self.es = None
+        self._pool: list[tuple[float, dict]] = []  # replayed (value, config)
+        self._gen: dict | None = None
+        self._gen_id = 0
+        self.rng = np.random.default_rng(seed)
+
+    # -- strategy ---------------------------------------------------------------------------
+    def _make_strategy(self):
+        if self._pool:
+            x0 = self.cube.encode(min(self._pool, key=lambda p: p[0])[1])
+        elif self.start == "random":
+            x0 = self.rng.random(self.cube.dim)
+        else:
+            x0 = self.cube.encode(self.space.get_default_configuration())
+        opts: dict = {"bounds": (0.0, 1.0), "seed": self.seed}
+        if self.population_size is not None:
+            opts["population_size"] = int(self.population_size)
+        if self.strategy == "mu_plus_lambda":
+            opts.update(sigma0=self.sigma0 or 0.2, mu=self.mu)
+        elif self.strategy == "cma":
+            opts.update(sigma0=self.sigma0 or 0.25)
+        else:
+            opts.update(sigma0=self.sigma0 or 0.1, lr=self.lr)
+        return make_strategy(self.strategy, x0, **opts)
+
+    def _decode(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+        for _ in range(100):
+            try:
+                return x, self.cube.decode(x)
+            except ValueError:  # forbidden or invalid combination: resample near it
+                x = np.clip(x + 0.05 * self.rng.standard_normal(x.shape), 0, 1)
+        raise ValueError("could not decode a valid configuration after 100 resamples (forbidden clauses?)")
+
+    def _new_generation(self):
+        if self.es is None:
+            self.es = self._make_strategy()
+        X = self.es.ask()
+        members = [self._decode(x) for x in X]
+        self._gen_id += 1
+        self._gen = {"id": self._gen_id, "configs": [c for _, c in members], "next": 0,
+                     "fitness": np.full(len(X), np.nan), "told": 0}
+
+    # -- ask / tell ---------------------------------------------------------------------------
+    def ask(self, n=1):
+        if self._gen is None:
+            self._new_generation()
+        g, out = self._gen, []
+        while len(out) < n and g["next"] < len(g["configs"]):
+            i = g["next"]
+            out.append(Proposal(g["configs"][i], info=(g["id"], i)))
+            g["next"] += 1
+        return out  # empty while the rest of this generation is still being evaluated
+
+    def tell(self, proposal, trial):
+        g = self._gen
+        if proposal.info is None or g is None or proposal.info[0] != g["id"]:
+            return
+        g["fitness"][proposal.info[1]] = trial.value if trial.ok else math.inf
+        g["told"] += 1
+        if g["told"] == len(g["configs"]):
+            self.es.tell(g["fitness"])
+            self._gen = None
+
+    def replay(self, trials):
+        self._pool = [(t.value, dict(t.config)) for t in trials if t.ok]
+
+    @property
+    def generation(self) -> int:
+        return 0 if self.es is None else self.es.generation
+
+
+@hookimpl
+def bilevel_register_optimizers():
+    return [OptimizerSpec("es", EvolutionStrategy,
+                          "evolution strategies over the search space (cma | mu_plus_lambda | openai)",
+                          capabilities=frozenset({"parallel"}))]

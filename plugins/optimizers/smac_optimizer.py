@@ -1,0 +1,160 @@
+"""The ``smac`` outer optimizer: SMAC3 itself, driven through its ask/tell interface.
+
+Facades (``facade=``):
+
+- ``"hpo"`` (default): random-forest Bayesian optimization (``HyperparameterOptimizationFacade``);
+- ``"bb"``: Gaussian-process Bayesian optimization (``BlackBoxFacade``), for small continuous spaces;
+- ``"mf"``: multi-fidelity BO with Hyperband (``MultiFidelityFacade``);
+- ``"hb"``: Hyperband with random sampling (``HyperbandFacade``).
+
+For ``mf`` and ``hb`` a trial's budget is a fraction in [``min_budget``, 1] of the learner's full
+effort (epochs for the torch learners, a training-data fraction for ``sklearn``): the learner
+must declare ``multi_fidelity``. Registered also as ``smac_mf``, which the host checks for that.
+
+The space comes from the learner (or the user), conditions and priors included: with
+``use_priors=True`` the acquisition function is weighted by the hyperparameters' prior
+distributions (πBO, SMAC's ``PriorAcquisitionFunction``). ``initial_design`` adds user-given
+configurations to SMAC's initial design; ``n_initial`` sets its size.
+
+SMAC's files go to a temporary directory (removed afterwards); SMAC's own resume is never used,
+since it may prompt with ``input()``. Resuming is the host's checkpoint: the trials of an earlier run
+are told to SMAC as finished trials before its first ask (``replay``), so it continues with the
+model they give.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ConfigSpace import Configuration
+
+from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspace, config_dict, hookimpl
+
+FACADES = ("hpo", "bb", "mf", "hb")
+
+
+def _facade_class(name: str):
+    import smac
+
+    return {"hpo": smac.HyperparameterOptimizationFacade, "bb": smac.BlackBoxFacade,
+            "mf": smac.MultiFidelityFacade, "hb": smac.HyperbandFacade}[name]
+
+
+class SMACOptimizer(OuterOptimizer):
+    def __init__(self, facade: str = "hpo", *, n_initial: int | None = None,
+                 initial_design: Sequence[Mapping[str, Any]] | None = None, use_priors: bool = False,
+                 min_budget: float = 1 / 9, eta: int = 3, random_probability: float | None = None,
+                 n_trials: int | None = None, logging_level: int = 40):
+        if facade not in FACADES:
+            raise ValueError(f"facade must be one of {FACADES}, got {facade!r}")
+        if not 0 < float(min_budget) < 1:
+            raise ValueError(f"min_budget must be in (0, 1), got {min_budget}")
+        if int(eta) < 2:
+            raise ValueError(f"eta must be >= 2, got {eta}")
+        if n_initial is not None and int(n_initial) < 0:
+            raise ValueError(f"n_initial must be >= 0, got {n_initial}")
+        if initial_design is not None and not all(isinstance(c, Mapping) for c in initial_design):
+            raise TypeError("initial_design must be a list of configurations (dicts)")
+        if random_probability is not None and not 0 <= random_probability <= 1:
+            raise ValueError(f"random_probability must be in [0, 1], got {random_probability}")
+        self.facade, self.n_initial, self.initial_design = facade, n_initial, initial_design
+        self.use_priors, self.min_budget, self.eta = bool(use_priors), float(min_budget), int(eta)
+        self.random_probability, self.n_trials, self.logging_level = random_probability, n_trials, logging_level
+
+    @property
+    def multi_fidelity(self) -> bool:
+        return self.facade in ("mf", "hb")
+
+    @property
+    def requires(self) -> frozenset[str]:
+        """Checked by the host next to the registered spec: budgets need a multi-fidelity learner."""
+        return frozenset({"multi_fidelity"}) if self.multi_fidelity else frozenset()
+
+    def setup(self, problem, seed):
+        from smac import Scenario
+
+        super().setup(problem, seed)
+        self.space = as_configspace(problem.space, seed=seed)
+        if not len(self.space):
+            raise ValueError("SMAC needs a search space with at least one hyperparameter")
+        self._dir = Path(tempfile.mkdtemp(prefix="automl_bilevel_smac_"))
+        weakref.finalize(self, shutil.rmtree, str(self._dir), True)
+        n_trials = int(self.n_trials or getattr(self, "n_iter", None) or 100)
+        budgets = dict(min_budget=self.min_budget, max_budget=1.0) if self.multi_fidelity else {}
+        self.scenario = Scenario(self.space, output_directory=self._dir / "smac", deterministic=True,
+                                 n_trials=max(n_trials, 1), seed=int(seed) % (2**31 - 1), **budgets)
+        cls = _facade_class(self.facade)
+        extra = [Configuration(self.space, values=dict(c)) for c in (self.initial_design or [])]
+        design = ({"additional_configs": extra or None} if self.facade == "hb"  # random sampling: no design size
+                  else {"n_configs": self.n_initial, "additional_configs": extra or None})
+        kwargs: dict[str, Any] = {
+            "initial_design": cls.get_initial_design(self.scenario, **design),
+            "intensifier": (cls.get_intensifier(self.scenario, eta=self.eta) if self.multi_fidelity
+                            else cls.get_intensifier(self.scenario, max_config_calls=1)),
+        }
+        if self.use_priors:
+            from smac.acquisition.function import PriorAcquisitionFunction
+
+            kwargs["acquisition_function"] = PriorAcquisitionFunction(
+                cls.get_acquisition_function(self.scenario), decay_beta=max(n_trials / 10, 1.0))
+        if self.random_probability is not None:
+            from smac.random_design import ProbabilityRandomDesign
+
+            kwargs["random_design"] = ProbabilityRandomDesign(self.random_probability, seed=self.scenario.seed)
+        self._costs = (math.inf, -math.inf)  # lowest and highest successful cost
+        self.smac = cls(self.scenario, None, overwrite=True, logging_level=self.logging_level, **kwargs)
+
+    def ask(self, n=1):
+        out = []
+        for _ in range(n):
+            info = self.smac.ask()
+            out.append(Proposal(config_dict(info.config), budget=info.budget, info=info))
+        return out
+
+    def _value(self, trial):
+        """A failed trial costs a little more than the worst success so far (an infinite cost would
+        break the Gaussian-process model)."""
+        from smac.runhistory import StatusType, TrialValue
+
+        if trial.ok:
+            self._costs = (min(self._costs[0], trial.value), max(self._costs[1], trial.value))
+            return TrialValue(cost=float(trial.value), time=float(trial.duration), status=StatusType.SUCCESS)
+        lo, hi = self._costs
+        crash = hi + max(hi - lo, abs(hi), 1.0) if math.isfinite(hi) else 1e6
+        return TrialValue(cost=crash, time=float(trial.duration), status=StatusType.CRASHED,
+                          additional_info={"error": trial.error or ""})
+
+    def tell(self, proposal, trial):
+        self.smac.tell(proposal.info, self._value(trial), save=False)
+
+    def replay(self, trials):
+        from smac.runhistory import TrialInfo
+
+        for trial in trials:
+            try:
+                cfg = Configuration(self.space, values=dict(trial.config))
+            except Exception:  # not a point of this space (written by another optimizer): skip it
+                continue
+            budget = trial.budget if self.multi_fidelity else None
+            if self.multi_fidelity and budget is None:
+                budget = 1.0
+            self.smac.tell(TrialInfo(cfg, seed=0, budget=budget), self._value(trial), save=False)
+
+
+def _mf(**kwargs):
+    kwargs.setdefault("facade", "mf")
+    return SMACOptimizer(**kwargs)
+
+
+@hookimpl
+def bilevel_register_optimizers():
+    return [
+        OptimizerSpec("smac", SMACOptimizer, "SMAC3 Bayesian optimization (facade: hpo | bb | mf | hb)",
+                      capabilities=frozenset({"parallel"})),
+        OptimizerSpec("smac_mf", _mf, "SMAC3 multi-fidelity BO with Hyperband (budget: learner epochs / data)",
+                      requires=frozenset({"multi_fidelity"}), capabilities=frozenset({"parallel"})),
+    ]
