@@ -1,7 +1,8 @@
 """The ``random`` outer optimizer: random search over the ConfigSpace.
 
 The baseline every other optimizer is compared with. On a finite space it never proposes a
-configuration twice and stops when the space is exhausted.
+configuration twice and stops when the space is exhausted. A resumed run (checkpoint) draws the
+same sequence again and skips what its earlier run evaluated.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class RandomSearch(OuterOptimizer):
             else:
                 cfg = config_dict(self.space.sample_configuration())
                 for _ in range(1000):
-                    if not math.isfinite(self._size) or self._key(cfg) not in self._seen:
+                    if self._key(cfg) not in self._seen:  # also skips the trials of a resumed run
                         break
                     cfg = config_dict(self.space.sample_configuration())
             self._asked += 1
