@@ -18,7 +18,7 @@ from .events import RunContext, RunFinished, RunStarted, TrialFinished
 from .parallel import Executor, Outcome, SequentialExecutor
 from .problem import BilevelProblem
 from .space import config_dict
-from .trials import COMPLETE, FAILED, Evaluation, Trial, best_trial
+from .trials import COMPLETE, FAILED, Trial, best_trial
 
 log = logging.getLogger("automl_bilevel")
 

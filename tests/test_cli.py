@@ -106,3 +106,27 @@ def test_run_the_hypergradient_experiment_file(capsys, tracking):
     assert main(["run", str(path), "--n-iter", "3", "--tracking-uri", uri, "-q"]) == 0
     out = capsys.readouterr().out
     assert "optimizer=hypergradient" in out and "3 (0 failed)" in out and "l2_per_feature" in out
+
+
+def test_run_the_smac_experiment_file_on_two_workers_and_resume_it(capsys, tracking, tmp_path, monkeypatch):
+    from .conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)  # the file's checkpoint path is relative
+    uri, _ = tracking
+    path = ROOT / "examples" / "experiments" / "digits_mlp_smac_mf.toml"
+    assert main(["run", str(path), "--n-iter", "4", "--tracking-uri", uri, "-q"]) == 0
+    assert "optimizer=smac_mf" in capsys.readouterr().out
+    lines = (tmp_path / "digits_mlp_smac_mf.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 4
+    assert main(["run", str(path), "--n-iter", "6", "--tracking-uri", uri, "-q"]) == 0  # continues: 2 more
+    assert len((tmp_path / "digits_mlp_smac_mf.jsonl").read_text().splitlines()) == 1 + 6
+
+
+def test_every_example_experiment_file_is_valid():
+    from .conftest import ROOT
+
+    files = sorted((ROOT / "examples" / "experiments").glob("*.toml"))
+    assert len(files) >= 2
+    for f in files:
+        exp = Experiment.load(f)
+        exp.build_estimator("classification")._validate_params()
