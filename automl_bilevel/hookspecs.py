@@ -12,7 +12,7 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .events import RunContext, RunListener
-    from .specs import LearnerSpec, ObjectiveSpec, OptimizerSpec
+    from .specs import LearnerSpec, MetaLearnerSpec, ObjectiveSpec, OptimizerSpec
 
 PROJECT = "automl_bilevel"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -35,6 +35,12 @@ def bilevel_register_objectives() -> Iterable["ObjectiveSpec"]:
 @hookspec
 def bilevel_register_optimizers() -> Iterable["OptimizerSpec"]:
     """Return the outer optimizers this plugin provides, as :class:`OptimizerSpec` records."""
+
+
+@hookspec
+def bilevel_register_meta_learners() -> Iterable["MetaLearnerSpec"]:
+    """Return the meta-learners (episodic few-shot learners) this plugin provides, as
+    :class:`MetaLearnerSpec` records."""
 
 
 @hookspec

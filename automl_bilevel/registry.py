@@ -108,6 +108,14 @@ def _check_spec(kind: str, spec: Any, origin: PluginInfo) -> None:
 _BASES = {"learner": InnerLearner, "objective": OuterObjective, "optimizer": OuterOptimizer}
 
 
+def _base(kind: str) -> type:
+    if kind == "meta_learner":  # torch networks: imported when first asked for
+        from .meta.base import MetaLearner
+
+        return MetaLearner
+    return _BASES[kind]
+
+
 @dataclass
 class Registry:
     """Every registered learner, objective and optimizer, checked."""
@@ -154,7 +162,7 @@ class Registry:
 
     def make(self, kind: str, name_or_instance: Any, params: Mapping[str, Any] | None = None) -> tuple[Any, Registered | None]:
         """Instantiate a component by name (with ``params``) or accept an instance as is."""
-        base = _BASES[kind]
+        base = _base(kind)
         if isinstance(name_or_instance, base):
             if params:
                 raise ValueError(f"{kind}_params cannot be combined with a {kind} instance; configure the instance")

@@ -79,7 +79,17 @@ class OptimizerSpec(_ComponentSpec):
     kind = "optimizer"
 
 
-SPEC_TYPES = {"learner": LearnerSpec, "objective": ObjectiveSpec, "optimizer": OptimizerSpec}
+@dataclass(frozen=True)
+class MetaLearnerSpec(_ComponentSpec):
+    """A meta-learner (:class:`automl_bilevel.meta.base.MetaLearner`): a network shared across
+    tasks and how it adapts to a task's support set. ``factory(in_channels=, image_size=, **params)``."""
+
+    tasks: frozenset[str] = frozenset({"classification"})
+    capabilities: frozenset[str] = frozenset()
+
+
+SPEC_TYPES = {"learner": LearnerSpec, "objective": ObjectiveSpec, "optimizer": OptimizerSpec,
+              "meta_learner": MetaLearnerSpec}
 
 
 @dataclass(frozen=True)

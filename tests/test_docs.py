@@ -14,8 +14,8 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_hooks_exist():
-    assert HOOKS == ["bilevel_register_learners", "bilevel_register_objectives", "bilevel_register_optimizers",
-                     "bilevel_run_listener"]
+    assert HOOKS == ["bilevel_register_learners", "bilevel_register_meta_learners", "bilevel_register_objectives",
+                     "bilevel_register_optimizers", "bilevel_run_listener"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)

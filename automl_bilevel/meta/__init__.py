@@ -1,0 +1,11 @@
+"""Meta-learning over tasks: episodes, meta-learners (ProtoNet, RelationNet, hyper-representation
+as plugins), L2G, and the ``MetaLearnerClassifier`` meta-estimator."""
+from __future__ import annotations
+
+from .base import MetaLearner, MetaLoss
+from .episodes import Episode, EpisodeError, EpisodeSampler, as_images, class_split, rotate_classes
+from .estimator import AdaptedClassifier, MetaLearnerClassifier
+from .training import evaluate_episodes, l2g_loss, meta_train
+
+__all__ = ["AdaptedClassifier", "Episode", "EpisodeError", "EpisodeSampler", "MetaLearner", "MetaLearnerClassifier",
+           "MetaLoss", "as_images", "class_split", "evaluate_episodes", "l2g_loss", "meta_train", "rotate_classes"]
