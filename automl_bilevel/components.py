@@ -65,6 +65,12 @@ class InnerLearner(ABC):
         """Names a config may hold, or ``None`` when anything goes (checked before a run)."""
         return set(self.config_space(task).keys())
 
+    def vector_hyperparameters(self, task: Task) -> Mapping[str, np.ndarray]:
+        """Vector-valued hyperparameters (a network's weights as one flat vector), with their
+        initial values, that vector optimizers (``es``) may search next to the ConfigSpace. A
+        config then holds a 1-d float array under each name."""
+        return {}
+
     @abstractmethod
     def fit(
         self,

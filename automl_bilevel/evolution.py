@@ -194,3 +194,23 @@ def make_strategy(name: str, x0: np.ndarray, **options) -> Strategy:
     if name not in classes:
         raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
     return classes[name](x0, **options)
+
+
+def module_to_vector(module) -> np.ndarray:
+    """A torch module's parameters as one flat float64 vector (the ES search point)."""
+    import torch
+
+    return torch.nn.utils.parameters_to_vector(module.parameters()).detach().double().numpy().copy()
+
+
+def vector_to_module(vector, module):
+    """Load a flat vector (from :func:`module_to_vector`) into ``module``'s parameters, in place."""
+    import torch
+
+    vec = torch.as_tensor(np.asarray(vector, dtype=np.float64))
+    n = sum(p.numel() for p in module.parameters())
+    if vec.ndim != 1 or vec.numel() != n:
+        raise ValueError(f"expected a flat vector of {n} values for {type(module).__name__}, got shape {tuple(vec.shape)}")
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(vec.to(next(module.parameters()).dtype), module.parameters())
+    return module

@@ -213,3 +213,50 @@ def test_smac_rejects_bad_settings():
         SMACOptimizer("mf", min_budget=1.5)
     with pytest.raises(TypeError, match="initial_design"):
         SMACOptimizer(initial_design=[0.5])
+
+
+# -- vector outer variables (a network's weights) ------------------------------------------------------
+class LinearFromVector:
+    """A model whose predictions come from a weight vector chosen by the outer optimizer."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def predict(self, X):
+        import torch
+
+        with torch.no_grad():
+            return self.module(torch.as_tensor(X, dtype=torch.float32)).argmax(1).numpy()
+
+
+def test_es_evolves_a_torch_module_given_as_a_vector_hyperparameter():
+    import torch
+
+    from automl_bilevel.components import InnerLearner
+    from automl_bilevel.evolution import module_to_vector, vector_to_module
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:400] / 16.0
+
+    class Evolved(InnerLearner):
+        """No inner training at all: the outer variable is the whole linear layer."""
+
+        def vector_hyperparameters(self, task):
+            torch.manual_seed(0)
+            return {"net": module_to_vector(torch.nn.Linear(64, 10))}
+
+        def param_names(self, task):
+            return None
+
+        def fit(self, X, y, config, *, task, seed, budget=None):
+            return LinearFromVector(vector_to_module(config["net"], torch.nn.Linear(64, 10)))
+
+    est = BilevelClassifier(Evolved(), "val_error", "es", optimizer_params={"strategy": "openai", "sigma0": 0.05,
+                                                                           "population_size": 20, "lr": 0.05},
+                            search_space={}, n_iter=600, tracking=False, random_state=0).fit(X, y[:400])
+    first = est.history_["value"][0]
+    assert est.best_params_["net"].shape == (650,) and est.best_value_ < first - 0.3  # far better than the init
+    assert est.score(X, y[:400]) > 0.3  # chance is 0.1
+
+    with pytest.raises(ValueError, match="650 values"):
+        vector_to_module(np.zeros(3), torch.nn.Linear(64, 10))

@@ -222,12 +222,16 @@ def test_meta_training_is_tracked_in_mlflow(digits, tracking):
     assert model.best_iteration_ == est.best_iteration_
 
 
+SMALL = {"width": 8, "depth": 2}
+
+
 def test_meta_estimator_refuses_bad_input(digits):
     X, y = digits
     with pytest.raises(EpisodeError, match="meta-validation classes"):
-        MetaLearnerClassifier(n_way=5, val_fraction=0.2, tracking=False).fit(X, y)  # 2 validation classes
+        MetaLearnerClassifier(n_way=5, val_fraction=0.2, method_params=SMALL, tracking=False).fit(X, y)  # 2 classes
     with pytest.raises(EpisodeError, match="fewer than K \\+ Q"):
-        MetaLearnerClassifier(n_way=3, k_shot=5, q_queries=15, val_fraction=0.0, tracking=False).fit(X[:100], y[:100])
+        MetaLearnerClassifier(n_way=3, k_shot=5, q_queries=15, val_fraction=0.0, method_params=SMALL,
+                              tracking=False).fit(X[:100], y[:100])
     with pytest.raises(ValueError, match="depth <= 3"):
         MetaLearnerClassifier(n_way=3, val_fraction=0.0, tracking=False).fit(X, y)  # 4 pooling blocks on 8x8
     with pytest.raises(ValueError, match="n_way"):

@@ -10,6 +10,11 @@ One trial is one population member; a generation is told to the strategy once al
 are back, so with several Dask workers a whole population is evaluated in parallel. A failed
 member is ranked last. A configuration that decodes to a forbidden combination is resampled.
 Resumed trials seed the first generation: it starts from the best of them.
+
+Vector outer variables: when the learner declares ``vector_hyperparameters`` (a network's weights
+as a flat vector, e.g. a meta-loss network), they are searched too, appended to the unit-cube
+coordinates without bounds and starting at the learner's initial values; a proposal's config holds
+each as a 1-d array. ``sigma0`` is then the initial step for both parts.
 """
 from __future__ import annotations
 
@@ -40,8 +45,12 @@ class EvolutionStrategy(OuterOptimizer):
         super().setup(problem, seed)
         self.space = as_configspace(problem.space, seed=seed)
         self.cube = UnitCube(self.space)
-        if self.cube.dim == 0:
-            raise ValueError("the es optimizer needs a search space with at least one non-constant hyperparameter")
+        vectors = problem.learner.vector_hyperparameters(problem.task) if hasattr(
+            problem.learner, "vector_hyperparameters") else {}
+        self.vectors = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in vectors.items()}
+        if self.cube.dim == 0 and not self.vectors:
+            raise ValueError("the es optimizer needs a search space with at least one non-constant hyperparameter "
+                             "or a learner with vector_hyperparameters")
         self.es = None
         self._pool: list[tuple[float, dict]] = []  # replayed (value, config)
         self._gen: dict | None = None
@@ -49,14 +58,20 @@ class EvolutionStrategy(OuterOptimizer):
         self.rng = np.random.default_rng(seed)
 
     # -- strategy ---------------------------------------------------------------------------
+    def _encode(self, config) -> np.ndarray:
+        parts = [self.cube.encode(config)] + [np.asarray(config.get(k, v), dtype=np.float64).ravel()
+                                              for k, v in self.vectors.items()]
+        return np.concatenate(parts)
+
     def _make_strategy(self):
         if self._pool:
-            x0 = self.cube.encode(min(self._pool, key=lambda p: p[0])[1])
-        elif self.start == "random":
-            x0 = self.rng.random(self.cube.dim)
+            x0 = self._encode(min(self._pool, key=lambda p: p[0])[1])
         else:
-            x0 = self.cube.encode(self.space.get_default_configuration())
-        opts: dict = {"bounds": (0.0, 1.0), "seed": self.seed}
+            x0 = self._encode(self.space.get_default_configuration())
+            if self.start == "random":
+                x0[: self.cube.dim] = self.rng.random(self.cube.dim)
+        # unit-cube coordinates are clipped by the decoder; vectors are unbounded
+        opts: dict = {"bounds": None if self.vectors else (0.0, 1.0), "seed": self.seed}
         if self.population_size is not None:
             opts["population_size"] = int(self.population_size)
         if self.strategy == "mu_plus_lambda":
@@ -68,11 +83,16 @@ class EvolutionStrategy(OuterOptimizer):
         return make_strategy(self.strategy, x0, **opts)
 
     def _decode(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+        d, out = self.cube.dim, {}
+        for name, init in self.vectors.items():
+            out[name] = x[d: d + init.size].copy()
+            d += init.size
+        u = x[: self.cube.dim]
         for _ in range(100):
             try:
-                return x, self.cube.decode(x)
+                return x, {**self.cube.decode(u), **out}
             except ValueError:  # forbidden or invalid combination: resample near it
-                x = np.clip(x + 0.05 * self.rng.standard_normal(x.shape), 0, 1)
+                u = np.clip(u + 0.05 * self.rng.standard_normal(u.shape), 0, 1)
         raise ValueError("could not decode a valid configuration after 100 resamples (forbidden clauses?)")
 
     def _new_generation(self):
