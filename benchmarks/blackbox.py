@@ -67,8 +67,9 @@ class PixelL2Logistic(LogisticLearner):
         return None
 
     def resolve(self, config):
-        l2 = [config[k] for k in sorted(config) if k.startswith("l2_")]
-        rest = {k: v for k, v in config.items() if not k.startswith("l2_")}
+        pixel = sorted(k for k in config if k.startswith("l2_") and k[3:].isdigit())
+        l2 = [config[k] for k in pixel]
+        rest = {k: v for k, v in config.items() if k not in pixel}
         if l2:
             rest["l2_per_feature"] = np.asarray(l2, dtype=np.float64)
         return super().resolve(rest)
@@ -228,16 +229,19 @@ def run_one(problem_name, method_name, seed, seconds, quick):
         if tr.ok and tr.budget in (None, 1.0):
             best = min(best, tr.value)
         curve.append([t, best])
-    test = math.nan
+    test, refit_error = math.nan, None
     if best_cfg is not None:
         X = np.concatenate([split.X_train, split.X_val])
         y = np.concatenate([split.y_train, split.y_val])
-        model = learner.fit(X, y, best_cfg, task=task, seed=seed)
-        test = float(np.mean(model.predict(Xte) == yte))
+        try:
+            model = learner.fit(X, y, best_cfg, task=task, seed=seed)
+            test = float(np.mean(model.predict(Xte) == yte))
+        except Exception as exc:  # recorded, the benchmark goes on
+            refit_error = f"{type(exc).__name__}: {exc}"
     eval_time = sum(tr.duration for tr in trials)
     return {"problem": problem_name, "method": method_name, "seed": seed, "n_trials": len(trials),
             "n_failed": sum(not tr.ok for tr in trials), "best_val": best, "test_accuracy": test,
-            "wall": wall, "eval_time": eval_time,
+            "wall": wall, "eval_time": eval_time, "refit_error": refit_error,
             "overhead_per_trial": (wall - eval_time) / max(len(trials), 1), "curve": curve}
 
 

@@ -217,3 +217,15 @@ def test_a_record_cut_short_by_a_crash_is_ignored(tmp_path, cancer):
     est = BilevelClassifier("sklearn", "val_error", "random", n_iter=5, checkpoint=path, tracking=False,
                             random_state=1).fit(*cancer)
     assert est.n_trials_ == 5
+
+
+def test_child_runs_are_logged_by_the_driver_for_trials_run_on_workers(cluster, cancer, tracking):
+    import mlflow
+
+    uri, exp = tracking
+    est = BilevelClassifier("sklearn", "val_error", "random", n_iter=4, dask_address=cluster.scheduler_address,
+                            tracking_uri=uri, experiment_name=exp, random_state=0).fit(*cancer)
+    client = mlflow.MlflowClient(uri)
+    children = client.search_runs([client.get_experiment_by_name(exp).experiment_id],
+                                  f"tags.mlflow.parentRunId = '{est.mlflow_run_id_}'")
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
