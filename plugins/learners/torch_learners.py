@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from automl_bilevel import InnerLearner, LearnerSpec, Task, hookimpl
 from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
+from automl_bilevel.learned.optimizer import LearnedOptimizer, LSTMOptimizer
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -79,7 +80,8 @@ class DifferentiableTask:
                 order = torch.randperm(n, generator=gen)
                 self.batches += [order[i * bs:(i + 1) * bs] for i in range(per_epoch)]
             self.batches = self.batches[:steps]
-        self.optimizer = make_optimizer(s["optimizer"], lr="lr", momentum="momentum")
+        self.optimizer = (LearnedOptimizer(s["optimizer"]) if isinstance(s["optimizer"], LSTMOptimizer)
+                          else make_optimizer(s["optimizer"], lr="lr", momentum="momentum"))
         self.dynamics = InnerDynamics(self.inner_loss, self.optimizer, w0.numel(), steps)
         self.z0 = self.dynamics.init(w0)
         self.constants = {k: torch.tensor(float(s[k])) for k in ("lr", "weight_decay", "momentum")}
@@ -156,8 +158,9 @@ class TorchLearner(InnerLearner):
             raise ValueError(f"weight_decay must be >= 0, got {s['weight_decay']!r}")
         if int(s["epochs"]) < 1 or int(s["batch_size"]) < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {s['epochs']!r}, {s['batch_size']!r}")
-        if s["optimizer"] not in ("adam", "sgd", "momentum"):
-            raise ValueError(f"optimizer must be 'adam', 'sgd' or 'momentum', got {s['optimizer']!r}")
+        if not isinstance(s["optimizer"], LSTMOptimizer) and s["optimizer"] not in ("adam", "sgd", "momentum"):
+            raise ValueError(f"optimizer must be 'adam', 'sgd', 'momentum' or a learned LSTMOptimizer, "
+                             f"got {s['optimizer']!r}")
 
     def build_module(self, task: Task, s: Mapping[str, Any]) -> nn.Module:
         raise NotImplementedError

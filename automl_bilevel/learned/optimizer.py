@@ -1,0 +1,258 @@
+"""A learned optimizer (L2O-DM, Andrychowicz et al. 2016) with flatness-aware regularizers
+(Yang et al., AISTATS 2023, arXiv 2302.11085).
+
+- :class:`LSTMOptimizer`: a coordinatewise two-layer LSTM (20 units) over log-and-sign
+  preprocessed gradients; one small network shared by every coordinate of the optimizee.
+- :class:`LearnedOptimizer`: the same network as a functional inner optimizer of
+  :mod:`automl_bilevel.hypergrad` (the LSTM states are the optimizer's slots), so any torch inner
+  learner can train with it (``optimizer=LSTMOptimizer(...)``) next to SGD and Adam.
+- Regularizers of the optimizee's loss at the weights an unroll ends on: Hutchinson's estimate of
+  the Hessian trace, the top Hessian eigenvalue by power iteration on Hessian-vector products, and
+  the local-entropy term of Entropy-SGD estimated with SGLD steps. Each is differentiable in the
+  weights, hence in the optimizer's parameters through the unroll.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+Loss = Callable[[Tensor], Tensor]
+
+
+def preprocess(g: Tensor, p: float = 10.0) -> Tensor:
+    """Andrychowicz et al.'s gradient preprocessing: (log|g|/p, sign g) if |g| >= e^-p, else (-1, e^p g)."""
+    a = g.abs()
+    big = a >= math.exp(-p)
+    first = torch.where(big, torch.log(a.clamp_min(1e-30)) / p, torch.full_like(g, -1.0))
+    second = torch.where(big, torch.sign(g), math.exp(p) * g)
+    return torch.stack([first, second], dim=-1)
+
+
+class LSTMOptimizer(nn.Module):
+    """Coordinatewise LSTM optimizer: ``step(g, state) -> (update, state)`` with w ← w + update."""
+
+    def __init__(self, hidden: int = 20, layers: int = 2, p: float = 10.0, output_scale: float = 0.1, seed: int = 0):
+        super().__init__()
+        if int(hidden) < 1 or int(layers) < 1:
+            raise ValueError(f"hidden and layers must be >= 1, got {hidden}, {layers}")
+        self.hidden, self.layers, self.p, self.output_scale = int(hidden), int(layers), float(p), float(output_scale)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.cells = nn.ModuleList([nn.LSTMCell(2 if i == 0 else hidden, hidden) for i in range(layers)])
+            self.out = nn.Linear(hidden, 1)
+            with torch.no_grad():
+                self.out.weight.mul_(0.1)
+                self.out.bias.zero_()
+
+    @property
+    def n_slots(self) -> int:
+        return 2 * self.layers * self.hidden
+
+    def zero_state(self, n: int, dtype=torch.float32) -> Tensor:
+        return torch.zeros(n, self.n_slots, dtype=dtype)
+
+    def step(self, g: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """``g``: (n,) gradient; ``state``: (n, n_slots). Returns the update (n,) and the new state."""
+        x = preprocess(g, self.p).to(state.dtype)
+        hs = state.view(len(g), self.layers, 2, self.hidden)
+        new = []
+        for i, cell in enumerate(self.cells):
+            h, c = cell(x, (hs[:, i, 0], hs[:, i, 1]))
+            new += [h, c]
+            x = h
+        return self.output_scale * self.out(x).squeeze(-1), torch.cat(new, dim=1)
+
+
+class LearnedOptimizer:
+    """An :class:`LSTMOptimizer` in the functional-optimizer protocol of ``automl_bilevel.hypergrad``
+    (``n_slots`` vectors of the weights' size, ``update(w, slots, g, hp, t)``)."""
+
+    def __init__(self, net: LSTMOptimizer):
+        self.net = net
+        self.n_slots = net.n_slots
+
+    def update(self, w, slots, g, hp, t):
+        state = torch.stack(slots, dim=1) if slots else self.net.zero_state(len(w), w.dtype)
+        delta, new = self.net.step(g, state)
+        return w + delta.to(w.dtype), tuple(new.to(w.dtype).unbind(1))
+
+
+# -- flatness-aware regularizers -------------------------------------------------------------------
+def _hvp(loss: Loss, w: Tensor, v: Tensor, create_graph: bool = True) -> Tensor:
+    with torch.enable_grad():
+        g, = torch.autograd.grad(loss(w), w, create_graph=True)
+        hv, = torch.autograd.grad(g, w, grad_outputs=v, create_graph=create_graph)
+    return hv
+
+
+def _leaf(w: Tensor) -> Tensor:
+    return w if w.requires_grad else w.detach().requires_grad_(True)
+
+
+def hessian_trace(loss: Loss, w: Tensor, samples: int = 4, generator: torch.Generator | None = None) -> Tensor:
+    """Hutchinson's estimate E[vᵀHv], v Rademacher; differentiable in ``w``."""
+    w = _leaf(w)
+    total = w.new_zeros(())
+    for _ in range(int(samples)):
+        v = (torch.randint(0, 2, w.shape, generator=generator) * 2 - 1).to(w.dtype)
+        total = total + (v * _hvp(loss, w, v)).sum()
+    return total / int(samples)
+
+
+def top_eigenvalue(loss: Loss, w: Tensor, iters: int = 20, generator: torch.Generator | None = None) -> Tensor:
+    """The largest-magnitude Hessian eigenvalue by power iteration on Hessian-vector products; the
+    last Rayleigh quotient vᵀHv keeps its graph (differentiable in ``w``)."""
+    w = _leaf(w)
+    v = torch.randn(w.shape, generator=generator).to(w.dtype)
+    v = v / v.norm()
+    for _ in range(int(iters)):
+        hv = _hvp(loss, w, v, create_graph=False).detach()
+        norm = hv.norm()
+        if not torch.isfinite(norm) or norm == 0:
+            break
+        v = hv / norm
+    return (v * _hvp(loss, w, v)).sum()
+
+
+def local_entropy(loss: Loss, w: Tensor, gamma: float = 0.03, steps: int = 10, lr: float = 0.01,
+                  noise: float = 1e-4, generator: torch.Generator | None = None) -> Tensor:
+    """Entropy-SGD's local-entropy term: SGLD steps w' ← w' − lr(∇f(w') + γ(w' − w)) + √(2 lr)·noise·ε
+    from w estimate μ = E[w']; the returned (γ/2)‖w − μ‖² has gradient γ(w − μ), Entropy-SGD's
+    gradient of the negative local entropy."""
+    w0 = w.detach()
+    wp, mean = w0.clone(), torch.zeros_like(w0)
+    for k in range(int(steps)):
+        wp = wp.detach().requires_grad_(True)
+        with torch.enable_grad():
+            g, = torch.autograd.grad(loss(wp), wp)
+        eps = torch.randn(w0.shape, generator=generator).to(w0.dtype)
+        wp = wp.detach() - lr * (g + gamma * (wp.detach() - w0)) + math.sqrt(2 * lr) * noise * eps
+        mean = mean + (wp - mean) / (k + 1)
+    return 0.5 * gamma * ((w - mean) ** 2).sum()
+
+
+REGULARIZERS = {"trace": hessian_trace, "eigenvalue": top_eigenvalue, "entropy": local_entropy}
+
+
+# -- optimizees and meta-training ------------------------------------------------------------------
+class MLPOptimizee:
+    """A classifier MLP on a flat weight vector: ``loss(w, t)`` is the cross-entropy of mini-batch ``t``.
+    The default is the L2O-DM optimizee: 784-20-10 with sigmoid units."""
+
+    def __init__(self, X, y, hidden: tuple[int, ...] = (20,), n_classes: int = 10, activation: str = "sigmoid",
+                 batch_size: int = 128, seed: int = 0):
+        self.X, self.y = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+        self.widths = [self.X.shape[1], *hidden, n_classes]
+        self.act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}[activation]
+        self.batch_size, self.gen = int(batch_size), torch.Generator().manual_seed(seed)
+        shapes = [(o, i) for i, o in zip(self.widths[:-1], self.widths[1:])]
+        parts = []
+        for o, i in shapes:  # torch.nn.Linear's default initialisation
+            bound = 1 / math.sqrt(i)
+            parts += [(torch.rand(o * i, generator=self.gen) * 2 - 1) * bound,
+                      (torch.rand(o, generator=self.gen) * 2 - 1) * bound]
+        self.w0 = torch.cat(parts)
+        self.shapes = shapes
+
+    def forward(self, w: Tensor, X: Tensor) -> Tensor:
+        start, h = 0, X
+        for k, (o, i) in enumerate(self.shapes):
+            W = w[start:start + o * i].view(o, i)
+            b = w[start + o * i:start + o * i + o]
+            start += o * i + o
+            h = h @ W.T + b
+            if k < len(self.shapes) - 1:
+                h = self.act(h)
+        return h
+
+    def batch(self, t: int | None):
+        if t is None:
+            return self.X, self.y
+        idx = torch.randint(0, len(self.y), (self.batch_size,), generator=self.gen)
+        return self.X[idx], self.y[idx]
+
+    def loss(self, w: Tensor, t: int | None = None) -> Tensor:
+        X, y = self.batch(t)
+        return nn.functional.cross_entropy(self.forward(w, X), y)
+
+    def accuracy(self, w: Tensor, X, y) -> float:
+        with torch.no_grad():
+            pred = self.forward(w, torch.as_tensor(X, dtype=torch.float32)).argmax(1)
+        return float((pred == torch.as_tensor(y)).float().mean())
+
+
+def train_optimizee(optimizer, optimizee: MLPOptimizee, steps: int, diverge: float = 1e3) -> tuple[Tensor, list[float]]:
+    """Train with a functional optimizer (``LearnedOptimizer``, ``hypergrad.SGD``/``Adam``); returns
+    the final weights and the mini-batch losses. Raises FloatingPointError if training diverges (a
+    non-finite state, or a loss above ``diverge`` times the first one)."""
+    from ..hypergrad import InnerDynamics
+
+    losses: list[float] = []
+
+    def inner_loss(w, hp, t):
+        value = optimizee.loss(w, t)
+        losses.append(float(value.detach()))
+        return value
+
+    dyn = InnerDynamics(inner_loss, optimizer, optimizee.w0.numel(), steps)
+    z = dyn.init(optimizee.w0.clone())
+    hp = {"lr": torch.tensor(0.0)}  # SGD/Adam read their own lr if given as floats
+    for t in range(steps):
+        z = dyn.step(t, z, hp)
+        if not torch.isfinite(z).all() or not losses[-1] <= diverge * max(losses[0], 1e-3):
+            raise FloatingPointError(f"the optimizee diverged at step {t} (loss {losses[-1]:.3g})")
+    return dyn.weights(z), losses
+
+
+def meta_train_optimizer(net: LSTMOptimizer, optimizees: Callable[[int], MLPOptimizee], *, meta_iters: int = 100,
+                         unroll: int = 20, horizon: int = 100, meta_lr: float = 1e-3, regularizer: str | None = None,
+                         alpha: float = 0.0, reg_options: dict | None = None, clip: float = 1.0,
+                         diverge: float = 1e3, seed: int = 0) -> dict:
+    """Truncated backpropagation through unrolls of ``unroll`` steps: each meta-iteration advances
+    the current optimizee by one unroll and minimises the mean optimizee loss along it plus
+    ``alpha`` times the regularizer at the weights it ends on; an optimizee is replaced after
+    ``horizon`` steps. A diverging optimizer (a non-finite meta-loss, or one above ``diverge`` times
+    the optimizee's initial loss) rejects the step, records the reason and starts a fresh optimizee."""
+    if regularizer is not None and regularizer not in REGULARIZERS:
+        raise ValueError(f"regularizer must be one of {sorted(REGULARIZERS)} or None, got {regularizer!r}")
+    opt = torch.optim.Adam(net.parameters(), lr=meta_lr)
+    gen = torch.Generator().manual_seed(seed)
+    history: dict = {"meta_loss": [], "regularizer": [], "rejected": []}
+    task, w, state, t = None, None, None, 0
+    for it in range(int(meta_iters)):
+        if task is None or t >= horizon:
+            task = optimizees(seed + it)
+            w, state, t = task.w0.clone(), net.zero_state(task.w0.numel()), 0
+            with torch.no_grad():
+                initial = float(task.loss(w, None))
+        w = w.detach().requires_grad_(True)
+        state = state.detach()
+        total = w.new_zeros(())
+        for _ in range(unroll):
+            with torch.enable_grad():
+                f = task.loss(w, t)
+                g, = torch.autograd.grad(f, w, create_graph=False)
+            delta, state = net.step(g.detach(), state)  # second-order terms dropped, as in L2O-DM
+            w = w + delta
+            total = total + task.loss(w, t)
+            t += 1
+        meta_loss = total / unroll
+        reg = w.new_zeros(())
+        if regularizer is not None and alpha > 0:
+            reg = REGULARIZERS[regularizer](lambda v: task.loss(v, None), w, generator=gen, **(reg_options or {}))
+        objective = meta_loss + alpha * reg
+        if not torch.isfinite(objective) or not float(meta_loss) <= diverge * max(initial, 1e-3):
+            history["rejected"].append((it, f"meta-loss {float(meta_loss):.3g} (initial loss {initial:.3g}): "
+                                            "the optimizee diverged"))
+            task = None
+            continue
+        opt.zero_grad(set_to_none=True)
+        objective.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+        opt.step()
+        history["meta_loss"].append(float(meta_loss.detach()))
+        history["regularizer"].append(float(reg.detach()))
+    return history
