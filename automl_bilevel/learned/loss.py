@@ -21,14 +21,16 @@ class LossNetworkError(ValueError):
 
 
 class LossNetwork(nn.Module):
-    def __init__(self, n_classes: int, hidden: int = 16, kernel_size: int = 3, scale: float = 30.0,
-                 seed: int | None = 0):
+    def __init__(self, n_classes: int, hidden: int = 16, kernel_size: int = 3, init: str = "informed",
+                 gain: float = 10.0, seed: int | None = 0):
         super().__init__()
         if int(n_classes) < 2 or int(hidden) < 1 or int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
             raise ValueError(f"need n_classes >= 2, hidden >= 1 and an odd kernel_size, got {n_classes}, {hidden}, "
                              f"{kernel_size}")
         self.n_classes, self.hidden, self.kernel_size = int(n_classes), int(hidden), int(kernel_size)
-        self.scale = float(scale)  # fixed: default-initialised convolutions give gradients ~100x below CE's
+        if init not in ("informed", "random"):
+            raise ValueError(f"init must be 'informed' or 'random', got {init!r}")
+        self.init, self.gain = init, float(gain)
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
@@ -37,6 +39,24 @@ class LossNetwork(nn.Module):
                 nn.Conv1d(hidden, hidden, kernel_size, padding=kernel_size // 2), nn.ReLU(),
                 nn.Conv1d(hidden, 1, 1),
             )
+            if init == "informed":
+                self._informed_init(float(gain), kernel_size)
+
+    @torch.no_grad()
+    def _informed_init(self, gain: float, kernel_size: int) -> None:
+        """Start as ``gain · Σ_c relu(y_c − p_c) = gain · (1 − p_true)``: a loss that already trains a
+        classifier (a randomly initialised network gives almost no gradient, leaving an evolution
+        strategy nothing to select on). Unit 0 carries it; the other units start random but with
+        zero output weight, so evolution or ML3 can bring them in."""
+        first, middle, last = self.net[0], self.net[2], self.net[4]
+        first.weight[0] = torch.tensor([[-1.0], [1.0]])
+        first.bias[0] = 0.0
+        middle.weight[0] = 0.0
+        middle.weight[0, 0, kernel_size // 2] = 1.0
+        middle.bias[0] = 0.0
+        last.weight.zero_()
+        last.weight[0, 0, 0] = gain
+        last.bias.zero_()
 
     def forward(self, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         if probs.ndim != 2 or probs.shape != onehot.shape:
@@ -45,7 +65,7 @@ class LossNetwork(nn.Module):
         if probs.shape[1] != self.n_classes:
             raise LossNetworkError(f"the task has {probs.shape[1]} classes; this loss network expects {self.n_classes}")
         # summed over classes, averaged over examples: the scale of cross-entropy's gradient
-        return self.scale * self.net(torch.stack([probs, onehot], dim=1)).sum(dim=(1, 2)).mean()
+        return self.net(torch.stack([probs, onehot], dim=1)).sum(dim=(1, 2)).mean()
 
     def functional(self, flat: torch.Tensor, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         """The loss with the weights given as one flat vector (differentiable in ``flat``)."""
@@ -65,7 +85,7 @@ class LossNetwork(nn.Module):
 
     def settings(self) -> Mapping[str, int]:
         return {"n_classes": self.n_classes, "hidden": self.hidden, "kernel_size": self.kernel_size,
-                "scale": self.scale}
+                "init": self.init, "gain": self.gain}
 
 
 def save_loss_network(net: LossNetwork, path: str | os.PathLike) -> None:
