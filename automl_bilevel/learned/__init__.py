@@ -1,6 +1,8 @@
-"""Learned inner components: a learned optimizer (L2O-DM) with flatness-aware regularizers."""
+"""Learned inner components: a meta-loss network (Hai & Liu; ML3) and a learned optimizer (L2O-DM)
+with flatness-aware regularizers, usable inside torch inner learners."""
 from __future__ import annotations
 
+from .loss import LossNetwork, LossNetworkError, load_loss_network, save_loss_network
 from .optimizer import (
     REGULARIZERS,
     LearnedOptimizer,
@@ -13,6 +15,8 @@ from .optimizer import (
     top_eigenvalue,
     train_optimizee,
 )
+from .tasks import sample_tasks
 
-__all__ = ["REGULARIZERS", "LSTMOptimizer", "LearnedOptimizer", "MLPOptimizee", "hessian_trace", "local_entropy",
-           "meta_train_optimizer", "preprocess", "top_eigenvalue", "train_optimizee"]
+__all__ = ["REGULARIZERS", "LSTMOptimizer", "LearnedOptimizer", "LossNetwork", "LossNetworkError", "MLPOptimizee",
+           "hessian_trace", "load_loss_network", "local_entropy", "meta_train_optimizer", "preprocess",
+           "sample_tasks", "save_loss_network", "top_eigenvalue", "train_optimizee"]

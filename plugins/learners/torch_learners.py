@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from automl_bilevel import InnerLearner, LearnerSpec, Task, hookimpl
 from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
+from automl_bilevel.learned.loss import LossNetwork
 from automl_bilevel.learned.optimizer import LearnedOptimizer, LSTMOptimizer
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -87,7 +88,17 @@ class DifferentiableTask:
         self.constants = {k: torch.tensor(float(s[k])) for k in ("lr", "weight_decay", "momentum")}
         if s.get("l2_per_feature") is not None:
             self.constants["l2_per_feature"] = torch.as_tensor(np.asarray(s["l2_per_feature"], dtype=np.float32))
+        self.loss_network = s.get("loss") if isinstance(s.get("loss"), LossNetwork) else None
+        self.mse = s.get("loss") == "mse"
+        if (self.loss_network is not None or self.mse) and not task.is_classifier:
+            raise ValueError("loss='mse' and learned loss networks are for classifiers (probabilities vs one-hot)")
+        if self.loss_network is not None:
+            flat = s.get("loss_net")
+            flat = self.loss_network.flat() if flat is None else torch.as_tensor(np.asarray(flat, dtype=np.float32))
+            self.constants["loss_net"] = flat.float()
         if s.get("example_weights") is not None:
+            if self.loss_network is not None or self.mse:
+                raise ValueError("example_weights need a per-example loss; not available with loss='mse' or a loss network")
             ex = np.asarray(s["example_weights"], dtype=np.float32)
             if ex.shape != (len(Xt),) and len(Xt):
                 raise ValueError(f"example_weights has shape {ex.shape}, expected ({len(Xt)},): one per training example")
@@ -107,12 +118,22 @@ class DifferentiableTask:
     def inner_loss(self, w, hp, t):
         idx = self.batches[t] if (self.batches is not None and t is not None and t < len(self.batches)) else None
         X, y = (self.Xt, self.yt) if idx is None else (self.Xt[idx], self.yt[idx])
-        losses = self.per_example_loss(self.outputs(w, X), y)
+        out = self.outputs(w, X)
+        if self.loss_network is not None or self.mse:
+            probs = torch.softmax(out, dim=1)
+            onehot = nn.functional.one_hot(y, self.task.n_outputs).to(probs.dtype)
+            loss = (self.loss_network.functional(hp["loss_net"], probs, onehot) if self.loss_network is not None
+                    else ((probs - onehot) ** 2).sum(1).mean())
+            return self._regularised(loss, w, hp)
+        losses = self.per_example_loss(out, y)
         if "example_weights" in hp:
             ex = hp["example_weights"] if idx is None else hp["example_weights"][idx]
             loss = (ex * losses).mean()
         else:
             loss = losses.mean()
+        return self._regularised(loss, w, hp)
+
+    def _regularised(self, loss, w, hp):
         # Python scalars only multiply tensors of rank >= 1: under vmap(jvp(...)) a Python float times a
         # batched 0-dim tensor is promoted to float64 (seen with torch 2.13), which breaks forward mode.
         loss = loss + (0.5 * w * w).sum() * hp["weight_decay"]
@@ -145,9 +166,9 @@ class TorchLearner(InnerLearner):
                       "l2_per_feature": "positive_per_feature", "example_weights": "unit_per_example"}
 
     def __init__(self, *, lr: float = 1e-2, weight_decay: float = 1e-4, epochs: int = 100, batch_size: int = 256,
-                 optimizer: str = "adam", momentum: float = 0.9, standardize: bool = True):
+                 optimizer: str = "adam", momentum: float = 0.9, standardize: bool = True, loss="default"):
         self.settings = dict(lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
-                             optimizer=optimizer, momentum=momentum, standardize=standardize)
+                             optimizer=optimizer, momentum=momentum, standardize=standardize, loss=loss)
         self._check(self.settings)
 
     @staticmethod
@@ -161,12 +182,21 @@ class TorchLearner(InnerLearner):
         if not isinstance(s["optimizer"], LSTMOptimizer) and s["optimizer"] not in ("adam", "sgd", "momentum"):
             raise ValueError(f"optimizer must be 'adam', 'sgd', 'momentum' or a learned LSTMOptimizer, "
                              f"got {s['optimizer']!r}")
+        loss = s.get("loss", "default")
+        if not (isinstance(loss, LossNetwork) or loss in ("default", "mse")):
+            raise ValueError(f"loss must be 'default', 'mse' or a LossNetwork, got {loss!r}")
 
     def build_module(self, task: Task, s: Mapping[str, Any]) -> nn.Module:
         raise NotImplementedError
 
     def param_names(self, task: Task) -> set[str]:
-        return set(self.settings) | set(self.config_space(task).keys()) | {"l2_per_feature", "example_weights"}
+        return (set(self.settings) | set(self.config_space(task).keys())
+                | {"l2_per_feature", "example_weights", "loss_net"})
+
+    def vector_hyperparameters(self, task: Task):
+        """With a learned loss: its weights, ``loss_net`` (what the ``es`` optimizer evolves)."""
+        loss = self.settings["loss"]
+        return {"loss_net": loss.flat().double().numpy()} if isinstance(loss, LossNetwork) else {}
 
     def resolve(self, config: Mapping[str, Any]) -> dict[str, Any]:
         s = {**self.settings, **config}

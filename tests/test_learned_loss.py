@@ -1,0 +1,102 @@
+"""The meta-loss network: as the loss of a torch learner, evolved by ES, trained by hypergradients (ML3)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from automl_bilevel import BilevelClassifier, Task
+from automl_bilevel.hypergrad import hypergradient
+from automl_bilevel.learned import LossNetwork, LossNetworkError, load_loss_network, sample_tasks, save_loss_network
+from automl_bilevel.recipes.metaloss import evaluate_loss, evolve_loss_network, mlp_learner, train_loss_network_ml3
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+def test_the_informed_start_is_gain_times_one_minus_p_true_and_functional_form_agrees():
+    net = LossNetwork(4, gain=10.0)
+    probs = torch.softmax(torch.randn(6, 4), 1)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    onehot = torch.nn.functional.one_hot(y, 4).float()
+    expect = 10.0 * (1 - probs[torch.arange(6), y]).mean()
+    assert float(net(probs, onehot)) == pytest.approx(float(expect), rel=1e-6)
+    assert float(net.functional(net.flat(), probs, onehot)) == pytest.approx(float(expect), rel=1e-6)
+    with pytest.raises(LossNetworkError, match="3 classes; this loss network expects 4"):
+        net(probs[:, :3], onehot[:, :3])
+    with pytest.raises(LossNetworkError, match="expected"):
+        net.functional(torch.zeros(5), probs, onehot)
+    with pytest.raises(ValueError, match="init"):
+        LossNetwork(4, init="xavier")
+
+
+def test_save_and_load_round_trip(tmp_path):
+    net = LossNetwork(10, init="random", seed=3)
+    save_loss_network(net, tmp_path / "loss.pt")
+    back = load_loss_network(tmp_path / "loss.pt")
+    assert torch.equal(back.flat(), net.flat()) and back.settings() == net.settings()
+
+
+def test_a_loss_network_is_the_loss_of_any_torch_learner_and_bad_ones_fail_the_trial(digits):
+    X, y = digits
+    est = BilevelClassifier(mlp_learner(LossNetwork(10)), "val_error", "random", search_space={"lr": (0.05, 0.2)},
+                            n_iter=2, tracking=False, random_state=0).fit(X[:400], y[:400])
+    assert est.score(X[400:800], y[400:800]) > 0.15  # better than chance (0.1) with the informed start
+    few = BilevelClassifier(mlp_learner(LossNetwork(5)), "val_error", "random", search_space={"lr": (0.05, 0.2)},
+                            n_iter=2, tracking=False, random_state=0)
+    with pytest.raises(Exception, match="this loss network expects 5"):
+        few.fit(X[:400], y[:400])  # every trial failed, each with the reason
+    nan_net = LossNetwork(10)
+    with torch.no_grad():
+        nan_net.net[0].weight.fill_(math.nan)
+    bad = BilevelClassifier(mlp_learner(nan_net), "val_error", "es", n_iter=4, tracking=False, random_state=0,
+                            optimizer_params={"strategy": "mu_plus_lambda", "population_size": 2})
+    with pytest.raises(Exception, match="all 4 trials failed"):
+        bad.fit(X[:300], y[:300])
+    assert all(s == "FAILED" for s in bad.history_["status"]) if hasattr(bad, "history_") else True
+
+
+def test_es_evolves_a_loss_that_trains_better(digits):
+    X, y = digits
+    train = sample_tasks(X[:1000], y[:1000], 3, n_train=(30, 50), n_val=300, seed=0)
+    test = sample_tasks(X[1000:], y[1000:], 4, n_train=(30, 50), n_val=300, seed=1)
+    start = np.mean(evaluate_loss(LossNetwork(10), test, n_classes=10))
+    net, res = evolve_loss_network(train, n_classes=10, n_evaluations=40, population_size=10, sigma0=0.05)
+    assert res.best.value < min(t.value for t in res.trials[:10])  # better than anything in generation 1
+    assert np.mean(evaluate_loss(net, test, n_classes=10)) > start + 0.1  # and it transfers to unseen tasks
+
+
+def test_ml3_hypergradient_agrees_across_independent_modes(digits):
+    # reverse (backprop through the unroll), forward (jvp tangents) and checkpointed reverse are
+    # separate algorithms; they are checked against finite differences on smooth problems in
+    # tests/hypergrad. A ReLU loss network is piecewise linear with very small pieces, where finite
+    # differences in float32 do not converge, so here the modes are checked against each other.
+    X, y = digits
+    split = sample_tasks(X, y, 1, n_train=30, n_val=200, seed=0)[0]
+    learner = mlp_learner(LossNetwork(10, init="random", seed=1), inner_steps=5, hidden_units=16, lr=1.0)
+    dt = learner.differentiable(split.X_train, split.y_train, {}, task=Task("classification", 64, 10), seed=0)
+    Xv, yv = dt.tensor(split.X_val), dt.targets(split.y_val)
+
+    def outer(w, hp):
+        return torch.nn.functional.cross_entropy(dt.outputs(w, Xv), yv)
+
+    grads = {m: hypergradient(dt.dynamics, outer, dt.z0, {"loss_net": dt.constants["loss_net"],
+                                                          **{k: v for k, v in dt.constants.items() if k != "loss_net"}},
+                              mode=m).grads["loss_net"] for m in ("reverse", "forward", "checkpoint")}
+    assert float(grads["reverse"].abs().max()) > 0
+    for m in ("forward", "checkpoint"):
+        assert torch.allclose(grads[m], grads["reverse"], rtol=1e-3, atol=1e-6)
+
+
+def test_ml3_training_lowers_the_validation_loss(digits):
+    X, y = digits
+    tasks = sample_tasks(X, y, 1, n_train=40, n_val=300, seed=0)
+    net, res = train_loss_network_ml3(tasks, n_classes=10, outer_steps=15, outer_lr=1e-2, inner_steps=10)
+    assert len(res.values) + len(res.rejected) == 15
+    assert np.mean(res.values[-3:]) < np.mean(res.values[:3])
