@@ -244,7 +244,7 @@ def meta_train_optimizer(net: LSTMOptimizer, optimizees: Callable[[int], MLPOpti
         if regularizer is not None and alpha > 0:
             reg = REGULARIZERS[regularizer](lambda v: task.loss(v, None), w, generator=gen, **(reg_options or {}))
         objective = meta_loss + alpha * reg
-        if not torch.isfinite(objective) or not float(meta_loss) <= diverge * max(initial, 1e-3):
+        if not torch.isfinite(objective) or not float(meta_loss.detach()) <= diverge * max(initial, 1e-3):
             history["rejected"].append((it, f"meta-loss {float(meta_loss):.3g} (initial loss {initial:.3g}): "
                                             "the optimizee diverged"))
             task = None
