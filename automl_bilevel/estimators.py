@@ -4,13 +4,12 @@
 """
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import time
 import warnings
 from numbers import Integral, Real
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace
@@ -25,20 +24,11 @@ from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
 from .engine import AllTrialsFailedError, RunSession, run_search
 from .journal import Journal
 from .parallel import make_executor
-from .events import RunContext, TrackingSettings
+from .events import RunContext, TrackingSettings, plain, plugin_info, run_params
 from .problem import BilevelProblem, Split
 from .registry import check_compatible, get_registry
-from .space import as_configspace, check_names, describe, to_python
+from .space import as_configspace, check_names, describe
 from .trials import history_table
-
-
-def _plain(value: Any) -> Any:
-    """A parameter value as something a tracker can log."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return to_python(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return repr(value)
 
 
 class _BilevelEstimator(BaseEstimator):
@@ -155,7 +145,7 @@ class _BilevelEstimator(BaseEstimator):
         if self.checkpoint is not None:  # a resumed search keeps the seed (and so the split) it began with
             journal = Journal(self.checkpoint, self._fingerprint(X, y_enc, learner, objective, optimizer, space))
             seed, resumed = journal.open(seed)
-            space = self._build_space(learner[0], task, seed)
+            space.seed(seed)
         problem = BilevelProblem(learner[0], objective[0], space, task, self._splits(X, y_enc, seed), seed)
 
         context = self._context(task, learner, objective, optimizer, space)
@@ -221,8 +211,8 @@ class _BilevelEstimator(BaseEstimator):
         names = {k: (reg.name if reg else type(obj).__name__)
                  for k, (obj, reg) in (("learner", learner), ("objective", objective), ("optimizer", optimizer))}
         digest = hashlib.sha1(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
-        return {**names, "learner_params": _plain(self.learner_params), "objective_params": _plain(self.objective_params),
-                "optimizer_params": _plain(self.optimizer_params), "search_space": describe(space),
+        return {**names, "learner_params": plain(self.learner_params), "objective_params": plain(self.objective_params),
+                "optimizer_params": plain(self.optimizer_params), "search_space": describe(space),
                 "validation_fraction": self.validation_fraction, "cv": self.cv, "task": self._task_kind,
                 "data": digest}
 
@@ -234,23 +224,15 @@ class _BilevelEstimator(BaseEstimator):
         return space
 
     def _context(self, task, learner, objective, optimizer, space) -> RunContext:
-        plugins = {}
-        for kind, (obj, reg) in (("learner", learner), ("objective", objective), ("optimizer", optimizer)):
-            plugins[kind] = (
-                {"name": reg.name, "plugin": reg.origin.plugin, "package": reg.origin.package, "version": reg.origin.version}
-                if reg else {"name": type(obj).__name__, "plugin": None, "package": type(obj).__module__, "version": None}
-            )
-        try:
-            user = getpass.getuser()
-        except Exception:  # no user name in some containers
-            user = "unknown"
+        plugins = {kind: plugin_info(obj, reg)
+                   for kind, (obj, reg) in (("learner", learner), ("objective", objective), ("optimizer", optimizer))}
         return RunContext(
             name=f"{type(self).__name__}-{plugins['learner']['name']}-{plugins['optimizer']['name']}",
             task=task.kind,
             learner=plugins["learner"]["name"],
             objective=plugins["objective"]["name"],
             optimizer=plugins["optimizer"]["name"],
-            params={k: _plain(v) for k, v in self.get_params(deep=False).items()} | {"user": user},
+            params=run_params(self),
             plugins=plugins,
             search_space=describe(space),
             n_iter=self.n_iter,

@@ -8,8 +8,11 @@ The order within one run is always::
 """
 from __future__ import annotations
 
+import getpass
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, runtime_checkable
+
+import numpy as np
 
 from .trials import Trial
 
@@ -40,6 +43,34 @@ class RunContext:
     n_iter: int
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     trials_are_steps: bool = False
+
+
+def plain(value: Any) -> Any:
+    """A parameter value as something a tracker can log."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    return repr(value)
+
+
+def run_params(estimator: Any) -> dict[str, Any]:
+    """An estimator's own parameters as loggable values, plus the user who ran it."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = "unknown"
+    return {k: plain(v) for k, v in estimator.get_params(deep=False).items()} | {"user": user}
+
+
+def plugin_info(obj: Any, reg: Any) -> dict[str, Any]:
+    """Where a component came from: its registration (``Registered``) or, for an instance, its class."""
+    if reg is not None:
+        return {"name": reg.name, "plugin": reg.origin.plugin, "package": reg.origin.package,
+                "version": reg.origin.version}
+    return {"name": type(obj).__name__, "plugin": None, "package": type(obj).__module__, "version": None}
 
 
 @dataclass(frozen=True)

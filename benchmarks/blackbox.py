@@ -219,16 +219,25 @@ def method_table(problem_name):
     return m
 
 
+def anytime_curve(trials) -> list[list[float]]:
+    """(evaluation time, best full-budget value so far) at each improvement and at the last trial."""
+    curve, best, t = [], math.inf, 0.0
+    for tr in trials:
+        t += tr.duration
+        if tr.ok and tr.budget in (None, 1.0) and tr.value < best:
+            best = tr.value
+            curve.append([t, best])
+    if trials:
+        curve.append([t, best])
+    return curve
+
+
 def run_one(problem_name, method_name, seed, seconds, quick):
     learner, objective, space, task, split, (Xte, yte) = PROBLEMS[problem_name](seed, quick)
     problem = BilevelProblem(learner, objective, space, task, [split], seed)
     trials, best_cfg, wall = method_table(problem_name)[method_name](problem, seconds, seed)
-    curve, best, t = [], math.inf, 0.0
-    for tr in trials:
-        t += tr.duration
-        if tr.ok and tr.budget in (None, 1.0):
-            best = min(best, tr.value)
-        curve.append([t, best])
+    curve = anytime_curve(trials)
+    best = curve[-1][1] if curve else math.inf
     test, refit_error = math.nan, None
     if best_cfg is not None:
         X = np.concatenate([split.X_train, split.X_val])

@@ -206,6 +206,13 @@ def test_smac_failed_trials_do_not_break_the_gaussian_process():
     assert any(not t.ok for t in res.trials) and len(res.trials) == 8 and res.best.ok
 
 
+def test_smac_needs_a_search_space():
+    problem = quadratic_problem()
+    problem.space = ConfigurationSpace()
+    with pytest.raises(ValueError, match="at least one hyperparameter"):
+        SMACOptimizer().setup(problem, 0)
+
+
 def test_smac_rejects_bad_settings():
     with pytest.raises(ValueError, match="facade"):
         SMACOptimizer("tpe")

@@ -100,3 +100,11 @@ def test_ml3_training_lowers_the_validation_loss(digits):
     net, res = train_loss_network_ml3(tasks, n_classes=10, outer_steps=15, outer_lr=1e-2, inner_steps=10)
     assert len(res.values) + len(res.rejected) == 15
     assert np.mean(res.values[-3:]) < np.mean(res.values[:3])
+
+
+def test_sample_tasks_refuses_impossible_sizes(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="one training example per class"):
+        sample_tasks(X, y, 1, n_train=5)
+    with pytest.raises(ValueError, match="available"):
+        sample_tasks(X[:100], y[:100], 1, n_train=50, n_val=100)

@@ -121,3 +121,11 @@ def test_a_learned_optimizer_trains_any_torch_learner():
                             n_iter=2, tracking=False, random_state=0)
     with pytest.raises(Exception, match="all 2 trials failed"):
         est.fit(X[:300], y[:300])
+
+
+def test_bad_optimizees_are_refused():
+    X, y = load_digits(return_X_y=True)
+    with pytest.raises(ValueError, match="activation"):
+        MLPOptimizee(X, y, activation="swish")
+    with pytest.raises(ValueError, match="one label per row"):
+        MLPOptimizee(X, y[:10])

@@ -66,6 +66,7 @@ def test_class_split_happens_before_rotation(digits):
 
 @pytest.mark.parametrize("make,match", [
     (lambda X, y: EpisodeSampler(X, y, 11, 1, 1), "at least 11 classes"),
+    (lambda X, y: EpisodeSampler(X, y, 5, 0, 1), "k_shot must be >= 1"),
     (lambda X, y: EpisodeSampler(X[:60], y[:60], 5, 5, 5), "fewer than K \\+ Q = 10"),
     (lambda X, y: EpisodeSampler([X[0], X[1][:7]], [0, 1], 2, 1, 1), "inconsistent shape"),
     (lambda X, y: as_images(X.reshape(len(X), -1)), "image_shape"),

@@ -144,9 +144,14 @@ class MLPOptimizee:
 
     def __init__(self, X, y, hidden: tuple[int, ...] = (20,), n_classes: int = 10, activation: str = "sigmoid",
                  batch_size: int = 128, seed: int = 0):
+        activations = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
+        if activation not in activations:
+            raise ValueError(f"activation must be one of {sorted(activations)}, got {activation!r}")
         self.X, self.y = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+        if self.X.ndim != 2 or len(self.X) != len(self.y):
+            raise ValueError(f"X must be (n, d) with one label per row; got {tuple(self.X.shape)} and {len(self.y)} labels")
         self.widths = [self.X.shape[1], *hidden, n_classes]
-        self.act = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}[activation]
+        self.act = activations[activation]
         self.batch_size, self.gen = int(batch_size), torch.Generator().manual_seed(seed)
         shapes = [(o, i) for i, o in zip(self.widths[:-1], self.widths[1:])]
         parts = []

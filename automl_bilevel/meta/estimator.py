@@ -9,7 +9,6 @@ meta-validation accuracy), the best meta-validation model as the run's model art
 """
 from __future__ import annotations
 
-import getpass
 import math
 import time
 from numbers import Integral, Real
@@ -23,7 +22,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..engine import RunSession
-from ..events import RunContext, TrackingSettings, TrialFinished
+from ..events import RunContext, TrackingSettings, TrialFinished, plugin_info, run_params
 from ..registry import get_registry
 from ..trials import COMPLETE, FAILED, Trial
 from .base import MetaLearner
@@ -178,11 +177,7 @@ class MetaLearnerClassifier(BaseEstimator):
         context = RunContext(
             name=f"{type(self).__name__}-{name}{'-l2g' if self.l2g else ''}", task="few_shot_classification",
             learner=name, objective="query_loss", optimizer="adam+l2g" if self.l2g else "adam",
-            params={k: (v if isinstance(v, (bool, int, float, str, type(None))) else repr(v))
-                    for k, v in self.get_params(deep=False).items()} | {"user": _user()},
-            plugins={"learner": {"name": name, "plugin": reg.origin.plugin if reg else None,
-                                 "package": reg.origin.package if reg else type(model).__module__,
-                                 "version": reg.origin.version if reg else None}},
+            params=run_params(self), plugins={"learner": plugin_info(model, reg)},
             search_space={}, n_iter=self.meta_iters,
             tracking=TrackingSettings(self.tracking, self.tracking_uri, self.experiment_name,
                                       progress=self.verbose > 0),
@@ -260,9 +255,3 @@ class MetaLearnerClassifier(BaseEstimator):
         mean, half = evaluate_episodes(self.model_, sampler, n_episodes)
         return {"accuracy": mean, "ci95": half, "n_episodes": int(n_episodes), "n_way": n, "k_shot": k}
 
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in some containers
-        return "unknown"

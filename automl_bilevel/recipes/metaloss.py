@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from ConfigSpace import ConfigurationSpace
 import torch.nn.functional as F
 
 from ..components import Task
@@ -59,8 +60,6 @@ def evolve_loss_network(tasks: Sequence[Split], *, n_classes: int, n_evaluations
 
     net = LossNetwork(n_classes, seed=seed)
     learner = mlp_learner(net, inner_steps=inner_steps, lr=lr)
-    from ConfigSpace import ConfigurationSpace
-
     problem = BilevelProblem(learner, ValidationError(), ConfigurationSpace(),
                              Task("classification", tasks[0].X_train.shape[1], n_classes), list(tasks), seed)
     opt = EvolutionStrategy(strategy, population_size=population_size, sigma0=sigma0)

@@ -31,18 +31,19 @@ class HyperRepresentation(MetaLearner):
         self.inner_steps, self.mode = int(inner_steps), mode
         self.log_lr = nn.Parameter(torch.tensor(math.log(inner_lr)), requires_grad=bool(learn_inner_lr))
 
+    @staticmethod
+    def head(w: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """The linear head with flat weights ``w = (W, b)`` on features ``f``."""
+        n_way = w.numel() // (f.shape[1] + 1)
+        W, b = w[: n_way * f.shape[1]].reshape(n_way, f.shape[1]), w[n_way * f.shape[1]:]
+        return f @ W.T + b
+
     # the inner problem, in the hypergradient library's terms: w = flat (W, b) of the linear head
     def _dynamics(self, n_way: int, dim: int, support_y: torch.Tensor) -> InnerDynamics:
-        def head(w, f):
-            W, b = w[: n_way * dim].reshape(n_way, dim), w[n_way * dim:]
-            return f @ W.T + b
-
         def inner_loss(w, hp, t):
-            return F.cross_entropy(head(w, hp["support"]), support_y)
+            return F.cross_entropy(self.head(w, hp["support"]), support_y)
 
-        dyn = InnerDynamics(inner_loss, SGD(lr="lr"), n_way * (dim + 1), self.inner_steps)
-        dyn.head = head
-        return dyn
+        return InnerDynamics(inner_loss, SGD(lr="lr"), n_way * (dim + 1), self.inner_steps)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.encoder(x), dim=1)
@@ -62,7 +63,7 @@ class HyperRepresentation(MetaLearner):
                 w = w - lr * g
                 if not create:
                     w = w.detach().requires_grad_(True)
-        return dyn.head(w, fq)
+        return self.head(w, fq)
 
     def meta_loss(self, support_x, support_y, query_x, query_y, n_way):
         z = self.features(torch.cat([support_x, query_x]))
@@ -71,7 +72,7 @@ class HyperRepresentation(MetaLearner):
         dyn = self._dynamics(n_way, z.shape[1], support_y)
 
         def outer_loss(w, hp):
-            return F.cross_entropy(dyn.head(w, hp["query"]), query_y)
+            return F.cross_entropy(self.head(w, hp["query"]), query_y)
 
         hp = {"support": fs, "query": fq, "lr": lr}
         res = hypergradient(dyn, outer_loss, dyn.init(torch.zeros(dyn.n, dtype=z.dtype)), hp, mode=self.mode,
@@ -79,7 +80,7 @@ class HyperRepresentation(MetaLearner):
         # a surrogate whose gradient in the encoder and log_lr is the hypergradient (chain rule)
         surrogate = sum((hp[k] * res.grads[k].to(hp[k].dtype)).sum() for k in hp)
         with torch.no_grad():
-            logits = dyn.head(dyn.weights(res.z), fq)
+            logits = self.head(dyn.weights(res.z), fq)
         return MetaLoss(surrogate, float(res.value), logits)
 
 

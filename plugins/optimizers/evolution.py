@@ -82,7 +82,7 @@ class EvolutionStrategy(OuterOptimizer):
             opts.update(sigma0=self.sigma0 or 0.1, lr=self.lr)
         return make_strategy(self.strategy, x0, **opts)
 
-    def _decode(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+    def _decode(self, x: np.ndarray) -> dict:
         d, out = self.cube.dim, {}
         for name, init in self.vectors.items():
             out[name] = x[d: d + init.size].copy()
@@ -90,7 +90,7 @@ class EvolutionStrategy(OuterOptimizer):
         u = x[: self.cube.dim]
         for _ in range(100):
             try:
-                return x, {**self.cube.decode(u), **out}
+                return {**self.cube.decode(u), **out}
             except ValueError:  # forbidden or invalid combination: resample near it
                 u = np.clip(u + 0.05 * self.rng.standard_normal(u.shape), 0, 1)
         raise ValueError("could not decode a valid configuration after 100 resamples (forbidden clauses?)")
@@ -99,9 +99,8 @@ class EvolutionStrategy(OuterOptimizer):
         if self.es is None:
             self.es = self._make_strategy()
         X = self.es.ask()
-        members = [self._decode(x) for x in X]
         self._gen_id += 1
-        self._gen = {"id": self._gen_id, "configs": [c for _, c in members], "next": 0,
+        self._gen = {"id": self._gen_id, "configs": [self._decode(x) for x in X], "next": 0,
                      "fitness": np.full(len(X), np.nan), "told": 0}
 
     # -- ask / tell ---------------------------------------------------------------------------
