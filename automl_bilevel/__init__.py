@@ -24,6 +24,7 @@ from .registry import (
 from .space import InvalidSearchSpaceError, as_configspace, config_dict
 from .specs import LearnerSpec, ObjectiveSpec, OptimizerSpec
 from .trials import COMPLETE, FAILED, Evaluation, Trial, best_trial
+from .tracked import TrackedRun
 
 
 def __getattr__(name):  # estimators import scikit-learn machinery: load on first use
@@ -45,7 +46,7 @@ __all__ = [
     "InnerLearner", "InvalidSearchSpaceError", "LearnerSpec", "ObjectiveSpec", "OptimizerSpec",
     "OuterObjective", "OuterOptimizer", "PluginError", "Proposal", "Registry", "RunContext",
     "RunFinished", "RunListener", "RunSession", "RunStarted", "SearchResult", "Split", "Task",
-    "TrackingSettings", "Trial", "TrialFinished", "UnknownComponentError", "as_configspace",
+    "TrackedRun", "TrackingSettings", "Trial", "TrialFinished", "UnknownComponentError", "as_configspace",
     "best_trial", "config_dict", "get_plugin_manager", "get_registry", "hookimpl", "hookspec",
     "run_search",
 ]

@@ -11,7 +11,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .components import OuterOptimizer, Proposal
 from .events import RunContext, RunFinished, RunStarted, TrialFinished
@@ -59,12 +59,12 @@ class RunSession:
         self.emit(RunStarted(context))
 
     def finish(self, status: str, trials: Iterable[Trial], duration: float, model: Any = None,
-               error: str | None = None) -> None:
+               error: str | None = None, artifacts: Mapping[str, Any] | None = None) -> None:
         if self.finished:
             return
         self.finished = True
         trials = tuple(trials)
-        self.emit(RunFinished(status, trials, best_trial(trials), duration, model, error))
+        self.emit(RunFinished(status, trials, best_trial(trials), duration, model, error, dict(artifacts or {})))
 
 
 @dataclass

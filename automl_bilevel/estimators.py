@@ -187,7 +187,9 @@ class _BilevelEstimator(BaseEstimator):
                            error=f"{type(exc).__name__}: {exc}")
             raise
         self.interrupted_ = result.status == "KILLED"
-        session.finish(result.status, result.trials, time.perf_counter() - t0, model=self)
+        learned = getattr(learner[0], "learned_components", None)
+        session.finish(result.status, result.trials, time.perf_counter() - t0, model=self,
+                       artifacts=learned(self.best_params_) if learned else None)
         if self.interrupted_:
             warnings.warn(
                 f"search interrupted after {len(result.trials)} trials; refitted with the best so far",

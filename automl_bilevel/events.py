@@ -98,6 +98,9 @@ class RunFinished:
     duration: float
     model: Any = None
     error: str | None = None
+    #: learned components to store with the run (a loss network, a learned optimizer), by name:
+    #: objects with ``save(path)`` and ``settings()``
+    artifacts: Mapping[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -20,43 +21,68 @@ class LossNetworkError(ValueError):
     """The loss network cannot score this input or returned something that is not a finite scalar."""
 
 
+#: knots of the cross-entropy start (hinges at these probabilities) and the steepest slope it copies
+CE_KNOTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
+CE_MIN_P = 0.02
+INITS = ("cross_entropy", "one_minus_p", "random")
+#: sharpness of the softplus units: a hinge smoothed over about 1/β in probability
+SOFTPLUS_BETA = 20.0
+ACTIVATIONS = {"softplus": lambda: nn.Softplus(beta=SOFTPLUS_BETA), "relu": nn.ReLU}
+
+
 class LossNetwork(nn.Module):
-    def __init__(self, n_classes: int, hidden: int = 16, kernel_size: int = 3, init: str = "informed",
-                 gain: float = 10.0, seed: int | None = 0):
+    """``init`` picks the start: ``"cross_entropy"`` (default) is a piecewise-linear −log p_true, so
+    the network begins as the loss it is meant to beat and search starts from a classifier that
+    trains; ``"one_minus_p"`` is gain·(1 − p_true); ``"random"`` is PyTorch's default init (as in the
+    paper, but it gives almost no training signal, leaving an evolution strategy nothing to select
+    on). ``gain`` scales the output, i.e. the inner step size."""
+
+    def __init__(self, n_classes: int, hidden: int = 16, kernel_size: int = 3, init: str = "cross_entropy",
+                 gain: float = 1.0, activation: str = "softplus", seed: int | None = 0):
         super().__init__()
         if int(n_classes) < 2 or int(hidden) < 1 or int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
             raise ValueError(f"need n_classes >= 2, hidden >= 1 and an odd kernel_size, got {n_classes}, {hidden}, "
                              f"{kernel_size}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if init == "cross_entropy" and int(hidden) < len(CE_KNOTS):
+            raise ValueError(f"the cross-entropy start needs hidden >= {len(CE_KNOTS)}, got {hidden}")
         self.n_classes, self.hidden, self.kernel_size = int(n_classes), int(hidden), int(kernel_size)
-        if init not in ("informed", "random"):
-            raise ValueError(f"init must be 'informed' or 'random', got {init!r}")
-        self.init, self.gain = init, float(gain)
+        self.init, self.gain, self.activation = init, float(gain), activation
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
             self.net = nn.Sequential(
-                nn.Conv1d(2, hidden, 1), nn.ReLU(),
-                nn.Conv1d(hidden, hidden, kernel_size, padding=kernel_size // 2), nn.ReLU(),
+                nn.Conv1d(2, hidden, 1), ACTIVATIONS[activation](),
+                nn.Conv1d(hidden, hidden, kernel_size, padding=kernel_size // 2), ACTIVATIONS[activation](),
                 nn.Conv1d(hidden, 1, 1),
             )
-            if init == "informed":
-                self._informed_init(float(gain), kernel_size)
+            if init == "cross_entropy":
+                self._hinge_init(CE_KNOTS, _cross_entropy_weights(CE_KNOTS, activation))
+            elif init == "one_minus_p":
+                self._hinge_init((1.0,), (1.0,))
 
     @torch.no_grad()
-    def _informed_init(self, gain: float, kernel_size: int) -> None:
-        """Start as ``gain · Σ_c relu(y_c − p_c) = gain · (1 − p_true)``: a loss that already trains a
-        classifier (a randomly initialised network gives almost no gradient, leaving an evolution
-        strategy nothing to select on). Unit 0 carries it; the other units start random but with
-        zero output weight, so evolution or ML3 can bring them in."""
+    def _hinge_init(self, knots, weights) -> None:
+        """Make the network ``gain · Σ_k w_k · act(t_k − p_true)`` (up to a constant). Unit k of the
+        first layer is act(t_k − 2 + 2y − p): act(t_k − p) on the true class, about 0 on the others
+        (the argument is at most −1); the middle layer passes it through (centre tap, bias 1 keeps a
+        softplus in its linear part); the remaining units start random with zero output weight, so
+        evolution or ML3 can bring them in."""
         first, middle, last = self.net[0], self.net[2], self.net[4]
-        first.weight[0] = torch.tensor([[-1.0], [1.0]])
-        first.bias[0] = 0.0
-        middle.weight[0] = 0.0
-        middle.weight[0, 0, kernel_size // 2] = 1.0
-        middle.bias[0] = 0.0
         last.weight.zero_()
-        last.weight[0, 0, 0] = gain
         last.bias.zero_()
+        for k, (t, w) in enumerate(zip(knots, weights)):
+            first.weight[k] = torch.tensor([[-1.0], [2.0]])
+            first.bias[k] = float(t) - 2.0
+            middle.weight[k] = 0.0
+            middle.weight[k, k, self.kernel_size // 2] = 1.0
+            middle.bias[k] = 1.0
+            last.weight[0, k, 0] = self.gain * float(w)
+        perfect = torch.eye(self.n_classes)
+        last.bias.fill_(-float(self(perfect, perfect)) / self.n_classes)  # a perfect prediction costs 0
 
     def forward(self, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         if probs.ndim != 2 or probs.shape != onehot.shape:
@@ -84,18 +110,57 @@ class LossNetwork(nn.Module):
     def flat(self) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
 
-    def settings(self) -> Mapping[str, int]:
+    def settings(self) -> Mapping[str, int | float | str]:
         return {"n_classes": self.n_classes, "hidden": self.hidden, "kernel_size": self.kernel_size,
-                "init": self.init, "gain": self.gain}
+                "init": self.init, "gain": self.gain, "activation": self.activation}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Weights and settings in one file (``torch.save``); :meth:`load` reads it back."""
+        torch.save({"kind": "loss_network", "settings": dict(self.settings()), "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LossNetwork":
+        blob = _read(path, "loss_network")
+        settings = dict(blob["settings"])
+        if settings.get("init") == "cross_entropy":  # the weights are restored; skip the start's fit
+            settings["init"] = "random"
+        net = cls(**settings, seed=None)
+        net.init = blob["settings"]["init"]
+        net.load_state_dict(blob["state_dict"])
+        return net
+
+
+def _read(path: str | os.PathLike, kind: str) -> dict:
+    """A file written by a learned component's ``save``, checked to hold ``kind``."""
+    try:
+        blob = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no saved {kind.replace('_', ' ')} at {os.fspath(path)!r}") from None
+    if not isinstance(blob, dict) or blob.get("kind", kind) != kind or "state_dict" not in blob:
+        raise ValueError(f"{os.fspath(path)!r} does not hold a saved {kind.replace('_', ' ')} "
+                         f"(found {blob.get('kind') if isinstance(blob, dict) else type(blob).__name__!r})")
+    return blob
+
+
+def _cross_entropy_weights(knots, activation: str) -> list[float]:
+    """Non-negative hinge weights w_k whose Σ_k w_k·act(t_k − p) has the slope of −log p (capped
+    at 1/CE_MIN_P) over p in [0, 1]: least squares on the slopes (``scipy.optimize.nnls``)."""
+    from scipy.optimize import nnls
+
+    p = np.linspace(0.0, 1.0, 401)
+    t = np.asarray(knots, dtype=float)
+    if activation == "softplus":
+        slope = 1.0 / (1.0 + np.exp(-SOFTPLUS_BETA * (t[None, :] - p[:, None])))
+    else:
+        slope = (t[None, :] > p[:, None]).astype(float)
+    weights, _ = nnls(slope, 1.0 / np.maximum(p, CE_MIN_P))
+    return weights.tolist()
 
 
 def save_loss_network(net: LossNetwork, path: str | os.PathLike) -> None:
     """Weights and shape in one file (``torch.save``); :func:`load_loss_network` reads it back."""
-    torch.save({"settings": dict(net.settings()), "state_dict": net.state_dict()}, path)
+    net.save(path)
 
 
 def load_loss_network(path: str | os.PathLike) -> LossNetwork:
-    blob = torch.load(path, weights_only=True)
-    net = LossNetwork(**blob["settings"], seed=None)
-    net.load_state_dict(blob["state_dict"])
-    return net
+    return LossNetwork.load(path)

@@ -51,6 +51,22 @@ class LSTMOptimizer(nn.Module):
     def n_slots(self) -> int:
         return 2 * self.layers * self.hidden
 
+    def settings(self) -> dict[str, int | float]:
+        return {"hidden": self.hidden, "layers": self.layers, "p": self.p, "output_scale": self.output_scale}
+
+    def save(self, path) -> None:
+        """Weights and settings in one file (``torch.save``); :meth:`load` reads it back."""
+        torch.save({"kind": "learned_optimizer", "settings": self.settings(), "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path) -> "LSTMOptimizer":
+        from .loss import _read
+
+        blob = _read(path, "learned_optimizer")
+        net = cls(**blob["settings"])
+        net.load_state_dict(blob["state_dict"])
+        return net
+
     def zero_state(self, n: int, dtype=torch.float32) -> Tensor:
         return torch.zeros(n, self.n_slots, dtype=dtype)
 

@@ -53,16 +53,19 @@ def evaluate_loss(loss, tasks: Sequence[Split], *, n_classes: int, inner_steps: 
 def evolve_loss_network(tasks: Sequence[Split], *, n_classes: int, n_evaluations: int = 200,
                         strategy: str = "mu_plus_lambda", population_size: int = 10, sigma0: float = 0.05,
                         inner_steps: int = 20, lr: float = 0.1, seed: int = 0, timeout: float | None = None,
-                        session: RunSession | None = None, executor=None) -> tuple[LossNetwork, SearchResult]:
-    """Evolve a loss network with the ``es`` optimizer; returns the best network and the search."""
+                        session: RunSession | None = None, executor=None,
+                        net: LossNetwork | None = None, strategy_options: dict | None = None
+                        ) -> tuple[LossNetwork, SearchResult]:
+    """Evolve a loss network (``net``, else a new cross-entropy start) with the ``es`` optimizer
+    (``strategy_options`` go to it, e.g. OpenAI-ES's ``lr``); returns the best network and the search."""
     from automl_bilevel_plugins.objectives.validation import ValidationError
     from automl_bilevel_plugins.optimizers.evolution import EvolutionStrategy
 
-    net = LossNetwork(n_classes, seed=seed)
+    net = net or LossNetwork(n_classes, seed=seed)
     learner = mlp_learner(net, inner_steps=inner_steps, lr=lr)
     problem = BilevelProblem(learner, ValidationError(), ConfigurationSpace(),
                              Task("classification", tasks[0].X_train.shape[1], n_classes), list(tasks), seed)
-    opt = EvolutionStrategy(strategy, population_size=population_size, sigma0=sigma0)
+    opt = EvolutionStrategy(strategy, population_size=population_size, sigma0=sigma0, **(strategy_options or {}))
     res = run_search(problem, opt, n_iter=n_evaluations, seed=seed, timeout=timeout, session=session,
                      executor=executor)
     if res.best is not None:
@@ -72,45 +75,80 @@ def evolve_loss_network(tasks: Sequence[Split], *, n_classes: int, n_evaluations
 
 @dataclass
 class ML3Result:
-    values: list[float] = field(default_factory=list)  # validation cross-entropy per accepted step
+    values: list[float] = field(default_factory=list)  # mean validation cross-entropy per accepted step
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, accuracy on held-out tasks)
+    best_step: int = 0
 
 
 def train_loss_network_ml3(tasks: Sequence[Split], *, n_classes: int, outer_steps: int = 100,
                            outer_lr: float = 1e-3, inner_steps: int = 20, lr: float = 0.1, clip: float = 10.0,
-                           seed: int = 0, net: LossNetwork | None = None) -> tuple[LossNetwork, ML3Result]:
-    """Train a loss network by hypergradients of the validation cross-entropy (reverse mode)."""
+                           tasks_per_step: int = 4, truncate: int | None = None,
+                           held_out: Sequence[Split] = (), eval_every: int = 10, seed: int = 0,
+                           net: LossNetwork | None = None) -> tuple[LossNetwork, ML3Result]:
+    """Train a loss network by hypergradients of the validation cross-entropy (ML3).
+
+    Each outer step averages the hypergradient over ``tasks_per_step`` tasks (reverse mode through
+    all inner steps, or the last ``truncate``). A step with a non-finite hypergradient is rejected
+    with its reason and the outer learning rate halved. With ``held_out`` tasks, the network's
+    validation accuracy on them is measured every ``eval_every`` steps (and at the start) and the
+    best state is returned: 20 SGD steps at a useful step size are close to chaotic in the loss
+    weights, so single steps can make things worse."""
+    if int(outer_steps) < 0 or int(tasks_per_step) < 1 or int(eval_every) < 1 or not tasks:
+        raise ValueError(f"need outer_steps >= 0, tasks_per_step >= 1, eval_every >= 1 and some tasks, got "
+                         f"{outer_steps}, {tasks_per_step}, {eval_every}, {len(tasks)} tasks")
     net = net or LossNetwork(n_classes, seed=seed)
     learner = mlp_learner(net, inner_steps=inner_steps, lr=lr)
     task = Task("classification", tasks[0].X_train.shape[1], n_classes)
     theta = torch.nn.Parameter(net.flat().float().clone())
     opt = torch.optim.Adam([theta], lr=outer_lr)
+    mode = {"mode": "reverse"} if truncate is None else {"mode": "truncated", "truncate": int(truncate)}
     out = ML3Result()
-    for step in range(int(outer_steps)):
-        split = tasks[step % len(tasks)]
-        dt = learner.differentiable(split.X_train, split.y_train, {"loss_net": theta.detach().numpy()}, task=task,
-                                    seed=seed + step)
-        Xv, yv = dt.tensor(split.X_val), dt.targets(split.y_val)
+    best = (-math.inf, theta.detach().clone())
 
-        def outer_loss(w, hp, dt=dt, Xv=Xv, yv=yv):
-            return F.cross_entropy(dt.outputs(w, Xv), yv)
+    def check(step):
+        nonlocal best
+        vector_to_module(theta.detach().double().numpy(), net)
+        acc = float(np.mean(evaluate_loss(net, held_out, n_classes=n_classes, inner_steps=inner_steps, lr=lr,
+                                          seed=seed)))
+        out.held_out.append((step, acc))
+        if acc > best[0]:
+            best, out.best_step = (acc, theta.detach().clone()), step
 
+    if held_out:
+        check(0)
+    for step in range(1, int(outer_steps) + 1):
+        grads, values = [], []
         try:
-            res = hypergradient(dt.dynamics, outer_loss, dt.z0, dt.constants, mode="reverse")
-            g = res.grads["loss_net"]
-            if not torch.isfinite(g).all():
-                raise FloatingPointError("hypergradient is not finite")
+            for j in range(int(tasks_per_step)):
+                split = tasks[((step - 1) * int(tasks_per_step) + j) % len(tasks)]
+                dt = learner.differentiable(split.X_train, split.y_train, {"loss_net": theta.detach().numpy()},
+                                            task=task, seed=seed + step * int(tasks_per_step) + j)
+                Xv, yv = dt.tensor(split.X_val), dt.targets(split.y_val)
+
+                def outer_loss(w, hp, dt=dt, Xv=Xv, yv=yv):
+                    return F.cross_entropy(dt.outputs(w, Xv), yv)
+
+                res = hypergradient(dt.dynamics, outer_loss, dt.z0, dt.constants, **mode)
+                g = res.grads["loss_net"]
+                if not torch.isfinite(g).all() or not math.isfinite(float(res.value)):
+                    raise FloatingPointError("hypergradient is not finite")
+                grads.append(g)
+                values.append(float(res.value))
         except (FloatingPointError, LossNetworkError, RuntimeError) as exc:
             out.rejected.append((step, f"{type(exc).__name__}: {exc}"))
             for group in opt.param_groups:
                 group["lr"] *= 0.5
             continue
-        theta.grad = g.to(theta.dtype)
+        theta.grad = torch.stack(grads).mean(0).to(theta.dtype)
         torch.nn.utils.clip_grad_norm_([theta], clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        out.values.append(float(res.value))
-    vector_to_module(theta.detach().double().numpy(), net)
+        out.values.append(float(np.mean(values)))
+        if held_out and step % int(eval_every) == 0:
+            check(step)
+    final = best[1] if held_out else theta.detach()
+    vector_to_module(final.double().numpy(), net)
     return net, out
 
 

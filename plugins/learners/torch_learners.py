@@ -10,6 +10,8 @@ training ``fit`` runs. ``l2_per_feature`` (one L2 weight per input feature, on t
 """
 from __future__ import annotations
 
+import copy
+
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -22,6 +24,7 @@ from torch.func import functional_call
 
 from automl_bilevel import InnerLearner, LearnerSpec, Task, hookimpl
 from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
+from automl_bilevel.evolution import vector_to_module
 from automl_bilevel.learned.loss import LossNetwork
 from automl_bilevel.learned.optimizer import LearnedOptimizer, LSTMOptimizer
 
@@ -197,6 +200,20 @@ class TorchLearner(InnerLearner):
         """With a learned loss: its weights, ``loss_net`` (what the ``es`` optimizer evolves)."""
         loss = self.settings["loss"]
         return {"loss_net": loss.flat().double().numpy()} if isinstance(loss, LossNetwork) else {}
+
+    def learned_components(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The learned loss (with ``config``'s ``loss_net`` weights, if any) and learned optimizer this
+        learner trains with, by name; trackers store each with the run (objects with ``save``)."""
+        s = self.resolve(config)
+        out: dict[str, Any] = {}
+        if isinstance(s.get("loss"), LossNetwork):
+            net = copy.deepcopy(s["loss"])
+            if s.get("loss_net") is not None:
+                vector_to_module(np.asarray(s["loss_net"], dtype=np.float64), net)
+            out["loss_network"] = net
+        if isinstance(s["optimizer"], LSTMOptimizer):
+            out["learned_optimizer"] = s["optimizer"]
+        return out
 
     def resolve(self, config: Mapping[str, Any]) -> dict[str, Any]:
         s = {**self.settings, **config}

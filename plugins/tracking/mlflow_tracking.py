@@ -8,6 +8,7 @@ they need no active run in the process that creates them.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -176,6 +177,8 @@ class MlflowListener:
             self._log_plot(trials)
         if event.model is not None and self.context.tracking.log_model:
             self._log_model(event.model)
+        if event.artifacts:
+            self._log_learned(event.artifacts)
 
     def _log_plot(self, trials) -> None:
         import matplotlib
@@ -205,6 +208,18 @@ class MlflowListener:
         ax.legend()
         fig.tight_layout()
         self.client.log_figure(self.run_id, fig, "optimization_trace.png")
+
+    def _log_learned(self, artifacts) -> None:
+        """Each learned component as ``learned/<name>.pt`` (its own ``save``, read back by its
+        class's ``load``) with its settings in ``learned/<name>.json``."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, component in artifacts.items():
+                component.save(os.path.join(tmp, f"{name}.pt"))
+                info = {"class": f"{type(component).__module__}.{type(component).__qualname__}",
+                        "settings": dict(component.settings()) if hasattr(component, "settings") else {}}
+                with open(os.path.join(tmp, f"{name}.json"), "w") as fh:
+                    json.dump(info, fh, indent=1)
+            self.client.log_artifacts(self.run_id, tmp, artifact_path="learned")
 
     def _log_model(self, model) -> None:
         import logging
