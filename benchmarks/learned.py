@@ -1,14 +1,14 @@
 """Learned inner components on real data.
 
-A. Meta-loss network: evolved by the ``es`` optimizer ((μ+λ)-ES) and trained by hypergradients
-   (ML3) on small-data Fashion-MNIST training tasks; then cross-entropy, MSE and both learned losses
+A. Meta-loss network: evolved by the ``es`` optimizer ((μ+λ)-ES and OpenAI-ES) and trained by
+   hypergradients (ML3), all from its cross-entropy start, on small-data Fashion-MNIST training tasks; then cross-entropy, MSE and both learned losses
    train a 784-100-100-10 MLP for 20 SGD steps on unseen Fashion-MNIST tasks (test-set images) and
    on MNIST tasks: validation accuracy mean ± std over the tasks.
 B. Learned optimizer (L2O-DM) meta-trained on MNIST 784-20-10 sigmoid MLPs, without and with each
    flatness regularizer, against Adam and SGD: test accuracy and final training loss after N steps
    on MNIST MLPs of unseen width (40) and depth (two hidden layers) and on Fashion-MNIST, 5 seeds.
 
-    python benchmarks/learned.py            # a few minutes
+    python benchmarks/learned.py            # about 15 minutes
     python benchmarks/learned.py --quick    # under a minute
 
 Writes benchmarks/results/learned[_quick].json and .md. Torch single-threaded.
@@ -54,18 +54,25 @@ def part_losses(q, out):
     tx, ty = flat("fashion-mnist", "test")
     mx, my = flat("mnist", "test")
     n_val = 300 if q else 1000
-    train = sample_tasks(fx, fy, 3 if q else 4, n_train=(10, 100), n_val=n_val, seed=0)
-    tests = {"fashion_mnist": sample_tasks(tx, ty, 4 if q else 10, n_train=(10, 100), n_val=n_val, seed=1),
-             "mnist": sample_tasks(mx, my, 4 if q else 10, n_train=(10, 100), n_val=n_val, seed=2)}
+    train = sample_tasks(fx, fy, 4 if q else 8, n_train=(10, 100), n_val=n_val, seed=0)
+    held = sample_tasks(fx, fy, 2 if q else 8, n_train=(10, 100), n_val=n_val, seed=5)
+    tests = {"fashion_mnist": sample_tasks(tx, ty, 4 if q else 20, n_train=(10, 100), n_val=n_val, seed=1),
+             "mnist": sample_tasks(mx, my, 4 if q else 20, n_train=(10, 100), n_val=n_val, seed=2)}
+    n_eval = 40 if q else 400
+    searches, learned = {}, {}
+    for name, strategy, options in (("mln_es", "mu_plus_lambda", {}), ("mln_es_openai", "openai", {"lr": 1e-3})):
+        t0 = time.perf_counter()
+        learned[name], res = evolve_loss_network(train, n_classes=10, n_evaluations=n_eval, population_size=20,
+                                                 sigma0=0.003, strategy=strategy, strategy_options=options)
+        searches[name] = {"seconds": time.perf_counter() - t0, "evaluations": len(res.trials),
+                          "failed": sum(not t.ok for t in res.trials), "start_error": res.trials[0].value,
+                          "best_error": res.best.value}
     t0 = time.perf_counter()
-    es_net, res = evolve_loss_network(train, n_classes=10, n_evaluations=30 if q else 200, population_size=10,
-                                      sigma0=0.05)
-    es_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ml3_net, ml3 = train_loss_network_ml3(train, n_classes=10, outer_steps=10 if q else 60, outer_lr=3e-3)
-    ml3_s = time.perf_counter() - t0
-    losses = {"cross_entropy": "default", "mse": "mse", "mln_informed_start": LossNetwork(10), "mln_es": es_net,
-              "mln_ml3": ml3_net}
+    learned["mln_ml3"], ml3 = train_loss_network_ml3(train, n_classes=10, outer_steps=6 if q else 60, outer_lr=3e-4,
+                                                      tasks_per_step=4, held_out=held, eval_every=2 if q else 5)
+    searches["mln_ml3"] = {"seconds": time.perf_counter() - t0, "steps": len(ml3.values),
+                           "rejected": ml3.rejected, "held_out": ml3.held_out, "best_step": ml3.best_step}
+    losses = {"cross_entropy": "default", "mse": "mse", "mln_start": LossNetwork(10), **learned}
     rows = []
     for name, loss in losses.items():
         row = {"loss": name}
@@ -74,13 +81,16 @@ def part_losses(q, out):
         rows.append(row)
         print(f"loss {name:20s} " + "  ".join(f"{d} {m:.3f} ± {s:.3f}" for d, (m, s) in
                                               ((d, row[d]) for d in tests)), flush=True)
-    out["losses"] = {"rows": rows, "es_seconds": es_s, "es_evaluations": len(res.trials),
-                     "es_failed": sum(not t.ok for t in res.trials), "ml3_seconds": ml3_s,
-                     "ml3_rejected": ml3.rejected, "n_test_tasks": len(tests["mnist"])}
+    out["losses"] = {"rows": rows, "outer": searches, "n_train_tasks": len(train), "n_test_tasks": len(tests["mnist"])}
+    es, ml = searches["mln_es"], searches["mln_ml3"]
     lines = ["## A. Meta-loss network (20 SGD steps, 784-100-100-10 MLP, 10–100 training examples)", "",
-             f"ES: {len(res.trials)} evaluations in {es_s:.0f} s; ML3: {len(ml3.values)} outer steps in {ml3_s:.0f} s "
-             f"({len(ml3.rejected)} rejected). Validation accuracy, mean ± std over {len(tests['mnist'])} unseen tasks "
-             "per domain. The source paper reports 0.646 (MLN) vs 0.592 (CE) vs 0.481 (MSE) on Fashion-MNIST.", "",
+             f"Outer loops on {len(train)} Fashion-MNIST training tasks: (μ+λ)-ES and OpenAI-ES {es['evaluations']} "
+             f"evaluations each ({es['seconds']:.0f} s and {searches['mln_es_openai']['seconds']:.0f} s), σ0 = 0.003; "
+             f"ML3 {ml['steps']} outer steps of 4 tasks ({ml['seconds']:.0f} s, {len(ml['rejected'])} rejected), best of "
+             f"{len(ml['held_out'])} checks on {len(held)} held-out tasks (step {ml['best_step']}). All start from "
+             "`mln_start`, the network's cross-entropy start. Validation accuracy, mean ± std over "
+             f"{len(tests['mnist'])} unseen tasks per domain. The source paper reports 0.646 (MLN) vs 0.592 (CE) vs "
+             "0.481 (MSE) on Fashion-MNIST.", "",
              "| loss | Fashion-MNIST tasks | MNIST tasks |", "|---|---:|---:|"]
     lines += [f"| {r['loss']} | {r['fashion_mnist'][0]:.3f} ± {r['fashion_mnist'][1]:.3f} | "
               f"{r['mnist'][0]:.3f} ± {r['mnist'][1]:.3f} |" for r in rows]
@@ -102,7 +112,7 @@ def part_optimizers(q, out):
     opts, meta = {}, {}
     for name, (reg, alpha) in variants.items():
         net, t0 = LSTMOptimizer(seed=0), time.perf_counter()
-        hist = meta_train_optimizer(net, make, meta_iters=6 if q else 60, unroll=20, horizon=100, meta_lr=3e-3,
+        hist = meta_train_optimizer(net, make, meta_iters=6 if q else 200, unroll=20, horizon=100, meta_lr=3e-3,
                                     regularizer=reg, alpha=alpha,
                                     reg_options={"iters": 3} if reg == "eigenvalue" else (
                                         {"samples": 1} if reg == "trace" else None))
