@@ -54,11 +54,11 @@ def part_losses(q, out):
     tx, ty = flat("fashion-mnist", "test")
     mx, my = flat("mnist", "test")
     n_val = 300 if q else 1000
-    train = sample_tasks(fx, fy, 4 if q else 8, n_train=(10, 100), n_val=n_val, seed=0)
+    train = sample_tasks(fx, fy, 3 if q else 8, n_train=(10, 100), n_val=n_val, seed=0)
     held = sample_tasks(fx, fy, 2 if q else 8, n_train=(10, 100), n_val=n_val, seed=5)
     tests = {"fashion_mnist": sample_tasks(tx, ty, 4 if q else 20, n_train=(10, 100), n_val=n_val, seed=1),
              "mnist": sample_tasks(mx, my, 4 if q else 20, n_train=(10, 100), n_val=n_val, seed=2)}
-    n_eval = 40 if q else 400
+    n_eval = 30 if q else 400
     searches, learned = {}, {}
     for name, strategy, options in (("mln_es", "mu_plus_lambda", {}), ("mln_es_openai", "openai", {"lr": 1e-3})):
         t0 = time.perf_counter()
