@@ -120,6 +120,9 @@ def _remote(evaluate: EvaluateFn, problem, proposal) -> Outcome:
     return evaluate_safely(evaluate, problem, proposal)
 
 
+MAX_RESUBMITS = 3
+
+
 class DaskExecutor(Executor):
     """Evaluations on Dask distributed.
 
@@ -153,6 +156,7 @@ class DaskExecutor(Executor):
         threads = sum(client.nthreads().values()) or 1
         self.slots = int(n_workers) if n_workers else threads
         self._in_flight: dict[str, tuple[Any, float, Any]] = {}
+        self._resubmits: dict[int, int] = {}
 
     def start(self, optimizer, problem):
         super().start(optimizer, problem)
@@ -166,8 +170,19 @@ class DaskExecutor(Executor):
     def next_done(self):
         from distributed import wait
 
-        with self.client.as_current():
-            done, _ = wait([f for _, _, f in self._in_flight.values()], return_when="FIRST_COMPLETED")
+        while True:
+            futures = [f for _, _, f in self._in_flight.values()]
+            try:
+                with self.client.as_current():
+                    done, _ = wait(futures, return_when="FIRST_COMPLETED")
+            except Exception:  # FuturesCancelledError: see _resubmit_cancelled
+                if not any(f.cancelled() for f in futures):
+                    raise
+                failed = self._resubmit_cancelled()
+                if failed is not None:
+                    return failed
+                continue
+            break
         # the earliest submitted among those done, so the order is stable
         fut = min(done, key=lambda f: self._in_flight[f.key][1])
         proposal, t0, _ = self._in_flight.pop(fut.key)
@@ -176,6 +191,23 @@ class DaskExecutor(Executor):
         except Exception as exc:  # the worker died, or the result could not be sent back
             outcome = Outcome(None, f"{type(exc).__name__} on a Dask worker: {exc}", time.perf_counter() - t0)
         return proposal, outcome
+
+    def _resubmit_cancelled(self):
+        """A worker that dies takes the scattered problem with it when it held the only copy, and
+        Dask cancels the evaluations waiting on it ("lost dependencies"). Those proposals did
+        nothing wrong: scatter the problem again and resubmit them; a proposal cancelled
+        ``MAX_RESUBMITS`` times becomes a failed trial (returned)."""
+        cancelled = [(key, entry) for key, entry in self._in_flight.items() if entry[2].cancelled()]
+        [self._problem] = self.client.scatter([self.problem], broadcast=True, hash=False)
+        for key, (proposal, t0, _) in cancelled:
+            del self._in_flight[key]
+            tries = self._resubmits.get(id(proposal), 0) + 1
+            if tries > MAX_RESUBMITS:
+                return proposal, Outcome(None, f"cancelled on Dask {tries} times (lost dependencies: workers keep "
+                                               "dying)", time.perf_counter() - t0)
+            self._resubmits[id(proposal)] = tries
+            self.submit(proposal)
+        return None
 
     def cancel(self):
         futures = [f for _, _, f in self._in_flight.values()]

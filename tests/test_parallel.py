@@ -116,6 +116,21 @@ def test_a_worker_that_dies_is_a_failed_trial_and_the_search_goes_on(cluster):
     assert sum(t.ok for t in res.trials) == 3 and res.best.value == pytest.approx(0.0)
 
 
+def test_evaluations_cancelled_with_lost_data_are_resubmitted(cluster):
+    # a dying worker can take the only copy of the scattered problem with it; Dask then cancels the
+    # evaluations that were waiting on it ("lost dependencies"): they are resubmitted, not lost
+    problem, opt = problem_with(SlowQuadratic()), Listed([{"x": 0.5, "y": 0.5}, {"x": 0.9, "y": 0.1}])
+    with DaskExecutor(address=cluster.scheduler_address) as ex:
+        ex.start(opt, problem)
+        proposals = opt.ask(2)
+        for p in proposals:
+            ex.submit(p)
+        ex.client.cancel([f for _, _, f in ex._in_flight.values()])
+        got = [ex.next_done() for _ in proposals]
+    assert sorted(id(p) for p, _ in got) == sorted(id(p) for p in proposals)
+    assert all(o.evaluation is not None for _, o in got)
+
+
 @pytest.mark.parametrize("optimizer,params", [("es", {"strategy": "mu_plus_lambda", "population_size": 4}),
                                               ("smac", {"n_initial": 2}), ("random", {})])
 def test_parallel_optimizers_through_the_estimator(cluster, cancer, optimizer, params):
