@@ -186,6 +186,7 @@ class DaskExecutor(Executor):
         # the earliest submitted among those done, so the order is stable
         fut = min(done, key=lambda f: self._in_flight[f.key][1])
         proposal, t0, _ = self._in_flight.pop(fut.key)
+        self._resubmits.pop(id(proposal), None)
         try:
             outcome = fut.result()
         except Exception as exc:  # the worker died, or the result could not be sent back
@@ -201,7 +202,7 @@ class DaskExecutor(Executor):
         [self._problem] = self.client.scatter([self.problem], broadcast=True, hash=False)
         for key, (proposal, t0, _) in cancelled:
             del self._in_flight[key]
-            tries = self._resubmits.get(id(proposal), 0) + 1
+            tries = self._resubmits.pop(id(proposal), 0) + 1
             if tries > MAX_RESUBMITS:
                 return proposal, Outcome(None, f"cancelled on Dask {tries} times (lost dependencies: workers keep "
                                                "dying)", time.perf_counter() - t0)

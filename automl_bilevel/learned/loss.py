@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .storage import read_component, save_component
+
 
 class LossNetworkError(ValueError):
     """The loss network cannot score this input or returned something that is not a finite scalar."""
@@ -116,11 +118,11 @@ class LossNetwork(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Weights and settings in one file (``torch.save``); :meth:`load` reads it back."""
-        torch.save({"kind": "loss_network", "settings": dict(self.settings()), "state_dict": self.state_dict()}, path)
+        save_component("loss_network", self.settings(), self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LossNetwork":
-        blob = _read(path, "loss_network")
+        blob = read_component(path, "loss_network")
         settings = dict(blob["settings"])
         if settings.get("init") == "cross_entropy":  # the weights are restored; skip the start's fit
             settings["init"] = "random"
@@ -128,18 +130,6 @@ class LossNetwork(nn.Module):
         net.init = blob["settings"]["init"]
         net.load_state_dict(blob["state_dict"])
         return net
-
-
-def _read(path: str | os.PathLike, kind: str) -> dict:
-    """A file written by a learned component's ``save``, checked to hold ``kind``."""
-    try:
-        blob = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no saved {kind.replace('_', ' ')} at {os.fspath(path)!r}") from None
-    if not isinstance(blob, dict) or blob.get("kind", kind) != kind or "state_dict" not in blob:
-        raise ValueError(f"{os.fspath(path)!r} does not hold a saved {kind.replace('_', ' ')} "
-                         f"(found {blob.get('kind') if isinstance(blob, dict) else type(blob).__name__!r})")
-    return blob
 
 
 def _cross_entropy_weights(knots, activation: str) -> list[float]:

@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from .storage import read_component, save_component
+
 Loss = Callable[[Tensor], Tensor]
 
 
@@ -56,13 +58,11 @@ class LSTMOptimizer(nn.Module):
 
     def save(self, path) -> None:
         """Weights and settings in one file (``torch.save``); :meth:`load` reads it back."""
-        torch.save({"kind": "learned_optimizer", "settings": self.settings(), "state_dict": self.state_dict()}, path)
+        save_component("learned_optimizer", self.settings(), self, path)
 
     @classmethod
     def load(cls, path) -> "LSTMOptimizer":
-        from .loss import _read
-
-        blob = _read(path, "learned_optimizer")
+        blob = read_component(path, "learned_optimizer")
         net = cls(**blob["settings"])
         net.load_state_dict(blob["state_dict"])
         return net
