@@ -11,8 +11,15 @@ Call order for an outer optimizer (documented once, here)::
 
 ``evaluate`` runs where the work runs; ``ask``/``tell`` always run in the driving process. With
 several workers, ``ask`` is called again while earlier proposals are still being evaluated; an
-optimizer that must wait for them (the end of an ES generation) returns an empty list. A resumed
-run calls ``optimizer.replay(trials)`` after ``setup`` with the trials of the checkpoint.
+optimizer that must wait for them (the end of an ES generation, the next outer step of a gradient
+method) returns an empty list. ``evaluate`` is stateless: everything it needs travels in the proposal
+(a gradient method's proposal carries the outer variables and the step), and everything ``tell``
+needs comes back in the evaluation (``Evaluation.extra``, e.g. the hypergradient; ``trial.extra`` in
+``tell``), so it can run on a Dask worker.
+
+A resumed run calls, after ``setup``, ``optimizer.load_state_dict(state)`` when the optimizer saved
+its outer state with the checkpoint (gradient methods: outer variables, optimizer state, step), else
+``optimizer.replay(trials)`` with the trials of the checkpoint.
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ from ConfigSpace import ConfigurationSpace
 from .trials import Evaluation, Trial
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from .problem import BilevelProblem
 
 
@@ -94,6 +103,48 @@ class OuterObjective(ABC):
         """The objective of a fitted model on held-out data (lower is better)."""
 
 
+@runtime_checkable
+class DifferentiableInnerProblem(Protocol):
+    """One inner problem written functionally (what ``DifferentiableLearner.differentiable`` returns):
+    ``dynamics`` (an :class:`automl_bilevel.hypergrad.InnerDynamics`), its initial state ``z0``, the
+    fixed hyperparameter tensors ``constants``, ``outputs(w, X)`` (the model's forward pass on flat
+    weights ``w``), and ``tensor``/``targets`` to turn validation data into tensors."""
+
+    dynamics: Any
+    z0: "torch.Tensor"
+    constants: Mapping[str, "torch.Tensor"]
+
+    def outputs(self, w: "torch.Tensor", X: "torch.Tensor") -> "torch.Tensor": ...
+
+    def tensor(self, X: np.ndarray) -> "torch.Tensor": ...
+
+    def targets(self, y: np.ndarray) -> "torch.Tensor": ...
+
+
+@runtime_checkable
+class DifferentiableLearner(Protocol):
+    """The contract of a learner with the ``differentiable`` capability: its inner training as a
+    :class:`DifferentiableInnerProblem`, and which hyperparameters a gradient method may move
+    (name -> kind: ``positive``, ``unit``, ``positive_per_feature``, ``unit_per_example``, ``vector``)."""
+
+    def differentiable(self, X: np.ndarray, y: np.ndarray, config: Mapping[str, Any], *, task: Task, seed: int,
+                       budget: float | None = None, steps: int | None = None) -> DifferentiableInnerProblem: ...
+
+    def differentiable_hyperparameters(self, task: Task) -> Mapping[str, str]: ...
+
+
+@runtime_checkable
+class DifferentiableObjective(Protocol):
+    """The contract of an objective with the ``differentiable`` capability: the same objective on the
+    model's raw outputs, as a differentiable scalar tensor."""
+
+    def loss_tensor(self, outputs: "torch.Tensor", y: "torch.Tensor", *, task: Task) -> "torch.Tensor": ...
+
+
+#: The protocol a component with the ``differentiable`` capability must satisfy, by kind.
+DIFFERENTIABLE_PROTOCOLS: dict[str, type] = {"learner": DifferentiableLearner, "objective": DifferentiableObjective}
+
+
 @dataclass(frozen=True)
 class Proposal:
     """A configuration an optimizer wants evaluated. ``info`` is the optimizer's own bookkeeping."""
@@ -140,6 +191,16 @@ class OuterOptimizer(ABC):
 
     def should_stop(self) -> bool:
         return False
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The optimizer's outer state after its last ``tell`` (gradient methods: outer variables,
+        optimizer moments, step, RNG), saved with a checkpoint so a resumed run continues exactly.
+        ``None`` (the default): nothing to save; a resumed run replays the trials instead."""
+        return None
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (after ``setup``, before the first ``ask``)."""
+        raise NotImplementedError(f"{type(self).__name__} saves no outer state")
 
     def best_config(self) -> Mapping[str, Any] | None:
         """The configuration to refit with, when it is not simply the best trial's (gradient

@@ -10,13 +10,13 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
 
+from .checkpoint import Checkpoint
 from .components import OuterOptimizer, Proposal
 from .events import RunContext, RunFinished, RunStarted, TrialFinished
 from .parallel import Executor, Outcome, SequentialExecutor
-from .problem import BilevelProblem
 from .space import config_dict
 from .trials import COMPLETE, FAILED, Trial, best_trial
 
@@ -59,12 +59,15 @@ class RunSession:
         self.emit(RunStarted(context))
 
     def finish(self, status: str, trials: Iterable[Trial], duration: float, model: Any = None,
-               error: str | None = None, artifacts: Mapping[str, Any] | None = None) -> None:
+               error: str | None = None, artifacts: Mapping[str, Any] | None = None,
+               best: Trial | None = None) -> None:
+        """Send the one RunFinished of this run (later calls do nothing). ``best`` is the trial whose
+        result the run keeps, when that is not simply the lowest value (validation-selected steps)."""
         if self.finished:
             return
         self.finished = True
         trials = tuple(trials)
-        self.emit(RunFinished(status, trials, best_trial(trials), duration, model, error, dict(artifacts or {})))
+        self.emit(RunFinished(status, trials, best or best_trial(trials), duration, model, error, dict(artifacts or {})))
 
 
 @dataclass
@@ -80,6 +83,7 @@ class SearchResult:
 
 
 def make_trial(number: int, proposal: Proposal, outcome: Outcome) -> Trial:
+    """The record of one finished evaluation (``extra`` carries ``Evaluation.extra`` to ``tell``)."""
     ev = outcome.evaluation
     return Trial(
         number=number,
@@ -90,11 +94,12 @@ def make_trial(number: int, proposal: Proposal, outcome: Outcome) -> Trial:
         budget=proposal.budget,
         metrics=dict(ev.metrics) if ev is not None else {},
         error=outcome.error,
+        extra=ev.extra if ev is not None else None,
     )
 
 
 def run_search(
-    problem: BilevelProblem,
+    problem: Any,
     optimizer: OuterOptimizer,
     *,
     n_iter: int,
@@ -102,16 +107,17 @@ def run_search(
     session: RunSession | None = None,
     timeout: float | None = None,
     executor: Executor | None = None,
-    resumed: Sequence[Trial] = (),
-    on_trial: Callable[[Trial], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> SearchResult:
     """Drive ``optimizer`` through ask/evaluate/tell until ``n_iter`` trials or ``timeout`` seconds.
 
-    Up to ``executor.slots`` proposals are in flight at once (one for the default in-process
-    executor); trials are numbered in the order they finish. ``resumed`` trials (from a
-    checkpoint) are replayed into the optimizer first and count toward ``n_iter``; ``on_trial`` is
-    called with every new trial (the checkpoint writer). An ``ask`` that returns nothing while
-    trials are in flight means "wait for them" (an ES generation not yet complete).
+    This is the one search loop of the package: hyperparameter searches, outer steps of gradient
+    methods and meta-training all run here. Up to ``executor.slots`` proposals are in flight at once
+    (one for the default in-process executor); trials are numbered in the order they finish. With a
+    ``checkpoint`` (opened by :meth:`Checkpoint.open`), the trials it holds count toward ``n_iter`` and
+    the optimizer continues from them (its saved outer state, else a replay), and every new trial is
+    recorded as it is told. An ``ask`` that returns nothing while trials are in flight means "wait
+    for them" (an ES generation not yet complete, a gradient step not yet back).
     """
     session = session or RunSession()
     executor = executor or SequentialExecutor()
@@ -119,8 +125,8 @@ def run_search(
     t0 = time.perf_counter()
     optimizer.n_iter = n_iter  # a hint for optimizers that size their design by the budget (SMAC)
     optimizer.setup(problem, seed)
-    if resumed:
-        optimizer.replay(list(resumed))
+    if checkpoint is not None:
+        resumed = checkpoint.resume(optimizer)
         for trial in resumed:
             result.trials.append(trial)
             session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
@@ -153,10 +159,11 @@ def run_search(
             trial = make_trial(len(result.trials), proposal, outcome)
             if trial.error:
                 log.warning("trial %d failed: %s", trial.number, trial.error)
-            result.trials.append(trial)
-            if on_trial is not None:
-                on_trial(trial)
             optimizer.tell(proposal, trial)
+            trial = replace(trial, extra=None)  # what tell needed (a gradient) is not kept
+            result.trials.append(trial)
+            if checkpoint is not None:
+                checkpoint.record(trial, optimizer)
             session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
             if timeout is not None and time.perf_counter() - t0 >= timeout and in_flight:
                 executor.cancel()  # the budget is spent: what is still running is dropped

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import warnings
 from numbers import Integral, Real
 from typing import Any
@@ -21,9 +20,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
-from .engine import AllTrialsFailedError, RunSession, run_search
-from .journal import Journal
-from .parallel import make_executor
+from .checkpoint import Checkpoint
+from .engine import AllTrialsFailedError
+from .lifecycle import Run
 from .events import RunContext, TrackingSettings, plain, plugin_info, run_params
 from .problem import BilevelProblem, Split
 from .registry import check_compatible, get_registry
@@ -141,24 +140,18 @@ class _BilevelEstimator(BaseEstimator):
         check_compatible(task, learner, objective, optimizer)
         self._check_parallel(optimizer)
         space = self._build_space(learner[0], task, seed)
-        journal, resumed = None, []
+        checkpoint = None
         if self.checkpoint is not None:  # a resumed search keeps the seed (and so the split) it began with
-            journal = Journal(self.checkpoint, self._fingerprint(X, y_enc, learner, objective, optimizer, space))
-            seed, resumed = journal.open(seed)
+            checkpoint = Checkpoint(self.checkpoint, self._fingerprint(X, y_enc, learner, objective, optimizer, space))
+            seed = checkpoint.open(seed)
             space.seed(seed)
         problem = BilevelProblem(learner[0], objective[0], space, task, self._splits(X, y_enc, seed), seed)
 
-        context = self._context(task, learner, objective, optimizer, space)
-        session = RunSession(registry.run_listeners(context))  # an unreachable store fails here
-        self.run_info_ = session.info
-        self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
-        session.start(context)
-        t0 = time.perf_counter()
-        try:
-            with make_executor(self.n_workers, self.dask_address) as executor:
-                result = run_search(problem, optimizer[0], n_iter=self.n_iter, seed=seed, session=session,
-                                    timeout=self.timeout, executor=executor, resumed=resumed,
-                                    on_trial=journal.append if journal else None)
+        with Run(self._context(task, learner, objective, optimizer, space), registry) as run:
+            self.run_info_ = run.info
+            self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
+            result = run.search(problem, optimizer[0], n_iter=self.n_iter, seed=seed, timeout=self.timeout,
+                                n_workers=self.n_workers, dask_address=self.dask_address, checkpoint=checkpoint)
             self.trials_ = tuple(result.trials)
             best = result.best
             if best is None:
@@ -178,18 +171,10 @@ class _BilevelEstimator(BaseEstimator):
             self.model_ = learner[0].fit(X, y_enc, self.best_params_, task=task, seed=seed)
             self.learner_ = learner[0]
             self.search_space_ = space
-        except KeyboardInterrupt:
-            session.finish("KILLED", getattr(self, "trials_", ()), time.perf_counter() - t0,
-                           model=self if hasattr(self, "model_") else None)
-            raise
-        except BaseException as exc:
-            session.finish("FAILED", getattr(self, "trials_", ()), time.perf_counter() - t0,
-                           error=f"{type(exc).__name__}: {exc}")
-            raise
-        self.interrupted_ = result.status == "KILLED"
-        learned = getattr(learner[0], "learned_components", None)
-        session.finish(result.status, result.trials, time.perf_counter() - t0, model=self,
-                       artifacts=learned(self.best_params_) if learned else None)
+            self.interrupted_ = result.status == "KILLED"
+            run.model = self
+            learned = getattr(learner[0], "learned_components", None)
+            run.finish(result.status, artifacts=learned(self.best_params_) if learned else None)
         if self.interrupted_:
             warnings.warn(
                 f"search interrupted after {len(result.trials)} trials; refitted with the best so far",

@@ -84,3 +84,10 @@ class Journal:
         with self.path.open("a") as fh:
             fh.write(_dump(rec) + "\n")
             fh.flush()
+
+    def truncate(self, n: int) -> None:
+        """Keep the header and the first ``n`` records (atomically): later ones are done again."""
+        lines = self.path.read_text().splitlines()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("\n".join(lines[:1 + int(n)]) + "\n")
+        os.replace(tmp, self.path)

@@ -19,7 +19,8 @@ TASKS = frozenset({"classification", "regression"})
 #:   objective with a differentiable ``loss_tensor``; hypergradient optimizers require both.
 #: - ``multi_fidelity``: a learner that accepts a ``budget`` in (0, 1] (a fraction of its epochs,
 #:   steps or training data, as the learner documents).
-#: - ``parallel``: an optimizer whose ``ask`` may return several proposals at once.
+#: - ``parallel``: an optimizer whose evaluations may run on Dask workers (several at once where its
+#:   ``ask`` returns several; a gradient method's one outer step at a time).
 KNOWN_CAPABILITIES = frozenset({"differentiable", "multi_fidelity", "parallel"})
 
 #: Capabilities an optimizer's ``requires`` asks of the learner only (not of the objective).

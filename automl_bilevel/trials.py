@@ -28,6 +28,9 @@ class Trial:
     budget: float | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: what the evaluation handed back for ``tell`` only (``Evaluation.extra``, e.g. a hypergradient);
+    #: the loop drops it once ``tell`` has run, so recorded trials never hold it
+    extra: Any = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:

@@ -96,10 +96,10 @@ def _closed_port():
     ("sqlite:////nonexistent-dir-xyz/mlflow.db", "does not exist"),
 ])
 def test_unreachable_store_fails_before_any_work(iris, uri, message, monkeypatch):
-    import automl_bilevel.estimators as estimators
+    import automl_bilevel.lifecycle as lifecycle
 
     called = []
-    monkeypatch.setattr(estimators, "run_search", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(lifecycle, "run_search", lambda *a, **k: called.append(1))
     est = BilevelClassifier(n_iter=2, tracking_uri=uri.format(port=_closed_port()))
     t0 = time.perf_counter()
     with pytest.raises(TrackingError, match=message):

@@ -196,6 +196,10 @@ class TorchLearner(InnerLearner):
         return (set(self.settings) | set(self.config_space(task).keys())
                 | {"l2_per_feature", "example_weights", "loss_net"})
 
+    def differentiable_hyperparameters(self, task: Task) -> dict[str, str]:
+        """What a gradient method may move (the DifferentiableLearner protocol), with their kinds."""
+        return dict(self.DIFFERENTIABLE)
+
     def vector_hyperparameters(self, task: Task):
         """With a learned loss: its weights, ``loss_net`` (what the ``es`` optimizer evolves)."""
         loss = self.settings["loss"]
