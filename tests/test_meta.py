@@ -260,3 +260,40 @@ def test_meta_learners_are_plugins(fake_dist):
     model, registered = reg.make("meta_learner", "tiny_proto", {"in_channels": 1, "image_size": 8})
     assert isinstance(model, MetaLearner) and registered.origin.package == "tiny-meta"
 
+
+
+def test_meta_training_continues_exactly_from_its_checkpoint(digits, tmp_path):
+    # 30 steps, then the same checkpoint with meta_iters=60: the same 60 values as one uninterrupted fit
+    (Xtr, ytr), (Xte, yte) = split_digits(digits)
+    kw = dict(method_params={"width": 8, "depth": 2}, n_way=3, q_queries=5, val_fraction=0.3, rotations=True,
+              val_every=10, val_episodes=5, tracking=False, random_state=0)
+    ckpt = str(tmp_path / "meta.jsonl")
+    first = MetaLearnerClassifier("protonet", meta_iters=30, checkpoint=ckpt, **kw).fit(Xtr, ytr)
+    assert first.n_iter_ == 30
+    resumed = MetaLearnerClassifier("protonet", meta_iters=60, checkpoint=ckpt, **kw).fit(Xtr, ytr)
+    whole = MetaLearnerClassifier("protonet", meta_iters=60, **kw).fit(Xtr, ytr)
+    assert resumed.n_iter_ == 60
+    np.testing.assert_allclose(resumed.history_["value"], whole.history_["value"], rtol=1e-5, atol=1e-6)
+    assert resumed.best_iteration_ == whole.best_iteration_
+    a, b = resumed.evaluate(Xte, yte, n_episodes=20, random_state=1), whole.evaluate(Xte, yte, n_episodes=20,
+                                                                                        random_state=1)
+    assert a["accuracy"] == pytest.approx(b["accuracy"])
+    with pytest.raises(ValueError, match="different search"):
+        MetaLearnerClassifier("relationnet", meta_iters=60, checkpoint=ckpt, **kw).fit(Xtr, ytr)
+
+
+def test_the_kept_model_is_the_best_on_meta_validation_and_history_has_a_value_column(digits):
+    (Xtr, ytr), _ = split_digits(digits)
+    est = MetaLearnerClassifier("protonet", method_params={"width": 8, "depth": 2}, n_way=3, q_queries=5,
+                                meta_iters=30, val_fraction=0.3, rotations=True, val_every=10, val_episodes=5,
+                                tracking=False, random_state=0).fit(Xtr, ytr)
+    vals = [(a, i) for i, a in enumerate(est.history_["meta_val_accuracy"]) if a is not None]
+    assert [i for _, i in vals] == [9, 19, 29]
+    assert est.best_val_accuracy_ == max(a for a, _ in vals)
+    assert est.best_iteration_ == max(vals, key=lambda v: (v[0], -v[1]))[1]
+    assert len(est.history_["value"]) == 30 and est.history_["status"] == ["COMPLETE"] * 30
+
+
+def test_meta_training_needs_a_gradient_optimizer(digits):
+    with pytest.raises(Exception, match="not a gradient outer optimizer"):
+        MetaLearnerClassifier(optimizer="random", method_params=SMALL, n_way=3, tracking=False).fit(*digits)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from .base import MetaLearner, MetaLoss
 from .episodes import Episode, EpisodeError, EpisodeSampler, as_images, class_split, rotate_classes
 from .estimator import AdaptedClassifier, MetaLearnerClassifier
-from .training import evaluate_episodes, l2g_loss, meta_train
+from .problem import EpisodicProblem
+from .training import evaluate_episodes, l2g_loss
 
-__all__ = ["AdaptedClassifier", "Episode", "EpisodeError", "EpisodeSampler", "MetaLearner", "MetaLearnerClassifier",
-           "MetaLoss", "as_images", "class_split", "evaluate_episodes", "l2g_loss", "meta_train", "rotate_classes"]
+__all__ = ["AdaptedClassifier", "Episode", "EpisodeError", "EpisodeSampler", "EpisodicProblem", "MetaLearner", "MetaLearnerClassifier",
+           "MetaLoss", "as_images", "class_split", "evaluate_episodes", "l2g_loss", "rotate_classes"]

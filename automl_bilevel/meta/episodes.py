@@ -119,14 +119,17 @@ class EpisodeSampler:
         self.index = {c: np.flatnonzero(labels == c) for c in self.classes}
         self.rng = np.random.default_rng(seed)
 
-    def sample(self, exclude: np.ndarray | None = None) -> Episode:
+    def sample(self, exclude: np.ndarray | None = None, rng: np.random.Generator | None = None) -> Episode:
+        """One episode; ``rng`` (else the sampler's own generator) makes every draw, so an episode can be
+        a pure function of a seed (``np.random.default_rng([seed, step])``)."""
+        rng = self.rng if rng is None else rng
         pool = self.classes if exclude is None else np.setdiff1d(self.classes, exclude)
         if len(pool) < self.n_way:
             raise EpisodeError(f"only {len(pool)} classes left to draw {self.n_way} from")
-        classes = self.rng.choice(pool, self.n_way, replace=False)
+        classes = rng.choice(pool, self.n_way, replace=False)
         s_idx, q_idx = [], []
         for c in classes:
-            pick = self.rng.choice(self.index[c], self.k_shot + self.q_queries, replace=False)
+            pick = rng.choice(self.index[c], self.k_shot + self.q_queries, replace=False)
             s_idx.append(pick[: self.k_shot])
             q_idx.append(pick[self.k_shot:])
         s_idx, q_idx = np.concatenate(s_idx), np.concatenate(q_idx)

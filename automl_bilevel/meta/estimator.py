@@ -9,8 +9,9 @@ meta-validation accuracy), the best meta-validation model as the run's model art
 """
 from __future__ import annotations
 
-import math
-import time
+import copy
+import hashlib
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -21,13 +22,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ..engine import RunSession
-from ..events import RunContext, TrackingSettings, TrialFinished, plugin_info, run_params
-from ..registry import get_registry
-from ..trials import COMPLETE, FAILED, Trial
+from ..checkpoint import Checkpoint
+from ..events import RunContext, TrackingSettings, plugin_info, run_params
+from ..gradient import GradientOuterOptimizer
+from ..lifecycle import Run
+from ..registry import CapabilityError, get_registry
+from ..trials import history_table
 from .base import MetaLearner
 from .episodes import EpisodeError, EpisodeSampler, as_images, class_split, rotate_classes
-from .training import evaluate_episodes, meta_train
+from .problem import EpisodicProblem
+from .training import evaluate_episodes
 
 
 class AdaptedClassifier(ClassifierMixin, BaseEstimator):
@@ -89,8 +93,22 @@ class MetaLearnerClassifier(BaseEstimator):
         the class split).
     image_shape : tuple, optional
         (C, H, W) or (H, W) when X holds flat rows.
+    optimizer, optimizer_params :
+        The gradient outer optimizer that meta-trains (default ``hypergradient``: Adam at ``meta_lr``,
+        no clipping; ``optimizer_params`` override, e.g. ``{"outer_optimizer": "sgd"}``).
+    n_workers, dask_address :
+        Evaluate the outer steps on Dask workers (as for :class:`automl_bilevel.BilevelClassifier`).
+    checkpoint : str or path, optional
+        Trials and the outer state (weights, Adam's moments, step) are saved there after every step;
+        fitting again with it (e.g. with a larger ``meta_iters``) continues exactly where it stopped.
     tracking, tracking_uri, experiment_name, random_state, verbose :
         As for :class:`automl_bilevel.BilevelClassifier`.
+
+    Attributes
+    ----------
+    model_, history_ (one row per outer step: ``value`` is the meta-training loss, with
+    ``train_accuracy`` and ``meta_val_accuracy``), trials_, best_val_accuracy_, best_iteration_ (the
+    step whose point is kept), n_iter_, stop_reason_, mlflow_run_id_, run_info_, interrupted_.
     """
 
     _parameter_constraints: dict = {
@@ -116,13 +134,19 @@ class MetaLearnerClassifier(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "device": [StrOptions({"cpu"})],
+        "optimizer": [str, GradientOuterOptimizer],
+        "optimizer_params": [None, dict],
+        "n_workers": [Interval(Integral, 1, None, closed="left")],
+        "dask_address": [None, str],
+        "checkpoint": [None, str, os.PathLike],
     }
 
     def __init__(self, method="protonet", *, method_params=None, l2g=False, l2g_lr=0.1, l2g_weight=1.0, n_way=5,
                  k_shot=1, q_queries=15, meta_iters=1000, meta_lr=1e-3, timeout=None, val_fraction=0.2,
                  val_every=50, val_episodes=50, rotations=False, image_shape=None, tracking=True,
                  tracking_uri=None, experiment_name="automl-bilevel-meta", random_state=None, verbose=0,
-                 device="cpu"):
+                 device="cpu", optimizer="hypergradient", optimizer_params=None, n_workers=1, dask_address=None,
+                 checkpoint=None):
         self.method, self.method_params, self.l2g, self.l2g_lr, self.l2g_weight = (
             method, method_params, l2g, l2g_lr, l2g_weight)
         self.n_way, self.k_shot, self.q_queries = n_way, k_shot, q_queries
@@ -131,6 +155,8 @@ class MetaLearnerClassifier(BaseEstimator):
         self.rotations, self.image_shape = rotations, image_shape
         self.tracking, self.tracking_uri, self.experiment_name = tracking, tracking_uri, experiment_name
         self.random_state, self.verbose, self.device = random_state, verbose, device
+        self.optimizer, self.optimizer_params = optimizer, optimizer_params
+        self.n_workers, self.dask_address, self.checkpoint = n_workers, dask_address, checkpoint
 
     # -- data -------------------------------------------------------------------------------------
     def _samplers(self, images, labels, seed):
@@ -149,80 +175,97 @@ class MetaLearnerClassifier(BaseEstimator):
                 raise EpisodeError(f"{where} classes ({len(classes)} base classes): {exc}") from None
         return out[0], (out[1] if len(out) > 1 else None)
 
-    def _build(self, images):
+    def _build(self, images, registry):
         in_channels, size = images.shape[1], images.shape[2]
         if images.shape[2] != images.shape[3]:
             raise EpisodeError(f"square images expected, got {images.shape[2]}x{images.shape[3]}")
         if isinstance(self.method, MetaLearner):
             if self.method_params:
                 raise ValueError("method_params cannot be combined with a MetaLearner instance")
-            return self.method, None
-        model, reg = get_registry().make("meta_learner", self.method,
-                                         {"in_channels": in_channels, "image_size": size, **(self.method_params or {})})
+            return copy.deepcopy(self.method), None  # the parameter itself is never trained
+        model, reg = registry.make("meta_learner", self.method,
+                                   {"in_channels": in_channels, "image_size": size, **(self.method_params or {})})
         return model, reg
 
     # -- fit ----------------------------------------------------------------------------------------
     def fit(self, X, y):
+        """Meta-train through the one search loop: each outer step is one trial of the chosen gradient
+        outer optimizer (``hypergradient``: Adam at ``meta_lr`` on the meta-loss gradient). With
+        ``checkpoint``, fitting again with a larger ``meta_iters`` continues exactly where it stopped."""
         self._validate_params()
         images = as_images(X, self.image_shape)
         labels = np.asarray(y)
         if labels.ndim != 1 or len(labels) != len(images):
             raise EpisodeError(f"{len(images)} images but labels of shape {labels.shape}")
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        torch.manual_seed(seed)
-        model, reg = self._build(images)  # an unknown method or a bad setting before any data work
+        registry = get_registry()
+        if isinstance(self.method, str):
+            registry.get("meta_learner", self.method)  # an unknown method before any work
+        factory = (registry.get("optimizer", self.optimizer).spec.factory if isinstance(self.optimizer, str)
+                   else type(self.optimizer))
+        if not (isinstance(factory, type) and issubclass(factory, GradientOuterOptimizer)):
+            raise CapabilityError(f"meta-training moves a network by gradients; optimizer {self.optimizer!r} is not "
+                                  "a gradient outer optimizer (use 'hypergradient')")
+        defaults = {"outer_lr": self.meta_lr, "clip": None} if isinstance(self.optimizer, str) else {}
+        optimizer = registry.make("optimizer", self.optimizer, {**defaults, **(self.optimizer_params or {})})
+        checkpoint = None
+        if self.checkpoint is not None:  # a resumed run keeps its seed: the same classes, episodes, start
+            checkpoint = Checkpoint(self.checkpoint, self._fingerprint(images, labels, optimizer))
+            seed = checkpoint.open(seed)
+        with torch.random.fork_rng(devices=[]):  # the network's start is the seed's, not the global RNG's
+            torch.manual_seed(seed)
+            model, reg = self._build(images, registry)
         train, val = self._samplers(images, labels, seed)
         self.image_shape_ = tuple(images.shape[1:])
+        problem = EpisodicProblem(model, train, val, seed=seed, l2g=self.l2g, l2g_lr=self.l2g_lr,
+                                  l2g_weight=self.l2g_weight, val_every=self.val_every,
+                                  val_episodes=self.val_episodes, n_steps=self.meta_iters)
         name = reg.name if reg else type(model).__name__
+        oname = optimizer[1].name if optimizer[1] else type(optimizer[0]).__name__
         context = RunContext(
             name=f"{type(self).__name__}-{name}{'-l2g' if self.l2g else ''}", task="few_shot_classification",
-            learner=name, objective="query_loss", optimizer="adam+l2g" if self.l2g else "adam",
-            params=run_params(self), plugins={"learner": plugin_info(model, reg)},
+            learner=name, objective="query_loss+l2g" if self.l2g else "query_loss", optimizer=oname,
+            params=run_params(self), plugins={"learner": plugin_info(model, reg),
+                                              "optimizer": plugin_info(*optimizer)},
             search_space={}, n_iter=self.meta_iters,
             tracking=TrackingSettings(self.tracking, self.tracking_uri, self.experiment_name,
                                       progress=self.verbose > 0),
             trials_are_steps=True)
-        session = RunSession(get_registry().run_listeners(context))
-        self.run_info_ = session.info
-        self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
-        session.start(context)
-        steps: list[Trial] = []
-        best = [None]
-
-        def on_step(step):
-            metrics = {"train_accuracy": step.accuracy}
-            if step.val_accuracy is not None:
-                metrics["meta_val_accuracy"] = step.val_accuracy
-            t = Trial(step.iteration, {}, step.loss, FAILED if step.error else COMPLETE, step.seconds,
-                      metrics=metrics, error=step.error)
-            steps.append(t)
-            if t.ok and (best[0] is None or t.value < best[0].value):
-                best[0] = t
-            session.emit(TrialFinished(t, best[0], len(steps), self.meta_iters))
-
-        t0 = time.perf_counter()
-        try:
-            res = meta_train(model, train, val, meta_iters=self.meta_iters, meta_lr=self.meta_lr, l2g=self.l2g,
-                             l2g_lr=self.l2g_lr, l2g_weight=self.l2g_weight, val_every=self.val_every,
-                             val_episodes=self.val_episodes, timeout=self.timeout, on_step=on_step)
-            model.load_state_dict(res.best_state)
-            model.eval()
-        except BaseException as exc:
-            session.finish("FAILED", steps, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
-            raise
-        self.model_ = model
-        self.history_ = {"iteration": [s.iteration for s in res.steps], "loss": [s.loss for s in res.steps],
-                         "train_accuracy": [s.accuracy for s in res.steps],
-                         "meta_val_accuracy": [s.val_accuracy for s in res.steps]}
-        self.best_val_accuracy_ = res.best_val_accuracy if math.isfinite(res.best_val_accuracy) else None
-        self.best_iteration_ = res.best_iteration
-        self.n_iter_ = len(res.steps)
-        self.stop_reason_ = res.stop_reason
-        self.interrupted_ = res.stop_reason == "interrupted"
-        session.finish("KILLED" if self.interrupted_ else "FINISHED", steps, time.perf_counter() - t0, model=self)
+        with Run(context, registry) as run:
+            self.run_info_ = run.info
+            self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
+            result = run.search(problem, optimizer[0], n_iter=self.meta_iters, seed=seed, timeout=self.timeout,
+                                n_workers=self.n_workers, dask_address=self.dask_address, checkpoint=checkpoint)
+            opt = optimizer[0]
+            validated = val is not None and opt.best_vars is not None
+            problem.load(opt.best_variables() if validated else opt.vars).eval()
+            best = result.trials[opt.best_step] if validated else (result.trials[-1] if result.trials else None)
+            self.model_ = model
+            self.trials_ = tuple(result.trials)
+            self.history_ = history_table(result.trials)
+            for key in ("train_accuracy", "meta_val_accuracy"):
+                self.history_[key] = [t.metrics.get(key) for t in result.trials]
+            self.best_val_accuracy_ = best.metrics["meta_val_accuracy"] if validated else None
+            self.best_iteration_ = best.number if best is not None else -1
+            self.n_iter_ = len(result.trials)
+            self.stop_reason_ = result.stop_reason
+            self.interrupted_ = result.status == "KILLED"
+            run.model = self
+            run.finish(result.status, best=best)
         if self.interrupted_:
             raise KeyboardInterrupt
         return self
+
+    def _fingerprint(self, images, labels, optimizer) -> dict:
+        """What a checkpoint must match to be continued: method, settings (not the budget), data."""
+        params = {k: v for k, v in run_params(self).items()
+                  if k not in ("meta_iters", "timeout", "tracking", "tracking_uri", "experiment_name", "verbose",
+                               "checkpoint", "n_workers", "dask_address")}
+        digest = hashlib.sha1(np.ascontiguousarray(images).tobytes() + np.ascontiguousarray(labels).tobytes())
+        method = self.method if isinstance(self.method, str) else type(self.method).__name__
+        return {"method": method, "params": params,
+                "optimizer": optimizer[1].name if optimizer[1] else type(optimizer[0]).__name__,
+                "data": digest.hexdigest()}
 
     # -- use ----------------------------------------------------------------------------------------
     def adapt(self, X_support, y_support, n_way: int | None = None) -> AdaptedClassifier:
