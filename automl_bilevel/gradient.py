@@ -97,7 +97,8 @@ class DifferentiableProblem(ABC):
 
 
 # -- the hyperparameter view of a BilevelProblem --------------------------------------------------------
-def _kinds(problem: Any, tensor_hyperparameters: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _kinds(problem: Any, tensor_hyperparameters: tuple[str, ...],
+           tensor_init: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     from ConfigSpace import UniformFloatHyperparameter
 
     from .hypergrad import Bounded, Positive, PositiveTensor, BoxTensor
@@ -116,11 +117,11 @@ def _kinds(problem: Any, tensor_hyperparameters: tuple[str, ...]) -> tuple[dict[
     for name in tensor_hyperparameters:
         kind = diff.get(name)
         if kind == "positive_per_feature":
-            kinds[name] = PositiveTensor(1e-3, shape=(problem.task.n_features,))
+            kinds[name] = PositiveTensor(tensor_init.get(name, 1e-3), shape=(problem.task.n_features,))
         elif kind == "unit_per_example":
             if len(problem.splits) != 1:
                 raise ValueError(f"{name!r} (one weight per training example) needs one split, not cv")
-            kinds[name] = BoxTensor(1.0, 0.0, 1.0, shape=(len(problem.splits[0].y_train),))
+            kinds[name] = BoxTensor(tensor_init.get(name, 1.0), shape=(len(problem.splits[0].y_train),))
         else:
             tensors = sorted(k for k, v in diff.items() if v.endswith(("per_feature", "per_example")))
             raise ValueError(f"unsupported tensor hyperparameter {name!r} for learner "
@@ -136,7 +137,8 @@ class HyperparameterProblem(DifferentiableProblem):
     hyperparameters are the outer variables, the mean validation objective over its splits the value,
     the hypergradient (``mode``: reverse, checkpoint, truncated, forward, implicit) the gradient."""
 
-    def __init__(self, problem: Any, *, tensor_hyperparameters: tuple[str, ...] = (), inner_steps: int | None = None,
+    def __init__(self, problem: Any, *, tensor_hyperparameters: tuple[str, ...] = (),
+                 tensor_init: Mapping[str, Any] | None = None, inner_steps: int | None = None,
                  mode: str = "reverse", truncate: int | None = None, checkpoint_every: int | None = None,
                  solver: str = "cg", solver_iters: int = 100):
         if not isinstance(problem.learner, DifferentiableLearner):
@@ -146,7 +148,10 @@ class HyperparameterProblem(DifferentiableProblem):
             raise TypeError(f"{type(problem.objective).__name__} does not implement the DifferentiableObjective "
                             "protocol (loss_tensor)")
         self.problem, self.seed = problem, problem.seed
-        self.kinds, self.fixed = _kinds(problem, tuple(tensor_hyperparameters))
+        unknown = set(tensor_init or {}) - set(tensor_hyperparameters)
+        if unknown:
+            raise ValueError(f"tensor_init names {sorted(unknown)}, which are not tensor_hyperparameters")
+        self.kinds, self.fixed = _kinds(problem, tuple(tensor_hyperparameters), dict(tensor_init or {}))
         self.inner_steps = inner_steps
         self.how = dict(mode=mode, truncate=truncate, every=checkpoint_every, solver=solver, iters=solver_iters)
         self._tasks: list | None = None
@@ -200,7 +205,8 @@ class HyperparameterProblem(DifferentiableProblem):
             got = torch.autograd.grad([values[k] for k in names], [raw[k] for k in names],
                                       [g_values[k].to(values[k].dtype) for k in names], allow_unused=True)
         grads = {k: (g if g is not None else torch.zeros_like(raw[k])).detach() for k, g in zip(names, got)}
-        metrics = {f"hp.{k}": float(values[k].detach()) for k in names if values[k].ndim == 0}
+        metrics = {(f"hp.{k}" if values[k].ndim == 0 else f"hp.{k}.mean"): float(values[k].detach().mean())
+                   for k in names}
         for key in ("residual", "iterations"):
             if key in info:
                 metrics[f"solver_{key}"] = float(info[key])
@@ -213,7 +219,7 @@ def gradient_view(problem: Any, options: Mapping[str, Any]) -> DifferentiablePro
     if isinstance(problem, DifferentiableProblem):
         return problem
     cache = problem.__dict__.setdefault("_views", {})
-    key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+    key = repr(sorted(options.items()))
     if key not in cache:
         cache[key] = HyperparameterProblem(problem, **options)
     return cache[key]

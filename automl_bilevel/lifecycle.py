@@ -67,8 +67,16 @@ class Run:
         if exc is None:
             self.finish()
         elif isinstance(exc, KeyboardInterrupt):
-            self.finish("KILLED")
+            self.finish(status="KILLED")
         else:
             self.model = None
-            self.finish("FAILED", error=f"{type(exc).__name__}: {exc}")
+            self.finish(status="FAILED", error=f"{type(exc).__name__}: {exc}")
         return False
+
+
+def search(problem: Any, optimizer: OuterOptimizer, *, n_iter: int, seed: int, run: Run | None = None,
+           timeout: float | None = None, checkpoint: Checkpoint | None = None) -> SearchResult:
+    """One search through the loop, tracked when ``run`` is given (what the recipes call)."""
+    if run is not None:
+        return run.search(problem, optimizer, n_iter=n_iter, seed=seed, timeout=timeout, checkpoint=checkpoint)
+    return run_search(problem, optimizer, n_iter=n_iter, seed=seed, timeout=timeout, checkpoint=checkpoint)

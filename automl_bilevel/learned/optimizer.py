@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..lifecycle import search
+from ..gradient import DifferentiableProblem, GradientResult
 from .storage import read_component, save_component
 
 Loss = Callable[[Tensor], Tensor]
@@ -228,52 +230,119 @@ def train_optimizee(optimizer, optimizee: MLPOptimizee, steps: int, diverge: flo
     return dyn.weights(z), losses
 
 
-def meta_train_optimizer(net: LSTMOptimizer, optimizees: Callable[[int], MLPOptimizee], *, meta_iters: int = 100,
-                         unroll: int = 20, horizon: int = 100, meta_lr: float = 1e-3, regularizer: str | None = None,
-                         alpha: float = 0.0, reg_options: dict | None = None, clip: float = 1.0,
-                         diverge: float = 1e3, seed: int = 0) -> dict:
-    """Truncated backpropagation through unrolls of ``unroll`` steps: each meta-iteration advances
-    the current optimizee by one unroll and minimises the mean optimizee loss along it plus
-    ``alpha`` times the regularizer at the weights it ends on; an optimizee is replaced after
-    ``horizon`` steps. A diverging optimizer (a non-finite meta-loss, or one above ``diverge`` times
-    the optimizee's initial loss) rejects the step, records the reason and starts a fresh optimizee."""
-    if regularizer is not None and regularizer not in REGULARIZERS:
-        raise ValueError(f"regularizer must be one of {sorted(REGULARIZERS)} or None, got {regularizer!r}")
-    opt = torch.optim.Adam(net.parameters(), lr=meta_lr)
-    gen = torch.Generator().manual_seed(seed)
-    history: dict = {"meta_loss": [], "regularizer": [], "rejected": []}
-    task, w, state, t = None, None, None, 0
-    for it in range(int(meta_iters)):
-        if task is None or t >= horizon:
-            task = optimizees(seed + it)
+class OptimizerMetaTraining(DifferentiableProblem):
+    """Meta-training a learned optimizer as a problem of the one search loop (truncated BPTT, L2O-DM).
+
+    Trainable outer variables: the optimizer network's parameters. State carried from step to step:
+    the current optimizee's weights ``w``, the LSTM state ``h``, its step ``t``, its index ``task`` and
+    initial loss. Each outer step advances the optimizee by one unroll of ``unroll`` steps and returns
+    the mean optimizee loss along it plus ``alpha`` times the regularizer at the weights it ends on; an
+    optimizee is replaced after ``horizon`` steps (optimizee ``k`` is ``optimizees(seed + k)``, its
+    mini-batches and the regularizer's probes are drawn from ``(seed, step)``). A diverging optimizer
+    (a non-finite meta-loss, or one above ``diverge`` times the optimizee's initial loss) fails the
+    step; after a rejected step the next one starts a fresh optimizee.
+    """
+
+    def __init__(self, net: LSTMOptimizer, optimizees: Callable[[int], MLPOptimizee], *, unroll: int = 20,
+                 horizon: int = 100, regularizer: str | None = None, alpha: float = 0.0,
+                 reg_options: dict | None = None, diverge: float = 1e3, seed: int = 0):
+        if regularizer is not None and regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer must be one of {sorted(REGULARIZERS)} or None, got {regularizer!r}")
+        if int(unroll) < 1 or int(horizon) < 1:
+            raise ValueError(f"unroll and horizon must be >= 1, got {unroll}, {horizon}")
+        self.net, self.optimizees, self.unroll, self.horizon = net, optimizees, int(unroll), int(horizon)
+        self.regularizer, self.alpha, self.reg_options = regularizer, float(alpha), dict(reg_options or {})
+        self.diverge, self.seed = float(diverge), int(seed)
+        self._names = [k for k, _ in net.named_parameters()]
+        self._cache: dict[int, MLPOptimizee] = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_cache": {}}
+
+    @property
+    def trainable(self):
+        return frozenset("param:" + k for k in self._names)
+
+    def outer_variables(self):
+        out = {"param:" + k: p.detach().clone() for k, p in self.net.named_parameters()}
+        out.update(w=torch.zeros(0), h=torch.zeros(0), t=torch.tensor(self.horizon), task=torch.tensor(-1),
+                   initial=torch.tensor(math.nan))
+        return out
+
+    def load(self, outer) -> LSTMOptimizer:
+        with torch.no_grad():
+            for k, p in self.net.named_parameters():
+                p.copy_(outer["param:" + k])
+        return self.net
+
+    def optimizee(self, index: int) -> MLPOptimizee:
+        if index not in self._cache:
+            self._cache = {index: self.optimizees(self.seed + index)}  # one at a time: they hold data
+        return self._cache[index]
+
+    def after_rejection(self, outer, step):
+        return {"t": torch.tensor(self.horizon)}  # the next step starts a fresh optimizee
+
+    def value_and_grad(self, outer, *, step):
+        net = self.load(outer)
+        if int(outer["t"]) >= self.horizon:
+            index = step
+            task = self.optimizee(index)
             w, state, t = task.w0.clone(), net.zero_state(task.w0.numel()), 0
             with torch.no_grad():
                 initial = float(task.loss(w, None))
+        else:
+            index, t, initial = int(outer["task"]), int(outer["t"]), float(outer["initial"])
+            task = self.optimizee(index)
+            w, state = outer["w"].clone(), outer["h"].clone()
+        task.gen.manual_seed(hash((self.seed, step)) & 0x7FFFFFFF)
+        gen = torch.Generator().manual_seed(hash((self.seed, step, 1)) & 0x7FFFFFFF)
+        net.zero_grad(set_to_none=True)
         w = w.detach().requires_grad_(True)
-        state = state.detach()
         total = w.new_zeros(())
-        for _ in range(unroll):
-            with torch.enable_grad():
+        with torch.enable_grad():
+            for _ in range(self.unroll):
                 f = task.loss(w, t)
                 g, = torch.autograd.grad(f, w, create_graph=False)
-            delta, state = net.step(g.detach(), state)  # second-order terms dropped, as in L2O-DM
-            w = w + delta
-            total = total + task.loss(w, t)
-            t += 1
-        meta_loss = total / unroll
-        reg = w.new_zeros(())
-        if regularizer is not None and alpha > 0:
-            reg = REGULARIZERS[regularizer](lambda v: task.loss(v, None), w, generator=gen, **(reg_options or {}))
-        objective = meta_loss + alpha * reg
-        if not torch.isfinite(objective) or not float(meta_loss.detach()) <= diverge * max(initial, 1e-3):
-            history["rejected"].append((it, f"meta-loss {float(meta_loss):.3g} (initial loss {initial:.3g}): "
-                                            "the optimizee diverged"))
-            task = None
-            continue
-        opt.zero_grad(set_to_none=True)
-        objective.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
-        opt.step()
-        history["meta_loss"].append(float(meta_loss.detach()))
-        history["regularizer"].append(float(reg.detach()))
-    return history
+                delta, state = net.step(g.detach(), state)  # second-order terms dropped, as in L2O-DM
+                w = w + delta
+                total = total + task.loss(w, t)
+                t += 1
+            meta_loss = total / self.unroll
+            reg = w.new_zeros(())
+            if self.regularizer is not None and self.alpha > 0:
+                reg = REGULARIZERS[self.regularizer](lambda v: task.loss(v, None), w, generator=gen,
+                                                     **self.reg_options)
+            objective = meta_loss + self.alpha * reg
+            if not torch.isfinite(objective) or not float(meta_loss.detach()) <= self.diverge * max(initial, 1e-3):
+                raise FloatingPointError(f"meta-loss {float(meta_loss):.3g} (initial loss {initial:.3g}): "
+                                         "the optimizee diverged")
+            objective.backward()
+        grads = {"param:" + k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+                 for k, p in net.named_parameters()}
+        net.zero_grad(set_to_none=True)
+        new_state = {"w": w.detach(), "h": state.detach(), "t": torch.tensor(t), "task": torch.tensor(index),
+                     "initial": torch.tensor(initial)}
+        return GradientResult(float(meta_loss.detach()), grads, {"regularizer": float(reg.detach())}, new_state)
+
+
+def meta_train_optimizer(net: LSTMOptimizer, optimizees: Callable[[int], MLPOptimizee], *, meta_iters: int = 100,
+                         unroll: int = 20, horizon: int = 100, meta_lr: float = 1e-3, regularizer: str | None = None,
+                         alpha: float = 0.0, reg_options: dict | None = None, clip: float = 1.0,
+                         diverge: float = 1e3, seed: int = 0, run=None, checkpoint=None) -> dict:
+    """Meta-train ``net`` in place through the one search loop (see :class:`OptimizerMetaTraining`):
+    Adam at ``meta_lr`` with gradient clipping; a diverging step is rejected with its reason and the
+    next one starts a fresh optimizee. With ``run`` (an :class:`automl_bilevel.lifecycle.Run`) the steps
+    are tracked; with ``checkpoint`` (a :class:`automl_bilevel.checkpoint.Checkpoint`) a later call
+    continues exactly. Returns ``{"meta_loss", "regularizer", "rejected", "trials"}``."""
+    from ..registry import get_registry
+
+    problem = OptimizerMetaTraining(net, optimizees, unroll=unroll, horizon=horizon, regularizer=regularizer,
+                                    alpha=alpha, reg_options=reg_options, diverge=diverge, seed=seed)
+    opt, _ = get_registry().make("optimizer", "hypergradient", {"outer_lr": meta_lr, "clip": clip, "backoff": 1.0,
+                                                                 "max_backoffs": 10**9})
+    result = search(problem, opt, n_iter=int(meta_iters), seed=seed, run=run, checkpoint=checkpoint)
+    problem.load(opt.vars)
+    ok = [t for t in result.trials if t.ok]
+    return {"meta_loss": [t.value for t in ok], "regularizer": [t.metrics["regularizer"] for t in ok],
+            "rejected": [(t.number, t.error) for t in result.trials if not t.ok], "trials": result.trials}

@@ -20,10 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-import torch
+
+from ConfigSpace import ConfigurationSpace
 
 from ..components import Task
-from ..hypergrad import BoxTensor, HyperParameters, hypergradient
+from ..engine import RunSession, SearchResult, run_search
+from ..events import TrialFinished
+from ..lifecycle import search
+from ..problem import BilevelProblem, Split
+from ..registry import get_registry
 
 
 def flip_labels(y: np.ndarray, fraction: float, n_classes: int, rng: np.random.Generator):
@@ -53,48 +58,60 @@ class CleaningResult:
     weights: np.ndarray
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    search: SearchResult | None = None
 
 
 def hyperclean(X_train, y_train, X_val, y_val, *, learner=None, outer_steps: int = 100, outer_lr: float = 0.1,
                mode: str = "reverse", init: float = 1.0, seed: int = 0,
-               callback: Callable[[int, dict[str, Any]], None] | None = None, **mode_options) -> CleaningResult:
+               callback: Callable[[int, dict[str, Any]], None] | None = None, run=None, checkpoint=None,
+               **mode_options) -> CleaningResult:
     """Per-example weights of the training set that minimise the validation cross-entropy of the
-    learner trained on the weighted training loss."""
+    learner trained on the weighted training loss: the ``hypergradient`` optimizer (Adam at
+    ``outer_lr``, no clipping) on the ``example_weights`` of a bilevel problem, through the one loop
+    (``run`` tracks it, ``checkpoint`` makes a later call continue exactly; ``callback(step, record)``
+    sees every outer step). Returns the weights after the last step."""
+    registry = get_registry()
     if learner is None:
-        from automl_bilevel_plugins.learners.torch_learners import LogisticLearner
-
-        learner = LogisticLearner(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=1e-5, epochs=100,
-                                  batch_size=len(X_train))
+        learner, _ = registry.make("learner", "logistic", dict(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=1e-5,
+                                                               epochs=100, batch_size=len(X_train)))
     n_classes = int(max(np.max(y_train), np.max(y_val))) + 1
     task = Task("classification", int(np.shape(X_train)[1]), n_classes)
-    dt = learner.differentiable(X_train, y_train, {}, task=task, seed=seed)
-    Xv, yv = dt.tensor(X_val), dt.targets(y_val)
+    objective, _ = registry.make("objective", "val_loss")
+    problem = BilevelProblem(learner, objective, ConfigurationSpace(), task,
+                             [Split(np.asarray(X_train), np.asarray(y_train), np.asarray(X_val), np.asarray(y_val))],
+                             seed)
+    opt, _ = registry.make("optimizer", "hypergradient", dict(mode=mode, outer_lr=outer_lr, clip=None,
+                                                              tensor_hyperparameters=["example_weights"],
+                                                              tensor_init={"example_weights": init}, **mode_options))
+    session = RunSession([("callback", _StepCallback(callback))]) if callback is not None and run is None else None
+    t0 = time.perf_counter()
+    if session is not None:
+        res = run_search(problem, opt, n_iter=int(outer_steps), seed=seed, session=session, checkpoint=checkpoint)
+    else:
+        res = search(problem, opt, n_iter=int(outer_steps), seed=seed, run=run, checkpoint=checkpoint)
+    weights = opt.view.export(opt.vars)["example_weights"]
+    return CleaningResult(weights, [_record(t) for t in res.trials], time.perf_counter() - t0, res)
 
-    def outer_loss(w, hp):
-        return torch.nn.functional.cross_entropy(dt.outputs(w, Xv), yv)
 
-    params = HyperParameters({"example_weights": BoxTensor(init, shape=(len(X_train),))})
-    opt = torch.optim.Adam(list(params.raw.values()), lr=outer_lr)
-    history, t0 = [], time.perf_counter()
-    for step in range(outer_steps):
-        hp = {**dt.constants, "example_weights": params.raw["example_weights"].detach()}
-        res = hypergradient(dt.dynamics, outer_loss, dt.z0, hp, mode=mode, **mode_options)
-        params.raw["example_weights"].grad = res.grads["example_weights"]
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        params.project()
-        rec = {"step": step, "val_loss": res.value, "hypergrad_norm": res.norm,
-               "mean_weight": float(params.raw["example_weights"].detach().mean())}
-        history.append(rec)
-        if callback is not None:
-            callback(step, rec)
-    return CleaningResult(params.export()["example_weights"], history, time.perf_counter() - t0)
+def _record(trial) -> dict[str, Any]:
+    return {"step": trial.number, "val_loss": trial.value, "hypergrad_norm": trial.metrics.get("hypergrad_norm"),
+            "mean_weight": trial.metrics.get("hp.example_weights.mean"), "error": trial.error}
+
+
+class _StepCallback:
+    """A run listener that hands each outer step to a plain callback."""
+
+    def __init__(self, callback: Callable[[int, dict[str, Any]], None]):
+        self.callback = callback
+
+    def handle(self, event) -> None:
+        if isinstance(event, TrialFinished):
+            self.callback(event.trial.number, _record(event.trial))
 
 
 def mnist_experiment(n_train=5000, n_val=5000, n_test=10000, outer_steps=100, seed=0, verbose=True, data_dir=None):
     """The MNIST protocol of the module docstring: returns (test accuracies, flag scores, result)."""
     from automl_bilevel.data import load_idx_dataset
-    from automl_bilevel_plugins.learners.torch_learners import LogisticLearner
 
     X, y = load_idx_dataset("mnist", "train", data_dir)
     X = X[: n_train + n_val + n_test].reshape(-1, 784).astype(np.float64) / 255.0
@@ -105,7 +122,8 @@ def mnist_experiment(n_train=5000, n_val=5000, n_test=10000, outer_steps=100, se
     y_noisy, flipped = flip_labels(y[tr], 0.5, 10, rng)
 
     def learner(n):  # the same inner problem for every method: full-batch SGD with momentum, 100 steps
-        return LogisticLearner(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=1e-5, epochs=100, batch_size=n)
+        return get_registry().make("learner", "logistic", dict(optimizer="sgd", momentum=0.9, lr=0.1,
+                                                               weight_decay=1e-5, epochs=100, batch_size=n))[0]
 
     task = Task("classification", 784, 10)
 

@@ -23,19 +23,23 @@ from ConfigSpace import ConfigurationSpace
 import torch.nn.functional as F
 
 from ..components import Task
-from ..engine import RunSession, SearchResult, run_search
+from ..engine import SearchResult
 from ..evolution import vector_to_module
+from ..gradient import DifferentiableProblem, GradientResult
 from ..hypergrad import hypergradient
-from ..learned.loss import LossNetwork, LossNetworkError
+from ..learned.loss import LossNetwork
+from ..lifecycle import search
 from ..problem import BilevelProblem, Split
+from ..registry import get_registry
 
 
 def mlp_learner(loss, *, inner_steps: int = 20, lr: float = 0.1, hidden_units: int = 100):
-    """The inner learner of the paper: 784-h-h-10 MLP, ``inner_steps`` full-batch SGD steps."""
-    from automl_bilevel_plugins.learners.torch_learners import MLPLearner
-
-    return MLPLearner(hidden_units=hidden_units, n_layers=2, activation="relu", optimizer="sgd", lr=lr,
-                      weight_decay=0.0, epochs=inner_steps, batch_size=10**6, standardize=False, loss=loss)
+    """The inner learner of the paper: 784-h-h-10 MLP, ``inner_steps`` full-batch SGD steps (the
+    registered ``mlp`` learner, resolved through the registry like any plugin)."""
+    learner, _ = get_registry().make("learner", "mlp", dict(
+        hidden_units=hidden_units, n_layers=2, activation="relu", optimizer="sgd", lr=lr, weight_decay=0.0,
+        epochs=inner_steps, batch_size=10**6, standardize=False, loss=loss))
+    return learner
 
 
 def evaluate_loss(loss, tasks: Sequence[Split], *, n_classes: int, inner_steps: int = 20, lr: float = 0.1,
@@ -53,24 +57,81 @@ def evaluate_loss(loss, tasks: Sequence[Split], *, n_classes: int, inner_steps: 
 def evolve_loss_network(tasks: Sequence[Split], *, n_classes: int, n_evaluations: int = 200,
                         strategy: str = "mu_plus_lambda", population_size: int = 10, sigma0: float = 0.05,
                         inner_steps: int = 20, lr: float = 0.1, seed: int = 0, timeout: float | None = None,
-                        session: RunSession | None = None, executor=None,
-                        net: LossNetwork | None = None, strategy_options: dict | None = None
-                        ) -> tuple[LossNetwork, SearchResult]:
+                        run=None, net: LossNetwork | None = None, strategy_options: dict | None = None,
+                        checkpoint=None) -> tuple[LossNetwork, SearchResult]:
     """Evolve a loss network (``net``, else a new cross-entropy start) with the ``es`` optimizer
-    (``strategy_options`` go to it, e.g. OpenAI-ES's ``lr``); returns the best network and the search."""
-    from automl_bilevel_plugins.objectives.validation import ValidationError
-    from automl_bilevel_plugins.optimizers.evolution import EvolutionStrategy
-
+    (``strategy_options`` go to it, e.g. OpenAI-ES's ``lr``) through the one loop (tracked in ``run``,
+    an :class:`automl_bilevel.lifecycle.Run`, whose executor may be Dask); returns the best network
+    and the search."""
+    registry = get_registry()
     net = net or LossNetwork(n_classes, seed=seed)
     learner = mlp_learner(net, inner_steps=inner_steps, lr=lr)
-    problem = BilevelProblem(learner, ValidationError(), ConfigurationSpace(),
+    objective, _ = registry.make("objective", "val_error")
+    problem = BilevelProblem(learner, objective, ConfigurationSpace(),
                              Task("classification", tasks[0].X_train.shape[1], n_classes), list(tasks), seed)
-    opt = EvolutionStrategy(strategy, population_size=population_size, sigma0=sigma0, **(strategy_options or {}))
-    res = run_search(problem, opt, n_iter=n_evaluations, seed=seed, timeout=timeout, session=session,
-                     executor=executor)
+    opt, _ = registry.make("optimizer", "es", dict(strategy=strategy, population_size=population_size, sigma0=sigma0,
+                                                   **(strategy_options or {})))
+    res = search(problem, opt, n_iter=n_evaluations, seed=seed, timeout=timeout, run=run, checkpoint=checkpoint)
     if res.best is not None:
         vector_to_module(res.best.config["loss_net"], net)
     return net, res
+
+
+class LossNetworkProblem(DifferentiableProblem):
+    """ML3 as a problem of the one loop: the outer variable is the loss network's flat weight vector;
+    outer step ``k`` averages the hypergradient of the validation cross-entropy over
+    ``tasks_per_step`` tasks (reverse mode through all inner steps, or the last ``truncate``). With
+    ``held_out`` tasks, every ``eval_every`` steps (from the start) and at the last of ``n_steps`` the step also measures the
+    network's validation accuracy on them (``held_out_accuracy``, ``val_value`` = 1 − it), which the
+    optimizer keeps its best point by: 20 SGD steps at a useful step size are close to chaotic in the
+    loss weights, so single steps can make things worse."""
+
+    def __init__(self, tasks: Sequence[Split], net: LossNetwork, *, n_classes: int, inner_steps: int = 20,
+                 lr: float = 0.1, tasks_per_step: int = 4, truncate: int | None = None,
+                 held_out: Sequence[Split] = (), eval_every: int = 10, seed: int = 0, n_steps: int | None = None):
+        if int(tasks_per_step) < 1 or int(eval_every) < 1 or not tasks:
+            raise ValueError(f"need tasks_per_step >= 1, eval_every >= 1 and some tasks, got {tasks_per_step}, "
+                             f"{eval_every}, {len(tasks)} tasks")
+        self.tasks, self.held_out, self.net = list(tasks), list(held_out), net
+        self.n_classes, self.inner_steps, self.lr = int(n_classes), int(inner_steps), float(lr)
+        self.tasks_per_step, self.eval_every, self.seed = int(tasks_per_step), int(eval_every), int(seed)
+        self.n_steps = n_steps
+        self.mode = {"mode": "reverse"} if truncate is None else {"mode": "truncated", "truncate": int(truncate)}
+        self.learner = mlp_learner(net, inner_steps=inner_steps, lr=lr)
+        self.task = Task("classification", self.tasks[0].X_train.shape[1], self.n_classes)
+
+    def outer_variables(self):
+        return {"loss_net": self.net.flat().float().clone()}
+
+    def export(self, outer):
+        return {}  # the network's weights are stored with the run, not as a trial's configuration
+
+    def network(self, outer) -> LossNetwork:
+        vector_to_module(outer["loss_net"].detach().double().numpy(), self.net)
+        return self.net
+
+    def value_and_grad(self, outer, *, step):
+        theta = outer["loss_net"].detach()
+        metrics: dict[str, float] = {}
+        last = self.n_steps is not None and step == self.n_steps - 1
+        if self.held_out and (step % self.eval_every == 0 or last):
+            acc = float(np.mean(evaluate_loss(self.network(outer), self.held_out, n_classes=self.n_classes,
+                                              inner_steps=self.inner_steps, lr=self.lr, seed=self.seed)))
+            metrics.update(held_out_accuracy=acc, val_value=1.0 - acc)
+        k, grads, values = self.tasks_per_step, [], []
+        for j in range(k):
+            split = self.tasks[(step * k + j) % len(self.tasks)]
+            dt = self.learner.differentiable(split.X_train, split.y_train, {"loss_net": theta.numpy()}, task=self.task,
+                                             seed=self.seed + (step + 1) * k + j)
+            Xv, yv = dt.tensor(split.X_val), dt.targets(split.y_val)
+
+            def outer_loss(w, hp, dt=dt, Xv=Xv, yv=yv):
+                return F.cross_entropy(dt.outputs(w, Xv), yv)
+
+            res = hypergradient(dt.dynamics, outer_loss, dt.z0, dt.constants, **self.mode)
+            grads.append(res.grads["loss_net"])
+            values.append(float(res.value))
+        return GradientResult(float(np.mean(values)), {"loss_net": torch.stack(grads).mean(0).float()}, metrics)
 
 
 @dataclass
@@ -79,76 +140,34 @@ class ML3Result:
     rejected: list[tuple[int, str]] = field(default_factory=list)
     held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, accuracy on held-out tasks)
     best_step: int = 0
+    search: SearchResult | None = None
 
 
 def train_loss_network_ml3(tasks: Sequence[Split], *, n_classes: int, outer_steps: int = 100,
                            outer_lr: float = 1e-3, inner_steps: int = 20, lr: float = 0.1, clip: float = 10.0,
                            tasks_per_step: int = 4, truncate: int | None = None,
                            held_out: Sequence[Split] = (), eval_every: int = 10, seed: int = 0,
-                           net: LossNetwork | None = None) -> tuple[LossNetwork, ML3Result]:
-    """Train a loss network by hypergradients of the validation cross-entropy (ML3).
-
-    Each outer step averages the hypergradient over ``tasks_per_step`` tasks (reverse mode through
-    all inner steps, or the last ``truncate``). A step with a non-finite hypergradient is rejected
-    with its reason and the outer learning rate halved. With ``held_out`` tasks, the network's
-    validation accuracy on them is measured every ``eval_every`` steps (and at the start) and the
-    best state is returned: 20 SGD steps at a useful step size are close to chaotic in the loss
-    weights, so single steps can make things worse."""
-    if int(outer_steps) < 0 or int(tasks_per_step) < 1 or int(eval_every) < 1 or not tasks:
-        raise ValueError(f"need outer_steps >= 0, tasks_per_step >= 1, eval_every >= 1 and some tasks, got "
-                         f"{outer_steps}, {tasks_per_step}, {eval_every}, {len(tasks)} tasks")
+                           net: LossNetwork | None = None, run=None, checkpoint=None) -> tuple[LossNetwork, ML3Result]:
+    """Train a loss network by hypergradients of the validation cross-entropy (ML3) through the one
+    loop (:class:`LossNetworkProblem` moved by the ``hypergradient`` optimizer: Adam at ``outer_lr``,
+    clipped at ``clip``; a step with a non-finite hypergradient is rejected with its reason and the
+    outer learning rate halved). Returns the network at the best held-out point (the last point
+    without ``held_out``). ``run`` tracks it; ``checkpoint`` makes a later call continue exactly."""
+    if int(outer_steps) < 0:
+        raise ValueError(f"need outer_steps >= 0, got {outer_steps}")
     net = net or LossNetwork(n_classes, seed=seed)
-    learner = mlp_learner(net, inner_steps=inner_steps, lr=lr)
-    task = Task("classification", tasks[0].X_train.shape[1], n_classes)
-    theta = torch.nn.Parameter(net.flat().float().clone())
-    opt = torch.optim.Adam([theta], lr=outer_lr)
-    mode = {"mode": "reverse"} if truncate is None else {"mode": "truncated", "truncate": int(truncate)}
-    out = ML3Result()
-    best = (-math.inf, theta.detach().clone())
-
-    def check(step):
-        nonlocal best
-        vector_to_module(theta.detach().double().numpy(), net)
-        acc = float(np.mean(evaluate_loss(net, held_out, n_classes=n_classes, inner_steps=inner_steps, lr=lr,
-                                          seed=seed)))
-        out.held_out.append((step, acc))
-        if acc > best[0]:
-            best, out.best_step = (acc, theta.detach().clone()), step
-
-    if held_out:
-        check(0)
-    for step in range(1, int(outer_steps) + 1):
-        grads, values = [], []
-        try:
-            for j in range(int(tasks_per_step)):
-                split = tasks[((step - 1) * int(tasks_per_step) + j) % len(tasks)]
-                dt = learner.differentiable(split.X_train, split.y_train, {"loss_net": theta.detach().numpy()},
-                                            task=task, seed=seed + step * int(tasks_per_step) + j)
-                Xv, yv = dt.tensor(split.X_val), dt.targets(split.y_val)
-
-                def outer_loss(w, hp, dt=dt, Xv=Xv, yv=yv):
-                    return F.cross_entropy(dt.outputs(w, Xv), yv)
-
-                res = hypergradient(dt.dynamics, outer_loss, dt.z0, dt.constants, **mode)
-                g = res.grads["loss_net"]
-                if not torch.isfinite(g).all() or not math.isfinite(float(res.value)):
-                    raise FloatingPointError("hypergradient is not finite")
-                grads.append(g)
-                values.append(float(res.value))
-        except (FloatingPointError, LossNetworkError, RuntimeError) as exc:
-            out.rejected.append((step, f"{type(exc).__name__}: {exc}"))
-            for group in opt.param_groups:
-                group["lr"] *= 0.5
-            continue
-        theta.grad = torch.stack(grads).mean(0).to(theta.dtype)
-        torch.nn.utils.clip_grad_norm_([theta], clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        out.values.append(float(np.mean(values)))
-        if held_out and step % int(eval_every) == 0:
-            check(step)
-    final = best[1] if held_out else theta.detach()
-    vector_to_module(final.double().numpy(), net)
+    problem = LossNetworkProblem(tasks, net, n_classes=n_classes, inner_steps=inner_steps, lr=lr,
+                                 tasks_per_step=tasks_per_step, truncate=truncate, held_out=held_out,
+                                 eval_every=eval_every, seed=seed, n_steps=int(outer_steps))
+    opt, _ = get_registry().make("optimizer", "hypergradient", {"outer_lr": outer_lr, "clip": clip})
+    res = search(problem, opt, n_iter=int(outer_steps), seed=seed, run=run, checkpoint=checkpoint)
+    final = opt.best_variables() if held_out else opt.vars
+    problem.network(final)
+    out = ML3Result(values=[t.value for t in res.trials if t.ok],
+                    rejected=[(t.number + 1, t.error) for t in res.trials if not t.ok],
+                    held_out=[(t.number, t.metrics["held_out_accuracy"]) for t in res.trials
+                              if "held_out_accuracy" in t.metrics],
+                    best_step=max(opt.best_step, 0) if held_out else len(res.trials), search=res)
     return net, out
 
 

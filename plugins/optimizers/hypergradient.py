@@ -24,8 +24,8 @@ class HypergradientOptimizer(GradientOuterOptimizer):
     def __init__(self, mode: str = "reverse", outer_lr: float = 0.1, outer_optimizer: str = "adam",
                  clip: float | None = 10.0, inner_steps: int | None = None, truncate: int | None = None,
                  checkpoint_every: int | None = None, solver: str = "cg", solver_iters: int = 100,
-                 tensor_hyperparameters: tuple[str, ...] | list[str] = (), patience: int | None = None,
-                 min_delta: float = 0.0, max_backoffs: int = 8, backoff: float = 0.5):
+                 tensor_hyperparameters: tuple[str, ...] | list[str] = (), tensor_init: dict | None = None,
+                 patience: int | None = None, min_delta: float = 0.0, max_backoffs: int = 8, backoff: float = 0.5):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if solver not in SOLVERS:
@@ -36,7 +36,8 @@ class HypergradientOptimizer(GradientOuterOptimizer):
                          min_delta=min_delta, max_backoffs=max_backoffs, backoff=backoff,
                          options=dict(mode=mode, truncate=truncate, checkpoint_every=checkpoint_every, solver=solver,
                                       solver_iters=int(solver_iters), inner_steps=inner_steps,
-                                      tensor_hyperparameters=tuple(tensor_hyperparameters)))
+                                      tensor_hyperparameters=tuple(tensor_hyperparameters),
+                                      tensor_init=dict(tensor_init or {})))
         self.mode = mode
 
 
