@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -122,8 +123,11 @@ def _kinds(problem: Any, tensor_hyperparameters: tuple[str, ...],
             if len(problem.splits) != 1:
                 raise ValueError(f"{name!r} (one weight per training example) needs one split, not cv")
             kinds[name] = BoxTensor(tensor_init.get(name, 1.0), shape=(len(problem.splits[0].y_train),))
+        elif kind == "vector":  # a network's weights (a loss network), free, starting where the learner has them
+            init = np.asarray(learner.vector_hyperparameters(problem.task)[name], dtype=np.float64)
+            kinds[name] = BoxTensor(tensor_init.get(name, init), shape=init.shape, low=-math.inf, high=math.inf)
         else:
-            tensors = sorted(k for k, v in diff.items() if v.endswith(("per_feature", "per_example")))
+            tensors = sorted(k for k, v in diff.items() if v.endswith(("per_feature", "per_example", "vector")))
             raise ValueError(f"unsupported tensor hyperparameter {name!r} for learner "
                              f"{type(learner).__name__}; it differentiates {tensors}")
     if not kinds:

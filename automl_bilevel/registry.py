@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import pluggy
 
 from . import hookspecs
-from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
+from .components import DIFFERENTIABLE_PROTOCOLS, InnerLearner, OuterObjective, OuterOptimizer, Task
 from .specs import LEARNER_CAPABILITIES, SPEC_TYPES, TASKS, PluginInfo, Registered
 
 ENTRY_POINT_GROUP = "automl_bilevel"
@@ -213,10 +213,17 @@ def get_registry(blocked: Iterable[str] | None = None) -> Registry:
 def check_compatible(task: Task, learner: tuple[Any, Registered | None], objective: tuple[Any, Registered | None],
                      optimizer: tuple[Any, Registered | None]) -> None:
     """Raise CapabilityError, naming the plugin, when the components do not fit together."""
-    def caps(obj: Any, reg: Registered | None, attr: str) -> frozenset[str]:
-        if reg is not None:
-            return getattr(reg.spec, attr, frozenset())
-        return frozenset(getattr(obj, attr, frozenset()))
+    def caps(obj: Any, reg: Registered | None, attr: str, kind: str = "") -> frozenset[str]:
+        declared = getattr(reg.spec, attr, frozenset()) if reg is not None else frozenset(getattr(obj, attr, frozenset()))
+        protocol = DIFFERENTIABLE_PROTOCOLS.get(kind)
+        if attr == "capabilities" and protocol is not None:
+            if "differentiable" in declared & needed and not isinstance(obj, protocol):
+                who = f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r})" if reg else f"{kind} {type(obj).__name__}"
+                raise CapabilityError(f"{who} declares 'differentiable' but does not implement the "
+                                      f"{protocol.__name__} protocol")
+            if reg is None and isinstance(obj, protocol):  # an instance: the protocol is the capability
+                declared = declared | {"differentiable"}
+        return declared
 
     for kind, (obj, reg) in (("learner", learner), ("objective", objective)):
         tasks = reg.spec.tasks if reg else frozenset(getattr(obj, "tasks", TASKS))
@@ -227,7 +234,7 @@ def check_compatible(task: Task, learner: tuple[Any, Registered | None], objecti
     # what the registered spec requires, plus what this instance's settings require (a facade)
     needed = caps(opt_obj, opt_reg, "requires") | frozenset(getattr(opt_obj, "requires", None) or ())
     for kind, (obj, reg) in (("learner", learner), ("objective", objective)):
-        missing = needed - caps(obj, reg, "capabilities")
+        missing = needed - caps(obj, reg, "capabilities", kind)
         if kind == "objective":
             missing -= LEARNER_CAPABILITIES
         if missing:

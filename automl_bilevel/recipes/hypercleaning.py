@@ -10,7 +10,7 @@ train (half of the labels flipped) / 5,000 validation / 10,000 test, softmax reg
 simple baselines trained with the same inner optimizer and steps (no cleaning, validation only,
 noisy train + validation, oracle).
 
-The inner learner is any torch learner of :mod:`automl_bilevel_plugins.learners.torch_learners`
+The inner learner is any registered differentiable learner (the torch learners)
 (softmax regression by default); the weights are projected onto [0, 1] after every Adam step.
 """
 from __future__ import annotations

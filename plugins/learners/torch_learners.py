@@ -197,8 +197,12 @@ class TorchLearner(InnerLearner):
                 | {"l2_per_feature", "example_weights", "loss_net"})
 
     def differentiable_hyperparameters(self, task: Task) -> dict[str, str]:
-        """What a gradient method may move (the DifferentiableLearner protocol), with their kinds."""
-        return dict(self.DIFFERENTIABLE)
+        """What a gradient method may move (the DifferentiableLearner protocol), with their kinds; with a
+        learned loss, its weights ``loss_net`` too (ML3 through the estimator)."""
+        out = dict(self.DIFFERENTIABLE)
+        if isinstance(self.settings["loss"], LossNetwork):
+            out["loss_net"] = "vector"
+        return out
 
     def vector_hyperparameters(self, task: Task):
         """With a learned loss: its weights, ``loss_net`` (what the ``es`` optimizer evolves)."""
