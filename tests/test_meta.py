@@ -297,3 +297,24 @@ def test_the_kept_model_is_the_best_on_meta_validation_and_history_has_a_value_c
 def test_meta_training_needs_a_gradient_optimizer(digits):
     with pytest.raises(Exception, match="not a gradient outer optimizer"):
         MetaLearnerClassifier(optimizer="random", method_params=SMALL, n_way=3, tracking=False).fit(*digits)
+
+
+def test_a_black_box_optimizer_tunes_meta_training_settings_as_an_ordinary_search(digits, tracking, tmp_path):
+    # random search over meta_lr and the encoder width: each trial is a short meta-training scored on
+    # held-out classes; tracked (a child run per trial) and resumable like any search
+    from automl_bilevel.meta import tune_meta_learner
+
+    (Xtr, ytr), _ = split_digits(digits)
+    uri, exp = tracking
+    kw = dict(search_space={"meta_lr": (1e-4, 1e-1, "log"), "width": [4, 8]}, method="protonet", n_way=3,
+              q_queries=5, rotations=True, meta_iters=5, n_episodes=10, method_params={"depth": 2},
+              tracking_uri=uri, experiment_name=exp, checkpoint=str(tmp_path / "tune.jsonl"))
+    best, first = tune_meta_learner(Xtr, ytr, n_iter=2, **kw)
+    best, res = tune_meta_learner(Xtr, ytr, n_iter=4, **kw)
+    assert len(res.trials) == 4 and all(t.ok for t in res.trials)
+    assert [t.config for t in res.trials[:2]] == [t.config for t in first.trials]
+    assert set(best) == {"meta_lr", "width"} and best == dict(res.best.config)
+    assert all(0 <= t.value <= 1 for t in res.trials)
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(exp).experiment_id])
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 2  # one run per call
