@@ -43,7 +43,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
-from automl_bilevel import RunFinished, RunStarted, TrialFinished, __version__, hookimpl
+from automl_bilevel import RunFinished, RunStarted, TrialFinished, __version__, best_trial, hookimpl
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 MAX_PARAM = 6000
@@ -396,7 +396,7 @@ class BackgroundWriter:
                     next_try = time.monotonic() + delay
                     log.debug("tracking store failed (%s); retrying in %.1f s", self.last_error, delay)
             # aborted: end the parent at least, and say how much is left in the spool
-            self._gather(pending, 0)
+            end = self._gather(pending, 0) or end
             self.unwritten = len(pending)
             if end is not None:
                 try:
@@ -470,12 +470,14 @@ class MlflowListener:
                 "host": socket.gethostname(), "learner": context.learner, "optimizer": context.optimizer,
                 "objective": context.objective})
         except BaseException as exc:  # no run may stay RUNNING: the session never saw this listener
-            self.client.set_terminated(self.run_id, "FAILED")
+            self.client.set_terminated(self.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            if not isinstance(exc, Exception):
+                raise
             raise TrackingError(f"MLflow run {self.run_id} could not be set up: {type(exc).__name__}: {exc}") from exc
         self.info = {"mlflow_run_id": self.run_id, "mlflow_experiment_id": self.experiment_id,
                      "mlflow_tracking_uri": self.uri, "mlflow_spool": str(self.spool.folder)}
         self.resumed = resumed
-        self.n_seen = 0
+        self.seen: set[int] = set()
         self.finished = False
         self.writer = BackgroundWriter(RunWriter(self.client, self.experiment_id, self.run_id,
                                                  bool(context.trials_are_steps)))
@@ -484,19 +486,28 @@ class MlflowListener:
     # -- events ---------------------------------------------------------------------------
     def handle(self, event):
         if isinstance(event, TrialFinished):
-            rec = trial_record(event, replayed=self.n_seen < self.resumed)
-            self.n_seen += 1
-            self.spool.append(rec)
-            self.writer.put(rec)
+            self._trial(event)
         elif isinstance(event, RunFinished):
             self._end(event)
         elif isinstance(event, RunStarted):
             pass
 
+    def _trial(self, event: TrialFinished) -> None:
+        rec = trial_record(event, replayed=len(self.seen) < self.resumed)
+        self.spool.append(rec)
+        self.writer.put(rec)
+        self.seen.add(rec["number"])
+
     def _end(self, event: RunFinished) -> None:
         if self.finished:
             return
         self.finished = True
+        # a trial whose event an interruption cut off is still in the run's trials: write it too
+        done: list = []
+        for t in event.trials:
+            done.append(t)
+            if t.number not in self.seen:
+                self._trial(TrialFinished(t, best_trial(done), len(done), len(event.trials)))
         rec = {"kind": "finish", "status": event.status, "error": event.error, "time_ms": int(time.time() * 1000),
                "summary": {"n_trials": len(event.trials), "n_failed": sum(not t.ok for t in event.trials),
                            "duration": event.duration,
@@ -696,3 +707,16 @@ def bilevel_run_listener(context):
     if not context.tracking.enabled:
         return None
     return MlflowListener(context)
+
+
+@hookimpl
+def bilevel_sync_spool(path, uri, force):
+    if path is None and not spool_root(resolve_uri(uri)).is_dir():
+        return []
+    out = []
+    for folder in spool_folders(path, uri):
+        try:
+            out.append(sync_spool(folder, uri, force))
+        except Exception as exc:  # one run that cannot be written does not stop the others
+            out.append({"spool": str(folder), "error": f"{type(exc).__name__}: {exc}"})
+    return out

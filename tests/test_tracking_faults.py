@@ -1,0 +1,123 @@
+"""Tracking under faults: signals to a real `automl-bilevel run`, a spool written later by
+`automl-bilevel sync`, and (slow) a real `mlflow server` killed and restarted mid-run."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+TRIAL_TAG = "automl_bilevel.trial"
+
+EXPERIMENT = """
+name = "signals"
+[data]
+dataset = "iris"
+[estimator]
+learner = "sklearn"
+objective = "val_error"
+optimizer = "random"
+n_iter = {n_iter}
+random_state = 0
+checkpoint = "{checkpoint}"
+[search_space]
+C = {{low = 0.01, high = 100.0, log = true}}
+[tracking]
+uri = "{uri}"
+experiment = "signals"
+"""
+
+
+def cli() -> list[str]:
+    script = Path(sys.executable).with_name("automl-bilevel")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "automl_bilevel.cli"]
+
+
+def runs_of(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=5000) if exp else []
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def assert_each_trial_once(children, n_trials: int) -> None:
+    numbers = sorted(int(c.data.tags[TRIAL_TAG]) for c in children)
+    assert numbers == list(range(n_trials)), f"{len(numbers)} children for {n_trials} trials"
+    assert all(c.info.status in ("FINISHED", "FAILED") for c in children)
+
+
+def journal_trials(path: Path) -> int:
+    return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
+
+
+def start_run(tmp_path: Path, n_iter: int = 5000, extra_env=None):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ck = tmp_path / "ck.jsonl"
+    exp = tmp_path / "exp.toml"
+    exp.write_text(EXPERIMENT.format(n_iter=n_iter, checkpoint=ck, uri=uri))
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(extra_env or {})}
+    env.pop("AUTOML_BILEVEL_SPOOL_DIR", None)
+    proc = subprocess.Popen(cli() + ["run", str(exp), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    return proc, uri, ck
+
+
+def wait_for_trials(proc, ck: Path, n: int, limit: float = 180) -> None:
+    t0 = time.monotonic()
+    while journal_trials(ck) < n:
+        if proc.poll() is not None:
+            pytest.fail(f"run ended early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+        if time.monotonic() - t0 > limit:
+            proc.kill()
+            pytest.fail("the run did not reach the wanted trial count")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_run_keeps_the_best_and_ends_the_parent_killed(tmp_path, sig, code):
+    proc, uri, ck = start_run(tmp_path)
+    wait_for_trials(proc, ck, 30)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == code, err[-3000:]
+    assert "[INTERRUPTED: best so far]" in out and "best val_error" in out
+    n = journal_trials(ck)
+    assert 30 <= n < 5000
+    parents, children = runs_of(uri, "signals")
+    assert len(parents) == 1 and parents[0].info.status == "KILLED"
+    assert parents[0].data.metrics["final.n_trials"] == n
+    assert_each_trial_once(children, n)
+    assert not (tmp_path / "mlflow-spool").exists() or not any((tmp_path / "mlflow-spool").iterdir())
+
+
+def test_a_second_ctrl_c_during_the_flush_leaves_consistent_records_and_sync_completes_them(tmp_path):
+    # a slow flush: the background writer has thousands of trials to write when the run ends
+    proc, uri, ck = start_run(tmp_path, n_iter=5000)
+    wait_for_trials(proc, ck, 30)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-3000:]
+    n = journal_trials(ck)
+    parents, children = runs_of(uri, "signals")
+    assert len(parents) == 1 and parents[0].info.status == "KILLED"  # the parent is never left RUNNING
+    numbers = [int(c.data.tags[TRIAL_TAG]) for c in children]
+    assert len(numbers) == len(set(numbers)) and set(numbers) <= set(range(n))  # no trial twice
+    assert all(c.info.status in ("FINISHED", "FAILED") for c in children)
+    sync = subprocess.run(cli() + ["sync", "--tracking-uri", uri], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert sync.returncode == 0, sync.stderr[-3000:]
+    parents, children = runs_of(uri, "signals")
+    assert_each_trial_once(children, n)
+    assert parents[0].info.status == "KILLED" and "automl_bilevel.spool" not in parents[0].data.tags
