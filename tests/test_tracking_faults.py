@@ -121,3 +121,123 @@ def test_a_second_ctrl_c_during_the_flush_leaves_consistent_records_and_sync_com
     parents, children = runs_of(uri, "signals")
     assert_each_trial_once(children, n)
     assert parents[0].info.status == "KILLED" and "automl_bilevel.spool" not in parents[0].data.tags
+
+
+# -- a real mlflow server, killed and restarted ----------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real `mlflow server` on 127.0.0.1 whose store survives kill and restart."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.proc = folder, _free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
+             "--artifacts-destination", str(self.folder / "art"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        if wait:
+            self.wait_up()
+
+    def wait_up(self, limit: float = 120) -> None:
+        import requests
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit:
+            try:
+                if requests.get(self.uri + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        pytest.fail("mlflow server did not start")
+
+    def kill(self) -> None:  # the whole group: uvicorn's worker too
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = Server(tmp_path)
+    srv.start()
+    yield srv
+    if srv.proc.poll() is None:
+        srv.kill()
+
+
+FIT = """
+import sys, warnings
+from sklearn.datasets import load_iris
+from automl_bilevel import BilevelClassifier
+uri, n = sys.argv[1], int(sys.argv[2])
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    est = BilevelClassifier("sklearn", "val_error", n_iter=n, random_state=0, tracking_uri=uri,
+                            experiment_name="outage", search_space={"C": (0.01, 100.0, "log")}).fit(*load_iris(return_X_y=True))
+print("TRIALS", est.n_trials_)
+print("WARN", " | ".join(str(x.message) for x in w if "kept in" in str(x.message)))
+"""
+
+
+def _fit_process(uri: str, n: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", FIT, uri, str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **env})
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted_mid_run_loses_no_trial_and_logs_none_twice(server, tmp_path):
+    spool = tmp_path / "spool"
+    proc = _fit_process(server.uri, 400, {"AUTOML_BILEVEL_SPOOL_DIR": str(spool)})
+    t0 = time.monotonic()
+    while not (spool.exists() and any(spool.iterdir())):  # the parent run exists: the search is under way
+        assert proc.poll() is None and time.monotonic() - t0 < 120, proc.stderr.read()[-3000:] if proc.poll() else ""
+        time.sleep(0.05)
+    time.sleep(1.0)
+    server.kill()
+    time.sleep(3.0)
+    server.start()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "TRIALS 400" in out
+    parents, children = runs_of(server.uri, "outage")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert_each_trial_once(children, 400)
+    assert parents[0].data.metrics["final.n_trials"] == 400
+    assert not any(spool.iterdir())  # everything written: the spool is gone
+
+
+@pytest.mark.slow
+def test_store_down_at_the_end_keeps_a_spool_that_sync_writes_once(server, tmp_path):
+    spool = tmp_path / "spool"
+    proc = _fit_process(server.uri, 300, {"AUTOML_BILEVEL_SPOOL_DIR": str(spool), "AUTOML_BILEVEL_FLUSH_TIMEOUT": "2"})
+    t0 = time.monotonic()
+    while not (spool.exists() and any(spool.iterdir())):
+        assert proc.poll() is None and time.monotonic() - t0 < 120
+        time.sleep(0.05)
+    time.sleep(0.5)
+    server.kill()  # and it stays down until the process has ended
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "TRIALS 300" in out and "automl-bilevel sync" in out and "automl-bilevel sync" in err
+    folders = list(spool.iterdir())
+    assert len(folders) == 1
+    server.start()
+    sync = subprocess.run(cli() + ["sync", str(folders[0])], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert sync.returncode == 0, sync.stderr[-3000:]
+    assert "synced" in sync.stdout
+    parents, children = runs_of(server.uri, "outage")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert_each_trial_once(children, 300)
+    art = {a.path for a in MlflowClient(server.uri).list_artifacts(parents[0].info.run_id)}
+    assert {"best_config.json", "trials.json", "optimization_trace.png", "model"} <= art
+    assert not folders[0].exists()
