@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 import os
 import time
 import warnings
@@ -144,11 +145,11 @@ class _BilevelEstimator(BaseEstimator):
         journal, resumed = None, []
         if self.checkpoint is not None:  # a resumed search keeps the seed (and so the split) it began with
             journal = Journal(self.checkpoint, self._fingerprint(X, y_enc, learner, objective, optimizer, space))
-            seed, resumed = journal.open(seed)
+            seed, resumed = journal.open(seed, space)  # records checked against the space (file:line)
             space.seed(seed)
         problem = BilevelProblem(learner[0], objective[0], space, task, self._splits(X, y_enc, seed), seed)
 
-        context = self._context(task, learner, objective, optimizer, space)
+        context = replace(self._context(task, learner, objective, optimizer, space), resumed_trials=len(resumed))
         session = RunSession(registry.run_listeners(context))  # an unreachable store fails here
         self.run_info_ = session.info
         self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
