@@ -238,6 +238,9 @@ def test_store_down_at_the_end_keeps_a_spool_that_sync_writes_once(server, tmp_p
     parents, children = runs_of(server.uri, "outage")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert_each_trial_once(children, 300)
-    art = {a.path for a in MlflowClient(server.uri).list_artifacts(parents[0].info.run_id)}
-    assert {"best_config.json", "trials.json", "optimization_trace.png", "model"} <= art
+    client = MlflowClient(server.uri)
+    art = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"best_config.json", "trials.json", "optimization_trace.png"} <= art
+    models = client.search_logged_models([parents[0].info.experiment_id])
+    assert [(m.name, m.source_run_id) for m in models] == [("model", parents[0].info.run_id)]
     assert not folders[0].exists()

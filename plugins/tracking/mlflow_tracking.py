@@ -55,6 +55,8 @@ ABORT_WAIT = 10.0  # after a second Ctrl-C: seconds left to end the parent run
 TRIAL_TAG = "automl_bilevel.trial"
 SPOOL_TAG = "automl_bilevel.spool"
 SPOOL_FILE = "spool.jsonl"
+LOGGED_MODEL_DIR = "logged_model"  # in a run's spool folder: the model, logged as "model" at the end
+MODEL_NAME = "model"
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 log = logging.getLogger("automl_bilevel.tracking")
@@ -324,7 +326,31 @@ class RunWriter:
                     self.client.log_artifacts(self.run_id, str(entry), artifact_path=entry.name)
                 else:
                     self.client.log_artifact(self.run_id, str(entry))
+            model_dir = artifact_dir.parent / LOGGED_MODEL_DIR
+            if model_dir.is_dir():
+                self.log_model(model_dir)
         self.client.set_terminated(self.run_id, rec["status"], end_time=ts)
+
+    def log_model(self, local: Path) -> str:
+        """The saved model as an MLflow 3 logged model named ``model`` of this run (once): listed with
+        the experiment's models, loadable as ``runs:/<run_id>/model`` or ``models:/<model_id>``, and
+        registrable."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        for m in self.client.search_logged_models(experiment_ids=[self.experiment_id],
+                                                  filter_string=f"name = '{MODEL_NAME}'"):
+            if m.source_run_id == self.run_id and m.status == LoggedModelStatus.READY:
+                return m.model_id
+        lm = self.client.create_logged_model(self.experiment_id, name=MODEL_NAME, source_run_id=self.run_id,
+                                             tags={"automl_bilevel.version": __version__})
+        meta = Model.load(str(local / "MLmodel"))
+        meta.model_id, meta.run_id, meta.artifact_path = lm.model_id, self.run_id, lm.artifact_location
+        meta.save(str(local / "MLmodel"))
+        self.client.log_model_artifacts(lm.model_id, str(local))
+        self.client.finalize_logged_model(lm.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(lm.model_id, step=0)])
+        return lm.model_id
 
 
 # -- the background writer ------------------------------------------------------------------------
@@ -433,6 +459,9 @@ class MlflowListener:
         self.uri = resolve_uri(context.tracking.uri)
         self.timeout = flush_timeout()
         check_reachable(self.uri)
+        # MLflow prints a "View run" line (and reads the run back) on every run it ends against a
+        # server: thousands of lines for a search. Off unless the user asked for it.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.client = MlflowClient(tracking_uri=self.uri)
         nest = _active_parent(self.uri)
         if nest is not None:  # as MLflow's autologging does: the search is a child of the caller's run
@@ -568,7 +597,7 @@ class MlflowListener:
             save_trace_plot(trials, folder / "optimization_trace.png", steps=self.context.trials_are_steps,
                             ylabel=self.context.objective, title=f"{self.context.learner} / {self.context.optimizer}")
         if event.model is not None and self.context.tracking.log_model:
-            self._save_model(event.model, folder / "model")
+            self._save_model(event.model, folder.parent / LOGGED_MODEL_DIR)
         if event.artifacts:
             learned = folder / "learned"
             learned.mkdir(exist_ok=True)
@@ -579,14 +608,25 @@ class MlflowListener:
                 (learned / f"{name}.json").write_text(json.dumps(info, indent=1, default=_jsonable))
 
     def _save_model(self, model, path: Path) -> None:
+        """The fitted estimator as an MLflow model with a signature and an input example (one row of
+        zeros of the fitted width: the run's data is not kept), logged as an MLflow 3 logged model
+        when the run ends (:meth:`RunWriter.finish`)."""
         import mlflow.sklearn
+        import numpy as np
+        from mlflow.models import infer_signature
 
         # we choose cloudpickle on purpose (our estimators hold torch modules skops cannot store)
         logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+        logging.getLogger("mlflow.models.model").setLevel(logging.ERROR)
         if path.exists():
             shutil.rmtree(path)
-        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle",
-                                  pip_requirements=[f"automl-bilevel=={__version__}"])
+        example, signature = None, None
+        n = getattr(model, "n_features_in_", None)
+        if isinstance(n, int) and n > 0:
+            example = np.zeros((1, n))
+            signature = infer_signature(example, model.predict(example))
+        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle", signature=signature,
+                                  input_example=example, pip_requirements=[f"automl-bilevel=={__version__}"])
 
 
 def _robust_limits(values: list[float]) -> tuple[float, float] | None:
@@ -603,7 +643,7 @@ def _robust_limits(values: list[float]) -> tuple[float, float] | None:
     return float(lo - pad), float(hi + pad)
 
 
-def save_trace_plot(trials, path: Path, *, steps: bool, ylabel: str, title: str) -> None:
+def save_trace_plot(trials, path: Path, *, steps: bool, ylabel: str, title: str):
     """The objective per trial and the best so far; integer trial ticks; a log axis for positive values
     spanning decades, else limits at the 95th percentile so one outlier does not flatten the rest."""
     import matplotlib
@@ -643,6 +683,7 @@ def save_trace_plot(trials, path: Path, *, steps: bool, ylabel: str, title: str)
     ax.legend()
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
+    return fig
 
 
 # -- sync -----------------------------------------------------------------------------------------
@@ -694,6 +735,7 @@ def sync_spool(folder: Path, uri: str | None = None, force: bool = False) -> dic
         end = {"kind": "finish", "status": "KILLED", "time_ms": int(time.time() * 1000),
                "error": "the process ended before the run did; written by automl-bilevel sync",
                "summary": {"n_trials": len(trials)}}
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     writer.finish(end, folder / "artifacts")
     if SPOOL_TAG in client.get_run(head["run_id"]).data.tags:
         client.delete_tag(head["run_id"], SPOOL_TAG)
