@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError, RuntimeError) as exc:
         print(f"automl-bilevel: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 

@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
 from .engine import AllTrialsFailedError, RunSession, run_search
 from .journal import Journal
-from .parallel import make_executor
+from .parallel import check_address, make_executor
 from .events import RunContext, TrackingSettings, plain, plugin_info, run_params
 from .problem import BilevelProblem, Split
 from .registry import check_compatible, get_registry
@@ -202,6 +202,8 @@ class _BilevelEstimator(BaseEstimator):
     def _check_parallel(self, optimizer) -> None:
         if self.n_workers == 1 and self.dask_address is None:
             return
+        if self.dask_address is not None:  # an unreachable scheduler fails here, before a run exists
+            check_address(self.dask_address)
         obj, reg = optimizer
         caps = reg.spec.capabilities if reg else frozenset(getattr(obj, "capabilities", ()))
         if "parallel" not in caps:
