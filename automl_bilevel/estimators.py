@@ -166,6 +166,9 @@ class _BilevelEstimator(BaseEstimator):
                 if result.status == "KILLED":
                     raise KeyboardInterrupt
                 errors = sorted({t.error for t in result.trials if t.error})
+                if not result.trials:  # nothing ran: say why instead of "all 0 trials failed"
+                    raise AllTrialsFailedError(f"no trial finished: the search stopped by {result.stop_reason} "
+                                               f"(timeout={self.timeout}) before the first one ended")
                 raise AllTrialsFailedError(
                     f"all {len(result.trials)} trials failed; errors: {'; '.join(errors[:3]) or 'non-finite objective'}"
                 )
