@@ -112,3 +112,24 @@ def test_bad_tracking_settings_fail_before_a_run(monkeypatch, tracking, var, val
         BilevelClassifier("sklearn", "val_error", n_iter=2, tracking_uri=uri, experiment_name=experiment).fit(
             *load_iris(return_X_y=True))
     assert MlflowClient(uri).get_experiment_by_name(experiment) is None
+
+
+def test_nan_predictions_under_val_error_fail_the_trial():
+    import numpy as np
+
+    from automl_bilevel import InnerLearner
+
+    class NaNModel:
+        def predict(self, X):
+            return np.full(len(X), np.nan)
+
+    class NaNLearner(InnerLearner):
+        def param_names(self, task):
+            return None
+
+        def fit(self, X, y, config, *, task, seed, budget=None):
+            return NaNModel()
+
+    with pytest.raises(AllTrialsFailedError, match="predicted 30 non-finite value"):
+        BilevelClassifier(NaNLearner(), "val_error", n_iter=2, tracking=False, random_state=0).fit(
+            *load_iris(return_X_y=True))
