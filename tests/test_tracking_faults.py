@@ -244,3 +244,24 @@ def test_store_down_at_the_end_keeps_a_spool_that_sync_writes_once(server, tmp_p
     models = client.search_logged_models([parents[0].info.experiment_id])
     assert [(m.name, m.source_run_id) for m in models] == [("model", parents[0].info.run_id)]
     assert not folders[0].exists()
+
+
+def test_a_killed_process_leaves_a_spool_that_sync_writes_exactly_once(tmp_path):
+    proc, uri, ck = start_run(tmp_path)
+    wait_for_trials(proc, ck, 40)
+    proc.kill()  # SIGKILL: no handler, no flush
+    proc.communicate(timeout=60)
+    n = journal_trials(ck)
+    spools = list((tmp_path / "mlflow-spool").iterdir())
+    assert len(spools) == 1
+    parents, children = runs_of(uri, "signals")
+    assert parents[0].info.status == "RUNNING" and len(children) <= n  # what a kill leaves
+    sync = subprocess.run(cli() + ["sync", str(spools[0])], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert sync.returncode == 0, sync.stderr[-3000:]
+    parents, children = runs_of(uri, "signals")
+    # the checkpoint is written just before the spool: a kill between the two leaves one trial out
+    assert len(children) in (n - 1, n)
+    assert_each_trial_once(children, len(children))
+    assert parents[0].info.status == "KILLED" and "ended before the run did" in parents[0].data.tags["automl_bilevel.error"]
+    assert not spools[0].exists()
