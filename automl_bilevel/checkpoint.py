@@ -36,9 +36,10 @@ class Checkpoint:
         self.seed: int | None = None
         self.trials: list[Trial] = []
 
-    def open(self, seed: int) -> int:
-        """Read the checkpoint (or start it); returns the seed the search must use (the first run's)."""
-        self.seed, self.trials = self.journal.open(seed)
+    def open(self, seed: int, space: Any = None) -> int:
+        """Read the checkpoint (or start it); returns the seed the search must use (the first run's).
+        With ``space``, every recorded configuration is checked against it."""
+        self.seed, self.trials = self.journal.open(seed, space)
         if not self.trials and self.state_path.exists():  # a fresh journal: a stale state is not ours
             self.state_path.unlink()
         return self.seed

@@ -2,13 +2,20 @@
 
     automl-bilevel plugins [--json]
     automl-bilevel run [EXPERIMENT.toml] [--n-iter N] [--no-tracking] [--tracking-uri URI] [--json-out FILE]
+    automl-bilevel sync [SPOOL] [--tracking-uri URI] [--force]
+
+``run`` treats SIGTERM like Ctrl-C (the search stops, the best so far is kept, the tracking run ends
+KILLED) and exits 130 after SIGINT, 143 after SIGTERM.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
+import signal
 import sys
+import threading
 from typing import Any, Sequence
 
 from . import __version__
@@ -79,9 +86,49 @@ def print_results(res: dict[str, Any], out=None) -> None:
         print(f"\nOpen the runs with: mlflow ui --backend-store-uri {res['mlflow_tracking_uri']}", file=out)
 
 
+def _check_json_out(path: str | None) -> None:
+    """``--json-out`` must be writable before the run starts, not found out after it."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise ValueError(f"--json-out {path!r} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"--json-out {path!r}: folder {parent!r} does not exist")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"--json-out {path!r} is not writable")
+
+
+class _SigtermAsInterrupt:
+    """While active, SIGTERM raises KeyboardInterrupt in the main thread, so the search loop, the
+    estimator and the tracking plugin treat it exactly like Ctrl-C. ``signum`` is the last signal."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = None
+
+    def _handler(self, signum, frame):
+        self.signum = signum
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+
 def cmd_run(args) -> int:
     from .experiment import Experiment
 
+    _check_json_out(args.json_out)
     exp = Experiment.load(args.experiment)
     overrides: dict[str, Any] = {}
     if args.n_iter is not None:
@@ -90,16 +137,35 @@ def cmd_run(args) -> int:
         overrides["tracking"] = False
     if args.tracking_uri:
         overrides["tracking_uri"] = args.tracking_uri
-    try:
-        res = exp.run(verbose=0 if args.quiet else 1, overrides=overrides)
-    except KeyboardInterrupt:
-        print("interrupted before any trial completed; nothing to report", file=sys.stderr)
-        return 130
-    print_results(res)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(res, f, indent=2, default=str)
-    return 130 if res["interrupted"] else 0
+    with _SigtermAsInterrupt() as sig:
+        try:
+            res = exp.run(verbose=0 if args.quiet else 1, overrides=overrides)
+        except KeyboardInterrupt:
+            print("interrupted before any trial completed; nothing to report", file=sys.stderr)
+            return sig.exit_code
+        print_results(res)
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump(res, f, indent=2, default=str)
+        return sig.exit_code if res["interrupted"] else 0
+
+
+def cmd_sync(args) -> int:
+    from .registry import get_registry
+
+    reg = get_registry()
+    results = [r for answer in reg.pm.hook.bilevel_sync_spool(path=args.spool, uri=args.tracking_uri, force=args.force)
+               if answer for r in answer]
+    failed = [r for r in results if "error" in r]
+    for r in results:
+        if "error" in r:
+            print(f"FAILED  {r['spool']}: {r['error']}", file=sys.stderr)
+        else:
+            print(f"synced  run {r['run_id']} ({r['status']}): {r['written']} of {r['trials']} trials written "
+                  f"now, to {r['uri']}")
+    if not results:
+        print("nothing to sync")
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json-out", help="also write the results as JSON to this file")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
+    s = sub.add_parser("sync", help="write tracking records kept locally while the store was unreachable")
+    s.add_argument("spool", nargs="?", help="a spool folder (default: the one for the tracking URI)")
+    s.add_argument("--tracking-uri", help="write to this store instead of the one each run was started with")
+    s.add_argument("--force", action="store_true", help="also write runs whose process still seems alive")
+    s.set_defaults(func=cmd_sync)
     return p
 
 
@@ -124,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError, RuntimeError) as exc:
         print(f"automl-bilevel: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 

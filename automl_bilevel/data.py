@@ -52,9 +52,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    roots: list[Path] = []
+    """Where to look. A ``data_dir`` given is the only place: a wrong one must not silently fall
+    back to another copy of the data."""
     if data_dir is not None:
-        roots += [Path(data_dir), Path(data_dir) / name]
+        return [Path(data_dir), Path(data_dir) / name]
+    roots: list[Path] = []
     if os.environ.get(DATA_ENV):
         roots += [Path(os.environ[DATA_ENV]) / name, Path(os.environ[DATA_ENV])]
     roots.append(Path("/usr/share/datasets") / name)
@@ -73,6 +75,9 @@ def find_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     if name not in IDX_DATASETS:
         raise ValueError(f"unknown IDX dataset {name!r}; known: {', '.join(IDX_DATASETS)}")
     needed = [f for pair in IDX_FILES.values() for f in pair]
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DatasetNotFoundError(f"data_dir {str(data_dir)!r} is not a folder; pass the folder that holds the "
+                                   f"{name} IDX files ({', '.join(needed)}) or one holding {name}/ with them")
     looked = candidate_dirs(name, data_dir)
     for d in looked:
         if all((d / f).is_file() for f in needed):
@@ -97,8 +102,55 @@ def load_idx_dataset(name: str = "mnist", split: str = "train", data_dir=None) -
     return images, labels.astype(np.int64)
 
 
+def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str]:
+    """A CSV file with a header row: numeric feature columns, the target last. The separator is
+    detected (comma, semicolon, tab, ...). Problems are reported by column name."""
+    import csv
+
+    import pandas as pd
+
+    head = Path(path).read_text(errors="replace")[:8192]
+    if not head.strip():
+        raise ValueError(f"{path}: the file is empty")
+    try:
+        sep = csv.Sniffer().sniff(head, delimiters=",;\t|").delimiter
+    except csv.Error:  # one column: no separator to detect
+        sep = ","
+    try:
+        df = pd.read_csv(path, sep=sep)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV file: {exc}") from None
+    if df.shape[1] < 2:
+        raise ValueError(f"{path}: found {df.shape[1]} column ({', '.join(map(str, df.columns))}); it needs at "
+                         "least one feature column and the target as the last column (the separator is detected: "
+                         "comma, semicolon or tab)")
+    if len(df) == 0:
+        raise ValueError(f"{path}: only a header row, no data rows")
+    features, target = df.columns[:-1], df.columns[-1]
+    text = [str(c) for c in features if not pd.api.types.is_numeric_dtype(df[c])]
+    if text:
+        raise ValueError(f"{path}: feature column(s) {', '.join(map(repr, text))} are not numeric; encode them "
+                         "as numbers first")
+    missing = [str(c) for c in df.columns if df[c].isna().any()]
+    if missing:
+        raise ValueError(f"{path}: column(s) {', '.join(map(repr, missing))} have missing values "
+                         f"(first in row {int(df[missing].isna().any(axis=1).to_numpy().argmax()) + 2} of the file)")
+    X = df[features].to_numpy(dtype=np.float64)
+    y = df[target].to_numpy()
+    if not pd.api.types.is_numeric_dtype(df[target]):
+        return X, y.astype(str), "classification"  # text labels
+    y = y.astype(np.float64)
+    task = "classification" if np.all(y == np.round(y)) and len(np.unique(y)) <= 50 else "regression"
+    return X, y, task
+
+
 def load_dataset(name: str, data_dir=None, max_samples: int | None = None, seed: int = 0):
     """(X, y, task kind) for a named dataset, a CSV path (last column = target), for the CLI."""
+    if max_samples is not None and (not isinstance(max_samples, (int, np.integer)) or isinstance(max_samples, bool)
+                                    or max_samples < 1):
+        raise ValueError(f"max_samples must be an integer >= 1, got {max_samples!r}")
     if name in SKLEARN_DATASETS:
         import sklearn.datasets as skd
 
@@ -109,9 +161,9 @@ def load_dataset(name: str, data_dir=None, max_samples: int | None = None, seed:
         X = X.reshape(len(X), -1).astype(np.float32) / 255.0
         task = "classification"
     elif str(name).endswith(".csv") and Path(name).is_file():
-        arr = np.genfromtxt(name, delimiter=",", skip_header=1)
-        X, y = arr[:, :-1], arr[:, -1]
-        task = "classification" if np.all(y == np.round(y)) and len(np.unique(y)) <= 50 else "regression"
+        X, y, task = load_csv(name)
+    elif str(name).endswith(".csv"):
+        raise DatasetNotFoundError(f"CSV file {name!r} does not exist")
     else:
         raise ValueError(f"unknown dataset {name!r}; use one of {sorted(SKLEARN_DATASETS) + list(IDX_DATASETS)} "
                          "or a path to a .csv file (last column is the target)")

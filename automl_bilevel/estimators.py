@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from dataclasses import replace
 from numbers import Integral, Real
 from typing import Any
 
@@ -23,6 +24,7 @@ from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
 from .checkpoint import Checkpoint
 from .engine import AllTrialsFailedError
 from .lifecycle import Run
+from .parallel import check_address
 from .events import RunContext, TrackingSettings, plain, plugin_info, run_params
 from .problem import BilevelProblem, Split
 from .registry import check_compatible, get_registry
@@ -143,11 +145,13 @@ class _BilevelEstimator(BaseEstimator):
         checkpoint = None
         if self.checkpoint is not None:  # a resumed search keeps the seed (and so the split) it began with
             checkpoint = Checkpoint(self.checkpoint, self._fingerprint(X, y_enc, learner, objective, optimizer, space))
-            seed = checkpoint.open(seed)
+            seed = checkpoint.open(seed, space)  # records checked against the space (file:line)
             space.seed(seed)
         problem = BilevelProblem(learner[0], objective[0], space, task, self._splits(X, y_enc, seed), seed)
 
-        with Run(self._context(task, learner, objective, optimizer, space), registry) as run:
+        context = replace(self._context(task, learner, objective, optimizer, space),
+                          resumed_trials=len(checkpoint.trials) if checkpoint else 0)
+        with Run(context, registry) as run:
             self.run_info_ = run.info
             self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
             result = run.search(problem, optimizer[0], n_iter=self.n_iter, seed=seed, timeout=self.timeout,
@@ -158,6 +162,9 @@ class _BilevelEstimator(BaseEstimator):
                 if result.status == "KILLED":
                     raise KeyboardInterrupt
                 errors = sorted({t.error for t in result.trials if t.error})
+                if not result.trials:  # nothing ran: say why instead of "all 0 trials failed"
+                    raise AllTrialsFailedError(f"no trial finished: the search stopped by {result.stop_reason} "
+                                               f"(timeout={self.timeout}) before the first one ended")
                 raise AllTrialsFailedError(
                     f"all {len(result.trials)} trials failed; errors: {'; '.join(errors[:3]) or 'non-finite objective'}"
                 )
@@ -186,6 +193,8 @@ class _BilevelEstimator(BaseEstimator):
     def _check_parallel(self, optimizer) -> None:
         if self.n_workers == 1 and self.dask_address is None:
             return
+        if self.dask_address is not None:  # an unreachable scheduler fails here, before a run exists
+            check_address(self.dask_address)
         obj, reg = optimizer
         caps = reg.spec.capabilities if reg else frozenset(getattr(obj, "capabilities", ()))
         if "parallel" not in caps:

@@ -43,6 +43,8 @@ class RunContext:
     n_iter: int
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     trials_are_steps: bool = False
+    #: trials replayed from a checkpoint: the first ``resumed_trials`` TrialFinished events of the run
+    resumed_trials: int = 0
 
 
 def plain(value: Any) -> Any:

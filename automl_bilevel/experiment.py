@@ -31,6 +31,43 @@ class ExperimentError(ValueError):
     """The experiment file is malformed."""
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# (check, what it must be) per key: a value of the wrong type is an error, never silently coerced
+_STR = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+_TABLE = (lambda v: isinstance(v, dict), "a table")
+TYPES: dict[str, dict[str, tuple]] = {
+    "data": {
+        "dataset": _STR,
+        "test_size": (lambda v: _is_num(v) and 0 < v < 1, "a number between 0 and 1 (exclusive)"),
+        "data_dir": _STR,
+        "max_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    },
+    "estimator": {
+        "task": (lambda v: v in ("classification", "regression"), "'classification' or 'regression'"),
+        "learner": _STR, "objective": _STR, "optimizer": _STR,
+        "n_iter": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "timeout": (lambda v: _is_num(v) and v > 0, "a number of seconds > 0"),
+        "validation_fraction": (lambda v: _is_num(v) and 0 < v < 1, "a number between 0 and 1 (exclusive)"),
+        "cv": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+        "n_workers": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "dask_address": _STR, "checkpoint": _STR,
+        "random_state": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        "learner_params": _TABLE, "objective_params": _TABLE, "optimizer_params": _TABLE,
+    },
+    "tracking": {
+        "enabled": (lambda v: isinstance(v, bool), "true or false (a TOML boolean, not a string)"),
+        "uri": _STR, "experiment": _STR,
+    },
+}
+
+
 @dataclass
 class Experiment:
     name: str
@@ -71,6 +108,15 @@ class Experiment:
                 raise ExperimentError(f"{source}: unknown key(s) {sorted(bad)} in [{section}]; allowed: {sorted(keys)}")
         if "dataset" not in raw.get("data", {}):
             raise ExperimentError(f"{source}: [data] needs a 'dataset'")
+        for section, types in TYPES.items():
+            for key, value in raw.get(section, {}).items():
+                ok, what = types[key]
+                if not ok(value):
+                    raise ExperimentError(f"{source}: [{section}] {key} must be {what}, got {value!r}")
+        if "name" in raw and not _STR[0](raw["name"]):
+            raise ExperimentError(f"{source}: name must be a non-empty string, got {raw['name']!r}")
+        if "search_space" in raw and not isinstance(raw["search_space"], dict):
+            raise ExperimentError(f"{source}: [search_space] must be a table")
         return cls(
             name=str(raw.get("name", Path(source).stem)),
             data=dict(raw["data"]),

@@ -53,3 +53,14 @@ def bilevel_run_listener(context: "RunContext") -> "RunListener | None":
     store); an exception raised from ``handle`` is reported as a warning and the listener is
     dropped, while the run goes on.
     """
+
+
+@hookspec
+def bilevel_sync_spool(path: "str | None", uri: "str | None", force: bool) -> "list[dict] | None":
+    """Write the runs a tracking plugin kept locally (its spool) because the store could not take
+    them; ``path`` is a spool folder (``None``: the plugin's default one), ``uri`` overrides the store
+    recorded with each run, ``force`` writes a run whose process still seems to be alive.
+
+    Called by ``automl-bilevel sync``. Return one summary dict per run written (``run_id``, ``uri``,
+    ``trials``, ``written``, ``status``), or ``None`` when this plugin keeps no spool.
+    """

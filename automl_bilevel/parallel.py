@@ -11,8 +11,11 @@ cannot come back is recorded as a failed trial with the reason, and the search g
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import socket
+import sys
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -121,6 +124,53 @@ def _remote(evaluate: EvaluateFn, problem, proposal) -> Outcome:
 
 
 MAX_RESUBMITS = 3
+ADDRESS_TIMEOUT = 5.0  # seconds to reach a dask_address before giving up (before any run exists)
+
+
+def check_address(address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
+    """Fail fast, before any work, when a Dask scheduler address is malformed or nothing answers there."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(address, str) or "://" not in address:
+        raise ValueError(f"dask_address must look like 'tcp://host:8786', got {address!r}")
+    parts = urlsplit(address)
+    if parts.scheme not in ("tcp", "tls", "ws", "wss") or not parts.hostname:
+        raise ValueError(f"dask_address must look like 'tcp://host:8786', got {address!r}")
+    try:
+        port = parts.port or 8786
+    except ValueError:
+        raise ValueError(f"dask_address {address!r} has an invalid port") from None
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConnectionError(f"no Dask scheduler answers at {address} ({exc.strerror or type(exc).__name__}); "
+                              "start one (dask scheduler) or leave dask_address unset for a local cluster") from None
+
+
+@contextlib.contextmanager
+def _main_not_reimported():
+    """Let spawned worker processes start without re-running the caller's script.
+
+    Dask starts workers with the ``spawn`` method, which imports the main module again in each new
+    process: a script without an ``if __name__ == "__main__":`` guard would run its fit again there
+    and the workers fail to start ("Nanny failed to start"). As loky does for scikit-learn's
+    ``n_jobs``, the main module is hidden from ``multiprocessing`` while our workers live; what the
+    workers need from it travels by value (cloudpickle).
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if main is not None and hasattr(main, k)}
+    try:
+        if main is not None:
+            for k in saved:
+                if k == "__spec__":
+                    main.__spec__ = None
+                else:
+                    delattr(main, k)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
 
 
 class DaskExecutor(Executor):
@@ -142,13 +192,24 @@ class DaskExecutor(Executor):
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         self._own_client = client is None
         self._cluster = None
+        self._hide_main = contextlib.ExitStack()
         if client is None and address is None:
             import dask
 
-            # the scheduler lives in this process: a task whose worker died is not retried
-            with dask.config.set({"distributed.scheduler.allowed-failures": int(allowed_failures)}):
-                self._cluster = LocalCluster(n_workers=int(n_workers or 2), threads_per_worker=1, processes=True,
-                                             dashboard_address=None, silence_logs=logging.ERROR)
+            # worker processes are started now and restarted later if one dies: hide the main
+            # module for the whole life of the cluster
+            self._hide_main.enter_context(_main_not_reimported())
+            # the scheduler lives in this process: a task whose worker died is not retried. No
+            # dashboard; its HTTP endpoints on a free local port, not on 8787.
+            try:
+                with dask.config.set({"distributed.scheduler.allowed-failures": int(allowed_failures)}):
+                    self._cluster = LocalCluster(n_workers=int(n_workers or 2), threads_per_worker=1, processes=True,
+                                                 dashboard_address=None, silence_logs=logging.ERROR,
+                                                 scheduler_kwargs={"dashboard": False,
+                                                                   "dashboard_address": "127.0.0.1:0"})
+            except BaseException:
+                self._hide_main.close()
+                raise
             client = Client(self._cluster, set_as_default=False)
         elif client is None:
             client = Client(address, set_as_default=False, timeout="20s")
@@ -217,11 +278,14 @@ class DaskExecutor(Executor):
             self.client.cancel(futures)
 
     def close(self):
-        self.cancel()
-        if self._own_client:
-            self.client.close()
-            if self._cluster is not None:
-                self._cluster.close()
+        try:
+            self.cancel()
+            if self._own_client:
+                self.client.close()
+                if self._cluster is not None:
+                    self._cluster.close()
+        finally:
+            self._hide_main.close()
 
 
 def remote_evaluator(optimizer: "OuterOptimizer") -> EvaluateFn:

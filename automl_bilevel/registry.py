@@ -22,6 +22,7 @@ from .components import DIFFERENTIABLE_PROTOCOLS, InnerLearner, OuterObjective, 
 from .specs import LEARNER_CAPABILITIES, SPEC_TYPES, TASKS, PluginInfo, Registered
 
 ENTRY_POINT_GROUP = "automl_bilevel"
+_HOST_PACKAGE = "automl-bilevel"  # the distribution whose entry points are the built-in plugins
 DISABLE_ENV = "AUTOML_BILEVEL_DISABLE_PLUGINS"
 
 
@@ -71,7 +72,7 @@ def get_plugin_manager(*, load_entry_points: bool = True, blocked: Iterable[str]
                 pm.load_errors.append(LoadError(ep.name, dist.name if dist else None, f"{type(exc).__name__}: {exc}"))
                 warnings.warn(
                     f"automl_bilevel plugin {ep.name!r} ({ep.value}) failed to import and is skipped: "
-                    f"{type(exc).__name__}: {exc}",
+                    f"{type(exc).__name__}: {exc} (set {DISABLE_ENV}={ep.name} to silence this)",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -126,11 +127,31 @@ class Registry:
 
     @classmethod
     def from_plugin_manager(cls, pm: pluggy.PluginManager) -> "Registry":
+        """Collect every plugin's records. A plugin whose registration hook raises, returns an invalid
+        record, or registers a name another plugin already has is reported by name (a warning and
+        ``load_errors``) and skipped whole, like a plugin that fails to import: the rest still works.
+        Built-in plugins are registered first, so a third-party plugin cannot shadow one of them."""
         reg = cls({k: {} for k in SPEC_TYPES}, list(getattr(pm, "load_errors", [])), pm)
+        builtin = {n for n, (package, _) in getattr(pm, "plugin_origins", {}).items() if package == _HOST_PACKAGE}
+        plugins = sorted(pm.get_plugins(), key=lambda p: (pm.get_name(p) not in builtin, pm.get_name(p) or ""))
+        for plugin in plugins:
+            origin = _origin(pm, plugin)
+            try:
+                found = reg._collect(pm, plugin, origin)
+            except PluginError as exc:
+                reg._skip(pm, plugin, origin, str(exc))
+                continue
+            for kind, spec in found:
+                reg.components[kind][spec.name] = Registered(spec, origin)
+        return reg
+
+    def _collect(self, pm: pluggy.PluginManager, plugin: Any, origin: PluginInfo) -> list[tuple[str, Any]]:
+        found: list[tuple[str, Any]] = []
         for kind in SPEC_TYPES:
             hook = getattr(pm.hook, f"bilevel_register_{kind}s")
             for impl in hook.get_hookimpls():
-                origin = _origin(pm, impl.plugin)
+                if impl.plugin is not plugin:
+                    continue
                 try:
                     records = impl.function()
                 except Exception as exc:
@@ -143,11 +164,18 @@ class Registry:
                     raise PluginError(f"plugin {origin.plugin!r}: bilevel_register_{kind}s must return an iterable of specs, got {records!r}") from None
                 for spec in records:
                     _check_spec(kind, spec, origin)
-                    if spec.name in reg.components[kind]:
-                        a, b = sorted([reg.components[kind][spec.name].origin.plugin, origin.plugin])
+                    taken = self.components[kind].get(spec.name)
+                    if taken is not None or any(k == kind and s.name == spec.name for k, s in found):
+                        a, b = sorted([taken.origin.plugin if taken else origin.plugin, origin.plugin])
                         raise PluginError(f"{kind} name {spec.name!r} is registered by both plugin {a!r} and plugin {b!r}")
-                    reg.components[kind][spec.name] = Registered(spec, origin)
-        return reg
+                    found.append((kind, spec))
+        return found
+
+    def _skip(self, pm: pluggy.PluginManager, plugin: Any, origin: PluginInfo, error: str) -> None:
+        self.load_errors.append(LoadError(origin.plugin, origin.package, f"PluginError: {error}"))
+        warnings.warn(f"automl_bilevel plugin {origin.plugin!r} is skipped: {error} "
+                      f"(set {DISABLE_ENV}={origin.plugin} to silence this)", RuntimeWarning, stacklevel=3)
+        pm.unregister(plugin)  # its listener and other hooks do not run either
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
@@ -195,12 +223,30 @@ class Registry:
         return rows
 
     def run_listeners(self, context: Any) -> list[tuple[str, Any]]:
-        """Ask every plugin for a listener for this run (exceptions propagate: the run must not start)."""
-        out = []
+        """Ask every plugin for a listener for this run. An exception aborts the run before it starts
+        (it propagates, naming the plugin in a note); listeners already created are first sent a
+        FAILED ``RunFinished`` so that none leaves a run open, whatever the load order."""
+        from .events import RunFinished
+
+        out: list[tuple[str, Any]] = []
         if self.pm is None:
             return out
         for impl in reversed(self.pm.hook.bilevel_run_listener.get_hookimpls()):
-            listener = impl.function(context=context)
+            try:
+                listener = impl.function(context=context)
+            except BaseException as exc:
+                why = f"listener of plugin {impl.plugin_name!r} could not be created: {type(exc).__name__}: {exc}"
+                for name, made in out:
+                    try:
+                        made.handle(RunFinished("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
+                                                (), None, 0.0, error=why))
+                    except Exception as inner:  # still tell the others
+                        warnings.warn(f"listener of plugin {name!r} failed to end its run: {inner}", RuntimeWarning,
+                                      stacklevel=2)
+                if isinstance(exc, Exception) and hasattr(exc, "add_note"):
+                    exc.add_note(f"(from the bilevel_run_listener hook of plugin {impl.plugin_name!r}; "
+                                 f"{DISABLE_ENV}={impl.plugin_name} disables it)")
+                raise
             if listener is not None:
                 out.append((impl.plugin_name, listener))
         return out

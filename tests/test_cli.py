@@ -19,7 +19,8 @@ def test_plugins_json_lists_the_builtins(capsys):
     assert {("learner", "logistic"), ("learner", "mlp"), ("learner", "sklearn"), ("objective", "val_loss"),
             ("objective", "val_error"), ("optimizer", "random"), ("listener", "mlflow_tracking")} <= got
     assert out["failed"] == []
-    assert all(r["package"] == "automl-bilevel" for r in out["plugins"])
+    builtin = {"logistic", "mlp", "sklearn", "val_loss", "val_error", "random", "mlflow_tracking"}
+    assert all(r["package"] == "automl-bilevel" for r in out["plugins"] if r["name"] in builtin)
 
 
 def test_plugins_table_shows_a_plugin_that_failed_to_load(capsys, fake_dist):
@@ -130,3 +131,30 @@ def test_every_example_experiment_file_is_valid():
     for f in files:
         exp = Experiment.load(f)
         exp.build_estimator("classification")._validate_params()
+
+
+SYNC_PLUGIN = """
+from automl_bilevel import hookimpl
+CALLS = []
+@hookimpl
+def bilevel_sync_spool(path, uri, force):
+    CALLS.append((path, uri, force))
+    return [{"run_id": "r-1", "uri": uri or "sqlite:///x.db", "trials": 3, "written": 2, "status": "KILLED"},
+            {"spool": str(path), "error": "OSError: disk on fire"}]
+"""
+
+
+def test_sync_asks_every_plugin_and_reports_each_run(fake_dist, tmp_path, capsys):
+    fake_dist("sync-pkg", {"syncer": "sync_mod"}, {"sync_mod": SYNC_PLUGIN})
+    assert main(["sync", str(tmp_path), "--tracking-uri", "sqlite:///y.db", "--force"]) == 1  # one run failed
+    captured = capsys.readouterr()
+    assert "synced  run r-1 (KILLED): 2 of 3 trials written now, to sqlite:///y.db" in captured.out
+    assert "disk on fire" in captured.err
+    import sync_mod
+
+    assert sync_mod.CALLS == [(str(tmp_path), "sqlite:///y.db", True)]
+
+
+def test_sync_with_nothing_spooled(tmp_path, capsys):
+    assert main(["sync", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 0
+    assert "nothing to sync" in capsys.readouterr().out

@@ -15,7 +15,7 @@ README = (ROOT / "README.md").read_text()
 
 def test_hooks_exist():
     assert HOOKS == ["bilevel_register_learners", "bilevel_register_meta_learners", "bilevel_register_objectives",
-                     "bilevel_register_optimizers", "bilevel_run_listener"]
+                     "bilevel_register_optimizers", "bilevel_run_listener", "bilevel_sync_spool"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -49,7 +49,11 @@ def test_a_tracked_fit_leaves_one_parent_and_one_child_per_trial(iris, tracking)
     assert child_values == pytest.approx(sorted(est.history_["value"]))
     assert all(set(c.data.params) == {"lr", "weight_decay"} for c in children)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"best_config.json", "search_space.json", "trials.json", "optimization_trace.png", "model"} <= artifacts
+    assert {"best_config.json", "search_space.json", "trials.json", "optimization_trace.png"} <= artifacts
+    models = client.search_logged_models([parent.info.experiment_id])  # an MLflow 3 logged model
+    assert [(m.name, m.source_run_id, m.status.value) for m in models] == [("model", parent.info.run_id, "READY")]
+    info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
+    assert info.signature.inputs.to_dict()[0]["type"] == "tensor" and info.saved_input_example_info
     best = mlflow.artifacts.load_dict(f"{parent.info.artifact_uri}/best_config.json")
     assert best["params"] == pytest.approx(est.best_params_)
     mlflow.set_tracking_uri(uri)
@@ -160,9 +164,80 @@ def test_against_a_real_mlflow_server(iris, tmp_path):
         est = BilevelClassifier(n_iter=3, random_state=0, tracking_uri=uri, experiment_name="server").fit(*iris)
         _, parents, children = runs_of(uri, "server")
         assert len(parents) == 1 and len(children) == 3 and parents[0].info.status == "FINISHED"
+        assert sorted(int(c.data.tags["automl_bilevel.trial"]) for c in children) == [0, 1, 2]
         mlflow.set_tracking_uri(uri)
         model = mlflow.sklearn.load_model(f"runs:/{est.mlflow_run_id_}/model")
         np.testing.assert_array_equal(model.predict(iris[0]), est.predict(iris[0]))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_fit_inside_an_active_mlflow_run_nests_under_it(iris, tracking):
+    uri, experiment = tracking
+    from sklearn.model_selection import cross_val_score
+
+    mlflow.set_tracking_uri(uri)  # the same as MLFLOW_TRACKING_URI here
+    with mlflow.start_run(experiment_id=MlflowClient(uri).create_experiment(experiment)) as outer:
+        scores = cross_val_score(BilevelClassifier("sklearn", "val_error", n_iter=2, random_state=0,
+                                                   tracking_uri=uri, experiment_name="elsewhere"), *iris, cv=2)
+    assert len(scores) == 2
+    client = MlflowClient(uri)
+    runs = client.search_runs([outer.info.experiment_id], max_results=100)
+    tops = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    fits = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == outer.info.run_id]
+    assert [r.info.run_id for r in tops] == [outer.info.run_id]  # no new top-level runs
+    assert len(fits) == 2 and all(r.info.status == "FINISHED" for r in fits)
+    assert client.get_experiment_by_name("elsewhere") is None
+
+
+def test_the_model_is_registrable(iris, tracking):
+    uri, experiment = tracking
+    est = BilevelClassifier("sklearn", "val_error", n_iter=2, random_state=0, tracking_uri=uri,
+                            experiment_name=experiment).fit(*iris)
+    mlflow.set_tracking_uri(uri)  # the same as MLFLOW_TRACKING_URI here
+    version = mlflow.register_model(f"runs:/{est.mlflow_run_id_}/model", f"reg-{experiment}")
+    loaded = mlflow.pyfunc.load_model(f"models:/reg-{experiment}/{version.version}")
+    np.testing.assert_array_equal(loaded.predict(iris[0]), est.predict(iris[0]))
+
+
+def test_a_resumed_run_says_so_and_tags_the_replayed_trials(iris, tracking, tmp_path):
+    uri, experiment = tracking
+    ck = tmp_path / "ck.jsonl"
+    kw = dict(search_space={"C": (0.01, 100.0, "log")}, random_state=0, checkpoint=ck, tracking_uri=uri,
+              experiment_name=experiment)
+    BilevelClassifier("sklearn", "val_error", n_iter=2, **kw).fit(*iris)
+    est = BilevelClassifier("sklearn", "val_error", n_iter=3, **kw).fit(*iris)
+    client = MlflowClient(uri)
+    run = client.get_run(est.mlflow_run_id_)
+    assert run.data.tags["automl_bilevel.resumed_trials"] == "2"
+    kids = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    replayed = sorted(int(k.data.tags["automl_bilevel.trial"]) for k in kids if k.data.tags.get("automl_bilevel.replayed"))
+    assert replayed == [0, 1] and len(kids) == 3
+
+
+def test_the_spool_is_removed_once_everything_is_written(iris, tracking, tmp_path, monkeypatch):
+    uri, experiment = tracking
+    monkeypatch.setenv("AUTOML_BILEVEL_SPOOL_DIR", str(tmp_path / "spool"))
+    est = BilevelClassifier("sklearn", "val_error", n_iter=3, random_state=0, tracking_uri=uri,
+                            experiment_name=experiment).fit(*iris)
+    assert est.run_info_["mlflow_spool"].startswith(str(tmp_path / "spool"))
+    assert not any((tmp_path / "spool").iterdir())
+
+
+def test_the_trace_plot_has_whole_trial_ticks_and_survives_an_outlier(tmp_path):
+    from automl_bilevel import Trial
+    from automl_bilevel_plugins.tracking.mlflow_tracking import save_trace_plot
+
+    few = [Trial(i, {}, v) for i, v in enumerate([0.5, 0.4, 0.45])]
+    fig = save_trace_plot(few, tmp_path / "a.png", steps=False, ylabel="val", title="t")
+    ticks = fig.axes[0].get_xticks()
+    assert all(float(t).is_integer() for t in ticks) and (tmp_path / "a.png").stat().st_size > 0
+    outlier = [Trial(i, {}, v) for i, v in enumerate([0.31, 0.30, 0.29, 0.32, 0.28, 0.3, 0.27, 0.26, 0.31, 0.29,
+                                                       0.3, 0.28, 0.27, 0.3, 0.29, 0.28, 0.3, 0.31, 0.29, 0.28,
+                                                       -0.5, 900.0])]
+    ax = save_trace_plot(outlier, tmp_path / "b.png", steps=False, ylabel="val", title="t").axes[0]
+    lo, hi = ax.get_ylim()
+    assert ax.get_yscale() == "linear" and hi < 10  # the 900 does not flatten the rest
+    decades = [Trial(i, {}, 10.0 ** -i) for i in range(6)]
+    assert save_trace_plot(decades, tmp_path / "c.png", steps=True, ylabel="v", title="t").axes[0].get_yscale() == "log"

@@ -38,6 +38,9 @@ class ValidationLoss(OuterObjective):
 class ValidationError(OuterObjective):
     def __call__(self, model, X, y, *, task):
         pred = np.asarray(model.predict(X))
+        if pred.dtype.kind in "fc" and not np.all(np.isfinite(pred)):  # NaN != y would count as a mere error
+            raise FloatingPointError(f"the model predicted {int(np.sum(~np.isfinite(pred)))} non-finite value(s) "
+                                     f"for {len(pred)} validation samples")
         if task.is_classifier:
             return float(np.mean(pred != y))
         mse = float(np.mean((pred.astype(float) - y) ** 2))

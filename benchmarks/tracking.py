@@ -1,0 +1,200 @@
+"""What MLflow tracking costs a search: trials/s with tracking off, on a SQLite store, on a local
+`mlflow server`, and a bare loop doing the same fits without the host.
+
+A trial is one real scikit-learn fit (a DecisionTree on synthetic data, its size calibrated so that a
+fit takes about ``--trial-ms`` milliseconds, 10 by default) scored by validation error. Every mode
+evaluates the same seeded random-search configurations. For each mode:
+
+- **search**: the wall time of the search loop (ask / evaluate / tell / events); this is what the
+  search waits for. Tracking sends each trial to a local spool and a queue; a background thread
+  writes them to the store;
+- **end to end**: the search plus the run's end, where the background writer finishes writing the
+  trials it has not written yet and the run's files (no model is logged here), then ends the run.
+
+Ratios are against tracking off. Absolute numbers on a shared machine are noisy; compare ratios.
+
+    python benchmarks/tracking.py            # 1000 trials per mode, 2 rounds
+    python benchmarks/tracking.py --quick    # 150 trials per mode, 1 round (under a minute)
+
+Writes benchmarks/results/tracking[_quick].json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import machine, write  # noqa: E402
+
+from automl_bilevel import (BilevelProblem, RunContext, RunSession, Split, Task, TrackingSettings,  # noqa: E402
+                            as_configspace, get_registry, run_search)
+
+SPACE = {"max_depth": (2, 20), "min_samples_leaf": (1, 10), "criterion": ["gini", "entropy"]}
+
+
+def make_problem(trial_ms: float, seed: int = 0):
+    """A DecisionTree problem whose fits take about ``trial_ms`` ms (sample count calibrated here)."""
+    from sklearn.datasets import make_classification
+    from sklearn.tree import DecisionTreeClassifier
+
+    reg = get_registry()
+    learner, _ = reg.make("learner", "sklearn", {"estimator": DecisionTreeClassifier()})
+    objective, _ = reg.make("objective", "val_error")
+    task = Task("classification", 20, 2)
+    n = 500
+    for _ in range(8):
+        X, y = make_classification(n_samples=2 * n, n_features=20, random_state=seed)
+        split = Split(X[:n], y[:n], X[n:], y[n:])
+        problem = BilevelProblem(learner, objective, as_configspace(SPACE, seed=seed), task, [split], seed)
+        times = []
+        for depth in (5, 10, 20, 8, 12):
+            t0 = time.perf_counter()
+            problem.evaluate({"max_depth": depth, "min_samples_leaf": 3, "criterion": "gini"})
+            times.append(time.perf_counter() - t0)
+        ms = 1000 * statistics.median(times)
+        if abs(ms - trial_ms) / trial_ms < 0.15:
+            break
+        n = max(50, int(n * trial_ms / ms))
+    return problem, ms
+
+
+def search(problem, n: int, mode: str, uri: str | None, seed: int = 0) -> dict:
+    """One search of ``n`` trials; tracking per ``mode``; timings of the loop and of the run's end."""
+    reg = get_registry()
+    optimizer, _ = reg.make("optimizer", "random")
+    context = RunContext(name=f"bench-{mode}", task="classification", learner="sklearn", objective="val_error",
+                         optimizer="random", params={"n_iter": n}, plugins={}, search_space=SPACE, n_iter=n,
+                         tracking=TrackingSettings(mode != "off", uri, f"bench-{mode}", log_model=False))
+    t0 = time.perf_counter()
+    session = RunSession(reg.run_listeners(context))
+    session.start(context)
+    t1 = time.perf_counter()
+    res = run_search(problem, optimizer, n_iter=n, seed=seed, session=session)
+    t2 = time.perf_counter()
+    session.finish(res.status, res.trials, t2 - t1)
+    t3 = time.perf_counter()
+    run_id = session.info.get("mlflow_run_id")
+    if run_id:  # check what the store holds: every trial once, the run ended
+        from mlflow import MlflowClient
+
+        client = MlflowClient(uri)
+        run = client.get_run(run_id)
+        kids = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'",
+                                  max_results=5000)
+        assert run.info.status == "FINISHED", run.info.status
+        assert sorted(int(k.data.tags["automl_bilevel.trial"]) for k in kids) == list(range(n)), len(kids)
+    return {"mode": mode, "n": n, "setup_s": t1 - t0, "search_s": t2 - t1, "end_s": t3 - t2, "total_s": t3 - t1,
+            "eval_s": sum(t.duration for t in res.trials), "configs": [dict(t.config) for t in res.trials[:5]]}
+
+
+def bare(problem, n: int, seed: int = 0) -> dict:
+    """The same fits in a plain loop: configurations sampled up front, no host, no events."""
+    problem.space.seed(seed)
+    configs = [dict(c) for c in problem.space.sample_configuration(n)]
+    t0 = time.perf_counter()
+    for c in configs:
+        problem.evaluate(c)
+    dt = time.perf_counter() - t0
+    return {"mode": "bare", "n": n, "setup_s": 0.0, "search_s": dt, "end_s": 0.0, "total_s": dt, "eval_s": dt}
+
+
+def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{folder}/server.db",
+                             "--artifacts-destination", str(folder / "art"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    uri = f"http://127.0.0.1:{port}"
+    import requests
+
+    for _ in range(300):
+        try:
+            if requests.get(uri + "/health", timeout=1).status_code == 200:
+                return proc, uri
+        except requests.RequestException:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("mlflow server did not start")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--trials", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--trial-ms", type=float, default=10.0)
+    ap.add_argument("--no-server", action="store_true", help="skip the local mlflow server mode")
+    args = ap.parse_args(argv)
+    n = args.trials or (150 if args.quick else 1000)
+    rounds = args.rounds or (1 if args.quick else 2)
+    problem, trial_ms = make_problem(args.trial_ms)
+    print(f"trial: {trial_ms:.1f} ms (median of 5 fits), {n} trials per mode, {rounds} round(s)", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ["AUTOML_BILEVEL_SPOOL_DIR"] = str(tmp / "spool")
+        server, server_uri = (None, None) if args.no_server else start_server(tmp)
+        try:
+            modes = [("bare", None), ("off", None), ("sqlite", f"sqlite:///{tmp}/bench.db")]
+            if server_uri:
+                modes.append(("server", server_uri))
+            search(problem, 5, "off", None)  # warm-up: imports, first-call costs
+            for r in range(rounds):
+                for mode, uri in modes:
+                    row = bare(problem, n) if mode == "bare" else search(problem, n, mode, uri)
+                    row["round"] = r
+                    rows.append(row)
+                    print(f"round {r} {mode:7s} search {row['search_s']:.2f} s ({n / row['search_s']:.1f} trials/s), "
+                          f"end {row['end_s']:.2f} s, total {row['total_s']:.2f} s", flush=True)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+    summary = {}
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        mine = [r for r in rows if r["mode"] == mode]
+        summary[mode] = {k: float(np.median([r[k] for r in mine])) for k in ("search_s", "end_s", "total_s")}
+    off = summary["off"]
+    for mode, s in summary.items():
+        s["search_trials_per_s"] = n / s["search_s"]
+        s["total_trials_per_s"] = n / s["total_s"]
+        s["search_vs_off"] = s["search_s"] / off["search_s"]
+        s["total_vs_off"] = s["total_s"] / off["total_s"]
+    cmd = " ".join(["python benchmarks/tracking.py"] + (argv if argv is not None else sys.argv[1:]))
+    lines = ["# Tracking overhead", "",
+             f"`{cmd}`: {n} random-search trials per mode of a DecisionTree fit of about {trial_ms:.1f} ms "
+             f"(median), {rounds} round(s), medians shown. *search*: the search loop, what the search waits for; "
+             "*end to end*: the search plus the run's end (the background writer writes what it has not yet "
+             "written, the trials table and the trace plot; no model), the parent run then FINISHED with every "
+             "trial as one child run (checked).", "",
+             "| mode | search trials/s | search vs off | end-to-end trials/s | end to end vs off | end of run (s) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    names = {"bare": "bare loop (no host)", "off": "tracking off", "sqlite": "tracking on, SQLite",
+             "server": "tracking on, local mlflow server"}
+    for mode, s in summary.items():
+        lines.append(f"| {names[mode]} | {s['search_trials_per_s']:.1f} | {s['search_vs_off']:.3f} | "
+                     f"{s['total_trials_per_s']:.1f} | {s['total_vs_off']:.3f} | {s['end_s']:.2f} |")
+    lines.append("")
+    payload = {"machine": machine(), "command": cmd, "trials": n, "rounds": rounds, "trial_ms": trial_ms,
+               "rows": rows, "summary": summary}
+    j, m = write(f"tracking{'_quick' if args.quick else ''}", payload, "\n".join(lines))
+    print("\n".join(lines))
+    print(f"wrote {j} and {m}")
+
+
+if __name__ == "__main__":
+    main()
