@@ -16,8 +16,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from automl_bilevel import (
     AllTrialsFailedError,
     BilevelClassifier,
-    CapabilityError,
     BilevelRegressor,
+    CapabilityError,
     InvalidSearchSpaceError,
     UnknownComponentError,
 )
