@@ -60,9 +60,9 @@ class _ReturnsNone(_Logistic):
         LogisticRegression(C=config["C"]).fit(X, y)  # forgot the return
 
 
-class _ReturnsEstimatorClass(_Logistic):
+class _ReturnsWeights(_Logistic):
     def fit(self, X, y, config, *, task, seed, budget=None):
-        return LogisticRegression  # a class, not a fitted model: its predict is unbound
+        return LogisticRegression(C=config["C"]).fit(X, y).coef_  # the weights, not a model
 
 
 def test_a_good_learner_passes():
@@ -89,9 +89,10 @@ def test_check_learner_reports_a_none_model_clearly():
         check_learner(_ReturnsNone())
 
 
-def test_check_learner_catches_a_model_whose_predict_fails():
-    with pytest.raises(TypeError):  # LogisticRegression.predict(X) without self: the model is no fitted model
-        check_learner(_ReturnsEstimatorClass())
+def test_check_learner_catches_a_model_without_predict():
+    with pytest.raises(AssertionError, match=r"_ReturnsWeights.fit returned ndarray \(default configuration\), "
+                                             r"which has no predict\(X\)"):
+        check_learner(_ReturnsWeights())
 
 
 def test_check_learner_refuses_a_declared_reason_next_to_a_working_predict_proba():
