@@ -50,9 +50,10 @@ def cmd_plugins(args) -> int:
     if args.json:
         print(json.dumps({"plugins": records, "failed": failed}, indent=2))
         return 0
-    rows = [("KIND", "NAME", "PLUGIN", "PACKAGE", "VERSION")] + [
-        (r["kind"], r["name"], r["plugin"], str(r["package"]), str(r["version"])) for r in records]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    rows = [("KIND", "NAME", "PLUGIN", "PACKAGE", "VERSION", "DESCRIPTION")] + [
+        (r["kind"], r["name"], r["plugin"], str(r["package"]), str(r["version"]), r["description"] or "")
+        for r in records]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     for f in failed:
@@ -68,7 +69,8 @@ def print_results(res: dict[str, Any], out=None) -> None:
         ("components", f"learner={res['learner']}  objective={res['objective']}  optimizer={res['optimizer']}"),
         ("trials", f"{res['n_trials']} ({res['n_failed']} failed), stopped by {res['stop_reason']}"
                    + ("  [INTERRUPTED: best so far]" if res["interrupted"] else "")),
-        (f"best {res['objective']}", _fmt(res["best_value"])),
+        (f"best {res['objective']}", _fmt(res["best_value"])
+         + (f"  (at budget {_fmt(res['best_budget'])})" if res.get("best_budget") is not None else "")),
         ("best params", _params(res["best_params"])),
         (f"test {res['test_metric']}", _fmt(res["test_score"])),
         ("time", f"{res['seconds']:.1f} s"),
@@ -79,9 +81,15 @@ def print_results(res: dict[str, Any], out=None) -> None:
     for k, v in lines:
         print(f"{k.ljust(w)}  {v}", file=out)
     if res["top_trials"]:
-        print(f"\n{'trial':>5}  {res['objective']:>10}  params", file=out)
+        # multi-fidelity optimizers evaluate one configuration at several budgets: show which
+        budgets = any(t.get("budget") is not None for t in res["top_trials"])
+        print(f"\n{'trial':>5}  {res['objective']:>10}  " + (f"{'budget':>6}  " if budgets else "") + "params", file=out)
         for t in res["top_trials"]:
-            print(f"{t['number']:>5}  {_fmt(t['value']):>10}  {_params(t['params'])}", file=out)
+            budget = f"{_fmt(1.0 if t.get('budget') is None else t['budget']):>6}  " if budgets else ""
+            print(f"{t['number']:>5}  {_fmt(t['value']):>10}  {budget}{_params(t['params'])}", file=out)
+        if budgets:
+            print("(budget: the fraction of full training a trial had; the best is chosen at the highest budget)",
+                  file=out)
     if res.get("mlflow_tracking_uri"):
         print(f"\nOpen the runs with: mlflow ui --backend-store-uri {res['mlflow_tracking_uri']}", file=out)
 

@@ -94,9 +94,19 @@ class InnerLearner(ABC):
         """Train on (X, y) with the hyperparameters in ``config``; ``budget`` in (0, 1] scales
         the training effort for multi-fidelity optimizers."""
 
+    def missing_predict_proba(self, task: Task) -> str | None:
+        """Why the models this learner fits for ``task`` have no ``predict_proba``, with what to use
+        instead, or ``None`` when they have one (or the learner cannot tell before fitting). An
+        objective that needs probabilities (``val_loss``) is then refused before any trial."""
+        return None
+
 
 class OuterObjective(ABC):
     """An outer objective E, always minimised."""
+
+    #: the objective scores ``model.predict_proba`` for classification (``val_loss`` does); a learner
+    #: whose ``missing_predict_proba`` gives a reason is refused before any trial
+    needs_predict_proba: bool = False
 
     @abstractmethod
     def __call__(self, model: FittedModel, X: np.ndarray, y: np.ndarray, *, task: Task) -> float:

@@ -48,6 +48,7 @@ class _BilevelEstimator(BaseEstimator):
         "cv": [None, Interval(Integral, 2, None, closed="left")],
         "timeout": [None, Interval(Real, 0, None, closed="neither")],
         "n_workers": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [None, Integral],
         "dask_address": [None, str],
         "checkpoint": [None, str, os.PathLike],
         "tracking": ["boolean"],
@@ -72,6 +73,7 @@ class _BilevelEstimator(BaseEstimator):
         cv=None,
         timeout=None,
         n_workers=1,
+        n_jobs=None,
         dask_address=None,
         checkpoint=None,
         tracking=True,
@@ -92,6 +94,7 @@ class _BilevelEstimator(BaseEstimator):
         self.cv = cv
         self.timeout = timeout
         self.n_workers = n_workers
+        self.n_jobs = n_jobs
         self.dask_address = dask_address
         self.checkpoint = checkpoint
         self.tracking = tracking
@@ -155,7 +158,7 @@ class _BilevelEstimator(BaseEstimator):
             self.run_info_ = run.info
             self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
             result = run.search(problem, optimizer[0], n_iter=self.n_iter, seed=seed, timeout=self.timeout,
-                                n_workers=self.n_workers, dask_address=self.dask_address, checkpoint=checkpoint)
+                                n_workers=self._n_workers(), dask_address=self.dask_address, checkpoint=checkpoint)
             self.trials_ = tuple(result.trials)
             best = result.best
             if best is None:
@@ -190,8 +193,20 @@ class _BilevelEstimator(BaseEstimator):
             raise KeyboardInterrupt
         return self
 
+    def _n_workers(self) -> int:
+        """``n_workers``, or ``n_jobs`` (scikit-learn's name for it; -1: one worker per CPU) when given."""
+        if self.n_jobs is None:
+            return self.n_workers
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs=0 means no worker; use n_jobs=1 (sequential), more, or -1 (one worker per CPU)")
+        n = self.n_jobs if self.n_jobs > 0 else max((os.cpu_count() or 1) + 1 + self.n_jobs, 1)
+        if self.n_workers not in (1, n):
+            raise ValueError(f"n_jobs={self.n_jobs} and n_workers={self.n_workers} disagree; n_jobs is scikit-learn's "
+                             "name for n_workers (trials evaluated at once): give one of them")
+        return n
+
     def _check_parallel(self, optimizer) -> None:
-        if self.n_workers == 1 and self.dask_address is None:
+        if self._n_workers() == 1 and self.dask_address is None:
             return
         if self.dask_address is not None:  # an unreachable scheduler fails here, before a run exists
             check_address(self.dask_address)
@@ -269,6 +284,9 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):
         Trials evaluated at once. 1 (default): in this process, one after another. More: on Dask
         distributed, a LocalCluster of that many worker processes unless ``dask_address`` is given.
         The optimizer must be ``parallel`` (random, smac, es).
+    n_jobs : int, optional
+        scikit-learn's name for ``n_workers``, with the same meaning; -1 is one worker per CPU (-2
+        all but one). ``None`` (default): ``n_workers`` decides.
     dask_address : str, optional
         Address of an existing Dask scheduler (``tcp://host:8786``) to evaluate trials on.
     checkpoint : str or path, optional
@@ -293,9 +311,10 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):
         check_classification_targets(y)
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
+            label = self.classes_[0].item() if isinstance(self.classes_[0], np.generic) else self.classes_[0]
             raise ValueError(
                 f"BilevelClassifier needs samples of at least 2 classes in the data, but the data "
-                f"contains only one class: {self.classes_[0]!r}"
+                f"contains only one class: {label!r}"
             )
         return y_enc.astype(np.int64), len(self.classes_)
 
@@ -321,12 +340,13 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):
 
     def __init__(self, learner="mlp", objective="val_loss", optimizer="random", *, search_space=None, n_iter=20,
                  learner_params=None, objective_params=None, optimizer_params=None, validation_fraction=0.2,
-                 cv=None, timeout=None, n_workers=1, dask_address=None, checkpoint=None, tracking=True,
+                 cv=None, timeout=None, n_workers=1, n_jobs=None, dask_address=None, checkpoint=None, tracking=True,
                  tracking_uri=None, experiment_name="automl-bilevel", random_state=None, verbose=0):
         super().__init__(learner, objective, optimizer, search_space=search_space, n_iter=n_iter,
                          learner_params=learner_params, objective_params=objective_params,
                          optimizer_params=optimizer_params, validation_fraction=validation_fraction, cv=cv,
-                         timeout=timeout, n_workers=n_workers, dask_address=dask_address, checkpoint=checkpoint,
+                         timeout=timeout, n_workers=n_workers, n_jobs=n_jobs, dask_address=dask_address,
+                         checkpoint=checkpoint,
                          tracking=tracking, tracking_uri=tracking_uri, experiment_name=experiment_name,
                          random_state=random_state, verbose=verbose)
 

@@ -173,14 +173,17 @@ class Experiment:
             "stop_reason": est.stop_reason_,
             "best_value": est.best_value_,
             "best_params": {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in est.best_params_.items()},
+            "best_budget": est.best_trial_.budget,
             "test_metric": metric,
             "test_score": float(est.score(Xte, yte)),
             "seconds": time.perf_counter() - t0,
             "mlflow_run_id": est.mlflow_run_id_,
             "mlflow_tracking_uri": est.run_info_.get("mlflow_tracking_uri"),
             "interrupted": interrupted,
+            # the best five at the highest budget first (multi-fidelity runs one configuration at several)
             "top_trials": sorted(
-                ({"number": n, "value": v, "params": p} for n, v, p, s in
-                 zip(est.history_["number"], est.history_["value"], est.history_["params"], est.history_["status"])
-                 if s == "COMPLETE"), key=lambda r: r["value"])[:5],
+                ({"number": n, "value": v, "budget": b, "params": p} for n, v, b, p, s in
+                 zip(est.history_["number"], est.history_["value"], est.history_["budget"], est.history_["params"],
+                     est.history_["status"])
+                 if s == "COMPLETE"), key=lambda r: (-(r["budget"] or 1.0), r["value"]))[:5],
         }

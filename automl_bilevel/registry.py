@@ -287,3 +287,20 @@ def check_compatible(task: Task, learner: tuple[Any, Registered | None], objecti
             who = f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r})" if reg else f"{kind} {type(obj).__name__}"
             oname = opt_reg.name if opt_reg else type(opt_obj).__name__
             raise CapabilityError(f"optimizer {oname!r} needs capability {sorted(missing)}, which {who} lacks")
+    check_predict_proba(task, learner, objective)
+
+
+def check_predict_proba(task: Task, learner: tuple[Any, Registered | None],
+                        objective: tuple[Any, Registered | None]) -> None:
+    """Refuse, before any trial, an objective that scores ``predict_proba`` (``val_loss``) with a
+    learner whose models have none (``sklearn`` with ``RidgeClassifier``): the learner's
+    ``missing_predict_proba(task)`` says why not, and what to use instead."""
+    (lobj, lreg), (oobj, oreg) = learner, objective
+    if not task.is_classifier or not getattr(oobj, "needs_predict_proba", False):
+        return
+    missing = getattr(lobj, "missing_predict_proba", None)
+    reason = missing(task) if callable(missing) else None
+    if reason:
+        owho = f"objective {oreg.name!r} (plugin {oreg.origin.plugin!r})" if oreg else f"objective {type(oobj).__name__}"
+        lwho = f"learner {lreg.name!r} (plugin {lreg.origin.plugin!r})" if lreg else f"learner {type(lobj).__name__}"
+        raise CapabilityError(f"{owho} scores predict_proba, which the models of {lwho} lack: {reason}")

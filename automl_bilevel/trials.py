@@ -48,13 +48,23 @@ def best_trial(trials: Sequence[Trial]) -> Trial | None:
 
 
 def history_table(trials: Sequence[Trial]) -> dict[str, list]:
-    """Trials as a dict of columns (like ``cv_results_``; ``pandas.DataFrame(history)`` works)."""
+    """Trials as a dict of columns (like ``cv_results_``; ``pandas.DataFrame(history)`` works).
+
+    As in Optuna's ``Study.trials_dataframe()``, every hyperparameter has its own column
+    ``params_<name>`` (``None`` where a trial did not set it: an inactive conditional
+    hyperparameter, or a failed trial of another space). ``params`` keeps each trial's whole
+    configuration as one dict, ``budget`` the fraction of the full training a trial had
+    (``None``: all of it; multi-fidelity optimizers evaluate one configuration at several budgets).
+    """
     best_so_far, cur = [], math.inf
     for t in trials:
         if t.ok:
             cur = min(cur, t.value)
         best_so_far.append(cur)
-    return {
+    names: dict[str, None] = {}  # every hyperparameter name, in order of first appearance
+    for t in trials:
+        names.update(dict.fromkeys(t.config))
+    table = {
         "number": [t.number for t in trials],
         "value": [t.value for t in trials],
         "best_value": best_so_far,
@@ -64,3 +74,6 @@ def history_table(trials: Sequence[Trial]) -> dict[str, list]:
         "params": [dict(t.config) for t in trials],
         "error": [t.error for t in trials],
     }
+    for name in names:
+        table[f"params_{name}"] = [t.config.get(name) for t in trials]
+    return table

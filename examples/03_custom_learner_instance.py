@@ -24,6 +24,9 @@ class RidgeOneHot(InnerLearner):
         W = np.linalg.solve(Z.T @ Z + config["alpha"] * np.eye(Z.shape[1]), Z.T @ Y)
         return Model(W, mu, sd)
 
+    def missing_predict_proba(self, task):  # so objective="val_loss" is refused before any trial
+        return "RidgeOneHot predicts labels only (least-squares scores are no probabilities); use objective='val_error'"
+
 
 class Model:
     def __init__(self, W, mu, sd):

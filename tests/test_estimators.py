@@ -17,6 +17,7 @@ from automl_bilevel import (
     AllTrialsFailedError,
     BilevelClassifier,
     BilevelRegressor,
+    CapabilityError,
     InvalidSearchSpaceError,
     UnknownComponentError,
 )
@@ -185,5 +186,5 @@ def test_all_trials_failing_is_a_clear_error(iris):
 
 
 def test_val_loss_needs_predict_proba(iris):
-    with pytest.raises(AllTrialsFailedError, match="no predict_proba.*val_error"):
+    with pytest.raises(CapabilityError, match="SVC has no predict_proba unless probability=True.*val_error"):
         BilevelClassifier("sklearn", learner_params={"estimator": SVC()}, n_iter=2, tracking=False).fit(*iris)

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.linear_model import RidgeClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
 
 from automl_bilevel import (
     BilevelClassifier,
@@ -180,3 +184,48 @@ def test_a_third_party_objective_is_used_by_name(fake_dist):
     p = est.predict_proba(X)
     assert brier_mod.Brier()(est.model_, X, y, task=est.model_.task) == pytest.approx(
         np.mean(np.sum((p - np.eye(3)[y]) ** 2, axis=1)))
+
+
+SPY_SRC = """
+from automl_bilevel import hookimpl
+CONTEXTS = []
+@hookimpl
+def bilevel_run_listener(context):
+    CONTEXTS.append(context)  # a run has started: its trials come next
+"""
+
+
+@pytest.mark.parametrize("estimator, hint", [
+    (RidgeClassifier(), r"learner 'sklearn' \(plugin 'sklearn_learner'\) lack: RidgeClassifier has no "
+                        r"predict_proba; use objective='val_error' or an estimator with predict_proba "
+                        r"\(LogisticRegression, SVC\(probability=True\), ...\)"),
+    (SVC(), r"SVC has no predict_proba unless probability=True; use objective='val_error' or SVC\(probability=True\)"),
+    (make_pipeline(StandardScaler(), LinearSVC()), r"the pipeline's last step LinearSVC has no predict_proba"),
+])
+def test_val_loss_without_predict_proba_is_refused_before_any_trial(fake_dist, estimator, hint):
+    fake_dist("spy-pkg", {"spy": "spy_mod"}, {"spy_mod": SPY_SRC})
+    import spy_mod
+
+    X, y = [[0.0], [1.0], [0.1], [0.9]] * 5, [0, 1, 0, 1] * 5
+    est = BilevelClassifier("sklearn", "val_loss", learner_params={"estimator": estimator}, tracking=False)
+    with pytest.raises(CapabilityError, match=r"objective 'val_loss' \(plugin 'validation_objectives'\) "
+                                              r"scores predict_proba, which the models of .*" + hint):
+        est.fit(X, y)
+    assert spy_mod.CONTEXTS == [] and not hasattr(est, "trials_")  # no run started
+    est.set_params(objective="val_error").fit(X, y)  # what the hint says works
+    assert len(spy_mod.CONTEXTS) == 1 and est.n_trials_ >= 1
+
+
+def test_a_learner_instance_that_declares_no_predict_proba_is_refused_for_val_loss():
+    from automl_bilevel_plugins.learners.sklearn_learner import SklearnLearner
+
+    class Labels(SklearnLearner):
+        def missing_predict_proba(self, task):
+            return "Labels predicts labels only"
+
+    X, y = [[0.0], [1.0], [0.1], [0.9]] * 5, [0, 1, 0, 1] * 5
+    with pytest.raises(CapabilityError, match="the models of learner Labels lack: Labels predicts labels only"):
+        BilevelClassifier(Labels(), "val_loss", tracking=False).fit(X, y)
+    from automl_bilevel import BilevelRegressor
+
+    BilevelRegressor(Labels(), "val_loss", n_iter=2, tracking=False).fit(X, [0.5, 1.0, 2.0, 3.0] * 5)  # MSE

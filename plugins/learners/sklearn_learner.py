@@ -37,6 +37,20 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
 }
 
 
+def no_predict_proba(estimator: BaseEstimator) -> str | None:
+    """Why ``estimator`` has no ``predict_proba`` and what to use instead, naming it; ``None`` if it has one."""
+    if hasattr(estimator, "predict_proba"):
+        return None
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    name = type(final).__name__
+    where = f"the pipeline's last step {name}" if final is not estimator else name
+    if "probability" in final.get_params(deep=False):  # SVC, NuSVC
+        return (f"{where} has no predict_proba unless probability=True; use objective='val_error' or "
+                f"{name}(probability=True)")
+    return (f"{where} has no predict_proba; use objective='val_error' or an estimator with predict_proba "
+            "(LogisticRegression, SVC(probability=True), ...)")
+
+
 @dataclass
 class SklearnModel:
     """A fitted scikit-learn estimator; ``predict_proba`` is aligned to all ``n_outputs`` classes."""
@@ -47,12 +61,15 @@ class SklearnModel:
     def predict(self, X):
         return self.estimator.predict(X)
 
-    def predict_proba(self, X):
-        if not hasattr(self.estimator, "predict_proba"):
-            raise AttributeError(
-                f"{type(self.estimator).__name__} has no predict_proba (for SVC set probability=True), "
-                "so it cannot be scored by val_loss; use objective='val_error'"
-            )
+    @property
+    def predict_proba(self):
+        """``hasattr(model, "predict_proba")`` is False when the estimator has none (the error says why)."""
+        reason = no_predict_proba(self.estimator)
+        if reason:
+            raise AttributeError(reason)
+        return self._predict_proba
+
+    def _predict_proba(self, X):
         p = self.estimator.predict_proba(X)
         out = np.zeros((len(p), self.task.n_outputs))
         out[:, np.asarray(self.estimator.classes_, dtype=int)] = p
@@ -71,6 +88,9 @@ class SklearnLearner(InnerLearner):
                 raise ValueError(f"{type(self.estimator).__name__} is not a {'classifier' if task.is_classifier else 'regressor'}")
             return self.estimator
         return LogisticRegression(max_iter=1000) if task.is_classifier else Ridge()
+
+    def missing_predict_proba(self, task):
+        return no_predict_proba(self._estimator(task)) if task.is_classifier else None
 
     def config_space(self, task):
         return as_configspace(DEFAULT_SPACES.get(type(self._estimator(task)).__name__, {}))

@@ -21,6 +21,8 @@ EPS = 1e-12
 
 
 class ValidationLoss(OuterObjective):
+    needs_predict_proba = True  # classification: cross-entropy of predict_proba
+
     def __call__(self, model, X, y, *, task):
         if task.is_classifier:
             if not hasattr(model, "predict_proba"):
