@@ -293,14 +293,19 @@ class GradientOuterOptimizer(OuterOptimizer):
         trainable = self.view.trainable
         for k in trainable:
             self.vars[k].requires_grad_(True)
-        params = [self.vars[k] for k in sorted(trainable)]
-        self.opt = (torch.optim.Adam(params, lr=self.outer_lr) if self.outer_optimizer == "adam"
-                    else torch.optim.SGD(params, lr=self.outer_lr))
+        self.opt = self.make_torch_optimizer([self.vars[k] for k in sorted(trainable)])
         self.step = 0
         self.prev = _clone(self.vars)
         self.best_value, self.best_vars, self.best_step = math.inf, None, -1
         self.since_best, self.backoffs, self.failures_in_row = 0, 0, 0
         self.selects_by_val, self.pending = False, False
+
+    def make_torch_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
+        """The torch optimizer that moves the trainable variables (override for another rule); its
+        ``state_dict`` is saved with a checkpoint."""
+        if self.outer_optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.outer_lr)
+        return torch.optim.SGD(params, lr=self.outer_lr)
 
     # -- ask / evaluate / tell ------------------------------------------------------------------------
     def ask(self, n=1):

@@ -8,7 +8,7 @@ no tracking, no validation. Both sides start from the same weights and draw the 
 their meta-losses must agree step for step (checked); the seconds per step are compared in
 alternating repetitions (bare, loop, bare, loop, ...), reported as mean ± std and as a ratio.
 
-    python benchmarks/engine_overhead.py            # 300 steps x 5 repetitions each
+    python benchmarks/engine_overhead.py            # 200 steps x 4 repetitions each
     python benchmarks/engine_overhead.py --quick    # 20 steps x 2 repetitions; under a minute
 
 Writes benchmarks/results/engine_overhead[_quick].json and .md.
@@ -62,7 +62,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
-    steps, repeats = (20, 2) if args.quick else (300, 5)
+    steps, repeats = (20, 2) if args.quick else (200, 4)
     torch.set_num_threads(1)
     X, y = load_idx_dataset("fashion-mnist", "train")
     keep = np.isin(y, [0, 1, 2, 3, 4, 5])  # the meta-training classes of benchmarks/fewshot.py
