@@ -25,7 +25,7 @@ from .checkpoint import Checkpoint
 from .engine import AllTrialsFailedError
 from .lifecycle import Run
 from .parallel import check_address
-from .events import RunContext, TrackingSettings, plain, plugin_info, run_params
+from .events import RunContext, TrackingSettings, plain, run_params
 from .problem import BilevelProblem, Split
 from .registry import check_compatible, get_registry
 from .space import as_configspace, check_names, describe
@@ -144,20 +144,20 @@ class _BilevelEstimator(BaseEstimator):
         optimizer = registry.make("optimizer", self.optimizer, self.optimizer_params)
         check_compatible(task, learner, objective, optimizer)
         self._check_parallel(optimizer)
-        space = self._build_space(learner[0], task, seed)
+        space = self._build_space(learner.obj, task, seed)
         checkpoint = None
         if self.checkpoint is not None:  # a resumed search keeps the seed (and so the split) it began with
             checkpoint = Checkpoint(self.checkpoint, self._fingerprint(X, y_enc, learner, objective, optimizer, space))
             seed = checkpoint.open(seed, space)  # records checked against the space (file:line)
             space.seed(seed)
-        problem = BilevelProblem(learner[0], objective[0], space, task, self._splits(X, y_enc, seed), seed)
+        problem = BilevelProblem(learner.obj, objective.obj, space, task, self._splits(X, y_enc, seed), seed)
 
         context = replace(self._context(task, learner, objective, optimizer, space),
                           resumed_trials=len(checkpoint.trials) if checkpoint else 0)
         with Run(context, registry) as run:
             self.run_info_ = run.info
             self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
-            result = run.search(problem, optimizer[0], n_iter=self.n_iter, seed=seed, timeout=self.timeout,
+            result = run.search(problem, optimizer.obj, n_iter=self.n_iter, seed=seed, timeout=self.timeout,
                                 n_workers=self._n_workers(), dask_address=self.dask_address, checkpoint=checkpoint)
             self.trials_ = tuple(result.trials)
             best = result.best
@@ -171,19 +171,19 @@ class _BilevelEstimator(BaseEstimator):
                 raise AllTrialsFailedError(
                     f"all {len(result.trials)} trials failed; errors: {'; '.join(errors[:3]) or 'non-finite objective'}"
                 )
-            self.best_params_ = dict(optimizer[0].best_config() or best.config)
+            self.best_params_ = dict(optimizer.obj.best_config() or best.config)
             self.best_value_ = float(best.value)
             self.best_score_ = -self.best_value_
             self.best_trial_ = best
             self.history_ = history_table(result.trials)
             self.n_trials_ = len(result.trials)
             self.stop_reason_ = result.stop_reason
-            self.model_ = learner[0].fit(X, y_enc, self.best_params_, task=task, seed=seed)
-            self.learner_ = learner[0]
+            self.model_ = learner.obj.fit(X, y_enc, self.best_params_, task=task, seed=seed)
+            self.learner_ = learner.obj
             self.search_space_ = space
             self.interrupted_ = result.status == "KILLED"
             run.model = self
-            learned = getattr(learner[0], "learned_components", None)
+            learned = getattr(learner.obj, "learned_components", None)
             run.finish(result.status, artifacts=learned(self.best_params_) if learned else None)
         if self.interrupted_:
             warnings.warn(
@@ -210,17 +210,13 @@ class _BilevelEstimator(BaseEstimator):
             return
         if self.dask_address is not None:  # an unreachable scheduler fails here, before a run exists
             check_address(self.dask_address)
-        obj, reg = optimizer
-        caps = reg.spec.capabilities if reg else frozenset(getattr(obj, "capabilities", ()))
-        if "parallel" not in caps:
-            name = reg.name if reg else type(obj).__name__
-            raise ValueError(f"optimizer {name!r} evaluates one proposal at a time (no 'parallel' capability); "
+        if "parallel" not in optimizer.declared("capabilities"):
+            raise ValueError(f"optimizer {optimizer.name!r} evaluates one proposal at a time (no 'parallel' capability); "
                              "use n_workers=1 and no dask_address")
 
     def _fingerprint(self, X, y, learner, objective, optimizer, space) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: components, their settings, space, data."""
-        names = {k: (reg.name if reg else type(obj).__name__)
-                 for k, (obj, reg) in (("learner", learner), ("objective", objective), ("optimizer", optimizer))}
+        names = {c.kind: c.name for c in (learner, objective, optimizer)}
         digest = hashlib.sha1(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
         return {**names, "learner_params": plain(self.learner_params), "objective_params": plain(self.objective_params),
                 "optimizer_params": plain(self.optimizer_params), "search_space": describe(space),
@@ -235,8 +231,7 @@ class _BilevelEstimator(BaseEstimator):
         return space
 
     def _context(self, task, learner, objective, optimizer, space) -> RunContext:
-        plugins = {kind: plugin_info(obj, reg)
-                   for kind, (obj, reg) in (("learner", learner), ("objective", objective), ("optimizer", optimizer))}
+        plugins = {c.kind: c.info() for c in (learner, objective, optimizer)}
         return RunContext(
             name=f"{type(self).__name__}-{plugins['learner']['name']}-{plugins['optimizer']['name']}",
             task=task.kind,
@@ -248,7 +243,7 @@ class _BilevelEstimator(BaseEstimator):
             search_space=describe(space),
             n_iter=self.n_iter,
             tracking=TrackingSettings(self.tracking, self.tracking_uri, self.experiment_name, progress=self.verbose > 0),
-            trials_are_steps=bool(optimizer[1] and optimizer[1].spec.trials_are_steps),
+            trials_are_steps=bool(optimizer.declared("trials_are_steps")),
         )
 
     # -- predict --------------------------------------------------------------------------

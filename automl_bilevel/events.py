@@ -67,14 +67,6 @@ def run_params(estimator: Any) -> dict[str, Any]:
     return {k: plain(v) for k, v in estimator.get_params(deep=False).items()} | {"user": user}
 
 
-def plugin_info(obj: Any, reg: Any) -> dict[str, Any]:
-    """Where a component came from: its registration (``Registered``) or, for an instance, its class."""
-    if reg is not None:
-        return {"name": reg.name, "plugin": reg.origin.plugin, "package": reg.origin.package,
-                "version": reg.origin.version}
-    return {"name": type(obj).__name__, "plugin": None, "package": type(obj).__module__, "version": None}
-
-
 @dataclass(frozen=True)
 class RunStarted:
     context: RunContext

@@ -19,7 +19,7 @@ import pluggy
 
 from . import hookspecs
 from .components import DIFFERENTIABLE_PROTOCOLS, InnerLearner, OuterObjective, OuterOptimizer, Task
-from .specs import LEARNER_CAPABILITIES, SPEC_TYPES, TASKS, PluginInfo, Registered
+from .specs import LEARNER_CAPABILITIES, SPEC_TYPES, TASKS, Component, PluginInfo, Registered
 
 ENTRY_POINT_GROUP = "automl_bilevel"
 _HOST_PACKAGE = "automl-bilevel"  # the distribution whose entry points are the built-in plugins
@@ -188,13 +188,13 @@ class Registry:
                 f"unknown {kind} {name!r}; available {kind}s: {', '.join(self.names(kind)) or '(none)'}"
             ) from None
 
-    def make(self, kind: str, name_or_instance: Any, params: Mapping[str, Any] | None = None) -> tuple[Any, Registered | None]:
+    def make(self, kind: str, name_or_instance: Any, params: Mapping[str, Any] | None = None) -> Component:
         """Instantiate a component by name (with ``params``) or accept an instance as is."""
         base = _base(kind)
         if isinstance(name_or_instance, base):
             if params:
                 raise ValueError(f"{kind}_params cannot be combined with a {kind} instance; configure the instance")
-            return name_or_instance, None
+            return Component(name_or_instance, None, kind)
         if not isinstance(name_or_instance, str):
             raise TypeError(f"{kind} must be a registered name or a {base.__name__} instance, got {name_or_instance!r}")
         reg = self.get(kind, name_or_instance)
@@ -204,7 +204,7 @@ class Registry:
             raise ValueError(f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r}) rejected its parameters {dict(params or {})}: {exc}") from exc
         if not isinstance(obj, base):
             raise PluginError(f"plugin {reg.origin.plugin!r}: factory of {kind} {reg.name!r} returned {type(obj).__name__}, not an {base.__name__}")
-        return obj, reg
+        return Component(obj, reg, kind)
 
     def records(self) -> list[dict[str, Any]]:
         """Every component as a plain record (for ``automl-bilevel plugins``)."""
@@ -256,51 +256,45 @@ def get_registry(blocked: Iterable[str] | None = None) -> Registry:
     return Registry.from_plugin_manager(get_plugin_manager(blocked=blocked))
 
 
-def check_compatible(task: Task, learner: tuple[Any, Registered | None], objective: tuple[Any, Registered | None],
-                     optimizer: tuple[Any, Registered | None]) -> None:
-    """Raise CapabilityError, naming the plugin, when the components do not fit together."""
-    def caps(obj: Any, reg: Registered | None, attr: str, kind: str = "") -> frozenset[str]:
-        declared = getattr(reg.spec, attr, frozenset()) if reg is not None else frozenset(getattr(obj, attr, frozenset()))
-        protocol = DIFFERENTIABLE_PROTOCOLS.get(kind)
-        if attr == "capabilities" and protocol is not None:
-            if "differentiable" in declared & needed and not isinstance(obj, protocol):
-                who = f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r})" if reg else f"{kind} {type(obj).__name__}"
-                raise CapabilityError(f"{who} declares 'differentiable' but does not implement the "
-                                      f"{protocol.__name__} protocol")
-            if reg is None and isinstance(obj, protocol):  # an instance: the protocol is the capability
-                declared = declared | {"differentiable"}
-        return declared
+def capabilities(component: Component, needed: frozenset[str] = frozenset()) -> frozenset[str]:
+    """What a learner or objective can do: its declared capabilities; a differentiable one must
+    implement the kind's protocol, and an instance that implements it has the capability."""
+    declared = component.declared("capabilities")
+    protocol = DIFFERENTIABLE_PROTOCOLS.get(component.kind)
+    if protocol is not None:
+        if "differentiable" in declared & needed and not isinstance(component.obj, protocol):
+            raise CapabilityError(f"{component.who} declares 'differentiable' but does not implement the "
+                                  f"{protocol.__name__} protocol")
+        if component.registered is None and isinstance(component.obj, protocol):
+            declared = declared | {"differentiable"}
+    return declared
 
-    for kind, (obj, reg) in (("learner", learner), ("objective", objective)):
-        tasks = reg.spec.tasks if reg else frozenset(getattr(obj, "tasks", TASKS))
+
+def check_compatible(task: Task, learner: Component, objective: Component, optimizer: Component) -> None:
+    """Raise CapabilityError, naming the plugin, when the components do not fit together."""
+    for component in (learner, objective):
+        tasks = component.declared("tasks")
         if task.kind not in tasks:
-            who = f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r})" if reg else f"{kind} {type(obj).__name__}"
-            raise CapabilityError(f"{who} does not support {task.kind}; it supports {sorted(tasks)}")
-    opt_obj, opt_reg = optimizer
+            raise CapabilityError(f"{component.who} does not support {task.kind}; it supports {sorted(tasks)}")
     # what the registered spec requires, plus what this instance's settings require (a facade)
-    needed = caps(opt_obj, opt_reg, "requires") | frozenset(getattr(opt_obj, "requires", None) or ())
-    for kind, (obj, reg) in (("learner", learner), ("objective", objective)):
-        missing = needed - caps(obj, reg, "capabilities", kind)
-        if kind == "objective":
+    needed = optimizer.declared("requires") | frozenset(getattr(optimizer.obj, "requires", None) or ())
+    for component in (learner, objective):
+        missing = needed - capabilities(component, needed)
+        if component.kind == "objective":
             missing -= LEARNER_CAPABILITIES
         if missing:
-            who = f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r})" if reg else f"{kind} {type(obj).__name__}"
-            oname = opt_reg.name if opt_reg else type(opt_obj).__name__
-            raise CapabilityError(f"optimizer {oname!r} needs capability {sorted(missing)}, which {who} lacks")
+            raise CapabilityError(f"optimizer {optimizer.name!r} needs capability {sorted(missing)}, which "
+                                  f"{component.who} lacks")
     check_predict_proba(task, learner, objective)
 
 
-def check_predict_proba(task: Task, learner: tuple[Any, Registered | None],
-                        objective: tuple[Any, Registered | None]) -> None:
+def check_predict_proba(task: Task, learner: Component, objective: Component) -> None:
     """Refuse, before any trial, an objective that scores ``predict_proba`` (``val_loss``) with a
     learner whose models have none (``sklearn`` with ``RidgeClassifier``): the learner's
     ``missing_predict_proba(task)`` says why not, and what to use instead."""
-    (lobj, lreg), (oobj, oreg) = learner, objective
-    if not task.is_classifier or not getattr(oobj, "needs_predict_proba", False):
+    if not task.is_classifier or not getattr(objective.obj, "needs_predict_proba", False):
         return
-    missing = getattr(lobj, "missing_predict_proba", None)
+    missing = getattr(learner.obj, "missing_predict_proba", None)
     reason = missing(task) if callable(missing) else None
     if reason:
-        owho = f"objective {oreg.name!r} (plugin {oreg.origin.plugin!r})" if oreg else f"objective {type(oobj).__name__}"
-        lwho = f"learner {lreg.name!r} (plugin {lreg.origin.plugin!r})" if lreg else f"learner {type(lobj).__name__}"
-        raise CapabilityError(f"{owho} scores predict_proba, which the models of {lwho} lack: {reason}")
+        raise CapabilityError(f"{objective.who} scores predict_proba, which the models of {learner.who} lack: {reason}")

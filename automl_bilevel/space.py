@@ -129,10 +129,6 @@ def describe(space: ConfigurationSpace) -> dict[str, Any]:
     return space.to_serialized_dict()
 
 
-def default_config(space: ConfigurationSpace) -> dict[str, Any]:
-    return config_dict(space.get_default_configuration())
-
-
 class UnitCube:
     """A search space as points of [0, 1]^d, for optimizers that work on vectors (evolution
     strategies): one coordinate per non-constant hyperparameter, in ConfigSpace's own normalised

@@ -12,17 +12,17 @@ from typing import Any, Callable
 #: Task kinds a learner or objective may support.
 TASKS = frozenset({"classification", "regression"})
 
-#: Capabilities the host knows about. Third-party plugins may declare more; the host only
-#: interprets these.
+#: Capabilities the host interprets (third-party plugins may declare more):
 #:
 #: - ``differentiable``: a learner whose inner training can be unrolled and differentiated, or an
-#:   objective with a differentiable ``loss_tensor``; hypergradient optimizers require both.
+#:   objective with a differentiable ``loss_tensor`` (the ``DifferentiableLearner`` and
+#:   ``DifferentiableObjective`` protocols of :mod:`automl_bilevel.components`); gradient optimizers
+#:   require both.
 #: - ``multi_fidelity``: a learner that accepts a ``budget`` in (0, 1] (a fraction of its epochs,
 #:   steps or training data, as the learner documents).
 #: - ``parallel``: an optimizer whose evaluations may run on Dask workers (several at once where its
 #:   ``ask`` returns several; a gradient method's one outer step at a time).
-KNOWN_CAPABILITIES = frozenset({"differentiable", "multi_fidelity", "parallel"})
-
+#:
 #: Capabilities an optimizer's ``requires`` asks of the learner only (not of the objective).
 LEARNER_CAPABILITIES = frozenset({"multi_fidelity"})
 
@@ -114,3 +114,48 @@ class Registered:
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+
+_DEFAULTS: dict[str, Any] = {"capabilities": frozenset(), "requires": frozenset(), "tasks": TASKS,
+                             "trials_are_steps": False}
+
+
+@dataclass(frozen=True)
+class Component:
+    """One resolved component: the object, its registration (``None`` for a user's instance) and its
+    kind. What it declares (capabilities, requirements, tasks) comes from the registration, or for an
+    instance from the object's attributes of the same names. Unpacks as ``obj, registered``."""
+
+    obj: Any
+    registered: Registered | None
+    kind: str
+
+    def __iter__(self):
+        return iter((self.obj, self.registered))
+
+    def __getitem__(self, i: int) -> Any:
+        return (self.obj, self.registered)[i]
+
+    @property
+    def name(self) -> str:
+        return self.registered.name if self.registered else type(self.obj).__name__
+
+    def declared(self, attr: str) -> Any:
+        if self.registered is not None:
+            return getattr(self.registered.spec, attr, _DEFAULTS[attr])
+        value = getattr(self.obj, attr, None)
+        return _DEFAULTS[attr] if value is None else (frozenset(value) if attr != "trials_are_steps" else value)
+
+    @property
+    def who(self) -> str:
+        """How errors name it: ``learner 'mlp' (plugin 'torch_learners')`` or ``learner MyLearner``."""
+        if self.registered is not None:
+            return f"{self.kind} {self.name!r} (plugin {self.registered.origin.plugin!r})"
+        return f"{self.kind} {self.name}"
+
+    def info(self) -> dict[str, Any]:
+        """Where it came from, for tracking: name, plugin, package, version."""
+        if self.registered is not None:
+            o = self.registered.origin
+            return {"name": self.name, "plugin": o.plugin, "package": o.package, "version": o.version}
+        return {"name": self.name, "plugin": None, "package": type(self.obj).__module__, "version": None}

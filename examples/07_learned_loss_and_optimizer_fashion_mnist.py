@@ -5,7 +5,10 @@ stored as an artifact of its run:
 2. the same network trained by hypergradients through the inner SGD steps (ML3);
 3. an L2O-DM learned optimizer meta-trained with the local-entropy flatness regularizer;
 
-then each is used inside an ordinary torch learner on unseen tasks. Needs the Fashion-MNIST IDX files
+all three through the package's one search loop (progress on stderr); then each is used inside an
+ordinary torch learner on unseen tasks. Expected run time on 2 CPU cores: several minutes (the
+same steps took about 15 minutes in benchmarks/learned.py with its baselines); each run shows its
+progress and an estimate of the time left. Needs the Fashion-MNIST IDX files
 (README, "Data"). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a tiny run of a few seconds.
 """
 import os
@@ -35,21 +38,19 @@ if __name__ == "__main__":
     # 1. (μ+λ)-ES: each candidate loss network is a trial (a child run)
     n_eval = 20 if quick else 400
     with TrackedRun("metaloss-es", learner="mlp", objective="val_error", optimizer="es", n_iter=n_eval,
-                    trials_are_steps=False) as run:
+                    trials_are_steps=False, verbose=True) as run:
         es_net, search = evolve_loss_network(train, n_classes=10, n_evaluations=n_eval, population_size=10,
-                                             sigma0=0.003, session=run.session)
-        run.finish(artifacts={"loss_network": es_net}, trials=search.trials)
+                                             sigma0=0.003, run=run)
+        run.finish(artifacts={"loss_network": es_net})
     print(f"ES: best training-task error {search.best.value:.3f} after {len(search.trials)} candidates; "
           f"MLflow run {run.info.get('mlflow_run_id')}")
 
     # 2. ML3: outer steps are metric steps; held-out accuracy chooses the state to keep
     steps = 4 if quick else 60
-    with TrackedRun("metaloss-ml3", learner="mlp", objective="val_cross_entropy", optimizer="ml3",
-                    n_iter=steps, params={"outer_lr": 3e-4, "tasks_per_step": 4}) as run:
+    with TrackedRun("metaloss-ml3", learner="mlp", objective="val_cross_entropy", optimizer="hypergradient",
+                    n_iter=steps, params={"outer_lr": 3e-4, "tasks_per_step": 4}, verbose=True) as run:
         ml3_net, res = train_loss_network_ml3(train, n_classes=10, outer_steps=steps, outer_lr=3e-4,
-                                              held_out=held, eval_every=2 if quick else 5)
-        for value in res.values:
-            run.step(value)
+                                              held_out=held, eval_every=2 if quick else 5, run=run)
         run.finish(artifacts={"loss_network": ml3_net})
 
     for name, loss in {"cross-entropy": "default", "ES loss": es_net, "ML3 loss": ml3_net}.items():
@@ -60,12 +61,10 @@ if __name__ == "__main__":
     iters = 5 if quick else 200
     net = LSTMOptimizer()
     n = 3000 if quick else 20000
-    with TrackedRun("l2o-entropy", learner="mlp_784_20_10", objective="meta_loss", optimizer="l2o",
-                    n_iter=iters, params={"regularizer": "entropy", "alpha": 1e-2}) as run:
+    with TrackedRun("l2o-entropy", learner="mlp_784_20_10", objective="meta_loss", optimizer="hypergradient",
+                    n_iter=iters, params={"regularizer": "entropy", "alpha": 1e-2}, verbose=True) as run:
         history = meta_train_optimizer(net, lambda seed: MLPOptimizee(train_X[:n], train_y[:n], seed=seed),
-                                       meta_iters=iters, regularizer="entropy", alpha=1e-2, meta_lr=3e-3)
-        for loss, reg in zip(history["meta_loss"], history["regularizer"]):
-            run.step(loss, {"regularizer": reg})
+                                       meta_iters=iters, regularizer="entropy", alpha=1e-2, meta_lr=3e-3, run=run)
         run.finish(artifacts={"learned_optimizer": net})
     task = MLPOptimizee(train_X[n:2 * n], train_y[n:2 * n], hidden=(40,), seed=7)  # a wider MLP than in training
     w, losses = train_optimizee(LearnedOptimizer(net), task, 40 if quick else 200)

@@ -23,10 +23,11 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..checkpoint import Checkpoint
-from ..events import RunContext, TrackingSettings, plugin_info, run_params
+from ..events import RunContext, TrackingSettings, run_params
 from ..gradient import GradientOuterOptimizer
 from ..lifecycle import Run
 from ..registry import CapabilityError, get_registry
+from ..specs import Component
 from ..trials import history_table
 from .base import MetaLearner
 from .episodes import EpisodeError, EpisodeSampler, as_images, class_split, rotate_classes
@@ -220,13 +221,12 @@ class MetaLearnerClassifier(BaseEstimator):
         problem = EpisodicProblem(model, train, val, seed=seed, l2g=self.l2g, l2g_lr=self.l2g_lr,
                                   l2g_weight=self.l2g_weight, val_every=self.val_every,
                                   val_episodes=self.val_episodes, n_steps=self.meta_iters)
-        name = reg.name if reg else type(model).__name__
-        oname = optimizer[1].name if optimizer[1] else type(optimizer[0]).__name__
+        method = Component(model, reg, "meta_learner")
+        name, oname = method.name, optimizer.name
         context = RunContext(
             name=f"{type(self).__name__}-{name}{'-l2g' if self.l2g else ''}", task="few_shot_classification",
             learner=name, objective="query_loss+l2g" if self.l2g else "query_loss", optimizer=oname,
-            params=run_params(self), plugins={"learner": plugin_info(model, reg),
-                                              "optimizer": plugin_info(*optimizer)},
+            params=run_params(self), plugins={"learner": method.info(), "optimizer": optimizer.info()},
             search_space={}, n_iter=self.meta_iters,
             tracking=TrackingSettings(self.tracking, self.tracking_uri, self.experiment_name,
                                       progress=self.verbose > 0),
@@ -234,9 +234,9 @@ class MetaLearnerClassifier(BaseEstimator):
         with Run(context, registry) as run:
             self.run_info_ = run.info
             self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
-            result = run.search(problem, optimizer[0], n_iter=self.meta_iters, seed=seed, timeout=self.timeout,
+            result = run.search(problem, optimizer.obj, n_iter=self.meta_iters, seed=seed, timeout=self.timeout,
                                 n_workers=self.n_workers, dask_address=self.dask_address, checkpoint=checkpoint)
-            opt = optimizer[0]
+            opt = optimizer.obj
             validated = val is not None and opt.best_vars is not None
             problem.load(opt.best_variables() if validated else opt.vars).eval()
             best = result.trials[opt.best_step] if validated else (result.trials[-1] if result.trials else None)
@@ -264,7 +264,7 @@ class MetaLearnerClassifier(BaseEstimator):
         digest = hashlib.sha1(np.ascontiguousarray(images).tobytes() + np.ascontiguousarray(labels).tobytes())
         method = self.method if isinstance(self.method, str) else type(self.method).__name__
         return {"method": method, "params": params,
-                "optimizer": optimizer[1].name if optimizer[1] else type(optimizer[0]).__name__,
+                "optimizer": optimizer.name,
                 "data": digest.hexdigest()}
 
     # -- use ----------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from ..lifecycle import Run
 from ..problem import BilevelProblem, Split
 from ..registry import check_compatible, get_registry
 from ..space import as_configspace, describe
+from ..specs import Component
 from .episodes import EpisodeError, as_images, class_split, rotate_classes
 
 #: MetaLearnerClassifier settings a trial may set; any other key goes to ``method_params``
@@ -100,8 +101,8 @@ def tune_meta_learner(X, y, *, search_space: Mapping[str, Any] | Any, method: st
     registry = get_registry()
     registry.get("meta_learner", method)  # an unknown method before any work
     base = {"method": method, "meta_iters": int(meta_iters), **settings}
-    learner = (MetaTrainingLearner(base), None)
-    objective = (FewShotError(n_episodes, seed), None)
+    learner = Component(MetaTrainingLearner(base), None, "learner")
+    objective = Component(FewShotError(n_episodes, seed), None, "objective")
     opt = registry.make("optimizer", optimizer, optimizer_params)
     train_classes, val_classes = class_split(labels, (1.0 - val_fraction, val_fraction), seed)
     tr, va = np.isin(labels, train_classes), np.isin(labels, val_classes)
@@ -113,7 +114,7 @@ def tune_meta_learner(X, y, *, search_space: Mapping[str, Any] | Any, method: st
         raise EpisodeError(f"the held-out classes ({len(np.unique(y_val))}) are fewer than n_way={n_way}; "
                            "raise val_fraction or use rotations=True")
     task = Task("few_shot_classification", int(np.prod(images.shape[1:])), n_way)
-    problem = BilevelProblem(learner[0], objective[0], space, task,
+    problem = BilevelProblem(learner.obj, objective.obj, space, task,
                              [Split(images[tr], labels[tr], X_val, y_val)], seed)
     check_compatible(Task("classification", task.n_features, n_way), learner, objective, opt)
     cp = None
@@ -128,7 +129,7 @@ def tune_meta_learner(X, y, *, search_space: Mapping[str, Any] | Any, method: st
                          search_space=describe(space), n_iter=int(n_iter),
                          tracking=TrackingSettings(tracking, tracking_uri, experiment_name))
     with Run(context, registry) as run:
-        result = run.search(problem, opt[0], n_iter=int(n_iter), seed=seed, timeout=timeout, n_workers=n_workers,
+        result = run.search(problem, opt.obj, n_iter=int(n_iter), seed=seed, timeout=timeout, n_workers=n_workers,
                             dask_address=dask_address, checkpoint=cp)
         best = result.best
         run.finish(result.status)
@@ -136,4 +137,4 @@ def tune_meta_learner(X, y, *, search_space: Mapping[str, Any] | Any, method: st
         raise KeyboardInterrupt
     if best is None:
         raise RuntimeError(f"no trial completed; errors: {sorted({t.error for t in result.trials if t.error})[:3]}")
-    return dict(opt[0].best_config() or best.config), result
+    return dict(opt.obj.best_config() or best.config), result
