@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
 from .engine import AllTrialsFailedError, RunSession, run_search
+from .runtime import thread_policy
 from .journal import Journal
 from .parallel import make_executor
 from .events import RunContext, TrackingSettings, plain, plugin_info, run_params
@@ -175,7 +176,8 @@ class _BilevelEstimator(BaseEstimator):
             self.history_ = history_table(result.trials)
             self.n_trials_ = len(result.trials)
             self.stop_reason_ = result.stop_reason
-            self.model_ = learner[0].fit(X, y_enc, self.best_params_, task=task, seed=seed)
+            with thread_policy(work=float(X.size)):  # the refit: threads sized to the work (runtime.py)
+                self.model_ = learner[0].fit(X, y_enc, self.best_params_, task=task, seed=seed)
             self.learner_ = learner[0]
             self.search_space_ = space
         except KeyboardInterrupt:
