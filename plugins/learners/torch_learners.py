@@ -7,6 +7,14 @@ Training is written functionally (``torch.func.functional_call`` on a flat weigh
 :mod:`automl_bilevel.hypergrad`), so the ``hypergradient`` optimizer differentiates exactly the
 training ``fit`` runs. ``l2_per_feature`` (one L2 weight per input feature, on the first layer) and
 ``example_weights`` (one weight in [0, 1] per training example) are tensor hyperparameters.
+
+``device`` (``"cpu"``, the default, ``"auto"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``; see
+:func:`automl_bilevel.runtime.resolve_device`) is where training runs: the module, the training data
+and the hyperparameter tensors move there once per fit, never per step. A fitted predictor predicts
+on its device and returns NumPy arrays; pickled, it holds its module on the CPU, so a model fitted on
+a GPU loads and predicts on a CPU-only machine. The default is the CPU because the small tabular
+models these learners fit are faster there than on a GPU (per-step launch overhead); pass
+``device="auto"`` for larger ones.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
 from automl_bilevel.evolution import vector_to_module
 from automl_bilevel.learned.loss import LossNetwork
 from automl_bilevel.learned.optimizer import LearnedOptimizer, LSTMOptimizer
+from automl_bilevel.runtime import resolve_device
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -42,10 +51,21 @@ class TorchPredictor:
     y_mean: float = 0.0
     y_scale: float = 1.0
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
     def _outputs(self, X: np.ndarray) -> torch.Tensor:
+        """The module's outputs on ``X``, computed on its device, returned on the CPU."""
         Xs = torch.as_tensor((np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale, dtype=torch.float32)
         with torch.no_grad():
-            return self.module.eval()(Xs)
+            return self.module.eval()(Xs.to(self.device)).cpu()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if self.device.type != "cpu":  # pickles load anywhere, also where there is no GPU
+            state["module"] = copy.deepcopy(self.module).cpu()
+        return state
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         out = self._outputs(X)
@@ -66,7 +86,10 @@ class DifferentiableTask:
 
     def __init__(self, module: nn.Module, Xt: torch.Tensor, yt: torch.Tensor, task: Task, s: Mapping[str, Any],
                  steps: int, seed: int, x_mean, x_scale, y_mean=0.0, y_scale=1.0):
-        self.module, self.Xt, self.yt, self.task = module, Xt, yt, task
+        self.device = resolve_device(s.get("device", "cpu"))
+        dev = self.device
+        module = module.to(dev)
+        self.module, self.Xt, self.yt, self.task = module, Xt.to(dev), yt.to(dev), task
         self.x_mean, self.x_scale, self.y_mean, self.y_scale = x_mean, x_scale, y_mean, y_scale
         named = list(module.named_parameters())
         self.names = [n for n, _ in named]
@@ -83,29 +106,30 @@ class DifferentiableTask:
             while len(self.batches) < steps:
                 order = torch.randperm(n, generator=gen)
                 self.batches += [order[i * bs:(i + 1) * bs] for i in range(per_epoch)]
-            self.batches = self.batches[:steps]
-        self.optimizer = (LearnedOptimizer(s["optimizer"]) if isinstance(s["optimizer"], LSTMOptimizer)
+            self.batches = [b.to(dev) for b in self.batches[:steps]]  # moved once, not per step
+        self.optimizer = (LearnedOptimizer(_on(s["optimizer"], dev)) if isinstance(s["optimizer"], LSTMOptimizer)
                           else make_optimizer(s["optimizer"], lr="lr", momentum="momentum"))
         self.dynamics = InnerDynamics(self.inner_loss, self.optimizer, w0.numel(), steps)
         self.z0 = self.dynamics.init(w0)
-        self.constants = {k: torch.tensor(float(s[k])) for k in ("lr", "weight_decay", "momentum")}
+        self.constants = {k: torch.tensor(float(s[k]), device=dev) for k in ("lr", "weight_decay", "momentum")}
         if s.get("l2_per_feature") is not None:
-            self.constants["l2_per_feature"] = torch.as_tensor(np.asarray(s["l2_per_feature"], dtype=np.float32))
-        self.loss_network = s.get("loss") if isinstance(s.get("loss"), LossNetwork) else None
+            self.constants["l2_per_feature"] = torch.as_tensor(np.asarray(s["l2_per_feature"], dtype=np.float32),
+                                                               device=dev)
+        self.loss_network = _on(s["loss"], dev) if isinstance(s.get("loss"), LossNetwork) else None
         self.mse = s.get("loss") == "mse"
         if (self.loss_network is not None or self.mse) and not task.is_classifier:
             raise ValueError("loss='mse' and learned loss networks are for classifiers (probabilities vs one-hot)")
         if self.loss_network is not None:
             flat = s.get("loss_net")
             flat = self.loss_network.flat() if flat is None else torch.as_tensor(np.asarray(flat, dtype=np.float32))
-            self.constants["loss_net"] = flat.float()
+            self.constants["loss_net"] = flat.float().to(dev)
         if s.get("example_weights") is not None:
             if self.loss_network is not None or self.mse:
                 raise ValueError("example_weights need a per-example loss; not available with loss='mse' or a loss network")
             ex = np.asarray(s["example_weights"], dtype=np.float32)
             if ex.shape != (len(Xt),) and len(Xt):
                 raise ValueError(f"example_weights has shape {ex.shape}, expected ({len(Xt)},): one per training example")
-            self.constants["example_weights"] = torch.as_tensor(ex)
+            self.constants["example_weights"] = torch.as_tensor(ex, device=dev)
 
     def params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: part.view(shape) for n, part, shape in zip(self.names, torch.split(w, self.sizes), self.shapes)}
@@ -146,18 +170,28 @@ class DifferentiableTask:
         return loss
 
     def tensor(self, X) -> torch.Tensor:
-        return torch.as_tensor((np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale, dtype=torch.float32)
+        """New inputs, scaled like the training data, on the task's device."""
+        return torch.as_tensor((np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale, dtype=torch.float32,
+                               device=self.device)
 
     def targets(self, y) -> torch.Tensor:
+        """New targets, encoded like the training targets, on the task's device."""
         if self.task.is_classifier:
-            return torch.as_tensor(np.asarray(y), dtype=torch.long)
-        return torch.as_tensor((np.asarray(y, dtype=np.float64) - self.y_mean) / self.y_scale, dtype=torch.float32)
+            return torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
+        return torch.as_tensor((np.asarray(y, dtype=np.float64) - self.y_mean) / self.y_scale, dtype=torch.float32,
+                               device=self.device)
 
     def predictor(self, w: torch.Tensor) -> "TorchPredictor":
         with torch.no_grad():
             for p, v in zip(self.module.parameters(), torch.split(w.detach(), self.sizes)):
                 p.copy_(v.view(p.shape))
         return TorchPredictor(self.module.eval(), self.x_mean, self.x_scale, self.task, self.y_mean, self.y_scale)
+
+
+def _on(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` itself when it is on ``device`` already, else a copy there (the caller's stays put)."""
+    first = next(module.parameters(), None)
+    return module if first is None or first.device == device else copy.deepcopy(module).to(device)
 
 
 class TorchLearner(InnerLearner):
@@ -169,9 +203,11 @@ class TorchLearner(InnerLearner):
                       "l2_per_feature": "positive_per_feature", "example_weights": "unit_per_example"}
 
     def __init__(self, *, lr: float = 1e-2, weight_decay: float = 1e-4, epochs: int = 100, batch_size: int = 256,
-                 optimizer: str = "adam", momentum: float = 0.9, standardize: bool = True, loss="default"):
+                 optimizer: str = "adam", momentum: float = 0.9, standardize: bool = True, loss="default",
+                 device: str = "cpu"):
         self.settings = dict(lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
-                             optimizer=optimizer, momentum=momentum, standardize=standardize, loss=loss)
+                             optimizer=optimizer, momentum=momentum, standardize=standardize, loss=loss,
+                             device=device)
         self._check(self.settings)
 
     @staticmethod
@@ -188,6 +224,7 @@ class TorchLearner(InnerLearner):
         loss = s.get("loss", "default")
         if not (isinstance(loss, LossNetwork) or loss in ("default", "mse")):
             raise ValueError(f"loss must be 'default', 'mse' or a LossNetwork, got {loss!r}")
+        resolve_device(s.get("device", "cpu"))  # a malformed or absent device fails here, before any work
 
     def build_module(self, task: Task, s: Mapping[str, Any]) -> nn.Module:
         raise NotImplementedError
@@ -199,7 +236,7 @@ class TorchLearner(InnerLearner):
     def vector_hyperparameters(self, task: Task):
         """With a learned loss: its weights, ``loss_net`` (what the ``es`` optimizer evolves)."""
         loss = self.settings["loss"]
-        return {"loss_net": loss.flat().double().numpy()} if isinstance(loss, LossNetwork) else {}
+        return {"loss_net": loss.flat().double().cpu().numpy()} if isinstance(loss, LossNetwork) else {}
 
     def learned_components(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The learned loss (with ``config``'s ``loss_net`` weights, if any) and learned optimizer this
