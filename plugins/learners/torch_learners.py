@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from ConfigSpace import Categorical, ConfigurationSpace, Float, Integer
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from automl_bilevel import InnerLearner, LearnerSpec, Task, hookimpl
 from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
@@ -77,6 +77,20 @@ class TorchPredictor:
         if not self.task.is_classifier:
             raise AttributeError("a regression model has no predict_proba")
         return torch.softmax(self._outputs(X).double(), dim=1).numpy()
+
+
+class _PrecomputedPredictor(TorchPredictor):
+    """A population member's outputs on one validation set, computed in a batch: ``predict`` and
+    ``predict_proba`` post-process them exactly as :class:`TorchPredictor` does."""
+
+    def __init__(self, outputs: torch.Tensor, X, task: Task, y_mean=0.0, y_scale=1.0):
+        super().__init__(nn.Identity(), np.zeros(1), np.ones(1), task, y_mean, y_scale)
+        self.outputs, self.X = outputs, X
+
+    def _outputs(self, X):
+        if X is not self.X and not np.array_equal(np.asarray(X), np.asarray(self.X)):
+            raise ValueError("a population member's outputs were computed on its validation set only")
+        return self.outputs
 
 
 class DifferentiableTask:
@@ -281,6 +295,52 @@ class TorchLearner(InnerLearner):
                                 x_mean, x_scale, y_mean, y_scale)
         dt.yt = dt.targets(y)
         return dt
+
+    def evaluate_population(self, splits, vectors, objective, *, task, seed, name: str = "loss_net",
+                            config: Mapping[str, Any] | None = None, budget=None) -> np.ndarray:
+        """The objective of each row of ``vectors`` (values of the vector hyperparameter ``name``,
+        e.g. a population of loss networks), averaged over ``splits``: what evaluating each member
+        with ``fit`` and ``objective`` one by one gives, computed as one batched run per split
+        (``torch.func.vmap`` over the members, as in functorch's model ensembling). A member whose
+        training diverges gets NaN (a failed trial). Splits of different sizes run one after the
+        other; members always run together."""
+        V = np.asarray(vectors, dtype=np.float32)
+        if V.ndim != 2 or len(V) == 0:
+            raise ValueError(f"vectors must be (members, size) with at least one member, got shape {V.shape}")
+        if not splits:
+            raise ValueError("evaluate_population needs at least one split")
+        values = np.zeros((len(V), len(splits)))
+        for j, split in enumerate(splits):
+            dt = self.differentiable(split.X_train, split.y_train, dict(config or {}), task=task, seed=seed,
+                                     budget=budget)
+            if name not in dt.constants:
+                raise ValueError(f"{name!r} is not a vector hyperparameter of this learner "
+                                 f"(it has {sorted(k for k, v in dt.constants.items() if v.ndim == 1)})")
+            if dt.constants[name].shape != V.shape[1:]:
+                raise ValueError(f"{name!r} has {dt.constants[name].numel()} entries, the vectors {V.shape[1]}")
+            base = {k: v for k, v in dt.constants.items() if k != name}
+            Xv = dt.tensor(split.X_val)
+
+            def member(vec, dt=dt, base=base, Xv=Xv):
+                hp = {**base, name: vec}
+                z = dt.z0
+                for t in range(dt.dynamics.T):
+                    z = dt.dynamics.step_func(t, z, hp)
+                return dt.outputs(dt.dynamics.weights(z), Xv), torch.isfinite(z).all()
+
+            with torch.no_grad():
+                outputs, finite = vmap(member)(torch.as_tensor(V, device=dt.device))
+            outputs, finite = outputs.cpu(), finite.cpu()
+            for p in range(len(V)):
+                if not bool(finite[p]):
+                    values[p, j] = math.nan
+                    continue
+                model = _PrecomputedPredictor(outputs[p], split.X_val, task, dt.y_mean, dt.y_scale)
+                values[p, j] = float(objective(model, split.X_val, split.y_val, task=task))
+        with np.errstate(invalid="ignore"):
+            out = values.mean(axis=1)
+        out[~np.isfinite(out)] = math.nan
+        return out
 
     def fit(self, X, y, config, *, task, seed, budget=None):
         dt = self.differentiable(X, y, config, task=task, seed=seed, budget=budget)
