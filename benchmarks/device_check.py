@@ -4,7 +4,7 @@ Paths: the torch learners (``mlp``, ``logistic``) fit and predict; every hypergr
 logistic learner with hyperparameters held on the CPU (as the ``hypergradient`` optimizer holds
 them); a learned loss network and a learned optimizer inside an MLP learner; the L2O optimizee;
 the meta-learners' (ProtoNet, RelationNet, hyper-representation) meta-training steps on 5-way 1-shot
-episodes; a model fitted on the GPU pickled and loaded with its weights on the CPU.
+episodes; a population of loss networks evaluated as one vmap'd run; a model fitted on the GPU pickled and loaded with its weights on the CPU.
 
 Each path runs once on each device to warm up, then is timed (best of ``--repeats``); results on
 the GPU must match the CPU's to a tolerance (reported). Without CUDA it prints why and exits 0.
@@ -104,6 +104,20 @@ def paths(quick: bool):
         w, losses = train_optimizee(LearnedOptimizer(copy.deepcopy(opt).to(device)), o, steps=20 if quick else 100)
         return np.asarray(losses)
     yield "L2O optimizee trained by the LSTM", optimizee
+
+    from automl_bilevel.learned import sample_tasks
+    from automl_bilevel_plugins.objectives.validation import ValidationLoss
+
+    pop_tasks = sample_tasks(X / 16.0, y, 2, n_train=(20, 60), n_val=150, seed=0)
+    population_size = 10 if quick else 40
+
+    def population(device):
+        learner = MLPLearner(hidden_units=100, n_layers=2, optimizer="sgd", lr=0.1, weight_decay=0.0, epochs=20,
+                             batch_size=10**6, standardize=False, loss=net, device=device)
+        flat = learner.vector_hyperparameters(task)["loss_net"]
+        pop = flat + 0.05 * np.random.default_rng(0).standard_normal((population_size, flat.size))
+        return learner.evaluate_population(pop_tasks, pop, ValidationLoss(), task=task, seed=0)
+    yield f"a population of {population_size} loss networks, batched (vmap)", population
 
     gen = torch.Generator().manual_seed(0)
     sx, qx = torch.rand(5, 1, 28, 28, generator=gen), torch.rand(75, 1, 28, 28, generator=gen)
