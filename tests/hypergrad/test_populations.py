@@ -59,3 +59,25 @@ def test_bad_populations_are_refused(setting):
     plain = MLPLearner(epochs=1)
     with pytest.raises(ValueError, match="'loss_net' is not a vector hyperparameter"):
         plain.evaluate_population(tasks, population, ValidationError(), task=TASK, seed=0)
+
+
+def test_es_evaluates_each_generation_in_one_batch_with_the_one_by_one_values(setting, monkeypatch):
+    from automl_bilevel import run_search
+    from automl_bilevel_plugins.optimizers.evolution import EvolutionStrategy
+
+    tasks, learner, _ = setting
+    problem = BilevelProblem(learner, ValidationError(), ConfigurationSpace(), TASK, tasks, seed=3)
+    calls = []
+    original = MLPLearner.evaluate_population
+    monkeypatch.setattr(MLPLearner, "evaluate_population",
+                        lambda self, *a, **k: calls.append(len(a[1])) or original(self, *a, **k))
+    batched = run_search(problem, EvolutionStrategy("mu_plus_lambda", population_size=4, sigma0=0.05), n_iter=8,
+                         seed=0)
+    assert calls == [4, 4]  # two generations, one batched run each
+    plain = run_search(problem, EvolutionStrategy("mu_plus_lambda", population_size=4, sigma0=0.05, batched=False),
+                       n_iter=8, seed=0)
+    assert calls == [4, 4]  # batched=False evaluates one member at a time
+    assert all(t.ok and t.metrics["batched"] == 1.0 for t in batched.trials)
+    np.testing.assert_allclose([t.value for t in batched.trials], [t.value for t in plain.trials], atol=1e-9)
+    with pytest.raises(ValueError, match="batched must be True or False"):
+        EvolutionStrategy(batched="yes")
