@@ -154,6 +154,12 @@ class EvolutionStrategy(OuterOptimizer):
             raise FloatingPointError("inner training diverged or the objective is not finite (batched generation)")
         return Evaluation(value, {"fit_time": batch["seconds"], "batched": 1.0})
 
+    def remote_evaluator(self):
+        """On Dask workers members are evaluated one by one (the default fit and score)."""
+        from automl_bilevel.parallel import evaluate_problem
+
+        return evaluate_problem
+
     def tell(self, proposal, trial):
         g = self._gen
         if proposal.info is None or g is None or proposal.info[0] != g["id"]:

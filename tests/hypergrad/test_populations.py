@@ -81,3 +81,6 @@ def test_es_evaluates_each_generation_in_one_batch_with_the_one_by_one_values(se
     np.testing.assert_allclose([t.value for t in batched.trials], [t.value for t in plain.trials], atol=1e-9)
     with pytest.raises(ValueError, match="batched must be True or False"):
         EvolutionStrategy(batched="yes")
+    from automl_bilevel.parallel import evaluate_problem
+
+    assert EvolutionStrategy().remote_evaluator() is evaluate_problem  # Dask workers: one member at a time
