@@ -7,11 +7,19 @@ stored as an artifact of its run:
 
 then each is used inside an ordinary torch learner on unseen tasks. Needs the Fashion-MNIST IDX files
 (README, "Data"). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a tiny run of a few seconds.
+
+Expected run time: about 7 minutes on one free CPU core, as benchmarks/learned.py measured the
+same outer loops (benchmarks/results/learned.md): the ES about 2 minutes (400 evaluations), ML3
+about half a minute (60 steps and 13 held-out checks), meta-training the learned optimizer with the
+local-entropy regularizer about 3.5 minutes (200 meta-iterations), the evaluations on unseen tasks
+the rest. On a busy machine it takes several times longer. Each outer loop shows a progress bar
+(stderr) with its steps, the best value and the time left for your machine.
 """
 import os
 import sys
 
 import numpy as np
+import torch
 
 from automl_bilevel import TrackedRun
 from automl_bilevel.data import DatasetNotFoundError, load_idx_dataset
@@ -21,6 +29,9 @@ from automl_bilevel.recipes.metaloss import evaluate_loss, evolve_loss_network, 
 
 if __name__ == "__main__":
     quick = os.environ.get("AUTOML_BILEVEL_EXAMPLE_QUICK") == "1"
+    # small operations (at most 100 training examples per task): one thread is faster than several
+    # spinning against each other and against other processes; the benchmark times above use one too
+    torch.set_num_threads(1)
     try:
         X, y = load_idx_dataset("fashion-mnist", "train")
     except DatasetNotFoundError as exc:
@@ -35,7 +46,7 @@ if __name__ == "__main__":
     # 1. (μ+λ)-ES: each candidate loss network is a trial (a child run)
     n_eval = 20 if quick else 400
     with TrackedRun("metaloss-es", learner="mlp", objective="val_error", optimizer="es", n_iter=n_eval,
-                    trials_are_steps=False) as run:
+                    trials_are_steps=False, verbose=True) as run:
         es_net, search = evolve_loss_network(train, n_classes=10, n_evaluations=n_eval, population_size=10,
                                              sigma0=0.003, session=run.session)
         run.finish(artifacts={"loss_network": es_net}, trials=search.trials)
@@ -45,13 +56,12 @@ if __name__ == "__main__":
     # 2. ML3: outer steps are metric steps; held-out accuracy chooses the state to keep
     steps = 4 if quick else 60
     with TrackedRun("metaloss-ml3", learner="mlp", objective="val_cross_entropy", optimizer="ml3",
-                    n_iter=steps, params={"outer_lr": 3e-4, "tasks_per_step": 4}) as run:
+                    n_iter=steps, params={"outer_lr": 3e-4, "tasks_per_step": 4}, verbose=True) as run:
         ml3_net, res = train_loss_network_ml3(train, n_classes=10, outer_steps=steps, outer_lr=3e-4,
-                                              held_out=held, eval_every=2 if quick else 5)
-        for value in res.values:
-            run.step(value)
+                                              held_out=held, eval_every=2 if quick else 5, on_step=run.step)
         run.finish(artifacts={"loss_network": ml3_net})
 
+    print(f"evaluating three losses on {len(unseen)} unseen tasks ...", file=sys.stderr, flush=True)
     for name, loss in {"cross-entropy": "default", "ES loss": es_net, "ML3 loss": ml3_net}.items():
         accs = evaluate_loss(loss, unseen, n_classes=10)
         print(f"{name:14s} unseen-task accuracy {np.mean(accs):.3f} ± {np.std(accs):.3f}")
@@ -61,11 +71,10 @@ if __name__ == "__main__":
     net = LSTMOptimizer()
     n = 3000 if quick else 20000
     with TrackedRun("l2o-entropy", learner="mlp_784_20_10", objective="meta_loss", optimizer="l2o",
-                    n_iter=iters, params={"regularizer": "entropy", "alpha": 1e-2}) as run:
+                    n_iter=iters, params={"regularizer": "entropy", "alpha": 1e-2}, verbose=True) as run:
         history = meta_train_optimizer(net, lambda seed: MLPOptimizee(train_X[:n], train_y[:n], seed=seed),
-                                       meta_iters=iters, regularizer="entropy", alpha=1e-2, meta_lr=3e-3)
-        for loss, reg in zip(history["meta_loss"], history["regularizer"]):
-            run.step(loss, {"regularizer": reg})
+                                       meta_iters=iters, regularizer="entropy", alpha=1e-2, meta_lr=3e-3,
+                                       on_step=run.step)
         run.finish(artifacts={"learned_optimizer": net})
     task = MLPOptimizee(train_X[n:2 * n], train_y[n:2 * n], hidden=(40,), seed=7)  # a wider MLP than in training
     w, losses = train_optimizee(LearnedOptimizer(net), task, 40 if quick else 200)

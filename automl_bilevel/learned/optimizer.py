@@ -231,12 +231,14 @@ def train_optimizee(optimizer, optimizee: MLPOptimizee, steps: int, diverge: flo
 def meta_train_optimizer(net: LSTMOptimizer, optimizees: Callable[[int], MLPOptimizee], *, meta_iters: int = 100,
                          unroll: int = 20, horizon: int = 100, meta_lr: float = 1e-3, regularizer: str | None = None,
                          alpha: float = 0.0, reg_options: dict | None = None, clip: float = 1.0,
-                         diverge: float = 1e3, seed: int = 0) -> dict:
+                         diverge: float = 1e3, seed: int = 0, on_step=None) -> dict:
     """Truncated backpropagation through unrolls of ``unroll`` steps: each meta-iteration advances
     the current optimizee by one unroll and minimises the mean optimizee loss along it plus
     ``alpha`` times the regularizer at the weights it ends on; an optimizee is replaced after
     ``horizon`` steps. A diverging optimizer (a non-finite meta-loss, or one above ``diverge`` times
-    the optimizee's initial loss) rejects the step, records the reason and starts a fresh optimizee."""
+    the optimizee's initial loss) rejects the step, records the reason and starts a fresh optimizee.
+    ``on_step(value, metrics, error)`` is called after every meta-iteration, as it happens
+    (``TrackedRun.step`` fits)."""
     if regularizer is not None and regularizer not in REGULARIZERS:
         raise ValueError(f"regularizer must be one of {sorted(REGULARIZERS)} or None, got {regularizer!r}")
     opt = torch.optim.Adam(net.parameters(), lr=meta_lr)
@@ -269,6 +271,8 @@ def meta_train_optimizer(net: LSTMOptimizer, optimizees: Callable[[int], MLPOpti
             history["rejected"].append((it, f"meta-loss {float(meta_loss):.3g} (initial loss {initial:.3g}): "
                                             "the optimizee diverged"))
             task = None
+            if on_step is not None:
+                on_step(math.nan, {}, history["rejected"][-1][1])
             continue
         opt.zero_grad(set_to_none=True)
         objective.backward()
@@ -276,4 +280,6 @@ def meta_train_optimizer(net: LSTMOptimizer, optimizees: Callable[[int], MLPOpti
         opt.step()
         history["meta_loss"].append(float(meta_loss.detach()))
         history["regularizer"].append(float(reg.detach()))
+        if on_step is not None:
+            on_step(history["meta_loss"][-1], {"regularizer": history["regularizer"][-1]}, None)
     return history

@@ -85,7 +85,7 @@ def train_loss_network_ml3(tasks: Sequence[Split], *, n_classes: int, outer_step
                            outer_lr: float = 1e-3, inner_steps: int = 20, lr: float = 0.1, clip: float = 10.0,
                            tasks_per_step: int = 4, truncate: int | None = None,
                            held_out: Sequence[Split] = (), eval_every: int = 10, seed: int = 0,
-                           net: LossNetwork | None = None) -> tuple[LossNetwork, ML3Result]:
+                           net: LossNetwork | None = None, on_step=None) -> tuple[LossNetwork, ML3Result]:
     """Train a loss network by hypergradients of the validation cross-entropy (ML3).
 
     Each outer step averages the hypergradient over ``tasks_per_step`` tasks (reverse mode through
@@ -93,7 +93,8 @@ def train_loss_network_ml3(tasks: Sequence[Split], *, n_classes: int, outer_step
     with its reason and the outer learning rate halved. With ``held_out`` tasks, the network's
     validation accuracy on them is measured every ``eval_every`` steps (and at the start) and the
     best state is returned: 20 SGD steps at a useful step size are close to chaotic in the loss
-    weights, so single steps can make things worse."""
+    weights, so single steps can make things worse. ``on_step(value, metrics, error)`` is called after
+    every outer step, as it happens (``TrackedRun.step`` fits: progress and tracking while it runs)."""
     if int(outer_steps) < 0 or int(tasks_per_step) < 1 or int(eval_every) < 1 or not tasks:
         raise ValueError(f"need outer_steps >= 0, tasks_per_step >= 1, eval_every >= 1 and some tasks, got "
                          f"{outer_steps}, {tasks_per_step}, {eval_every}, {len(tasks)} tasks")
@@ -139,6 +140,8 @@ def train_loss_network_ml3(tasks: Sequence[Split], *, n_classes: int, outer_step
             out.rejected.append((step, f"{type(exc).__name__}: {exc}"))
             for group in opt.param_groups:
                 group["lr"] *= 0.5
+            if on_step is not None:
+                on_step(math.nan, {}, out.rejected[-1][1])
             continue
         theta.grad = torch.stack(grads).mean(0).to(theta.dtype)
         torch.nn.utils.clip_grad_norm_([theta], clip)
@@ -147,6 +150,9 @@ def train_loss_network_ml3(tasks: Sequence[Split], *, n_classes: int, outer_step
         out.values.append(float(np.mean(values)))
         if held_out and step % int(eval_every) == 0:
             check(step)
+        if on_step is not None:
+            on_step(out.values[-1], {"held_out_accuracy": out.held_out[-1][1]} if out.held_out and
+                    out.held_out[-1][0] == step else {}, None)
     final = best[1] if held_out else theta.detach()
     vector_to_module(final.double().numpy(), net)
     return net, out
