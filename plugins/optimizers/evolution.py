@@ -140,7 +140,7 @@ class EvolutionStrategy(OuterOptimizer):
             try:
                 values = problem.learner.evaluate_population(
                     problem.splits, np.stack([c[name] for c in g["configs"]]), problem.objective,
-                    task=problem.task, seed=problem.seed, name=name, config=dict(problem.fixed))
+                    task=problem.task, seed=problem.seed, name=name, config={})
                 error = None
             except Exception as exc:  # every member fails with the reason (as one by one would)
                 values, error = None, exc
