@@ -13,8 +13,8 @@ evaluates the same seeded random-search configurations. For each mode:
 
 Ratios are against tracking off. Absolute numbers on a shared machine are noisy; compare ratios.
 
-    python benchmarks/tracking.py            # 1000 trials per mode, 2 rounds
-    python benchmarks/tracking.py --quick    # 150 trials per mode, 1 round (under a minute)
+    python benchmarks/tracking.py            # 500 trials per mode, 3 rounds (interleaved)
+    python benchmarks/tracking.py --quick    # 100 trials per mode, 1 round (under a minute)
 
 Writes benchmarks/results/tracking[_quick].json and .md.
 """
@@ -117,7 +117,8 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
                              "--backend-store-uri", f"sqlite:///{folder}/server.db",
                              "--artifacts-destination", str(folder / "art"), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job-runner processes
     uri = f"http://127.0.0.1:{port}"
     import requests
 
@@ -139,8 +140,8 @@ def main(argv=None):
     ap.add_argument("--trial-ms", type=float, default=10.0)
     ap.add_argument("--no-server", action="store_true", help="skip the local mlflow server mode")
     args = ap.parse_args(argv)
-    n = args.trials or (150 if args.quick else 1000)
-    rounds = args.rounds or (1 if args.quick else 2)
+    n = args.trials or (100 if args.quick else 500)
+    rounds = args.rounds or (1 if args.quick else 3)
     problem, trial_ms = make_problem(args.trial_ms)
     print(f"trial: {trial_ms:.1f} ms (median of 5 fits), {n} trials per mode, {rounds} round(s)", flush=True)
     rows = []
@@ -152,9 +153,11 @@ def main(argv=None):
             modes = [("bare", None), ("off", None), ("sqlite", f"sqlite:///{tmp}/bench.db")]
             if server_uri:
                 modes.append(("server", server_uri))
-            search(problem, 5, "off", None)  # warm-up: imports, first-call costs
+            for mode, uri in modes[1:]:  # warm-up: imports, first-call costs, the server's own start
+                search(problem, 5, mode, uri)
+            time.sleep(2.0)
             for r in range(rounds):
-                for mode, uri in modes:
+                for mode, uri in modes[r % len(modes):] + modes[:r % len(modes)]:  # a different order each round
                     row = bare(problem, n) if mode == "bare" else search(problem, n, mode, uri)
                     row["round"] = r
                     rows.append(row)
@@ -177,7 +180,8 @@ def main(argv=None):
     cmd = " ".join(["python benchmarks/tracking.py"] + (argv if argv is not None else sys.argv[1:]))
     lines = ["# Tracking overhead", "",
              f"`{cmd}`: {n} random-search trials per mode of a DecisionTree fit of about {trial_ms:.1f} ms "
-             f"(median), {rounds} round(s), medians shown. *search*: the search loop, what the search waits for; "
+             f"(median of the calibration fits; random configurations vary), {rounds} round(s) in rotating order, "
+             f"medians shown, on a {os.cpu_count()}-core machine shared with other jobs. *search*: the search loop, what the search waits for; "
              "*end to end*: the search plus the run's end (the background writer writes what it has not yet "
              "written, the trials table and the trace plot; no model), the parent run then FINISHED with every "
              "trial as one child run (checked).", "",

@@ -143,7 +143,7 @@ class Server:
              "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
              "--artifacts-destination", str(self.folder / "art"), "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         if wait:
             self.wait_up()
 

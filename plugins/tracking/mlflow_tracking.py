@@ -268,7 +268,7 @@ class RunWriter:
         return removed
 
     def write_trials(self, records: list[dict[str, Any]]) -> None:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         try:
             if self.dirty:
@@ -298,8 +298,7 @@ class RunWriter:
                 params = [Param(str(k), str(v)[:MAX_PARAM]) for k, v in rec["config"].items()]
                 if rec.get("budget") is not None:
                     params.append(Param("budget", str(rec["budget"])))
-                self.client.log_batch(cid, metrics=metrics, params=params,
-                                      tags=[RunTag("automl_bilevel.status", rec["status"])])
+                self.client.log_batch(cid, metrics=metrics, params=params)
                 self.client.set_terminated(cid, "FINISHED" if rec["ok"] else "FAILED", end_time=ts)
                 self.done.add(n)
             for i in range(0, len(parent_metrics), 1000):  # MLflow caps a batch at 1000 metrics
@@ -355,6 +354,16 @@ class RunWriter:
 
 # -- the background writer ------------------------------------------------------------------------
 _STOP = object()
+WRITER_NICE = 10  # the writer thread's niceness (Linux: per thread): the search keeps the CPU it needs
+
+
+def _lower_thread_priority() -> None:
+    """On a busy machine the writer must not take CPU time from the search; it catches up when the
+    search waits or ends (on Linux ``setpriority`` on a thread id applies to that thread only)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
 
 
 class BackgroundWriter:
@@ -391,6 +400,7 @@ class BackgroundWriter:
         return end
 
     def _run(self) -> None:
+        _lower_thread_priority()
         pending: list[dict[str, Any]] = []
         end = None
         delay, next_try = 0.0, 0.0
