@@ -671,6 +671,11 @@ class MlflowListener:
                 "trials_are_steps": bool(context.trials_are_steps), "pid": os.getpid(),
                 "host": socket.gethostname(), "learner": context.learner, "optimizer": context.optimizer,
                 "objective": context.objective})
+            if self.writer_kind == "process":
+                self.writer = ProcessWriter(self.spool.folder)
+            else:
+                self.writer = BackgroundWriter(RunWriter(self.client, self.experiment_id, self.run_id,
+                                                         bool(context.trials_are_steps)))
         except BaseException as exc:  # no run may stay RUNNING: the session never saw this listener
             self.client.set_terminated(self.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             if not isinstance(exc, Exception):
@@ -681,11 +686,6 @@ class MlflowListener:
         self.resumed = resumed
         self.seen: set[int] = set()
         self.finished = False
-        if self.writer_kind == "process":
-            self.writer = ProcessWriter(self.spool.folder)
-        else:
-            self.writer = BackgroundWriter(RunWriter(self.client, self.experiment_id, self.run_id,
-                                                     bool(context.trials_are_steps)))
         atexit.register(self._at_exit)
 
     # -- events ---------------------------------------------------------------------------
@@ -743,6 +743,7 @@ class MlflowListener:
         self._report()
 
     def _report(self) -> None:
+        atexit.unregister(self._at_exit)
         if self.writer.completed:
             self.spool.remove()
             return
