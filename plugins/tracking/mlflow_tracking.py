@@ -267,7 +267,9 @@ class RunWriter:
                 seen[n] = r
         return removed
 
-    def write_trials(self, records: list[dict[str, Any]]) -> None:
+    def write_trials(self, records: list[dict[str, Any]], should_stop=None) -> None:
+        """Write ``records``; ``should_stop()`` is asked before each trial (a second Ctrl-C must not
+        wait for a whole batch)."""
         from mlflow.entities import Metric, Param
 
         try:
@@ -275,6 +277,8 @@ class RunWriter:
                 self.reconcile()
             parent_metrics = []
             for rec in records:
+                if should_stop is not None and should_stop():
+                    break
                 n, ts = rec["number"], rec["time_ms"]
                 step = {"value": rec["value"], **rec["metrics"]}
                 if rec.get("best_value") is not None:
@@ -418,7 +422,9 @@ class BackgroundWriter:
                 try:
                     if pending:
                         batch = pending[:BATCH_TRIALS]
-                        self.writer.write_trials(batch)
+                        self.writer.write_trials(batch, self.abort.is_set)
+                        if self.abort.is_set():
+                            break
                         del pending[:len(batch)]
                     else:
                         self.writer.finish(end[1], end[2])
@@ -585,7 +591,9 @@ def follow(folder: Path, parent_pid: int) -> int:
         try:
             if pending:
                 batch = pending[:BATCH_TRIALS]
-                writer.write_trials(batch)
+                writer.write_trials(batch, lambda: stop["abort"])
+                if stop["abort"]:
+                    break
                 del pending[:len(batch)]
             else:
                 writer.finish(end, folder / "artifacts")
@@ -734,13 +742,29 @@ class MlflowListener:
             self.writer.done.wait(self.timeout)
         except KeyboardInterrupt:  # a second Ctrl-C: end the parent now, keep the rest in the spool
             self.writer.abort.set()
-            self.writer.done.wait(ABORT_WAIT)
+            if not self.writer.done.wait(ABORT_WAIT):
+                self._last_resort_end(rec)
             self._report()
             raise
         if not self.writer.done.is_set():
             self.writer.abort.set()
-            self.writer.done.wait(ABORT_WAIT)
+            if not self.writer.done.wait(ABORT_WAIT):
+                self._last_resort_end(rec)
         self._report()
+
+    def _last_resort_end(self, rec: dict[str, Any]) -> None:
+        """The writer did not end the parent in time: try once from here, bounded, so the run does
+        not stay RUNNING while the store answers (the spool keeps the rest)."""
+        def end() -> None:
+            try:
+                self.client.set_tag(self.run_id, SPOOL_TAG, str(self.spool.folder))
+                self.client.set_terminated(self.run_id, rec["status"], end_time=rec["time_ms"])
+            except Exception:
+                pass
+
+        t = threading.Thread(target=end, daemon=True)
+        t.start()
+        t.join(ABORT_WAIT)
 
     def _report(self) -> None:
         atexit.unregister(self._at_exit)
