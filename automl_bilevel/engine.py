@@ -164,9 +164,9 @@ def run_search(
                 optimizer.tell(proposal, trial)
                 trial = replace(trial, extra=None)  # what tell needed (a gradient) is not kept
                 result.trials.append(trial)
-                if checkpoint is not None:
-                    checkpoint.record(trial, optimizer)
                 session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
+                if checkpoint is not None:  # after the listeners (tracking spools it first): none is lost
+                    checkpoint.record(trial, optimizer)
                 if timeout is not None and time.perf_counter() - t0 >= timeout and in_flight:
                     executor.cancel()  # the budget is spent: what is still running is dropped
                     in_flight, stop = 0, "timeout"
