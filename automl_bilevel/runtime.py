@@ -30,9 +30,10 @@ import contextvars
 import numbers
 import os
 import re
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: a process that never trains never loads it
+    import torch
 
 __all__ = ["THREADS_ENV", "WORK_PER_THREAD", "available_cores", "choose_threads", "problem_work",
            "resolve_device", "thread_policy", "threads"]
@@ -71,6 +72,7 @@ def _env_threads() -> int | None:
 
 def choose_threads(*, concurrent: int = 1, work: float | None = None, threads: int | None = None) -> int:
     """The intra-op thread count :func:`thread_policy` would set (see the module docstring)."""
+    import torch
     concurrent = _check_count(concurrent, "concurrent")
     if work is not None and (isinstance(work, bool) or not isinstance(work, numbers.Real) or not work >= 0):
         raise ValueError(f"work must be a number >= 0 (numbers per evaluation), got {work!r}")
@@ -89,6 +91,7 @@ def choose_threads(*, concurrent: int = 1, work: float | None = None, threads: i
 
 @contextlib.contextmanager
 def _set_threads(n: int) -> Iterator[int]:
+    import torch
     previous = torch.get_num_threads()
     with contextlib.ExitStack() as stack:
         try:
@@ -147,6 +150,7 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 
 
 def _mps_available() -> bool:
+    import torch
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -155,6 +159,7 @@ def resolve_device(device: Any = "auto") -> torch.device:
     """``"auto"`` (the first CUDA device, else MPS, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
     ``"mps"`` or a ``torch.device``, as a ``torch.device``; a malformed or unavailable device is a
     ``ValueError`` that says what this machine has."""
+    import torch
     if isinstance(device, torch.device):
         spec = device.type if device.type in ("cpu", "mps") else str(device)
     elif isinstance(device, str):

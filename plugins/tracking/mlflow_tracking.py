@@ -742,13 +742,15 @@ class MlflowListener:
             self.writer.done.wait(self.timeout)
         except KeyboardInterrupt:  # a second Ctrl-C: end the parent now, keep the rest in the spool
             self.writer.abort.set()
-            if not self.writer.done.wait(ABORT_WAIT):
+            # a writer stopped before it could end the parent (a writer process still starting when the
+            # SIGTERM came) is done too: unless it wrote everything, end the parent from here
+            if not self.writer.done.wait(ABORT_WAIT) or not self.writer.completed:
                 self._last_resort_end(rec)
             self._report()
             raise
         if not self.writer.done.is_set():
             self.writer.abort.set()
-            if not self.writer.done.wait(ABORT_WAIT):
+            if not self.writer.done.wait(ABORT_WAIT) or not self.writer.completed:
                 self._last_resort_end(rec)
         self._report()
 
