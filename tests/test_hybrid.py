@@ -193,12 +193,13 @@ def test_a_trial_whose_every_step_fails_fails_with_the_reason():
 
 
 def test_a_budget_scales_the_hypergradient_steps(digits):
-    est = hybrid(n_iter=6, blackbox="smac", steps=3,
-                 blackbox_params={"facade": "mf", "min_budget": 0.34, "eta": 3, "n_initial": 3}).fit(*digits)
+    # successive halving at eta=2 from a quarter of the budget: budgets 1/4, 1/2 and 1
+    est = hybrid(n_iter=7, blackbox="smac", steps=4,
+                 blackbox_params={"facade": "mf", "min_budget": 0.25, "eta": 2}).fit(*digits)
     budgets = {t.budget for t in est.trials_}
-    assert len(budgets) > 1 and min(budgets) < 1
+    assert len(budgets) > 1 and min(budgets) < 1, budgets
     for t in est.trials_:
-        assert t.metrics["outer_steps"] == max(1, round(3 * t.budget))
+        assert t.metrics["outer_steps"] == max(1, round(4 * t.budget))
     assert est.best_trial_.budget == max(budgets)
 
 

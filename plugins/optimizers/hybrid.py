@@ -129,7 +129,8 @@ def _active(space: Any, values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` without the hyperparameters their conditions make inactive."""
     from ConfigSpace.util import deactivate_inactive_hyperparameters
 
-    return config_dict(deactivate_inactive_hyperparameters(dict(values), space))
+    full = {**{hp.name: hp.default_value for hp in space.values()}, **values}  # it needs every value first
+    return config_dict(deactivate_inactive_hyperparameters(full, space))
 
 
 def _sub_space(space: Any, blackbox: Mapping[str, Any], start: Mapping[str, Any]) -> Any:
