@@ -281,3 +281,19 @@ experiment = "{experiment}"
     assert len(children) == 2
     for r in children:
         assert {"outer_value.0", "outer_value.1", "tuned.lr"} <= set(r.data.metrics)
+
+
+def test_a_budget_scales_the_inner_training_of_the_gradient_part(digits):
+    from automl_bilevel import BilevelProblem
+    from automl_bilevel.gradient import HyperparameterProblem
+    from automl_bilevel.problem import Split
+    from automl_bilevel.registry import get_registry
+
+    X, y = digits
+    reg = get_registry()
+    learner = reg.make("learner", "mlp", {**SMALL_MLP, "epochs": 8}).obj
+    problem = BilevelProblem(learner, reg.make("objective", "val_loss").obj, mixed_space(), learner_task(X, y),
+                             [Split(X[:300], y[:300], X[300:], y[300:])])
+    full = HyperparameterProblem(problem).tasks()[0][0].dynamics.T
+    quarter = HyperparameterProblem(problem, budget=0.25).tasks()[0][0].dynamics.T
+    assert (full, quarter) == (8, 2)  # one full-batch step per epoch; the budget scales the epochs
