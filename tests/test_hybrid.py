@@ -297,3 +297,23 @@ def test_a_budget_scales_the_inner_training_of_the_gradient_part(digits):
     full = HyperparameterProblem(problem).tasks()[0][0].dynamics.T
     quarter = HyperparameterProblem(problem, budget=0.25).tasks()[0][0].dynamics.T
     assert (full, quarter) == (8, 2)  # one full-batch step per epoch; the budget scales the epochs
+
+
+def test_replayed_trials_restore_the_tuned_scalars_from_their_metrics(digits):
+    from automl_bilevel import BilevelProblem
+    from automl_bilevel.problem import Split
+    from automl_bilevel.registry import get_registry
+
+    est = hybrid(n_iter=3).fit(*digits)
+    X, y = digits
+    reg = get_registry()
+    problem = BilevelProblem(reg.make("learner", "mlp", SMALL_MLP).obj, reg.make("objective", "val_loss").obj,
+                             mixed_space(), learner_task(X, y), [Split(X[:300], y[:300], X[300:], y[300:])])
+    opt = reg.make("optimizer", "hybrid", {"blackbox": "random", "steps": 2}).obj
+    opt.setup(problem, 0)
+    assert opt.best_config() is None
+    opt.replay(list(est.trials_))
+    assert opt.best_config() == pytest.approx(est.best_params_)
+    seen = {tuple(sorted(t.config.items())) for t in est.trials_}
+    fresh = opt.ask(1)[0]  # random search does not propose a replayed configuration again
+    assert tuple(sorted({k: v for k, v in fresh.config.items()}.items())) not in seen
