@@ -317,3 +317,15 @@ def test_replayed_trials_restore_the_tuned_scalars_from_their_metrics(digits):
     seen = {tuple(sorted(t.config.items())) for t in est.trials_}
     fresh = opt.ask(1)[0]  # random search does not propose a replayed configuration again
     assert tuple(sorted({k: v for k, v in fresh.config.items()}.items())) not in seen
+
+
+def test_a_float_in_a_forbidden_clause_stays_black_box():
+    from ConfigSpace import ForbiddenAndConjunction, ForbiddenEqualsClause, ForbiddenInClause
+
+    s = ConfigurationSpace(space=[Float("lr", (1e-3, 1.0), log=True), Float("weight_decay", (1e-6, 0.1), log=True),
+                                  Categorical("a", ["x", "y"])])
+    s.add(ForbiddenAndConjunction(ForbiddenEqualsClause(s["a"], "x"), ForbiddenInClause(s["weight_decay"], [5e-3])))
+    names, bb = split_space(s, DIFF)
+    assert names == ["lr"] and sorted(bb.keys()) == ["a", "weight_decay"] and len(bb.forbidden_clauses) == 1
+    with pytest.raises(ValueError, match="forbidden clause"):
+        split_space(s, DIFF, ["weight_decay"])
