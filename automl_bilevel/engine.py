@@ -17,6 +17,7 @@ from .checkpoint import Checkpoint
 from .components import OuterOptimizer, Proposal
 from .events import RunContext, RunFinished, RunStarted, TrialFinished
 from .parallel import Executor, Outcome, SequentialExecutor
+from .runtime import problem_work, thread_policy
 from .space import config_dict
 from .trials import COMPLETE, FAILED, Trial, best_trial
 
@@ -132,45 +133,46 @@ def run_search(
             session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
     executor.start(optimizer, problem)
     in_flight, submitted, stop = 0, len(result.trials), None
-    try:
-        while True:
-            while stop is None and in_flight < executor.slots:
-                if submitted >= n_iter:
-                    stop = "n_iter"
-                elif timeout is not None and time.perf_counter() - t0 >= timeout:
-                    stop = "timeout"
-                elif optimizer.should_stop():
-                    stop = "optimizer"
-                if stop is not None:
+    with thread_policy(concurrent=executor.slots, work=problem_work(problem)):  # threads: runtime.py
+        try:
+            while True:
+                while stop is None and in_flight < executor.slots:
+                    if submitted >= n_iter:
+                        stop = "n_iter"
+                    elif timeout is not None and time.perf_counter() - t0 >= timeout:
+                        stop = "timeout"
+                    elif optimizer.should_stop():
+                        stop = "optimizer"
+                    if stop is not None:
+                        break
+                    proposals = list(optimizer.ask(min(executor.slots - in_flight, n_iter - submitted)))
+                    if not proposals:
+                        if in_flight == 0:
+                            stop = "exhausted"
+                        break
+                    for proposal in proposals:
+                        executor.submit(proposal)
+                    in_flight += len(proposals)
+                    submitted += len(proposals)
+                if in_flight == 0:
                     break
-                proposals = list(optimizer.ask(min(executor.slots - in_flight, n_iter - submitted)))
-                if not proposals:
-                    if in_flight == 0:
-                        stop = "exhausted"
-                    break
-                for proposal in proposals:
-                    executor.submit(proposal)
-                in_flight += len(proposals)
-                submitted += len(proposals)
-            if in_flight == 0:
-                break
-            proposal, outcome = executor.next_done()
-            in_flight -= 1
-            trial = make_trial(len(result.trials), proposal, outcome)
-            if trial.error:
-                log.warning("trial %d failed: %s", trial.number, trial.error)
-            optimizer.tell(proposal, trial)
-            trial = replace(trial, extra=None)  # what tell needed (a gradient) is not kept
-            result.trials.append(trial)
-            if checkpoint is not None:
-                checkpoint.record(trial, optimizer)
-            session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
-            if timeout is not None and time.perf_counter() - t0 >= timeout and in_flight:
-                executor.cancel()  # the budget is spent: what is still running is dropped
-                in_flight, stop = 0, "timeout"
-        result.stop_reason = stop or "exhausted"
-    except KeyboardInterrupt:
-        executor.cancel()
-        result.status, result.stop_reason = "KILLED", "interrupted"
+                proposal, outcome = executor.next_done()
+                in_flight -= 1
+                trial = make_trial(len(result.trials), proposal, outcome)
+                if trial.error:
+                    log.warning("trial %d failed: %s", trial.number, trial.error)
+                optimizer.tell(proposal, trial)
+                trial = replace(trial, extra=None)  # what tell needed (a gradient) is not kept
+                result.trials.append(trial)
+                session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
+                if checkpoint is not None:  # after the listeners (tracking spools it first): none is lost
+                    checkpoint.record(trial, optimizer)
+                if timeout is not None and time.perf_counter() - t0 >= timeout and in_flight:
+                    executor.cancel()  # the budget is spent: what is still running is dropped
+                    in_flight, stop = 0, "timeout"
+            result.stop_reason = stop or "exhausted"
+        except KeyboardInterrupt:
+            executor.cancel()
+            result.status, result.stop_reason = "KILLED", "interrupted"
     result.duration = time.perf_counter() - t0
     return result

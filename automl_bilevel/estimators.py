@@ -25,6 +25,7 @@ from .checkpoint import Checkpoint
 from .engine import AllTrialsFailedError
 from .lifecycle import Run
 from .parallel import check_address
+from .runtime import thread_policy
 from .events import RunContext, TrackingSettings, plain, run_params
 from .problem import BilevelProblem, Split
 from .registry import check_compatible, get_registry
@@ -178,7 +179,8 @@ class _BilevelEstimator(BaseEstimator):
             self.history_ = history_table(result.trials)
             self.n_trials_ = len(result.trials)
             self.stop_reason_ = result.stop_reason
-            self.model_ = learner.obj.fit(X, y_enc, self.best_params_, task=task, seed=seed)
+            with thread_policy(work=float(X.size)):  # the refit: threads sized to the work (runtime.py)
+                self.model_ = learner.obj.fit(X, y_enc, self.best_params_, task=task, seed=seed)
             self.learner_ = learner.obj
             self.search_space_ = space
             self.interrupted_ = result.status == "KILLED"

@@ -6,15 +6,16 @@ fit takes about ``--trial-ms`` milliseconds, 10 by default) scored by validation
 evaluates the same seeded random-search configurations. For each mode:
 
 - **search**: the wall time of the search loop (ask / evaluate / tell / events); this is what the
-  search waits for. Tracking sends each trial to a local spool and a queue; a background thread
-  writes them to the store;
+  search waits for. Tracking appends each trial to a local spool file; a writer (a thread, or a
+  separate process that follows the spool: the default for runs of 200 trials or more) writes them
+  to the store;
 - **end to end**: the search plus the run's end, where the background writer finishes writing the
   trials it has not written yet and the run's files (no model is logged here), then ends the run.
 
 Ratios are against tracking off. Absolute numbers on a shared machine are noisy; compare ratios.
 
-    python benchmarks/tracking.py            # 1000 trials per mode, 2 rounds
-    python benchmarks/tracking.py --quick    # 150 trials per mode, 1 round (under a minute)
+    python benchmarks/tracking.py            # 500 trials per mode, 3 rounds (interleaved)
+    python benchmarks/tracking.py --quick    # 100 trials per mode, 1 round (under a minute)
 
 Writes benchmarks/results/tracking[_quick].json and .md.
 """
@@ -69,8 +70,12 @@ def make_problem(trial_ms: float, seed: int = 0):
     return problem, ms
 
 
+WRITERS = {"sqlite-thread": "thread", "sqlite": "process", "server": "process"}
+
+
 def search(problem, n: int, mode: str, uri: str | None, seed: int = 0) -> dict:
     """One search of ``n`` trials; tracking per ``mode``; timings of the loop and of the run's end."""
+    os.environ["AUTOML_BILEVEL_TRACKING_WRITER"] = WRITERS.get(mode, "auto")
     reg = get_registry()
     optimizer, _ = reg.make("optimizer", "random")
     context = RunContext(name=f"bench-{mode}", task="classification", learner="sklearn", objective="val_error",
@@ -117,7 +122,8 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
                              "--backend-store-uri", f"sqlite:///{folder}/server.db",
                              "--artifacts-destination", str(folder / "art"), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job-runner processes
     uri = f"http://127.0.0.1:{port}"
     import requests
 
@@ -139,8 +145,8 @@ def main(argv=None):
     ap.add_argument("--trial-ms", type=float, default=10.0)
     ap.add_argument("--no-server", action="store_true", help="skip the local mlflow server mode")
     args = ap.parse_args(argv)
-    n = args.trials or (150 if args.quick else 1000)
-    rounds = args.rounds or (1 if args.quick else 2)
+    n = args.trials or (100 if args.quick else 500)
+    rounds = args.rounds or (1 if args.quick else 3)
     problem, trial_ms = make_problem(args.trial_ms)
     print(f"trial: {trial_ms:.1f} ms (median of 5 fits), {n} trials per mode, {rounds} round(s)", flush=True)
     rows = []
@@ -149,12 +155,15 @@ def main(argv=None):
         os.environ["AUTOML_BILEVEL_SPOOL_DIR"] = str(tmp / "spool")
         server, server_uri = (None, None) if args.no_server else start_server(tmp)
         try:
-            modes = [("bare", None), ("off", None), ("sqlite", f"sqlite:///{tmp}/bench.db")]
+            modes = [("bare", None), ("off", None), ("sqlite-thread", f"sqlite:///{tmp}/bench.db"),
+                     ("sqlite", f"sqlite:///{tmp}/bench.db")]
             if server_uri:
                 modes.append(("server", server_uri))
-            search(problem, 5, "off", None)  # warm-up: imports, first-call costs
+            for mode, uri in modes[1:]:  # warm-up: imports, first-call costs, the server's own start
+                search(problem, 5, mode, uri)
+            time.sleep(2.0)
             for r in range(rounds):
-                for mode, uri in modes:
+                for mode, uri in modes[r % len(modes):] + modes[:r % len(modes)]:  # a different order each round
                     row = bare(problem, n) if mode == "bare" else search(problem, n, mode, uri)
                     row["round"] = r
                     rows.append(row)
@@ -177,14 +186,16 @@ def main(argv=None):
     cmd = " ".join(["python benchmarks/tracking.py"] + (argv if argv is not None else sys.argv[1:]))
     lines = ["# Tracking overhead", "",
              f"`{cmd}`: {n} random-search trials per mode of a DecisionTree fit of about {trial_ms:.1f} ms "
-             f"(median), {rounds} round(s), medians shown. *search*: the search loop, what the search waits for; "
+             f"(median of the calibration fits; random configurations vary), {rounds} round(s) in rotating order, "
+             f"medians shown, on a {os.cpu_count()}-core machine shared with other jobs. *search*: the search loop, what the search waits for; "
              "*end to end*: the search plus the run's end (the background writer writes what it has not yet "
              "written, the trials table and the trace plot; no model), the parent run then FINISHED with every "
              "trial as one child run (checked).", "",
              "| mode | search trials/s | search vs off | end-to-end trials/s | end to end vs off | end of run (s) |",
              "|---|---:|---:|---:|---:|---:|"]
-    names = {"bare": "bare loop (no host)", "off": "tracking off", "sqlite": "tracking on, SQLite",
-             "server": "tracking on, local mlflow server"}
+    names = {"bare": "bare loop (no host)", "off": "tracking off",
+             "sqlite-thread": "tracking on, SQLite, writer thread",
+             "sqlite": "tracking on, SQLite, writer process", "server": "tracking on, local mlflow server, writer process"}
     for mode, s in summary.items():
         lines.append(f"| {names[mode]} | {s['search_trials_per_s']:.1f} | {s['search_vs_off']:.3f} | "
                      f"{s['total_trials_per_s']:.1f} | {s['total_vs_off']:.3f} | {s['end_s']:.2f} |")

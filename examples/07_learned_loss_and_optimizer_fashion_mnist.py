@@ -5,16 +5,22 @@ stored as an artifact of its run:
 2. the same network trained by hypergradients through the inner SGD steps (ML3);
 3. an L2O-DM learned optimizer meta-trained with the local-entropy flatness regularizer;
 
-all three through the package's one search loop (progress on stderr); then each is used inside an
-ordinary torch learner on unseen tasks. Expected run time on 2 CPU cores: several minutes (the
-same steps took about 15 minutes in benchmarks/learned.py with its baselines); each run shows its
-progress and an estimate of the time left. Needs the Fashion-MNIST IDX files
+all three through the package's one search loop; then each is used inside an ordinary torch learner
+on unseen tasks. Needs the Fashion-MNIST IDX files
 (README, "Data"). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a tiny run of a few seconds.
+
+Expected run time: about 7 minutes on one free CPU core, as benchmarks/learned.py measured the
+same outer loops (benchmarks/results/learned.md): the ES about 2 minutes (400 evaluations), ML3
+about half a minute (60 steps and 13 held-out checks), meta-training the learned optimizer with the
+local-entropy regularizer about 3.5 minutes (200 meta-iterations), the evaluations on unseen tasks
+the rest. On a busy machine it takes several times longer. Each outer loop shows a progress bar
+(stderr) with its steps, the best value and the time left for your machine.
 """
 import os
 import sys
 
 import numpy as np
+import torch
 
 from automl_bilevel import TrackedRun
 from automl_bilevel.data import DatasetNotFoundError, load_idx_dataset
@@ -24,6 +30,9 @@ from automl_bilevel.recipes.metaloss import evaluate_loss, evolve_loss_network, 
 
 if __name__ == "__main__":
     quick = os.environ.get("AUTOML_BILEVEL_EXAMPLE_QUICK") == "1"
+    # small operations (at most 100 training examples per task): one thread is faster than several
+    # spinning against each other and against other processes; the benchmark times above use one too
+    torch.set_num_threads(1)
     try:
         X, y = load_idx_dataset("fashion-mnist", "train")
     except DatasetNotFoundError as exc:
@@ -53,6 +62,7 @@ if __name__ == "__main__":
                                               held_out=held, eval_every=2 if quick else 5, run=run)
         run.finish(artifacts={"loss_network": ml3_net})
 
+    print(f"evaluating three losses on {len(unseen)} unseen tasks ...", file=sys.stderr, flush=True)
     for name, loss in {"cross-entropy": "default", "ES loss": es_net, "ML3 loss": ml3_net}.items():
         accs = evaluate_loss(loss, unseen, n_classes=10)
         print(f"{name:14s} unseen-task accuracy {np.mean(accs):.3f} ± {np.std(accs):.3f}")

@@ -9,5 +9,7 @@ port="${PORT:-5000}"
 store="${MLFLOW_BACKEND_STORE_URI:-sqlite:///$here/server.db}"
 artifacts="${MLFLOW_ARTIFACTS_DESTINATION:-$here/mlartifacts}"
 export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
+# MLflow 3 starts a job runner and ~10 task-queue processes by default (GenAI features we do not use)
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 exec mlflow server --host 127.0.0.1 --port "$port" \
   --backend-store-uri "$store" --artifacts-destination "$artifacts" --workers 1

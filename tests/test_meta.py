@@ -318,3 +318,19 @@ def test_a_black_box_optimizer_tunes_meta_training_settings_as_an_ordinary_searc
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(exp).experiment_id])
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 2  # one run per call
+
+
+def test_device_is_resolved_before_any_work(digits):
+    import torch
+
+    (Xtr, ytr), (Xte, yte) = split_digits(digits)
+    est = MetaLearnerClassifier("protonet", method_params={"width": 8, "depth": 2}, n_way=3, q_queries=5,
+                                meta_iters=3, val_fraction=0.0, device="auto", tracking=False,
+                                random_state=0).fit(Xtr, ytr)
+    assert next(est.model_.parameters()).device == torch.device("cpu")  # the fitted model comes back on the CPU
+    assert 0 <= est.evaluate(Xte, yte, n_episodes=5)["accuracy"] <= 1
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            MetaLearnerClassifier(device="cuda", tracking=False).fit(Xtr, ytr)
+    with pytest.raises(ValueError):
+        MetaLearnerClassifier(device="gpu7", tracking=False).fit(Xtr, ytr)

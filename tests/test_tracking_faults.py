@@ -143,7 +143,7 @@ class Server:
              "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
              "--artifacts-destination", str(self.folder / "art"), "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         if wait:
             self.wait_up()
 
@@ -246,8 +246,8 @@ def test_store_down_at_the_end_keeps_a_spool_that_sync_writes_once(server, tmp_p
     assert not folders[0].exists()
 
 
-def test_a_killed_process_leaves_a_spool_that_sync_writes_exactly_once(tmp_path):
-    proc, uri, ck = start_run(tmp_path)
+def test_a_killed_run_with_a_writer_thread_leaves_a_spool_that_sync_writes_exactly_once(tmp_path):
+    proc, uri, ck = start_run(tmp_path, extra_env={"AUTOML_BILEVEL_TRACKING_WRITER": "thread"})
     wait_for_trials(proc, ck, 40)
     proc.kill()  # SIGKILL: no handler, no flush
     proc.communicate(timeout=60)
@@ -259,9 +259,26 @@ def test_a_killed_process_leaves_a_spool_that_sync_writes_exactly_once(tmp_path)
     sync = subprocess.run(cli() + ["sync", str(spools[0])], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
     assert sync.returncode == 0, sync.stderr[-3000:]
+    check_killed_run_complete(uri, n)
+    assert not spools[0].exists()
+
+
+def test_a_killed_run_with_a_writer_process_is_completed_by_the_writer(tmp_path):
+    proc, uri, ck = start_run(tmp_path, extra_env={"AUTOML_BILEVEL_TRACKING_WRITER": "process"})
+    wait_for_trials(proc, ck, 40)
+    proc.kill()  # the search dies; its writer process notices, writes the spool and ends the run
+    proc.communicate(timeout=60)
+    n = journal_trials(ck)
+    t0 = time.monotonic()
+    while any((tmp_path / "mlflow-spool").iterdir()):
+        assert time.monotonic() - t0 < 300, "the writer process did not finish"
+        time.sleep(0.2)
+    check_killed_run_complete(uri, n)
+
+
+def check_killed_run_complete(uri: str, n: int) -> None:
     parents, children = runs_of(uri, "signals")
     # the checkpoint is written just before the spool: a kill between the two leaves one trial out
     assert len(children) in (n - 1, n)
     assert_each_trial_once(children, len(children))
     assert parents[0].info.status == "KILLED" and "ended before the run did" in parents[0].data.tags["automl_bilevel.error"]
-    assert not spools[0].exists()

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 import pytest
+
+from automl_bilevel_plugins.optimizers.random_search import RandomSearch
 from sklearn.base import clone
 from sklearn.datasets import load_iris
 
@@ -44,7 +46,7 @@ def test_n_jobs_means_n_workers(n_jobs, n_workers, expected):
 @pytest.mark.parametrize("params, message", [
     ({"n_jobs": 0}, "n_jobs=0 means no worker"),
     ({"n_jobs": 2, "n_workers": 3}, "n_jobs=2 and n_workers=3 disagree; n_jobs is scikit-learn's name for n_workers"),
-    ({"n_jobs": 2, "optimizer": "hypergradient", "learner": "logistic", "objective": "val_loss"},
+    ({"n_jobs": 2, "optimizer": RandomSearch(), "learner": "logistic", "objective": "val_loss"},
      "evaluates one proposal at a time"),
 ])
 def test_bad_n_jobs_is_refused_before_any_work(params, message):

@@ -110,7 +110,7 @@ def checkpointed(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, ever
         z = dyn.step(t, z, hp_d)
     check_finite(z, T - 1)
     value, gw, g = outer_grads(outer_loss, dyn.weights(z), hp_d)
-    p = torch.zeros(dyn.dim, dtype=z.dtype)
+    p = torch.zeros(dyn.dim, dtype=z.dtype, device=z.device)
     p[: dyn.n] = gw
     leaves = _leaves(hp)
     names = list(leaves)
@@ -152,9 +152,9 @@ class ForwardMode:
         self.theta, self.unflatten = _flatten(hp)
         self.m = self.theta.numel()
         self.z = z0.detach()
-        self.Z = torch.zeros(dyn.dim, self.m, dtype=z0.dtype)
+        self.Z = torch.zeros(dyn.dim, self.m, dtype=z0.dtype, device=z0.device)
         self.t = 0
-        self.eye = torch.eye(self.m, dtype=self.theta.dtype)
+        self.eye = torch.eye(self.m, dtype=self.theta.dtype, device=self.theta.device)
 
     def set_hp(self, hp: Mapping[str, Tensor]) -> None:
         self.theta, self.unflatten = _flatten(hp)
@@ -197,39 +197,53 @@ def implicit(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, solver: 
 
     solved by conjugate gradient (``cg``), a Neumann series with step ``alpha`` (``neumann``), or
     fixed-point iteration of the inner dynamics' own Jacobian (``fixed_point``:
-    v = (∂Φ/∂z)ᵀ v + ∂E/∂z, dE/dλ = ∂E/∂λ + (∂Φ/∂λ)ᵀ v). Written with torch.func only.
+    v = (∂Φ/∂z)ᵀ v + ∂E/∂z, dE/dλ = ∂E/∂λ + (∂Φ/∂λ)ᵀ v). The products are backward passes through
+    one autograd graph built at w_T (:func:`implicit_grads` is the pure torch.func version).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; use one of {SOLVERS}")
+    if solver == "neumann" and alpha is None:
+        raise ValueError("the neumann solver needs alpha (a step below 2/‖H‖, e.g. the inner lr)")
     z = dyn.run(z0, hp) if warm_z is None else warm_z.detach()
     hp_d = _detached(hp)
     w = dyn.weights(z)
     value, b, direct = outer_grads(outer_loss, w, hp_d)
     names = list(hp_d)
-    if solver == "fixed_point":
-        tT = dyn.T  # the map of a step after the run
-        bz = torch.zeros(dyn.dim, dtype=z.dtype)
-        bz[: dyn.n] = b
-        _, pull = vjp(lambda z_, h_: dyn.step_func(tT, z_, h_), z, hp_d)
-        v, info = fixed_point(lambda u: pull(u)[0], bz, iters=iters, tol=tol)
-        mixed = pull(v)[1]
-        grads = {k: direct[k] + mixed[k] for k in names}
-    else:
-        def grad_w(w_, h_):
-            return grad(lambda ww: dyn.inner_loss(ww, h_, None))(w_)
+    # One autograd graph of the gradient (or of one step) at w_T, built once; every Hessian- or
+    # Jacobian-vector product of the solver is a backward pass through it (reverse-over-reverse,
+    # as torchopt does), not a fresh trace per product.
+    leaves = _leaves(hp_d)
+    with torch.enable_grad():
+        if solver == "fixed_point":
+            z_ = z.detach().requires_grad_(True)
+            out = dyn.step(dyn.T, z_, leaves, create_graph=True)  # the map of a step after the run
+            wrt = [z_, *leaves.values()]
+        else:
+            w_ = w.detach().requires_grad_(True)
+            out, = torch.autograd.grad(dyn.inner_loss(w_, leaves, None), w_, create_graph=True)
+            wrt = [w_, *leaves.values()]
 
-        def hvp(u):
-            return jvp(lambda ww: grad_w(ww, hp_d), (w,), (u,))[1]
+    def pull(u: Tensor, inputs) -> tuple[Tensor, ...]:
+        with torch.enable_grad():
+            got = torch.autograd.grad(out, inputs, u, retain_graph=True, allow_unused=True)
+        return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(got, inputs))
+
+    if solver == "fixed_point":
+        bz = torch.zeros(dyn.dim, dtype=z.dtype, device=z.device)
+        bz[: dyn.n] = b
+        v, info = fixed_point(lambda u: pull(u, wrt[:1])[0], bz, iters=iters, tol=tol)
+        mixed = pull(v, wrt[1:])
+        grads = {k: direct[k] + m for k, m in zip(names, mixed)}
+    else:
+        def hvp(u):  # H is symmetric: the vector-Jacobian product of the gradient is H u
+            return pull(u, wrt[:1])[0]
 
         if solver == "cg":
             v, info = conjugate_gradient(hvp, b, iters=iters, tol=tol)
         else:
-            if alpha is None:
-                raise ValueError("the neumann solver needs alpha (a step below 2/‖H‖, e.g. the inner lr)")
             v, info = neumann(hvp, b, alpha=alpha, iters=iters)
-        _, pull = vjp(lambda h_: grad_w(w, h_), hp_d)
-        (mixed,) = pull(v)
-        grads = {k: direct[k] - mixed[k] for k in names}
+        mixed = pull(v, wrt[1:])
+        grads = {k: direct[k] - m for k, m in zip(names, mixed)}
     return Hypergradient(value, grads, z, {"mode": "implicit", "solver": solver, "iterations": info.iterations,
                                             "residual": info.residual, "steps": dyn.T})
 
@@ -253,7 +267,22 @@ def implicit_grads(inner_loss: Callable[[Tensor, Mapping[str, Tensor]], Tensor],
 def hypergradient(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor],
                   mode: str = "reverse", **options) -> Hypergradient:
     """Dispatch to one of :data:`MODES`; ``options``: ``truncate`` (truncated), ``every``
-    (checkpoint), ``solver``/``iters``/``tol``/``alpha`` (implicit)."""
+    (checkpoint), ``solver``/``iters``/``tol``/``alpha`` (implicit).
+
+    The computation runs on ``z0``'s device: hyperparameters held elsewhere (an outer optimizer's
+    values on the CPU, the inner problem on a GPU) are moved there, and each gradient comes back
+    on its hyperparameter's device."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    homes = {k: v.device for k, v in hp.items()}
+    if any(d != z0.device for d in homes.values()):
+        res = _dispatch(dyn, outer_loss, z0, {k: v.to(z0.device) for k, v in hp.items()}, mode, **options)
+        res.grads = {k: g.to(homes[k]) if k in homes else g for k, g in res.grads.items()}
+        return res
+    return _dispatch(dyn, outer_loss, z0, hp, mode, **options)
+
+
+def _dispatch(dyn, outer_loss, z0, hp, mode, **options) -> Hypergradient:
     if mode == "reverse":
         return reverse(dyn, outer_loss, z0, hp)
     if mode == "truncated":

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..lifecycle import search
 from ..gradient import DifferentiableProblem, GradientResult
+from ..runtime import resolve_device
 from .storage import read_component, save_component
 
 Loss = Callable[[Tensor], Tensor]
@@ -69,8 +70,10 @@ class LSTMOptimizer(nn.Module):
         net.load_state_dict(blob["state_dict"])
         return net
 
-    def zero_state(self, n: int, dtype=torch.float32) -> Tensor:
-        return torch.zeros(n, self.n_slots, dtype=dtype)
+    def zero_state(self, n: int, dtype=torch.float32, device=None) -> Tensor:
+        """The LSTM's zero state for ``n`` coordinates (on the network's device unless ``device``)."""
+        device = next(self.parameters()).device if device is None else device
+        return torch.zeros(n, self.n_slots, dtype=dtype, device=device)
 
     def step(self, g: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """``g``: (n,) gradient; ``state``: (n, n_slots). Returns the update (n,) and the new state."""
@@ -93,7 +96,11 @@ class LearnedOptimizer:
         self.n_slots = net.n_slots
 
     def update(self, w, slots, g, hp, t):
-        state = torch.stack(slots, dim=1) if slots else self.net.zero_state(len(w), w.dtype)
+        where = next(self.net.parameters()).device  # the network must be where the weights are
+        if where != w.device:
+            raise ValueError(f"the learned optimizer is on {where} but the weights are on {w.device}; "
+                             f"move it with .to({str(w.device)!r})")
+        state = torch.stack(slots, dim=1) if slots else self.net.zero_state(len(w), w.dtype, w.device)
         delta, new = self.net.step(g, state)
         return w + delta.to(w.dtype), tuple(new.to(w.dtype).unbind(1))
 
@@ -158,10 +165,12 @@ REGULARIZERS = {"trace": hessian_trace, "eigenvalue": top_eigenvalue, "entropy":
 # -- optimizees and meta-training ------------------------------------------------------------------
 class MLPOptimizee:
     """A classifier MLP on a flat weight vector: ``loss(w, t)`` is the cross-entropy of mini-batch ``t``.
-    The default is the L2O-DM optimizee: 784-20-10 with sigmoid units."""
+    The default is the L2O-DM optimizee: 784-20-10 with sigmoid units. ``device`` (see
+    :func:`automl_bilevel.runtime.resolve_device`): where the data and the weights live (moved once);
+    the mini-batch sequence is drawn on the CPU, so it is the same on every device."""
 
     def __init__(self, X, y, hidden: tuple[int, ...] = (20,), n_classes: int = 10, activation: str = "sigmoid",
-                 batch_size: int = 128, seed: int = 0):
+                 batch_size: int = 128, seed: int = 0, device="cpu"):
         activations = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
         if activation not in activations:
             raise ValueError(f"activation must be one of {sorted(activations)}, got {activation!r}")
@@ -177,7 +186,9 @@ class MLPOptimizee:
             bound = 1 / math.sqrt(i)
             parts += [(torch.rand(o * i, generator=self.gen) * 2 - 1) * bound,
                       (torch.rand(o, generator=self.gen) * 2 - 1) * bound]
-        self.w0 = torch.cat(parts)
+        self.device = resolve_device(device)
+        self.X, self.y = self.X.to(self.device), self.y.to(self.device)
+        self.w0 = torch.cat(parts).to(self.device)
         self.shapes = shapes
 
     def forward(self, w: Tensor, X: Tensor) -> Tensor:
@@ -194,7 +205,7 @@ class MLPOptimizee:
     def batch(self, t: int | None):
         if t is None:
             return self.X, self.y
-        idx = torch.randint(0, len(self.y), (self.batch_size,), generator=self.gen)
+        idx = torch.randint(0, len(self.y), (self.batch_size,), generator=self.gen).to(self.device)
         return self.X[idx], self.y[idx]
 
     def loss(self, w: Tensor, t: int | None = None) -> Tensor:
@@ -203,8 +214,8 @@ class MLPOptimizee:
 
     def accuracy(self, w: Tensor, X, y) -> float:
         with torch.no_grad():
-            pred = self.forward(w, torch.as_tensor(X, dtype=torch.float32)).argmax(1)
-        return float((pred == torch.as_tensor(y)).float().mean())
+            pred = self.forward(w, torch.as_tensor(X, dtype=torch.float32, device=self.device)).argmax(1)
+        return float((pred.cpu() == torch.as_tensor(y)).float().mean())
 
 
 def train_optimizee(optimizer, optimizee: MLPOptimizee, steps: int, diverge: float = 1e3) -> tuple[Tensor, list[float]]:
@@ -222,7 +233,7 @@ def train_optimizee(optimizer, optimizee: MLPOptimizee, steps: int, diverge: flo
 
     dyn = InnerDynamics(inner_loss, optimizer, optimizee.w0.numel(), steps)
     z = dyn.init(optimizee.w0.clone())
-    hp = {"lr": torch.tensor(0.0)}  # SGD/Adam read their own lr if given as floats
+    hp = {"lr": torch.tensor(0.0, device=optimizee.w0.device)}  # SGD/Adam read their own lr if given as floats
     for t in range(steps):
         z = dyn.step(t, z, hp)
         if not torch.isfinite(z).all() or not losses[-1] <= diverge * max(losses[0], 1e-3):

@@ -8,6 +8,7 @@ import torch
 
 
 def save_component(kind: str, settings: Mapping[str, Any], module: torch.nn.Module, path) -> None:
+    """Saved from any device; :func:`read_component` loads the weights on the CPU."""
     torch.save({"kind": kind, "settings": dict(settings), "state_dict": module.state_dict()}, path)
 
 
@@ -15,7 +16,7 @@ def read_component(path, kind: str) -> dict:
     """A file written by :func:`save_component`, checked to hold ``kind``."""
     what = kind.replace("_", " ")
     try:
-        blob = torch.load(path, weights_only=True)
+        blob = torch.load(path, map_location="cpu", weights_only=True)  # saved on a GPU, loads anywhere
     except FileNotFoundError:
         raise FileNotFoundError(f"no saved {what} at {os.fspath(path)!r}") from None
     if not isinstance(blob, dict) or blob.get("kind", kind) != kind or "state_dict" not in blob:

@@ -98,8 +98,8 @@ class Episode:
 class EpisodeSampler:
     """N-way K-shot episodes with Q queries per class from labelled images (n, C, H, W)."""
 
-    def __init__(self, images, labels, n_way: int, k_shot: int, q_queries: int, seed: int = 0):
-        self.images = torch.as_tensor(as_images(images))
+    def __init__(self, images, labels, n_way: int, k_shot: int, q_queries: int, seed: int = 0, device=None):
+        self.images = torch.as_tensor(as_images(images), device=device)  # moved once; episodes are views of it
         labels = np.asarray(labels)
         if len(labels) != len(self.images):
             raise EpisodeError(f"{len(self.images)} images but {len(labels)} labels")
@@ -133,6 +133,7 @@ class EpisodeSampler:
             s_idx.append(pick[: self.k_shot])
             q_idx.append(pick[self.k_shot:])
         s_idx, q_idx = np.concatenate(s_idx), np.concatenate(q_idx)
-        ys = torch.arange(self.n_way).repeat_interleave(self.k_shot)
-        yq = torch.arange(self.n_way).repeat_interleave(self.q_queries)
+        dev = self.images.device
+        ys = torch.arange(self.n_way, device=dev).repeat_interleave(self.k_shot)
+        yq = torch.arange(self.n_way, device=dev).repeat_interleave(self.q_queries)
         return Episode(self.images[s_idx], ys, self.images[q_idx], yq, classes)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
@@ -27,6 +27,7 @@ from ..events import RunContext, TrackingSettings, run_params
 from ..gradient import GradientOuterOptimizer
 from ..lifecycle import Run
 from ..registry import CapabilityError, get_registry
+from ..runtime import resolve_device
 from ..specs import Component
 from ..trials import history_table
 from .base import MetaLearner
@@ -94,6 +95,9 @@ class MetaLearnerClassifier(BaseEstimator):
         the class split).
     image_shape : tuple, optional
         (C, H, W) or (H, W) when X holds flat rows.
+    device : str
+        ``"cpu"`` (default), ``"auto"`` (a GPU when there is one), ``"cuda"``, ``"cuda:N"`` or ``"mps"``:
+        where meta-training runs (the images move there once); the fitted model is returned on the CPU.
     optimizer, optimizer_params :
         The gradient outer optimizer that meta-trains (default ``hypergradient``: Adam at ``meta_lr``,
         no clipping; ``optimizer_params`` override, e.g. ``{"outer_optimizer": "sgd"}``).
@@ -134,7 +138,7 @@ class MetaLearnerClassifier(BaseEstimator):
         "experiment_name": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
-        "device": [StrOptions({"cpu"})],
+        "device": [str],
         "optimizer": [str, GradientOuterOptimizer],
         "optimizer_params": [None, dict],
         "n_workers": [Interval(Integral, 1, None, closed="left")],
@@ -160,7 +164,7 @@ class MetaLearnerClassifier(BaseEstimator):
         self.n_workers, self.dask_address, self.checkpoint = n_workers, dask_address, checkpoint
 
     # -- data -------------------------------------------------------------------------------------
-    def _samplers(self, images, labels, seed):
+    def _samplers(self, images, labels, seed, device=None):
         parts = (1.0 - self.val_fraction, self.val_fraction) if self.val_fraction > 0 else (1.0,)
         groups = class_split(labels, parts, seed)
         out = []
@@ -171,7 +175,7 @@ class MetaLearnerClassifier(BaseEstimator):
                 x, y = rotate_classes(x, y)
             where = "meta-training" if i == 0 else "meta-validation"
             try:
-                out.append(EpisodeSampler(x, y, self.n_way, self.k_shot, self.q_queries, seed=seed + i))
+                out.append(EpisodeSampler(x, y, self.n_way, self.k_shot, self.q_queries, seed=seed + i, device=device))
             except EpisodeError as exc:
                 raise EpisodeError(f"{where} classes ({len(classes)} base classes): {exc}") from None
         return out[0], (out[1] if len(out) > 1 else None)
@@ -199,6 +203,7 @@ class MetaLearnerClassifier(BaseEstimator):
         if labels.ndim != 1 or len(labels) != len(images):
             raise EpisodeError(f"{len(images)} images but labels of shape {labels.shape}")
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        device = resolve_device(self.device)  # a missing or malformed device before any work
         registry = get_registry()
         if isinstance(self.method, str):
             registry.get("meta_learner", self.method)  # an unknown method before any work
@@ -216,7 +221,8 @@ class MetaLearnerClassifier(BaseEstimator):
         with torch.random.fork_rng(devices=[]):  # the network's start is the seed's, not the global RNG's
             torch.manual_seed(seed)
             model, reg = self._build(images, registry)
-        train, val = self._samplers(images, labels, seed)
+        model = model.to(device)
+        train, val = self._samplers(images, labels, seed, device)
         self.image_shape_ = tuple(images.shape[1:])
         problem = EpisodicProblem(model, train, val, seed=seed, l2g=self.l2g, l2g_lr=self.l2g_lr,
                                   l2g_weight=self.l2g_weight, val_every=self.val_every,
@@ -239,6 +245,7 @@ class MetaLearnerClassifier(BaseEstimator):
             opt = optimizer.obj
             validated = val is not None and opt.best_vars is not None
             problem.load(opt.best_variables() if validated else opt.vars).eval()
+            model.to("cpu")  # adapt, evaluate, pickling: on the CPU, wherever it was trained
             best = result.trials[opt.best_step] if validated else (result.trials[-1] if result.trials else None)
             self.model_ = model
             self.trials_ = tuple(result.trials)

@@ -7,6 +7,14 @@ Training is written functionally (``torch.func.functional_call`` on a flat weigh
 :mod:`automl_bilevel.hypergrad`), so the ``hypergradient`` optimizer differentiates exactly the
 training ``fit`` runs. ``l2_per_feature`` (one L2 weight per input feature, on the first layer) and
 ``example_weights`` (one weight in [0, 1] per training example) are tensor hyperparameters.
+
+``device`` (``"cpu"``, the default, ``"auto"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``; see
+:func:`automl_bilevel.runtime.resolve_device`) is where training runs: the module, the training data
+and the hyperparameter tensors move there once per fit, never per step. A fitted predictor predicts
+on its device and returns NumPy arrays; pickled, it holds its module on the CPU, so a model fitted on
+a GPU loads and predicts on a CPU-only machine. The default is the CPU because the small tabular
+models these learners fit are faster there than on a GPU (per-step launch overhead); pass
+``device="auto"`` for larger ones.
 """
 from __future__ import annotations
 
@@ -20,13 +28,14 @@ import numpy as np
 import torch
 from ConfigSpace import Categorical, ConfigurationSpace, Float, Integer
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from automl_bilevel import InnerLearner, LearnerSpec, Task, hookimpl
 from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
 from automl_bilevel.evolution import vector_to_module
 from automl_bilevel.learned.loss import LossNetwork
 from automl_bilevel.learned.optimizer import LearnedOptimizer, LSTMOptimizer
+from automl_bilevel.runtime import resolve_device
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -42,10 +51,21 @@ class TorchPredictor:
     y_mean: float = 0.0
     y_scale: float = 1.0
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
     def _outputs(self, X: np.ndarray) -> torch.Tensor:
+        """The module's outputs on ``X``, computed on its device, returned on the CPU."""
         Xs = torch.as_tensor((np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale, dtype=torch.float32)
         with torch.no_grad():
-            return self.module.eval()(Xs)
+            return self.module.eval()(Xs.to(self.device)).cpu()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if self.device.type != "cpu":  # pickles load anywhere, also where there is no GPU
+            state["module"] = copy.deepcopy(self.module).cpu()
+        return state
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         out = self._outputs(X)
@@ -59,6 +79,20 @@ class TorchPredictor:
         return torch.softmax(self._outputs(X).double(), dim=1).numpy()
 
 
+class _PrecomputedPredictor(TorchPredictor):
+    """A population member's outputs on one validation set, computed in a batch: ``predict`` and
+    ``predict_proba`` post-process them exactly as :class:`TorchPredictor` does."""
+
+    def __init__(self, outputs: torch.Tensor, X, task: Task, y_mean=0.0, y_scale=1.0):
+        super().__init__(nn.Identity(), np.zeros(1), np.ones(1), task, y_mean, y_scale)
+        self.outputs, self.X = outputs, X
+
+    def _outputs(self, X):
+        if X is not self.X and not np.array_equal(np.asarray(X), np.asarray(self.X)):
+            raise ValueError("a population member's outputs were computed on its validation set only")
+        return self.outputs
+
+
 class DifferentiableTask:
     """One inner problem written functionally: flat weights ``w``, ``inner_loss(w, hp, t)``,
     dynamics, initial state, and a forward pass on new data. The ``hypergradient`` optimizer
@@ -66,7 +100,10 @@ class DifferentiableTask:
 
     def __init__(self, module: nn.Module, Xt: torch.Tensor, yt: torch.Tensor, task: Task, s: Mapping[str, Any],
                  steps: int, seed: int, x_mean, x_scale, y_mean=0.0, y_scale=1.0):
-        self.module, self.Xt, self.yt, self.task = module, Xt, yt, task
+        self.device = resolve_device(s.get("device", "cpu"))
+        dev = self.device
+        module = module.to(dev)
+        self.module, self.Xt, self.yt, self.task = module, Xt.to(dev), yt.to(dev), task
         self.x_mean, self.x_scale, self.y_mean, self.y_scale = x_mean, x_scale, y_mean, y_scale
         named = list(module.named_parameters())
         self.names = [n for n, _ in named]
@@ -83,29 +120,30 @@ class DifferentiableTask:
             while len(self.batches) < steps:
                 order = torch.randperm(n, generator=gen)
                 self.batches += [order[i * bs:(i + 1) * bs] for i in range(per_epoch)]
-            self.batches = self.batches[:steps]
-        self.optimizer = (LearnedOptimizer(s["optimizer"]) if isinstance(s["optimizer"], LSTMOptimizer)
+            self.batches = [b.to(dev) for b in self.batches[:steps]]  # moved once, not per step
+        self.optimizer = (LearnedOptimizer(_on(s["optimizer"], dev)) if isinstance(s["optimizer"], LSTMOptimizer)
                           else make_optimizer(s["optimizer"], lr="lr", momentum="momentum"))
         self.dynamics = InnerDynamics(self.inner_loss, self.optimizer, w0.numel(), steps)
         self.z0 = self.dynamics.init(w0)
-        self.constants = {k: torch.tensor(float(s[k])) for k in ("lr", "weight_decay", "momentum")}
+        self.constants = {k: torch.tensor(float(s[k]), device=dev) for k in ("lr", "weight_decay", "momentum")}
         if s.get("l2_per_feature") is not None:
-            self.constants["l2_per_feature"] = torch.as_tensor(np.asarray(s["l2_per_feature"], dtype=np.float32))
-        self.loss_network = s.get("loss") if isinstance(s.get("loss"), LossNetwork) else None
+            self.constants["l2_per_feature"] = torch.as_tensor(np.asarray(s["l2_per_feature"], dtype=np.float32),
+                                                               device=dev)
+        self.loss_network = _on(s["loss"], dev) if isinstance(s.get("loss"), LossNetwork) else None
         self.mse = s.get("loss") == "mse"
         if (self.loss_network is not None or self.mse) and not task.is_classifier:
             raise ValueError("loss='mse' and learned loss networks are for classifiers (probabilities vs one-hot)")
         if self.loss_network is not None:
             flat = s.get("loss_net")
             flat = self.loss_network.flat() if flat is None else torch.as_tensor(np.asarray(flat, dtype=np.float32))
-            self.constants["loss_net"] = flat.float()
+            self.constants["loss_net"] = flat.float().to(dev)
         if s.get("example_weights") is not None:
             if self.loss_network is not None or self.mse:
                 raise ValueError("example_weights need a per-example loss; not available with loss='mse' or a loss network")
             ex = np.asarray(s["example_weights"], dtype=np.float32)
             if ex.shape != (len(Xt),) and len(Xt):
                 raise ValueError(f"example_weights has shape {ex.shape}, expected ({len(Xt)},): one per training example")
-            self.constants["example_weights"] = torch.as_tensor(ex)
+            self.constants["example_weights"] = torch.as_tensor(ex, device=dev)
 
     def params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: part.view(shape) for n, part, shape in zip(self.names, torch.split(w, self.sizes), self.shapes)}
@@ -146,18 +184,28 @@ class DifferentiableTask:
         return loss
 
     def tensor(self, X) -> torch.Tensor:
-        return torch.as_tensor((np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale, dtype=torch.float32)
+        """New inputs, scaled like the training data, on the task's device."""
+        return torch.as_tensor((np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale, dtype=torch.float32,
+                               device=self.device)
 
     def targets(self, y) -> torch.Tensor:
+        """New targets, encoded like the training targets, on the task's device."""
         if self.task.is_classifier:
-            return torch.as_tensor(np.asarray(y), dtype=torch.long)
-        return torch.as_tensor((np.asarray(y, dtype=np.float64) - self.y_mean) / self.y_scale, dtype=torch.float32)
+            return torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
+        return torch.as_tensor((np.asarray(y, dtype=np.float64) - self.y_mean) / self.y_scale, dtype=torch.float32,
+                               device=self.device)
 
     def predictor(self, w: torch.Tensor) -> "TorchPredictor":
         with torch.no_grad():
             for p, v in zip(self.module.parameters(), torch.split(w.detach(), self.sizes)):
                 p.copy_(v.view(p.shape))
         return TorchPredictor(self.module.eval(), self.x_mean, self.x_scale, self.task, self.y_mean, self.y_scale)
+
+
+def _on(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` itself when it is on ``device`` already, else a copy there (the caller's stays put)."""
+    first = next(module.parameters(), None)
+    return module if first is None or first.device == device else copy.deepcopy(module).to(device)
 
 
 class TorchLearner(InnerLearner):
@@ -169,9 +217,11 @@ class TorchLearner(InnerLearner):
                       "l2_per_feature": "positive_per_feature", "example_weights": "unit_per_example"}
 
     def __init__(self, *, lr: float = 1e-2, weight_decay: float = 1e-4, epochs: int = 100, batch_size: int = 256,
-                 optimizer: str = "adam", momentum: float = 0.9, standardize: bool = True, loss="default"):
+                 optimizer: str = "adam", momentum: float = 0.9, standardize: bool = True, loss="default",
+                 device: str = "cpu"):
         self.settings = dict(lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
-                             optimizer=optimizer, momentum=momentum, standardize=standardize, loss=loss)
+                             optimizer=optimizer, momentum=momentum, standardize=standardize, loss=loss,
+                             device=device)
         self._check(self.settings)
 
     @staticmethod
@@ -188,6 +238,7 @@ class TorchLearner(InnerLearner):
         loss = s.get("loss", "default")
         if not (isinstance(loss, LossNetwork) or loss in ("default", "mse")):
             raise ValueError(f"loss must be 'default', 'mse' or a LossNetwork, got {loss!r}")
+        resolve_device(s.get("device", "cpu"))  # a malformed or absent device fails here, before any work
 
     def build_module(self, task: Task, s: Mapping[str, Any]) -> nn.Module:
         raise NotImplementedError
@@ -207,7 +258,7 @@ class TorchLearner(InnerLearner):
     def vector_hyperparameters(self, task: Task):
         """With a learned loss: its weights, ``loss_net`` (what the ``es`` optimizer evolves)."""
         loss = self.settings["loss"]
-        return {"loss_net": loss.flat().double().numpy()} if isinstance(loss, LossNetwork) else {}
+        return {"loss_net": loss.flat().double().cpu().numpy()} if isinstance(loss, LossNetwork) else {}
 
     def learned_components(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The learned loss (with ``config``'s ``loss_net`` weights, if any) and learned optimizer this
@@ -252,6 +303,52 @@ class TorchLearner(InnerLearner):
                                 x_mean, x_scale, y_mean, y_scale)
         dt.yt = dt.targets(y)
         return dt
+
+    def evaluate_population(self, splits, vectors, objective, *, task, seed, name: str = "loss_net",
+                            config: Mapping[str, Any] | None = None, budget=None) -> np.ndarray:
+        """The objective of each row of ``vectors`` (values of the vector hyperparameter ``name``,
+        e.g. a population of loss networks), averaged over ``splits``: what evaluating each member
+        with ``fit`` and ``objective`` one by one gives, computed as one batched run per split
+        (``torch.func.vmap`` over the members, as in functorch's model ensembling). A member whose
+        training diverges gets NaN (a failed trial). Splits of different sizes run one after the
+        other; members always run together."""
+        V = np.asarray(vectors, dtype=np.float32)
+        if V.ndim != 2 or len(V) == 0:
+            raise ValueError(f"vectors must be (members, size) with at least one member, got shape {V.shape}")
+        if not splits:
+            raise ValueError("evaluate_population needs at least one split")
+        values = np.zeros((len(V), len(splits)))
+        for j, split in enumerate(splits):
+            dt = self.differentiable(split.X_train, split.y_train, dict(config or {}), task=task, seed=seed,
+                                     budget=budget)
+            if name not in dt.constants:
+                raise ValueError(f"{name!r} is not a vector hyperparameter of this learner "
+                                 f"(it has {sorted(k for k, v in dt.constants.items() if v.ndim == 1)})")
+            if dt.constants[name].shape != V.shape[1:]:
+                raise ValueError(f"{name!r} has {dt.constants[name].numel()} entries, the vectors {V.shape[1]}")
+            base = {k: v for k, v in dt.constants.items() if k != name}
+            Xv = dt.tensor(split.X_val)
+
+            def member(vec, dt=dt, base=base, Xv=Xv):
+                hp = {**base, name: vec}
+                z = dt.z0
+                for t in range(dt.dynamics.T):
+                    z = dt.dynamics.step_func(t, z, hp)
+                return dt.outputs(dt.dynamics.weights(z), Xv), torch.isfinite(z).all()
+
+            with torch.no_grad():
+                outputs, finite = vmap(member)(torch.as_tensor(V, device=dt.device))
+            outputs, finite = outputs.cpu(), finite.cpu()
+            for p in range(len(V)):
+                if not bool(finite[p]):
+                    values[p, j] = math.nan
+                    continue
+                model = _PrecomputedPredictor(outputs[p], split.X_val, task, dt.y_mean, dt.y_scale)
+                values[p, j] = float(objective(model, split.X_val, split.y_val, task=task))
+        with np.errstate(invalid="ignore"):
+            out = values.mean(axis=1)
+        out[~np.isfinite(out)] = math.nan
+        return out
 
     def fit(self, X, y, config, *, task, seed, budget=None):
         dt = self.differentiable(X, y, config, task=task, seed=seed, budget=budget)

@@ -56,7 +56,7 @@ class HyperRepresentation(MetaLearner):
         create = torch.is_grad_enabled()  # keep the graph only when someone differentiates this
         lr = self.log_lr.exp() if create else self.log_lr.exp().detach()
         hp = {"support": fs if create else fs.detach(), "lr": lr}
-        w = torch.zeros(dyn.n, dtype=z.dtype, requires_grad=True)
+        w = torch.zeros(dyn.n, dtype=z.dtype, device=z.device, requires_grad=True)
         with torch.enable_grad():
             for _ in range(self.inner_steps):
                 g, = torch.autograd.grad(dyn.inner_loss(w, hp, None), w, create_graph=create)
@@ -75,7 +75,7 @@ class HyperRepresentation(MetaLearner):
             return F.cross_entropy(self.head(w, hp["query"]), query_y)
 
         hp = {"support": fs, "query": fq, "lr": lr}
-        res = hypergradient(dyn, outer_loss, dyn.init(torch.zeros(dyn.n, dtype=z.dtype)), hp, mode=self.mode,
+        res = hypergradient(dyn, outer_loss, dyn.init(torch.zeros(dyn.n, dtype=z.dtype, device=z.device)), hp, mode=self.mode,
                             alpha=float(lr.detach()))
         # a surrogate whose gradient in the encoder and log_lr is the hypergradient (chain rule)
         surrogate = sum((hp[k] * res.grads[k].to(hp[k].dtype)).sum() for k in hp)

@@ -21,7 +21,7 @@ class ProtoNet(MetaLearner):
     def forward(self, support_x, support_y, query_x, n_way):
         z = self.encoder(torch.cat([support_x, query_x]))
         zs, zq = z[: len(support_x)], z[len(support_x):]
-        protos = torch.zeros(n_way, z.shape[1], dtype=z.dtype).index_add(0, support_y, zs)
+        protos = torch.zeros(n_way, z.shape[1], dtype=z.dtype, device=z.device).index_add(0, support_y, zs)
         protos = protos / torch.bincount(support_y, minlength=n_way).clamp_min(1).unsqueeze(1).to(z.dtype)
         # squared distances written out: twice differentiable (L2G), unlike cdist's backward
         return -((zq * zq).sum(1, keepdim=True) - 2 * zq @ protos.T + (protos * protos).sum(1))
@@ -47,7 +47,7 @@ class RelationNet(MetaLearner):
     def forward(self, support_x, support_y, query_x, n_way):
         z = self.encoder(torch.cat([support_x, query_x]))
         zs, zq = z[: len(support_x)], z[len(support_x):]
-        cls = torch.zeros((n_way,) + zs.shape[1:], dtype=z.dtype).index_add(0, support_y, zs)
+        cls = torch.zeros((n_way,) + zs.shape[1:], dtype=z.dtype, device=z.device).index_add(0, support_y, zs)
         nq = len(zq)
         pairs = torch.cat([zq.unsqueeze(1).expand(nq, n_way, *zq.shape[1:]),
                            cls.unsqueeze(0).expand(nq, n_way, *cls.shape[1:])], dim=2)

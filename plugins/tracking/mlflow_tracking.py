@@ -267,14 +267,18 @@ class RunWriter:
                 seen[n] = r
         return removed
 
-    def write_trials(self, records: list[dict[str, Any]]) -> None:
-        from mlflow.entities import Metric, Param, RunTag
+    def write_trials(self, records: list[dict[str, Any]], should_stop=None) -> None:
+        """Write ``records``; ``should_stop()`` is asked before each trial (a second Ctrl-C must not
+        wait for a whole batch)."""
+        from mlflow.entities import Metric, Param
 
         try:
             if self.dirty:
                 self.reconcile()
             parent_metrics = []
             for rec in records:
+                if should_stop is not None and should_stop():
+                    break
                 n, ts = rec["number"], rec["time_ms"]
                 step = {"value": rec["value"], **rec["metrics"]}
                 if rec.get("best_value") is not None:
@@ -298,8 +302,7 @@ class RunWriter:
                 params = [Param(str(k), str(v)[:MAX_PARAM]) for k, v in rec["config"].items()]
                 if rec.get("budget") is not None:
                     params.append(Param("budget", str(rec["budget"])))
-                self.client.log_batch(cid, metrics=metrics, params=params,
-                                      tags=[RunTag("automl_bilevel.status", rec["status"])])
+                self.client.log_batch(cid, metrics=metrics, params=params)
                 self.client.set_terminated(cid, "FINISHED" if rec["ok"] else "FAILED", end_time=ts)
                 self.done.add(n)
             for i in range(0, len(parent_metrics), 1000):  # MLflow caps a batch at 1000 metrics
@@ -355,6 +358,16 @@ class RunWriter:
 
 # -- the background writer ------------------------------------------------------------------------
 _STOP = object()
+WRITER_NICE = 10  # the writer thread's niceness (Linux: per thread): the search keeps the CPU it needs
+
+
+def _lower_thread_priority() -> None:
+    """On a busy machine the writer must not take CPU time from the search; it catches up when the
+    search waits or ends (on Linux ``setpriority`` on a thread id applies to that thread only)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
 
 
 class BackgroundWriter:
@@ -391,6 +404,7 @@ class BackgroundWriter:
         return end
 
     def _run(self) -> None:
+        _lower_thread_priority()
         pending: list[dict[str, Any]] = []
         end = None
         delay, next_try = 0.0, 0.0
@@ -408,7 +422,9 @@ class BackgroundWriter:
                 try:
                     if pending:
                         batch = pending[:BATCH_TRIALS]
-                        self.writer.write_trials(batch)
+                        self.writer.write_trials(batch, self.abort.is_set)
+                        if self.abort.is_set():
+                            break
                         del pending[:len(batch)]
                     else:
                         self.writer.finish(end[1], end[2])
@@ -435,6 +451,170 @@ class BackgroundWriter:
             self.done.set()
 
 
+# -- the writer process ---------------------------------------------------------------------------
+WRITER_ENV = "AUTOML_BILEVEL_TRACKING_WRITER"
+PROCESS_MIN_TRIALS = 200  # "auto": runs of at least this many trials get a writer process
+
+
+def writer_kind(n_iter: int) -> str:
+    raw = os.environ.get(WRITER_ENV, "auto").strip().lower()
+    if raw not in ("auto", "thread", "process"):
+        raise TrackingError(f"{WRITER_ENV}={raw!r}: use 'thread', 'process' or 'auto'")
+    if raw == "auto":
+        return "process" if int(n_iter) >= PROCESS_MIN_TRIALS else "thread"
+    return raw
+
+
+class _ProcessDone:
+    def __init__(self, proc):
+        self.proc = proc
+
+    def wait(self, timeout: float | None = None) -> bool:
+        import subprocess
+
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def is_set(self) -> bool:
+        return self.proc.poll() is not None
+
+
+class _ProcessAbort:
+    def __init__(self, proc):
+        self.proc = proc
+
+    def set(self) -> None:
+        if self.proc.poll() is None:
+            import signal
+
+            self.proc.send_signal(signal.SIGTERM)
+
+
+class ProcessWriter:
+    """The writer as a separate process that follows the spool file (``python -m
+    automl_bilevel_plugins.tracking.mlflow_tracking follow FOLDER PID``): it shares no interpreter
+    lock with the search, runs at a lower priority, and ends the run itself (KILLED) if this process
+    dies first. Same interface as :class:`BackgroundWriter`."""
+
+    def __init__(self, folder: Path):
+        import subprocess
+
+        self.folder = Path(folder)
+        self.log = self.folder / "writer.log"
+        with open(self.log, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "automl_bilevel_plugins.tracking.mlflow_tracking", "follow",
+                 str(self.folder), str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                start_new_session=True)  # a Ctrl-C in the terminal is for the search, not for the writer
+        self.done = _ProcessDone(self.proc)
+        self.abort = _ProcessAbort(self.proc)
+
+    def put(self, item: Any) -> None:  # the spool is the channel
+        pass
+
+    @property
+    def completed(self) -> bool:
+        return self.proc.poll() == 0
+
+    @property
+    def last_error(self) -> str | None:
+        try:
+            lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return None
+        return lines[-1][:500] if lines else None
+
+
+def follow(folder: Path, parent_pid: int) -> int:
+    """Write a spool to its store while it grows; end when its run has ended and all is written
+    (exit 0, the spool removed). SIGTERM: end the parent run now and leave the rest spooled (exit 3).
+    If the process that writes the spool dies without ending the run, end it KILLED."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    try:
+        os.nice(WRITER_NICE)
+    except OSError:
+        pass
+    stop = {"abort": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("abort", True))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    spool = Spool(folder)
+    head, writer, end = None, None, None
+    pending: list[dict[str, Any]] = []
+    offset, buf = 0, b""
+    delay, next_try = 0.0, 0.0
+    orphaned_until = None  # once the search process is gone: how long to keep trying the store
+    while not stop["abort"]:
+        if orphaned_until is None and not _pid_alive(parent_pid):
+            orphaned_until = time.monotonic() + flush_timeout()
+        elif orphaned_until is not None and time.monotonic() > orphaned_until:
+            print("the search process is gone and the store still fails: giving up; the spool stays", file=sys.stderr)
+            return 4
+        with open(spool.path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+        offset += len(data)
+        *lines, buf = (buf + data).split(b"\n")
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            kind = rec.get("kind")
+            if kind == "run":
+                head = rec
+            elif kind == "trial":
+                pending.append(rec)
+            elif kind == "finish":
+                end = rec
+        if head is not None and writer is None:
+            writer = RunWriter(MlflowClient(tracking_uri=head["uri"]), head["experiment_id"], head["run_id"],
+                               bool(head.get("trials_are_steps")))
+            writer.dirty = True  # read back what exists before creating anything
+        if writer is None or (not pending and end is None):
+            if not data and orphaned_until is not None:
+                end = {"kind": "finish", "status": "KILLED", "time_ms": int(time.time() * 1000),
+                       "error": "the process ended before the run did", "summary": {}}
+            else:
+                time.sleep(0.1)
+                continue
+        if time.monotonic() < next_try:
+            time.sleep(0.05)
+            continue
+        try:
+            if pending:
+                batch = pending[:BATCH_TRIALS]
+                writer.write_trials(batch, lambda: stop["abort"])
+                if stop["abort"]:
+                    break
+                del pending[:len(batch)]
+            else:
+                writer.finish(end, folder / "artifacts")
+                spool.remove()
+                return 0
+            delay = 0.0
+        except Exception as exc:
+            print(f"{time.strftime('%H:%M:%S')} tracking store failed: {type(exc).__name__}: {exc}", file=sys.stderr,
+                  flush=True)
+            delay = min(max(2 * delay, 0.5), 5.0)
+            next_try = time.monotonic() + delay
+    if writer is not None:  # aborted: end the parent at least
+        status = end["status"] if end else "KILLED"
+        try:
+            writer.client.set_tag(writer.run_id, SPOOL_TAG, str(folder))
+            writer.client.set_terminated(writer.run_id, status, end_time=end["time_ms"] if end else None)
+        except Exception as exc:
+            print(f"could not end run {writer.run_id}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    return 3
+
+
 # -- the listener ---------------------------------------------------------------------------------
 def _active_parent(uri: str) -> tuple[str, str] | None:
     """(run id, experiment id) of the caller's active MLflow run in the same store, if any."""
@@ -458,6 +638,7 @@ class MlflowListener:
         self.context = context
         self.uri = resolve_uri(context.tracking.uri)
         self.timeout = flush_timeout()
+        self.writer_kind = writer_kind(context.n_iter)
         check_reachable(self.uri)
         # MLflow prints a "View run" line (and reads the run back) on every run it ends against a
         # server: thousands of lines for a search. Off unless the user asked for it.
@@ -498,6 +679,11 @@ class MlflowListener:
                 "trials_are_steps": bool(context.trials_are_steps), "pid": os.getpid(),
                 "host": socket.gethostname(), "learner": context.learner, "optimizer": context.optimizer,
                 "objective": context.objective})
+            if self.writer_kind == "process":
+                self.writer = ProcessWriter(self.spool.folder)
+            else:
+                self.writer = BackgroundWriter(RunWriter(self.client, self.experiment_id, self.run_id,
+                                                         bool(context.trials_are_steps)))
         except BaseException as exc:  # no run may stay RUNNING: the session never saw this listener
             self.client.set_terminated(self.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             if not isinstance(exc, Exception):
@@ -508,8 +694,6 @@ class MlflowListener:
         self.resumed = resumed
         self.seen: set[int] = set()
         self.finished = False
-        self.writer = BackgroundWriter(RunWriter(self.client, self.experiment_id, self.run_id,
-                                                 bool(context.trials_are_steps)))
         atexit.register(self._at_exit)
 
     # -- events ---------------------------------------------------------------------------
@@ -558,15 +742,32 @@ class MlflowListener:
             self.writer.done.wait(self.timeout)
         except KeyboardInterrupt:  # a second Ctrl-C: end the parent now, keep the rest in the spool
             self.writer.abort.set()
-            self.writer.done.wait(ABORT_WAIT)
+            if not self.writer.done.wait(ABORT_WAIT):
+                self._last_resort_end(rec)
             self._report()
             raise
         if not self.writer.done.is_set():
             self.writer.abort.set()
-            self.writer.done.wait(ABORT_WAIT)
+            if not self.writer.done.wait(ABORT_WAIT):
+                self._last_resort_end(rec)
         self._report()
 
+    def _last_resort_end(self, rec: dict[str, Any]) -> None:
+        """The writer did not end the parent in time: try once from here, bounded, so the run does
+        not stay RUNNING while the store answers (the spool keeps the rest)."""
+        def end() -> None:
+            try:
+                self.client.set_tag(self.run_id, SPOOL_TAG, str(self.spool.folder))
+                self.client.set_terminated(self.run_id, rec["status"], end_time=rec["time_ms"])
+            except Exception:
+                pass
+
+        t = threading.Thread(target=end, daemon=True)
+        t.start()
+        t.join(ABORT_WAIT)
+
     def _report(self) -> None:
+        atexit.unregister(self._at_exit)
         if self.writer.completed:
             self.spool.remove()
             return
@@ -762,3 +963,9 @@ def bilevel_sync_spool(path, uri, force):
         except Exception as exc:  # one run that cannot be written does not stop the others
             out.append({"spool": str(folder), "error": f"{type(exc).__name__}: {exc}"})
     return out
+
+
+if __name__ == "__main__":  # the writer process (ProcessWriter)
+    if len(sys.argv) == 4 and sys.argv[1] == "follow":
+        sys.exit(follow(Path(sys.argv[2]), int(sys.argv[3])))
+    sys.exit("usage: python -m automl_bilevel_plugins.tracking.mlflow_tracking follow SPOOL_FOLDER PID")
