@@ -144,7 +144,7 @@ class HyperparameterProblem(DifferentiableProblem):
     def __init__(self, problem: Any, *, tensor_hyperparameters: tuple[str, ...] = (),
                  tensor_init: Mapping[str, Any] | None = None, inner_steps: int | None = None,
                  mode: str = "reverse", truncate: int | None = None, checkpoint_every: int | None = None,
-                 solver: str = "cg", solver_iters: int = 100):
+                 solver: str = "cg", solver_iters: int = 100, budget: float | None = None):
         if not isinstance(problem.learner, DifferentiableLearner):
             raise TypeError(f"{type(problem.learner).__name__} does not implement the DifferentiableLearner "
                             "protocol (differentiable, differentiable_hyperparameters)")
@@ -156,7 +156,7 @@ class HyperparameterProblem(DifferentiableProblem):
         if unknown:
             raise ValueError(f"tensor_init names {sorted(unknown)}, which are not tensor_hyperparameters")
         self.kinds, self.fixed = _kinds(problem, tuple(tensor_hyperparameters), dict(tensor_init or {}))
-        self.inner_steps = inner_steps
+        self.inner_steps, self.budget = inner_steps, budget  # budget: the learner's multi-fidelity fraction
         self.how = dict(mode=mode, truncate=truncate, every=checkpoint_every, solver=solver, iters=solver_iters)
         self._tasks: list | None = None
 
@@ -169,7 +169,7 @@ class HyperparameterProblem(DifferentiableProblem):
             self._tasks = []
             for split in p.splits:
                 dt = p.learner.differentiable(split.X_train, split.y_train, self.fixed, task=p.task, seed=p.seed,
-                                              steps=self.inner_steps)
+                                              steps=self.inner_steps, budget=self.budget)
                 self._tasks.append((dt, dt.tensor(split.X_val), dt.targets(split.y_val)))
         return self._tasks
 
