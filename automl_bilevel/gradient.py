@@ -24,6 +24,7 @@ gradient.
 """
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -250,16 +251,6 @@ def evaluate_point(problem: Any, proposal: Proposal, options: Mapping[str, Any])
     return Evaluation(float(res.value), metrics, extra=res)
 
 
-class _PointEvaluator:
-    """A picklable ``(problem, proposal) -> Evaluation`` for Dask workers."""
-
-    def __init__(self, options: Mapping[str, Any]):
-        self.options = dict(options)
-
-    def __call__(self, problem: Any, proposal: Proposal) -> Evaluation:
-        return evaluate_point(problem, proposal, self.options)
-
-
 class GradientOuterOptimizer(OuterOptimizer):
     """Adam or SGD on the outer variables of a :class:`DifferentiableProblem`, one outer step per trial.
 
@@ -319,7 +310,7 @@ class GradientOuterOptimizer(OuterOptimizer):
         return evaluate_point(problem, proposal, self.options)
 
     def remote_evaluator(self):
-        return _PointEvaluator(self.options)
+        return functools.partial(evaluate_point, options=dict(self.options))  # picklable, for Dask workers
 
     def _load(self, values: Mapping[str, Tensor]) -> None:
         """Set the variables in place (trainable ones stay the optimizer's leaves)."""

@@ -37,8 +37,8 @@ optimizer and restores the tuned values, so the refit of a resumed run uses them
 """
 from __future__ import annotations
 
+import functools
 import itertools
-import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
@@ -46,7 +46,7 @@ import numpy as np
 
 from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspace, config_dict, hookimpl
 from automl_bilevel.components import DifferentiableLearner
-from automl_bilevel.trials import COMPLETE, Evaluation, Trial, best_trial
+from automl_bilevel.trials import Evaluation, Trial, best_trial
 
 #: kinds of differentiable hyperparameters that live in the ConfigSpace as floats
 _SCALAR_KINDS = ("positive", "unit")
@@ -200,16 +200,6 @@ def evaluate_hybrid(problem: Any, proposal: Proposal, settings: Mapping[str, Any
     return Evaluation(float(best.value), metrics, extra=tuned)
 
 
-class _HybridEvaluator:
-    """A picklable ``(problem, proposal) -> Evaluation`` for Dask workers."""
-
-    def __init__(self, settings: Mapping[str, Any]):
-        self.settings = dict(settings)
-
-    def __call__(self, problem: Any, proposal: Proposal) -> Evaluation:
-        return evaluate_hybrid(problem, proposal, self.settings)
-
-
 class HybridOptimizer(OuterOptimizer):
     """Black-box search over the discrete part, ``steps`` hypergradient steps per trial over the
     continuous part (see the module docstring)."""
@@ -321,7 +311,7 @@ class HybridOptimizer(OuterOptimizer):
         return evaluate_hybrid(problem, proposal, self.settings)
 
     def remote_evaluator(self):
-        return _HybridEvaluator(self.settings)
+        return functools.partial(evaluate_hybrid, settings=dict(self.settings))  # picklable, for Dask workers
 
     def _bb_trial(self, trial: Trial) -> Trial:
         """The trial as the black-box optimizer sees it: its own hyperparameters only."""

@@ -41,7 +41,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from automl_bilevel import RunFinished, RunStarted, TrialFinished, __version__, best_trial, hookimpl
 

@@ -165,7 +165,7 @@ def test_a_journal_line_ahead_of_the_state_is_done_again(digits, tmp_path):
 
 
 def test_outer_steps_are_evaluated_on_a_dask_worker(digits):
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     kw = dict(learner="logistic", optimizer="hypergradient", n_iter=3, tracking=False, random_state=0,
               learner_params=FULL_BATCH_SGD)
