@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from torch.func import grad, hessian, jacrev
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine, write  # noqa: E402
+from _harness import best_of, machine, write  # noqa: E402
 
 from automl_bilevel.hypergrad import SGD, InnerDynamics  # noqa: E402
 from automl_bilevel.hypergrad.modes import implicit  # noqa: E402
@@ -134,15 +133,6 @@ def with_torchopt(prob: Problem, w, iters):
     return g
 
 
-def timed(fn, repeats):
-    out, best = None, float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -175,7 +165,7 @@ def main(argv=None):
                 methods.append(("ours: fixed_point", it, lambda it=it: ours(prob, w, "fixed_point", it, alpha)))
         for method, it, fn in methods:
             fn()  # warm-up
-            seconds, g = timed(fn, repeats)
+            seconds, g = best_of(fn, repeats)
             err = float((g.double() - exact).norm() / exact.norm())
             rows.append({"dtype": name, "method": method, "iters": it, "seconds": seconds, "rel_error": err})
             print(f"{name} {method:28s} iters {it:4d}: rel error {err:.2e}, {seconds * 1e3:.1f} ms", flush=True)

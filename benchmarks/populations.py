@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,22 +25,13 @@ import torch
 from ConfigSpace import ConfigurationSpace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine, write  # noqa: E402
+from _harness import best_of, machine, write  # noqa: E402
 
 from automl_bilevel import BilevelProblem, Task  # noqa: E402
 from automl_bilevel.data import load_idx_dataset  # noqa: E402
 from automl_bilevel.learned import LossNetwork, sample_tasks  # noqa: E402
 from automl_bilevel.recipes.metaloss import mlp_learner  # noqa: E402
 from automl_bilevel_plugins.objectives.validation import ValidationError  # noqa: E402
-
-
-def best_of(fn, repeats):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def main(argv=None):
