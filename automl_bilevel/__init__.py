@@ -2,6 +2,7 @@
 
 Public API; see the README for a tour.
 """
+
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
@@ -23,8 +24,8 @@ from .registry import (
 )
 from .space import InvalidSearchSpaceError, as_configspace, config_dict
 from .specs import LearnerSpec, ObjectiveSpec, OptimizerSpec
-from .trials import COMPLETE, FAILED, Evaluation, Trial, best_trial
 from .tracked import TrackedRun
+from .trials import COMPLETE, FAILED, Evaluation, Trial, best_trial
 
 
 def __getattr__(name):  # estimators import scikit-learn machinery: load on first use
@@ -41,12 +42,46 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
-    "AllTrialsFailedError", "BilevelClassifier", "BilevelProblem", "BilevelRegressor", "COMPLETE",
-    "CapabilityError", "DISABLE_ENV", "ENTRY_POINT_GROUP", "Evaluation", "FAILED", "FittedModel",
-    "InnerLearner", "InvalidSearchSpaceError", "LearnerSpec", "ObjectiveSpec", "OptimizerSpec",
-    "OuterObjective", "OuterOptimizer", "PluginError", "Proposal", "Registry", "RunContext",
-    "RunFinished", "RunListener", "RunSession", "RunStarted", "SearchResult", "Split", "Task",
-    "TrackedRun", "TrackingSettings", "Trial", "TrialFinished", "UnknownComponentError", "as_configspace",
-    "best_trial", "config_dict", "get_plugin_manager", "get_registry", "hookimpl", "hookspec",
+    "AllTrialsFailedError",
+    "BilevelClassifier",
+    "BilevelProblem",
+    "BilevelRegressor",
+    "COMPLETE",
+    "CapabilityError",
+    "DISABLE_ENV",
+    "ENTRY_POINT_GROUP",
+    "Evaluation",
+    "FAILED",
+    "FittedModel",
+    "InnerLearner",
+    "InvalidSearchSpaceError",
+    "LearnerSpec",
+    "ObjectiveSpec",
+    "OptimizerSpec",
+    "OuterObjective",
+    "OuterOptimizer",
+    "PluginError",
+    "Proposal",
+    "Registry",
+    "RunContext",
+    "RunFinished",
+    "RunListener",
+    "RunSession",
+    "RunStarted",
+    "SearchResult",
+    "Split",
+    "Task",
+    "TrackedRun",
+    "TrackingSettings",
+    "Trial",
+    "TrialFinished",
+    "UnknownComponentError",
+    "as_configspace",
+    "best_trial",
+    "config_dict",
+    "get_plugin_manager",
+    "get_registry",
+    "hookimpl",
+    "hookspec",
     "run_search",
 ]

@@ -10,13 +10,15 @@ of each trial: first to a temporary file, then the journal line, then an atomic 
 therefore leaves either both old (the trial is done again) or a journal one line ahead of the state
 (that line is dropped on resume).
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .components import OuterOptimizer
 from .journal import Journal
@@ -52,8 +54,10 @@ class Checkpoint:
                 saved = pickle.load(fh)
             assert isinstance(saved, dict) and saved.get("format") == STATE_FORMAT
         except Exception as exc:
-            raise ValueError(f"{self.state_path} is not a readable outer-state file ({type(exc).__name__}); "
-                             "delete the checkpoint and its .state file to start afresh") from None
+            raise ValueError(
+                f"{self.state_path} is not a readable outer-state file ({type(exc).__name__}); "
+                "delete the checkpoint and its .state file to start afresh"
+            ) from None
         return saved
 
     def resume(self, optimizer: OuterOptimizer) -> list[Trial]:
@@ -61,17 +65,22 @@ class Checkpoint:
         saved = self._read_state()
         if saved is None:
             if self.trials and optimizer.state_dict() is not None:
-                raise ValueError(f"checkpoint {self.journal.path} has {len(self.trials)} trials but no outer state "
-                                 f"({self.state_path} is missing); {type(optimizer).__name__} cannot continue "
-                                 "exactly without it")
+                raise ValueError(
+                    f"checkpoint {self.journal.path} has {len(self.trials)} trials but no outer state "
+                    f"({self.state_path} is missing); {type(optimizer).__name__} cannot continue "
+                    "exactly without it"
+                )
             optimizer.replay(list(self.trials))
             return list(self.trials)
         n = int(saved["n_trials"])
         if n > len(self.trials):
             raise ValueError(f"{self.state_path} is ahead of {self.journal.path} ({n} vs {len(self.trials)} trials)")
         if n < len(self.trials):
-            log.warning("checkpoint %s: %d trial(s) after the saved outer state are done again",
-                        self.journal.path, len(self.trials) - n)
+            log.warning(
+                "checkpoint %s: %d trial(s) after the saved outer state are done again",
+                self.journal.path,
+                len(self.trials) - n,
+            )
             self.trials = self.trials[:n]
             self.journal.truncate(n)
         optimizer.load_state_dict(saved["state"])
@@ -85,8 +94,11 @@ class Checkpoint:
             return
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         with tmp.open("wb") as fh:
-            pickle.dump({"format": STATE_FORMAT, "n_trials": trial.number + 1, "state": state}, fh,
-                        protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(
+                {"format": STATE_FORMAT, "n_trials": trial.number + 1, "state": state},
+                fh,
+                protocol=pickle.HIGHEST_PROTOCOL,
+            )
             fh.flush()
             os.fsync(fh.fileno())
         self.journal.append(trial)

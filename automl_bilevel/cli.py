@@ -7,6 +7,7 @@
 ``run`` treats SIGTERM like Ctrl-C (the search stops, the best so far is kept, the tracking run ends
 KILLED) and exits 130 after SIGINT, 143 after SIGTERM.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 
@@ -44,18 +46,27 @@ def cmd_plugins(args) -> int:
     records = reg.records()
     for name in sorted(i.plugin_name for i in reg.pm.hook.bilevel_run_listener.get_hookimpls()):
         package, version = reg.pm.plugin_origins.get(name, (None, None))
-        records.append({"kind": "listener", "name": name, "plugin": name, "package": package, "version": version,
-                        "description": (reg.pm.get_plugin(name).__doc__ or "").strip().splitlines()[0]})
+        records.append(
+            {
+                "kind": "listener",
+                "name": name,
+                "plugin": name,
+                "package": package,
+                "version": version,
+                "description": (reg.pm.get_plugin(name).__doc__ or "").strip().splitlines()[0],
+            }
+        )
     failed = [{"plugin": e.plugin, "package": e.package, "error": e.error} for e in reg.load_errors]
     if args.json:
         print(json.dumps({"plugins": records, "failed": failed}, indent=2))
         return 0
     rows = [("KIND", "NAME", "PLUGIN", "PACKAGE", "VERSION", "DESCRIPTION")] + [
         (r["kind"], r["name"], r["plugin"], str(r["package"]), str(r["version"]), r["description"] or "")
-        for r in records]
+        for r in records
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     for f in failed:
         print(f"FAILED TO LOAD  {f['plugin']} ({f['package']}): {f['error']}")
     return 0
@@ -67,10 +78,16 @@ def print_results(res: dict[str, Any], out=None) -> None:
         ("experiment", f"{res['experiment']}  [{res['source']}]"),
         ("dataset", f"{res['dataset']} ({res['task']}; {res['n_train']} train / {res['n_test']} test)"),
         ("components", f"learner={res['learner']}  objective={res['objective']}  optimizer={res['optimizer']}"),
-        ("trials", f"{res['n_trials']} ({res['n_failed']} failed), stopped by {res['stop_reason']}"
-                   + ("  [INTERRUPTED: best so far]" if res["interrupted"] else "")),
-        (f"best {res['objective']}", _fmt(res["best_value"])
-         + (f"  (at budget {_fmt(res['best_budget'])})" if res.get("best_budget") is not None else "")),
+        (
+            "trials",
+            f"{res['n_trials']} ({res['n_failed']} failed), stopped by {res['stop_reason']}"
+            + ("  [INTERRUPTED: best so far]" if res["interrupted"] else ""),
+        ),
+        (
+            f"best {res['objective']}",
+            _fmt(res["best_value"])
+            + (f"  (at budget {_fmt(res['best_budget'])})" if res.get("best_budget") is not None else ""),
+        ),
         ("best params", _params(res["best_params"])),
         (f"test {res['test_metric']}", _fmt(res["test_score"])),
         ("time", f"{res['seconds']:.1f} s"),
@@ -83,13 +100,17 @@ def print_results(res: dict[str, Any], out=None) -> None:
     if res["top_trials"]:
         # multi-fidelity optimizers evaluate one configuration at several budgets: show which
         budgets = any(t.get("budget") is not None for t in res["top_trials"])
-        print(f"\n{'trial':>5}  {res['objective']:>10}  " + (f"{'budget':>6}  " if budgets else "") + "params", file=out)
+        print(
+            f"\n{'trial':>5}  {res['objective']:>10}  " + (f"{'budget':>6}  " if budgets else "") + "params", file=out
+        )
         for t in res["top_trials"]:
             budget = f"{_fmt(1.0 if t.get('budget') is None else t['budget']):>6}  " if budgets else ""
             print(f"{t['number']:>5}  {_fmt(t['value']):>10}  {budget}{_params(t['params'])}", file=out)
         if budgets:
-            print("(budget: the fraction of full training a trial had; the best is chosen at the highest budget)",
-                  file=out)
+            print(
+                "(budget: the fraction of full training a trial had; the best is chosen at the highest budget)",
+                file=out,
+            )
     if res.get("mlflow_tracking_uri"):
         print(f"\nOpen the runs with: mlflow ui --backend-store-uri {res['mlflow_tracking_uri']}", file=out)
 
@@ -162,22 +183,30 @@ def cmd_sync(args) -> int:
     from .registry import get_registry
 
     reg = get_registry()
-    results = [r for answer in reg.pm.hook.bilevel_sync_spool(path=args.spool, uri=args.tracking_uri, force=args.force)
-               if answer for r in answer]
+    results = [
+        r
+        for answer in reg.pm.hook.bilevel_sync_spool(path=args.spool, uri=args.tracking_uri, force=args.force)
+        if answer
+        for r in answer
+    ]
     failed = [r for r in results if "error" in r]
     for r in results:
         if "error" in r:
             print(f"FAILED  {r['spool']}: {r['error']}", file=sys.stderr)
         else:
-            print(f"synced  run {r['run_id']} ({r['status']}): {r['written']} of {r['trials']} trials written "
-                  f"now, to {r['uri']}")
+            print(
+                f"synced  run {r['run_id']} ({r['status']}): {r['written']} of {r['trials']} trials written "
+                f"now, to {r['uri']}"
+            )
     if not results:
         print("nothing to sync")
     return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="automl-bilevel", description="Bilevel hyperparameter optimization and meta-learning.")
+    p = argparse.ArgumentParser(
+        prog="automl-bilevel", description="Bilevel hyperparameter optimization and meta-learning."
+    )
     p.add_argument("--version", action="version", version=f"automl-bilevel {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     pl = sub.add_parser("plugins", help="list every registered plugin component")

@@ -21,11 +21,13 @@ A resumed run calls, after ``setup``, ``optimizer.load_state_dict(state)`` when 
 its outer state with the checkpoint (gradient methods: outer variables, optimizer state, step), else
 ``optimizer.replay(trials)`` with the trials of the checkpoint.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace
@@ -121,14 +123,14 @@ class DifferentiableInnerProblem(Protocol):
     weights ``w``), and ``tensor``/``targets`` to turn validation data into tensors."""
 
     dynamics: Any
-    z0: "torch.Tensor"
-    constants: Mapping[str, "torch.Tensor"]
+    z0: torch.Tensor
+    constants: Mapping[str, torch.Tensor]
 
-    def outputs(self, w: "torch.Tensor", X: "torch.Tensor") -> "torch.Tensor": ...
+    def outputs(self, w: torch.Tensor, X: torch.Tensor) -> torch.Tensor: ...
 
-    def tensor(self, X: np.ndarray) -> "torch.Tensor": ...
+    def tensor(self, X: np.ndarray) -> torch.Tensor: ...
 
-    def targets(self, y: np.ndarray) -> "torch.Tensor": ...
+    def targets(self, y: np.ndarray) -> torch.Tensor: ...
 
 
 @runtime_checkable
@@ -137,8 +139,17 @@ class DifferentiableLearner(Protocol):
     :class:`DifferentiableInnerProblem`, and which hyperparameters a gradient method may move
     (name -> kind: ``positive``, ``unit``, ``positive_per_feature``, ``unit_per_example``, ``vector``)."""
 
-    def differentiable(self, X: np.ndarray, y: np.ndarray, config: Mapping[str, Any], *, task: Task, seed: int,
-                       budget: float | None = None, steps: int | None = None) -> DifferentiableInnerProblem: ...
+    def differentiable(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        config: Mapping[str, Any],
+        *,
+        task: Task,
+        seed: int,
+        budget: float | None = None,
+        steps: int | None = None,
+    ) -> DifferentiableInnerProblem: ...
 
     def differentiable_hyperparameters(self, task: Task) -> Mapping[str, str]: ...
 
@@ -148,7 +159,7 @@ class DifferentiableObjective(Protocol):
     """The contract of an objective with the ``differentiable`` capability: the same objective on the
     model's raw outputs, as a differentiable scalar tensor."""
 
-    def loss_tensor(self, outputs: "torch.Tensor", y: "torch.Tensor", *, task: Task) -> "torch.Tensor": ...
+    def loss_tensor(self, outputs: torch.Tensor, y: torch.Tensor, *, task: Task) -> torch.Tensor: ...
 
 
 #: The protocol a component with the ``differentiable`` capability must satisfy, by kind.
@@ -172,7 +183,7 @@ class OuterOptimizer(ABC):
 
     n_iter: int | None = None
 
-    def setup(self, problem: "BilevelProblem", seed: int) -> None:
+    def setup(self, problem: BilevelProblem, seed: int) -> None:
         self.problem = problem
         self.seed = seed
 
@@ -180,7 +191,7 @@ class OuterOptimizer(ABC):
     def ask(self, n: int = 1) -> list[Proposal]:
         """Up to ``n`` proposals to evaluate next."""
 
-    def evaluate(self, problem: "BilevelProblem", proposal: Proposal) -> Evaluation:
+    def evaluate(self, problem: BilevelProblem, proposal: Proposal) -> Evaluation:
         """Evaluate one proposal. The default fits the learner and scores the objective."""
         return problem.evaluate(proposal.config, budget=proposal.budget)
 
@@ -188,13 +199,13 @@ class OuterOptimizer(ABC):
     def tell(self, proposal: Proposal, trial: Trial) -> None:
         """Learn from a finished trial (``trial.ok`` is False when it failed)."""
 
-    def replay(self, trials: "list[Trial]") -> None:
+    def replay(self, trials: list[Trial]) -> None:
         """Learn from trials of an earlier, interrupted run of the same search (a checkpoint),
         before the first ``ask``. The default tells each one as if it had been asked."""
         for trial in trials:
             self.tell(Proposal(trial.config, trial.budget), trial)
 
-    def remote_evaluator(self) -> "Callable[[BilevelProblem, Proposal], Evaluation] | None":
+    def remote_evaluator(self) -> Callable[[BilevelProblem, Proposal], Evaluation] | None:
         """A picklable function that evaluates a proposal on another process (Dask worker), for
         optimizers that override ``evaluate``. ``None``: the default evaluation (fit and score)."""
         return None

@@ -4,6 +4,7 @@ IDX files are found, in order, in: the ``data_dir`` argument; ``$AUTOML_BILEVEL_
 standard locations (``/usr/share/datasets/<name>``, Debian's ``dataset-fashion-mnist`` package);
 ``shared/data`` beside or inside a source checkout. Nothing is ever downloaded.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -26,8 +27,14 @@ SKLEARN_DATASETS = {
     "breast_cancer": "classification",
     "diabetes": "regression",
 }
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -43,7 +50,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
     ndim = data[3]
-    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
@@ -76,13 +83,15 @@ def find_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
         raise ValueError(f"unknown IDX dataset {name!r}; known: {', '.join(IDX_DATASETS)}")
     needed = [f for pair in IDX_FILES.values() for f in pair]
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise DatasetNotFoundError(f"data_dir {str(data_dir)!r} is not a folder; pass the folder that holds the "
-                                   f"{name} IDX files ({', '.join(needed)}) or one holding {name}/ with them")
+        raise DatasetNotFoundError(
+            f"data_dir {str(data_dir)!r} is not a folder; pass the folder that holds the "
+            f"{name} IDX files ({', '.join(needed)}) or one holding {name}/ with them"
+        )
     looked = candidate_dirs(name, data_dir)
     for d in looked:
         if all((d / f).is_file() for f in needed):
             return d
-    hint = ("install Debian's dataset-fashion-mnist package, or " if name == "fashion-mnist" else "")
+    hint = "install Debian's dataset-fashion-mnist package, or " if name == "fashion-mnist" else ""
     raise DatasetNotFoundError(
         f"{name} IDX files ({', '.join(needed)}) not found. Looked in:\n  "
         + "\n  ".join(map(str, looked))
@@ -123,20 +132,25 @@ def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str]:
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a readable CSV file: {exc}") from None
     if df.shape[1] < 2:
-        raise ValueError(f"{path}: found {df.shape[1]} column ({', '.join(map(str, df.columns))}); it needs at "
-                         "least one feature column and the target as the last column (the separator is detected: "
-                         "comma, semicolon or tab)")
+        raise ValueError(
+            f"{path}: found {df.shape[1]} column ({', '.join(map(str, df.columns))}); it needs at "
+            "least one feature column and the target as the last column (the separator is detected: "
+            "comma, semicolon or tab)"
+        )
     if len(df) == 0:
         raise ValueError(f"{path}: only a header row, no data rows")
     features, target = df.columns[:-1], df.columns[-1]
     text = [str(c) for c in features if not pd.api.types.is_numeric_dtype(df[c])]
     if text:
-        raise ValueError(f"{path}: feature column(s) {', '.join(map(repr, text))} are not numeric; encode them "
-                         "as numbers first")
+        raise ValueError(
+            f"{path}: feature column(s) {', '.join(map(repr, text))} are not numeric; encode them as numbers first"
+        )
     missing = [str(c) for c in df.columns if df[c].isna().any()]
     if missing:
-        raise ValueError(f"{path}: column(s) {', '.join(map(repr, missing))} have missing values "
-                         f"(first in row {int(df[missing].isna().any(axis=1).to_numpy().argmax()) + 2} of the file)")
+        raise ValueError(
+            f"{path}: column(s) {', '.join(map(repr, missing))} have missing values "
+            f"(first in row {int(df[missing].isna().any(axis=1).to_numpy().argmax()) + 2} of the file)"
+        )
     X = df[features].to_numpy(dtype=np.float64)
     y = df[target].to_numpy()
     if not pd.api.types.is_numeric_dtype(df[target]):
@@ -148,8 +162,9 @@ def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str]:
 
 def load_dataset(name: str, data_dir=None, max_samples: int | None = None, seed: int = 0):
     """(X, y, task kind) for a named dataset, a CSV path (last column = target), for the CLI."""
-    if max_samples is not None and (not isinstance(max_samples, (int, np.integer)) or isinstance(max_samples, bool)
-                                    or max_samples < 1):
+    if max_samples is not None and (
+        not isinstance(max_samples, (int, np.integer)) or isinstance(max_samples, bool) or max_samples < 1
+    ):
         raise ValueError(f"max_samples must be an integer >= 1, got {max_samples!r}")
     if name in SKLEARN_DATASETS:
         import sklearn.datasets as skd
@@ -165,8 +180,10 @@ def load_dataset(name: str, data_dir=None, max_samples: int | None = None, seed:
     elif str(name).endswith(".csv"):
         raise DatasetNotFoundError(f"CSV file {name!r} does not exist")
     else:
-        raise ValueError(f"unknown dataset {name!r}; use one of {sorted(SKLEARN_DATASETS) + list(IDX_DATASETS)} "
-                         "or a path to a .csv file (last column is the target)")
+        raise ValueError(
+            f"unknown dataset {name!r}; use one of {sorted(SKLEARN_DATASETS) + list(IDX_DATASETS)} "
+            "or a path to a .csv file (last column is the target)"
+        )
     if max_samples is not None and max_samples < len(X):
         idx = np.random.default_rng(seed).permutation(len(X))[:max_samples]
         X, y = X[idx], y[idx]

@@ -4,14 +4,16 @@ Failure isolation lives here: an evaluation that raises becomes a FAILED trial (
 and the search goes on; a listener that raises is dropped with a warning; Ctrl-C stops the search
 and keeps every trial found so far.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .checkpoint import Checkpoint
 from .components import OuterOptimizer, Proposal
@@ -59,16 +61,25 @@ class RunSession:
     def start(self, context: RunContext) -> None:
         self.emit(RunStarted(context))
 
-    def finish(self, status: str, trials: Iterable[Trial], duration: float, model: Any = None,
-               error: str | None = None, artifacts: Mapping[str, Any] | None = None,
-               best: Trial | None = None) -> None:
+    def finish(
+        self,
+        status: str,
+        trials: Iterable[Trial],
+        duration: float,
+        model: Any = None,
+        error: str | None = None,
+        artifacts: Mapping[str, Any] | None = None,
+        best: Trial | None = None,
+    ) -> None:
         """Send the one RunFinished of this run (later calls do nothing). ``best`` is the trial whose
         result the run keeps, when that is not simply the lowest value (validation-selected steps)."""
         if self.finished:
             return
         self.finished = True
         trials = tuple(trials)
-        self.emit(RunFinished(status, trials, best or best_trial(trials), duration, model, error, dict(artifacts or {})))
+        self.emit(
+            RunFinished(status, trials, best or best_trial(trials), duration, model, error, dict(artifacts or {}))
+        )
 
 
 @dataclass

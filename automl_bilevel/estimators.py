@@ -2,6 +2,7 @@
 
 ``__init__`` only stores its arguments; plugin resolution and validation happen in ``fit``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,15 +21,15 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
 from .checkpoint import Checkpoint
+from .components import InnerLearner, OuterObjective, OuterOptimizer, Task
 from .engine import AllTrialsFailedError
+from .events import RunContext, TrackingSettings, plain, run_params
 from .lifecycle import Run
 from .parallel import check_address
-from .runtime import thread_policy
-from .events import RunContext, TrackingSettings, plain, run_params
 from .problem import BilevelProblem, Split
 from .registry import check_compatible, get_registry
+from .runtime import thread_policy
 from .space import as_configspace, check_names, describe
 from .trials import history_table
 
@@ -153,13 +154,23 @@ class _BilevelEstimator(BaseEstimator):
             space.seed(seed)
         problem = BilevelProblem(learner.obj, objective.obj, space, task, self._splits(X, y_enc, seed), seed)
 
-        context = replace(self._context(task, learner, objective, optimizer, space),
-                          resumed_trials=len(checkpoint.trials) if checkpoint else 0)
+        context = replace(
+            self._context(task, learner, objective, optimizer, space),
+            resumed_trials=len(checkpoint.trials) if checkpoint else 0,
+        )
         with Run(context, registry) as run:
             self.run_info_ = run.info
             self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
-            result = run.search(problem, optimizer.obj, n_iter=self.n_iter, seed=seed, timeout=self.timeout,
-                                n_workers=self._n_workers(), dask_address=self.dask_address, checkpoint=checkpoint)
+            result = run.search(
+                problem,
+                optimizer.obj,
+                n_iter=self.n_iter,
+                seed=seed,
+                timeout=self.timeout,
+                n_workers=self._n_workers(),
+                dask_address=self.dask_address,
+                checkpoint=checkpoint,
+            )
             self.trials_ = tuple(result.trials)
             best = result.best
             if best is None:
@@ -167,8 +178,10 @@ class _BilevelEstimator(BaseEstimator):
                     raise KeyboardInterrupt
                 errors = sorted({t.error for t in result.trials if t.error})
                 if not result.trials:  # nothing ran: say why instead of "all 0 trials failed"
-                    raise AllTrialsFailedError(f"no trial finished: the search stopped by {result.stop_reason} "
-                                               f"(timeout={self.timeout}) before the first one ended")
+                    raise AllTrialsFailedError(
+                        f"no trial finished: the search stopped by {result.stop_reason} "
+                        f"(timeout={self.timeout}) before the first one ended"
+                    )
                 raise AllTrialsFailedError(
                     f"all {len(result.trials)} trials failed; errors: {'; '.join(errors[:3]) or 'non-finite objective'}"
                 )
@@ -190,7 +203,8 @@ class _BilevelEstimator(BaseEstimator):
         if self.interrupted_:
             warnings.warn(
                 f"search interrupted after {len(result.trials)} trials; refitted with the best so far",
-                RuntimeWarning, stacklevel=2,
+                RuntimeWarning,
+                stacklevel=2,
             )
             raise KeyboardInterrupt
         return self
@@ -203,8 +217,10 @@ class _BilevelEstimator(BaseEstimator):
             raise ValueError("n_jobs=0 means no worker; use n_jobs=1 (sequential), more, or -1 (one worker per CPU)")
         n = self.n_jobs if self.n_jobs > 0 else max((os.cpu_count() or 1) + 1 + self.n_jobs, 1)
         if self.n_workers not in (1, n):
-            raise ValueError(f"n_jobs={self.n_jobs} and n_workers={self.n_workers} disagree; n_jobs is scikit-learn's "
-                             "name for n_workers (trials evaluated at once): give one of them")
+            raise ValueError(
+                f"n_jobs={self.n_jobs} and n_workers={self.n_workers} disagree; n_jobs is scikit-learn's "
+                "name for n_workers (trials evaluated at once): give one of them"
+            )
         return n
 
     def _check_parallel(self, optimizer) -> None:
@@ -213,17 +229,26 @@ class _BilevelEstimator(BaseEstimator):
         if self.dask_address is not None:  # an unreachable scheduler fails here, before a run exists
             check_address(self.dask_address)
         if "parallel" not in optimizer.declared("capabilities"):
-            raise ValueError(f"optimizer {optimizer.name!r} evaluates one proposal at a time (no 'parallel' capability); "
-                             "use n_workers=1 and no dask_address")
+            raise ValueError(
+                f"optimizer {optimizer.name!r} evaluates one proposal at a time (no 'parallel' capability); "
+                "use n_workers=1 and no dask_address"
+            )
 
     def _fingerprint(self, X, y, learner, objective, optimizer, space) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: components, their settings, space, data."""
         names = {c.kind: c.name for c in (learner, objective, optimizer)}
         digest = hashlib.sha1(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
-        return {**names, "learner_params": plain(self.learner_params), "objective_params": plain(self.objective_params),
-                "optimizer_params": plain(self.optimizer_params), "search_space": describe(space),
-                "validation_fraction": self.validation_fraction, "cv": self.cv, "task": self._task_kind,
-                "data": digest}
+        return {
+            **names,
+            "learner_params": plain(self.learner_params),
+            "objective_params": plain(self.objective_params),
+            "optimizer_params": plain(self.optimizer_params),
+            "search_space": describe(space),
+            "validation_fraction": self.validation_fraction,
+            "cv": self.cv,
+            "task": self._task_kind,
+            "data": digest,
+        }
 
     def _build_space(self, learner: InnerLearner, task: Task, seed: int) -> ConfigurationSpace:
         if self.search_space is None:
@@ -244,7 +269,9 @@ class _BilevelEstimator(BaseEstimator):
             plugins=plugins,
             search_space=describe(space),
             n_iter=self.n_iter,
-            tracking=TrackingSettings(self.tracking, self.tracking_uri, self.experiment_name, progress=self.verbose > 0),
+            tracking=TrackingSettings(
+                self.tracking, self.tracking_uri, self.experiment_name, progress=self.verbose > 0
+            ),
             trials_are_steps=bool(optimizer.declared("trials_are_steps")),
         )
 
@@ -335,17 +362,52 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):
 
     _task_kind = "regression"
 
-    def __init__(self, learner="mlp", objective="val_loss", optimizer="random", *, search_space=None, n_iter=20,
-                 learner_params=None, objective_params=None, optimizer_params=None, validation_fraction=0.2,
-                 cv=None, timeout=None, n_workers=1, n_jobs=None, dask_address=None, checkpoint=None, tracking=True,
-                 tracking_uri=None, experiment_name="automl-bilevel", random_state=None, verbose=0):
-        super().__init__(learner, objective, optimizer, search_space=search_space, n_iter=n_iter,
-                         learner_params=learner_params, objective_params=objective_params,
-                         optimizer_params=optimizer_params, validation_fraction=validation_fraction, cv=cv,
-                         timeout=timeout, n_workers=n_workers, n_jobs=n_jobs, dask_address=dask_address,
-                         checkpoint=checkpoint,
-                         tracking=tracking, tracking_uri=tracking_uri, experiment_name=experiment_name,
-                         random_state=random_state, verbose=verbose)
+    def __init__(
+        self,
+        learner="mlp",
+        objective="val_loss",
+        optimizer="random",
+        *,
+        search_space=None,
+        n_iter=20,
+        learner_params=None,
+        objective_params=None,
+        optimizer_params=None,
+        validation_fraction=0.2,
+        cv=None,
+        timeout=None,
+        n_workers=1,
+        n_jobs=None,
+        dask_address=None,
+        checkpoint=None,
+        tracking=True,
+        tracking_uri=None,
+        experiment_name="automl-bilevel",
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            learner,
+            objective,
+            optimizer,
+            search_space=search_space,
+            n_iter=n_iter,
+            learner_params=learner_params,
+            objective_params=objective_params,
+            optimizer_params=optimizer_params,
+            validation_fraction=validation_fraction,
+            cv=cv,
+            timeout=timeout,
+            n_workers=n_workers,
+            n_jobs=n_jobs,
+            dask_address=dask_address,
+            checkpoint=checkpoint,
+            tracking=tracking,
+            tracking_uri=tracking_uri,
+            experiment_name=experiment_name,
+            random_state=random_state,
+            verbose=verbose,
+        )
 
     def _encode_targets(self, y):
         return np.asarray(y, dtype=np.float64), 1

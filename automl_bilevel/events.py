@@ -6,11 +6,13 @@ The order within one run is always::
 
 ``RunFinished`` is sent exactly once, also when the run fails or is interrupted.
 """
+
 from __future__ import annotations
 
 import getpass
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 

@@ -3,6 +3,7 @@
 See ``automl_bilevel/experiments/default.toml`` for the shape. Unknown sections or keys are an
 error (a typo must not silently fall back to a default).
 """
+
 from __future__ import annotations
 
 import time
@@ -19,9 +20,23 @@ from .data import load_dataset
 SCHEMA = {
     "name": None,
     "data": {"dataset", "test_size", "data_dir", "max_samples"},
-    "estimator": {"task", "learner", "objective", "optimizer", "n_iter", "timeout", "validation_fraction", "cv",
-                  "n_workers", "dask_address", "checkpoint",
-                  "random_state", "learner_params", "objective_params", "optimizer_params"},
+    "estimator": {
+        "task",
+        "learner",
+        "objective",
+        "optimizer",
+        "n_iter",
+        "timeout",
+        "validation_fraction",
+        "cv",
+        "n_workers",
+        "dask_address",
+        "checkpoint",
+        "random_state",
+        "learner_params",
+        "objective_params",
+        "optimizer_params",
+    },
     "search_space": None,
     "tracking": {"enabled", "uri", "experiment"},
 }
@@ -51,19 +66,25 @@ TYPES: dict[str, dict[str, tuple]] = {
     },
     "estimator": {
         "task": (lambda v: v in ("classification", "regression"), "'classification' or 'regression'"),
-        "learner": _STR, "objective": _STR, "optimizer": _STR,
+        "learner": _STR,
+        "objective": _STR,
+        "optimizer": _STR,
         "n_iter": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
         "timeout": (lambda v: _is_num(v) and v > 0, "a number of seconds > 0"),
         "validation_fraction": (lambda v: _is_num(v) and 0 < v < 1, "a number between 0 and 1 (exclusive)"),
         "cv": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
         "n_workers": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        "dask_address": _STR, "checkpoint": _STR,
+        "dask_address": _STR,
+        "checkpoint": _STR,
         "random_state": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-        "learner_params": _TABLE, "objective_params": _TABLE, "optimizer_params": _TABLE,
+        "learner_params": _TABLE,
+        "objective_params": _TABLE,
+        "optimizer_params": _TABLE,
     },
     "tracking": {
         "enabled": (lambda v: isinstance(v, bool), "true or false (a TOML boolean, not a string)"),
-        "uri": _STR, "experiment": _STR,
+        "uri": _STR,
+        "experiment": _STR,
     },
 }
 
@@ -78,7 +99,7 @@ class Experiment:
     source: str
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Experiment":
+    def load(cls, path: str | Path | None = None) -> Experiment:
         if path is None:
             text = resources.files("automl_bilevel").joinpath("experiments/default.toml").read_text()
             source = "embedded default (digits)"
@@ -94,7 +115,7 @@ class Experiment:
         return cls.from_dict(raw, source)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> "Experiment":
+    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> Experiment:
         unknown = set(raw) - set(SCHEMA)
         if unknown:
             raise ExperimentError(f"{source}: unknown section(s) {sorted(unknown)}; allowed: {sorted(SCHEMA)}")
@@ -130,10 +151,13 @@ class Experiment:
         from .estimators import BilevelClassifier, BilevelRegressor
 
         params = {k: v for k, v in self.estimator.items() if k != "task"}
-        params.update(search_space=self.search_space, verbose=verbose,
-                      tracking=bool(self.tracking.get("enabled", True)),
-                      tracking_uri=self.tracking.get("uri"),
-                      experiment_name=self.tracking.get("experiment", "automl-bilevel"))
+        params.update(
+            search_space=self.search_space,
+            verbose=verbose,
+            tracking=bool(self.tracking.get("enabled", True)),
+            tracking_uri=self.tracking.get("uri"),
+            experiment_name=self.tracking.get("experiment", "automl-bilevel"),
+        )
         params.update(overrides or {})
         cls = BilevelClassifier if task == "classification" else BilevelRegressor
         return cls(**params)
@@ -143,12 +167,21 @@ class Experiment:
 
         On Ctrl-C the partial results are returned with ``interrupted=True``.
         """
-        X, y, task = load_dataset(self.data["dataset"], self.data.get("data_dir"), self.data.get("max_samples"),
-                                  seed=int(self.estimator.get("random_state") or 0))
+        X, y, task = load_dataset(
+            self.data["dataset"],
+            self.data.get("data_dir"),
+            self.data.get("max_samples"),
+            seed=int(self.estimator.get("random_state") or 0),
+        )
         task = self.estimator.get("task", task)
         strat = y if task == "classification" else None
-        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=float(self.data.get("test_size", 0.25)),
-                                              random_state=int(self.estimator.get("random_state") or 0), stratify=strat)
+        Xtr, Xte, ytr, yte = train_test_split(
+            X,
+            y,
+            test_size=float(self.data.get("test_size", 0.25)),
+            random_state=int(self.estimator.get("random_state") or 0),
+            stratify=strat,
+        )
         est = self.build_estimator(task, verbose=verbose, overrides=overrides)
         t0, interrupted = time.perf_counter(), False
         try:
@@ -182,8 +215,18 @@ class Experiment:
             "interrupted": interrupted,
             # the best five at the highest budget first (multi-fidelity runs one configuration at several)
             "top_trials": sorted(
-                ({"number": n, "value": v, "budget": b, "params": p} for n, v, b, p, s in
-                 zip(est.history_["number"], est.history_["value"], est.history_["budget"], est.history_["params"],
-                     est.history_["status"])
-                 if s == "COMPLETE"), key=lambda r: (-(r["budget"] or 1.0), r["value"]))[:5],
+                (
+                    {"number": n, "value": v, "budget": b, "params": p}
+                    for n, v, b, p, s in zip(
+                        est.history_["number"],
+                        est.history_["value"],
+                        est.history_["budget"],
+                        est.history_["params"],
+                        est.history_["status"],
+                        strict=False,
+                    )
+                    if s == "COMPLETE"
+                ),
+                key=lambda r: (-(r["budget"] or 1.0), r["value"]),
+            )[:5],
         }

@@ -22,13 +22,15 @@ log space, bounded floats through a sigmoid, per-feature and per-example tensors
 variables and the hypergradient (:func:`automl_bilevel.hypergrad.hypergradient`, any mode) is the
 gradient.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,7 +88,7 @@ class DifferentiableProblem(ABC):
         """The outer objective at ``outer`` and its gradient on the trainable variables. Raise (or
         return a non-finite value) for a failed step: the optimizer rejects it."""
 
-    def project(self, outer: Mapping[str, Tensor]) -> None:
+    def project(self, outer: Mapping[str, Tensor]) -> None:  # noqa: B027 - optional hook, unconstrained by default
         """Put the variables back into their constraint set after a step (in place)."""
 
     def export(self, outer: Mapping[str, Tensor]) -> dict[str, Any]:
@@ -99,11 +101,12 @@ class DifferentiableProblem(ABC):
 
 
 # -- the hyperparameter view of a BilevelProblem --------------------------------------------------------
-def _kinds(problem: Any, tensor_hyperparameters: tuple[str, ...],
-           tensor_init: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _kinds(
+    problem: Any, tensor_hyperparameters: tuple[str, ...], tensor_init: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     from ConfigSpace import UniformFloatHyperparameter
 
-    from .hypergrad import Bounded, Positive, PositiveTensor, BoxTensor
+    from .hypergrad import Bounded, BoxTensor, Positive, PositiveTensor
 
     learner = problem.learner
     diff = dict(learner.differentiable_hyperparameters(problem.task))
@@ -112,8 +115,11 @@ def _kinds(problem: Any, tensor_hyperparameters: tuple[str, ...],
     for hp in problem.space.values():
         if isinstance(hp, UniformFloatHyperparameter) and hp.name in diff:
             init, lo, hi = float(hp.default_value), float(hp.lower), float(hp.upper)
-            kinds[hp.name] = Positive(init) if hp.log else Bounded(
-                min(max(init, lo + 1e-6 * (hi - lo)), hi - 1e-6 * (hi - lo)), lo, hi)
+            kinds[hp.name] = (
+                Positive(init)
+                if hp.log
+                else Bounded(min(max(init, lo + 1e-6 * (hi - lo)), hi - 1e-6 * (hi - lo)), lo, hi)
+            )
         else:
             fixed[hp.name] = hp.value if hasattr(hp, "value") else hp.default_value
     for name in tensor_hyperparameters:
@@ -129,11 +135,15 @@ def _kinds(problem: Any, tensor_hyperparameters: tuple[str, ...],
             kinds[name] = BoxTensor(tensor_init.get(name, init), shape=init.shape, low=-math.inf, high=math.inf)
         else:
             tensors = sorted(k for k, v in diff.items() if v.endswith(("per_feature", "per_example", "vector")))
-            raise ValueError(f"unsupported tensor hyperparameter {name!r} for learner "
-                             f"{type(learner).__name__}; it differentiates {tensors}")
+            raise ValueError(
+                f"unsupported tensor hyperparameter {name!r} for learner "
+                f"{type(learner).__name__}; it differentiates {tensors}"
+            )
     if not kinds:
-        raise ValueError("no continuous hyperparameter to optimise: the space has no float the learner can "
-                         f"differentiate (differentiable: {sorted(diff)})")
+        raise ValueError(
+            "no continuous hyperparameter to optimise: the space has no float the learner can "
+            f"differentiate (differentiable: {sorted(diff)})"
+        )
     return kinds, fixed
 
 
@@ -142,16 +152,30 @@ class HyperparameterProblem(DifferentiableProblem):
     hyperparameters are the outer variables, the mean validation objective over its splits the value,
     the hypergradient (``mode``: reverse, checkpoint, truncated, forward, implicit) the gradient."""
 
-    def __init__(self, problem: Any, *, tensor_hyperparameters: tuple[str, ...] = (),
-                 tensor_init: Mapping[str, Any] | None = None, inner_steps: int | None = None,
-                 mode: str = "reverse", truncate: int | None = None, checkpoint_every: int | None = None,
-                 solver: str = "cg", solver_iters: int = 100, budget: float | None = None):
+    def __init__(
+        self,
+        problem: Any,
+        *,
+        tensor_hyperparameters: tuple[str, ...] = (),
+        tensor_init: Mapping[str, Any] | None = None,
+        inner_steps: int | None = None,
+        mode: str = "reverse",
+        truncate: int | None = None,
+        checkpoint_every: int | None = None,
+        solver: str = "cg",
+        solver_iters: int = 100,
+        budget: float | None = None,
+    ):
         if not isinstance(problem.learner, DifferentiableLearner):
-            raise TypeError(f"{type(problem.learner).__name__} does not implement the DifferentiableLearner "
-                            "protocol (differentiable, differentiable_hyperparameters)")
+            raise TypeError(
+                f"{type(problem.learner).__name__} does not implement the DifferentiableLearner "
+                "protocol (differentiable, differentiable_hyperparameters)"
+            )
         if not isinstance(problem.objective, DifferentiableObjective):
-            raise TypeError(f"{type(problem.objective).__name__} does not implement the DifferentiableObjective "
-                            "protocol (loss_tensor)")
+            raise TypeError(
+                f"{type(problem.objective).__name__} does not implement the DifferentiableObjective "
+                "protocol (loss_tensor)"
+            )
         self.problem, self.seed = problem, problem.seed
         unknown = set(tensor_init or {}) - set(tensor_hyperparameters)
         if unknown:
@@ -169,8 +193,15 @@ class HyperparameterProblem(DifferentiableProblem):
             p = self.problem
             self._tasks = []
             for split in p.splits:
-                dt = p.learner.differentiable(split.X_train, split.y_train, self.fixed, task=p.task, seed=p.seed,
-                                              steps=self.inner_steps, budget=self.budget)
+                dt = p.learner.differentiable(
+                    split.X_train,
+                    split.y_train,
+                    self.fixed,
+                    task=p.task,
+                    seed=p.seed,
+                    steps=self.inner_steps,
+                    budget=self.budget,
+                )
                 self._tasks.append((dt, dt.tensor(split.X_val), dt.targets(split.y_val)))
         return self._tasks
 
@@ -207,11 +238,18 @@ class HyperparameterProblem(DifferentiableProblem):
             info = res.info
         names = list(self.kinds)
         with torch.enable_grad():
-            got = torch.autograd.grad([values[k] for k in names], [raw[k] for k in names],
-                                      [g_values[k].to(values[k].dtype) for k in names], allow_unused=True)
-        grads = {k: (g if g is not None else torch.zeros_like(raw[k])).detach() for k, g in zip(names, got)}
-        metrics = {(f"hp.{k}" if values[k].ndim == 0 else f"hp.{k}.mean"): float(values[k].detach().mean())
-                   for k in names}
+            got = torch.autograd.grad(
+                [values[k] for k in names],
+                [raw[k] for k in names],
+                [g_values[k].to(values[k].dtype) for k in names],
+                allow_unused=True,
+            )
+        grads = {
+            k: (g if g is not None else torch.zeros_like(raw[k])).detach() for k, g in zip(names, got, strict=True)
+        }
+        metrics = {
+            (f"hp.{k}" if values[k].ndim == 0 else f"hp.{k}.mean"): float(values[k].detach().mean()) for k in names
+        }
         for key in ("residual", "iterations"):
             if key in info:
                 metrics[f"solver_{key}"] = float(info[key])
@@ -260,9 +298,18 @@ class GradientOuterOptimizer(OuterOptimizer):
     search. ``patience`` stops after that many steps without improving by ``min_delta``.
     """
 
-    def __init__(self, *, outer_lr: float = 0.1, outer_optimizer: str = "adam", clip: float | None = 10.0,
-                 patience: int | None = None, min_delta: float = 0.0, max_backoffs: int = 8, backoff: float = 0.5,
-                 options: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        *,
+        outer_lr: float = 0.1,
+        outer_optimizer: str = "adam",
+        clip: float | None = 10.0,
+        patience: int | None = None,
+        min_delta: float = 0.0,
+        max_backoffs: int = 8,
+        backoff: float = 0.5,
+        options: Mapping[str, Any] | None = None,
+    ):
         if not (isinstance(outer_lr, (int, float)) and outer_lr > 0):
             raise ValueError(f"outer_lr must be positive, got {outer_lr!r}")
         if outer_optimizer not in OUTER_OPTIMIZERS:
@@ -303,8 +350,12 @@ class GradientOuterOptimizer(OuterOptimizer):
         if self.pending:  # the next step needs this one's gradient
             return []
         self.pending = True
-        return [Proposal(self.view.export(self.vars), info=OuterPoint(self.step, _clone(self.vars),
-                                                                   self.opt.param_groups[0]["lr"], self.backoffs))]
+        return [
+            Proposal(
+                self.view.export(self.vars),
+                info=OuterPoint(self.step, _clone(self.vars), self.opt.param_groups[0]["lr"], self.backoffs),
+            )
+        ]
 
     def evaluate(self, problem, proposal):
         return evaluate_point(problem, proposal, self.options)
@@ -379,11 +430,19 @@ class GradientOuterOptimizer(OuterOptimizer):
 
     # -- checkpoint -----------------------------------------------------------------------------------
     def state_dict(self):
-        return {"vars": _clone(self.vars), "prev": _clone(self.prev), "opt": self.opt.state_dict(),
-                "step": self.step, "best_value": self.best_value,
-                "best_vars": None if self.best_vars is None else _clone(self.best_vars),
-                "best_step": self.best_step, "since_best": self.since_best, "backoffs": self.backoffs,
-                "failures_in_row": self.failures_in_row, "selects_by_val": self.selects_by_val}
+        return {
+            "vars": _clone(self.vars),
+            "prev": _clone(self.prev),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "best_value": self.best_value,
+            "best_vars": None if self.best_vars is None else _clone(self.best_vars),
+            "best_step": self.best_step,
+            "since_best": self.since_best,
+            "backoffs": self.backoffs,
+            "failures_in_row": self.failures_in_row,
+            "selects_by_val": self.selects_by_val,
+        }
 
     def load_state_dict(self, state):
         missing = set(self.vars) ^ set(state["vars"])
@@ -401,9 +460,18 @@ class GradientOuterOptimizer(OuterOptimizer):
 
     def replay(self, trials: list[Trial]) -> None:
         if trials:
-            raise ValueError("a gradient method resumes from its saved outer state, not by replaying trials; "
-                             "the checkpoint has trials but no state file")
+            raise ValueError(
+                "a gradient method resumes from its saved outer state, not by replaying trials; "
+                "the checkpoint has trials but no state file"
+            )
 
 
-__all__ = ["DifferentiableProblem", "GradientOuterOptimizer", "GradientResult", "HyperparameterProblem", "OuterPoint",
-           "evaluate_point", "gradient_view"]
+__all__ = [
+    "DifferentiableProblem",
+    "GradientOuterOptimizer",
+    "GradientResult",
+    "HyperparameterProblem",
+    "OuterPoint",
+    "evaluate_point",
+    "gradient_view",
+]

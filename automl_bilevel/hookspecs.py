@@ -4,9 +4,11 @@ Every hook is prefixed ``bilevel_``. Hooks only ever gain arguments (pluggy pass
 implementation only the arguments it names), never lose or rename one. None of these hooks is
 ``firstresult``: every plugin's answer is collected.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -20,7 +22,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def bilevel_register_learners() -> Iterable["LearnerSpec"]:
+def bilevel_register_learners() -> Iterable[LearnerSpec]:
     """Return the inner learners this plugin provides, as :class:`LearnerSpec` records.
 
     Called once when the registry is built. Names must be unique across all plugins.
@@ -28,23 +30,23 @@ def bilevel_register_learners() -> Iterable["LearnerSpec"]:
 
 
 @hookspec
-def bilevel_register_objectives() -> Iterable["ObjectiveSpec"]:
+def bilevel_register_objectives() -> Iterable[ObjectiveSpec]:
     """Return the outer objectives this plugin provides, as :class:`ObjectiveSpec` records."""
 
 
 @hookspec
-def bilevel_register_optimizers() -> Iterable["OptimizerSpec"]:
+def bilevel_register_optimizers() -> Iterable[OptimizerSpec]:
     """Return the outer optimizers this plugin provides, as :class:`OptimizerSpec` records."""
 
 
 @hookspec
-def bilevel_register_meta_learners() -> Iterable["MetaLearnerSpec"]:
+def bilevel_register_meta_learners() -> Iterable[MetaLearnerSpec]:
     """Return the meta-learners (episodic few-shot learners) this plugin provides, as
     :class:`MetaLearnerSpec` records."""
 
 
 @hookspec
-def bilevel_run_listener(context: "RunContext") -> "RunListener | None":
+def bilevel_run_listener(context: RunContext) -> RunListener | None:
     """Return a listener for one run, or ``None`` to sit this run out.
 
     Called once at the start of every ``fit`` and CLI run, before any work is done. The listener's
@@ -56,7 +58,7 @@ def bilevel_run_listener(context: "RunContext") -> "RunListener | None":
 
 
 @hookspec
-def bilevel_sync_spool(path: "str | None", uri: "str | None", force: bool) -> "list[dict] | None":
+def bilevel_sync_spool(path: str | None, uri: str | None, force: bool) -> list[dict] | None:
     """Write the runs a tracking plugin kept locally (its spool) because the store could not take
     them; ``path`` is a spool folder (``None``: the plugin's default one), ``uri`` overrides the store
     recorded with each run, ``force`` writes a run whose process still seems to be alive.

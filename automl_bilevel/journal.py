@@ -11,13 +11,15 @@ record starts on a line of its own), and every record is one ``os.write`` (a sig
 records, never inside one). Records are checked when read: a missing or mistyped field, or a
 configuration outside the search space, is refused with ``file:line``.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -84,8 +86,16 @@ def _check_record(rec: Any, where: str, space: Any) -> Trial:
         raise JournalRecordError(f"{where}: 'metrics' must be an object, got {metrics!r}")
     if space is not None:
         _check_config(config, where, space)
-    return Trial(number=0, config=config, value=math.nan if value is None else float(value), status=status,
-                 duration=float(duration), budget=budget, metrics=metrics, error=rec.get("error"))
+    return Trial(
+        number=0,
+        config=config,
+        value=math.nan if value is None else float(value),
+        status=status,
+        duration=float(duration),
+        budget=budget,
+        metrics=metrics,
+        error=rec.get("error"),
+    )
 
 
 def _check_config(config: dict, where: str, space: Any) -> None:
@@ -99,8 +109,9 @@ def _check_config(config: dict, where: str, space: Any) -> None:
         if k in names:
             scalar[k] = v
         elif not (isinstance(v, list) and all(isinstance(x, _NUMBER) for x in v)):
-            raise JournalRecordError(f"{where}: {k!r} is not a hyperparameter of the search space "
-                                     f"(it has: {', '.join(sorted(names))})")
+            raise JournalRecordError(
+                f"{where}: {k!r} is not a hyperparameter of the search space (it has: {', '.join(sorted(names))})"
+            )
     for k, v in scalar.items():
         try:
             legal = space[k].legal_value(v)
@@ -111,8 +122,9 @@ def _check_config(config: dict, where: str, space: Any) -> None:
     try:
         Configuration(space, values=scalar).check_valid_configuration()
     except Exception as exc:
-        raise JournalRecordError(f"{where}: the configuration is not valid in the search space: "
-                                 f"{type(exc).__name__}: {exc}") from None
+        raise JournalRecordError(
+            f"{where}: the configuration is not valid in the search space: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 class Journal:
@@ -135,8 +147,10 @@ class Journal:
         space = space if space is not None else self.space
         if not self.path.exists() or self.path.stat().st_size == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write(_dump({"format": FORMAT, "version": 1, "seed": int(seed), "fingerprint": self.fingerprint})
-                        + "\n", os.O_TRUNC)
+            self._write(
+                _dump({"format": FORMAT, "version": 1, "seed": int(seed), "fingerprint": self.fingerprint}) + "\n",
+                os.O_TRUNC,
+            )
             return int(seed), []
         raw = self.path.read_bytes()
         lines = raw.decode("utf-8", errors="replace").split("\n")
@@ -167,8 +181,18 @@ class Journal:
                     break
                 raise JournalRecordError(f"{self.path}:{i}: corrupt record (not JSON)") from None
             trial = _check_record(rec, f"{self.path}:{i}", space)
-            trials.append(Trial(len(trials), trial.config, trial.value, trial.status, trial.duration, trial.budget,
-                                trial.metrics, trial.error))
+            trials.append(
+                Trial(
+                    len(trials),
+                    trial.config,
+                    trial.value,
+                    trial.status,
+                    trial.duration,
+                    trial.budget,
+                    trial.metrics,
+                    trial.error,
+                )
+            )
             if i == len(lines) and not complete:  # a whole record whose newline was not written
                 self._write("\n")
         return int(header["seed"]), trials
@@ -179,14 +203,20 @@ class Journal:
             fh.truncate(keep)
 
     def append(self, trial: Trial) -> None:
-        rec = {"config": dict(trial.config), "value": trial.value if math.isfinite(trial.value) else None,
-               "status": trial.status, "duration": trial.duration, "budget": trial.budget,
-               "metrics": dict(trial.metrics), "error": trial.error}
+        rec = {
+            "config": dict(trial.config),
+            "value": trial.value if math.isfinite(trial.value) else None,
+            "status": trial.status,
+            "duration": trial.duration,
+            "budget": trial.budget,
+            "metrics": dict(trial.metrics),
+            "error": trial.error,
+        }
         self._write(_dump(rec) + "\n")
 
     def truncate(self, n: int) -> None:
         """Keep the header and the first ``n`` records (atomically): later ones are done again."""
         lines = self.path.read_text().splitlines()
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("\n".join(lines[:1 + int(n)]) + "\n")
+        tmp.write_text("\n".join(lines[: 1 + int(n)]) + "\n")
         os.replace(tmp, self.path)

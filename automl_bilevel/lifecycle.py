@@ -12,10 +12,12 @@ trials found so far and the model set on the run go with it::
         run.model = refit(result.best)
         run.finish(result.status, artifacts=...)
 """
+
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .checkpoint import Checkpoint
 from .components import OuterOptimizer
@@ -38,18 +40,35 @@ class Run:
         self.model: Any = None
         self._t0 = time.perf_counter()
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         self._t0 = time.perf_counter()
         self.session.start(self.context)
         return self
 
-    def search(self, problem: Any, optimizer: OuterOptimizer, *, n_iter: int, seed: int,
-               timeout: float | None = None, n_workers: int = 1, dask_address: str | None = None,
-               checkpoint: Checkpoint | None = None) -> SearchResult:
+    def search(
+        self,
+        problem: Any,
+        optimizer: OuterOptimizer,
+        *,
+        n_iter: int,
+        seed: int,
+        timeout: float | None = None,
+        n_workers: int = 1,
+        dask_address: str | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> SearchResult:
         """One search through the loop, its trials and steps sent to this run's listeners."""
         with make_executor(n_workers, dask_address) as executor:
-            result = run_search(problem, optimizer, n_iter=n_iter, seed=seed, session=self.session,
-                                timeout=timeout, executor=executor, checkpoint=checkpoint)
+            result = run_search(
+                problem,
+                optimizer,
+                n_iter=n_iter,
+                seed=seed,
+                session=self.session,
+                timeout=timeout,
+                executor=executor,
+                checkpoint=checkpoint,
+            )
         self.trials = list(result.trials)
         return result
 
@@ -57,11 +76,24 @@ class Run:
     def finished(self) -> bool:
         return self.session.finished
 
-    def finish(self, status: str = "FINISHED", *, artifacts: Mapping[str, Any] | None = None,
-               error: str | None = None, best: Trial | None = None) -> None:
+    def finish(
+        self,
+        status: str = "FINISHED",
+        *,
+        artifacts: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        best: Trial | None = None,
+    ) -> None:
         """End the run (once) with ``status``, its trials, ``self.model`` and ``artifacts``."""
-        self.session.finish(status, self.trials, time.perf_counter() - self._t0, model=self.model, error=error,
-                            artifacts=artifacts, best=best)
+        self.session.finish(
+            status,
+            self.trials,
+            time.perf_counter() - self._t0,
+            model=self.model,
+            error=error,
+            artifacts=artifacts,
+            best=best,
+        )
 
     def __exit__(self, kind, exc, tb) -> bool:
         if exc is None:
@@ -74,8 +106,16 @@ class Run:
         return False
 
 
-def search(problem: Any, optimizer: OuterOptimizer, *, n_iter: int, seed: int, run: Run | None = None,
-           timeout: float | None = None, checkpoint: Checkpoint | None = None) -> SearchResult:
+def search(
+    problem: Any,
+    optimizer: OuterOptimizer,
+    *,
+    n_iter: int,
+    seed: int,
+    run: Run | None = None,
+    timeout: float | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> SearchResult:
     """One search through the loop, tracked when ``run`` is given (what the recipes call)."""
     if run is not None:
         return run.search(problem, optimizer, n_iter=n_iter, seed=seed, timeout=timeout, checkpoint=checkpoint)

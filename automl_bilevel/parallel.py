@@ -9,6 +9,7 @@ With Dask, the problem (learner, objective, data) is scattered to every worker o
 proposal ships only its configuration. A worker that dies (killed, out of memory) or a result that
 cannot come back is recorded as a failed trial with the reason, and the search goes on.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,9 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .trials import Evaluation
 
@@ -43,7 +45,7 @@ class Outcome:
     duration: float
 
 
-def evaluate_safely(evaluate: EvaluateFn, problem: "BilevelProblem", proposal: "Proposal") -> Outcome:
+def evaluate_safely(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Proposal) -> Outcome:
     """Run one evaluation; any exception (or a non-finite value) becomes an error outcome."""
     t0 = time.perf_counter()
     try:
@@ -58,7 +60,7 @@ def evaluate_safely(evaluate: EvaluateFn, problem: "BilevelProblem", proposal: "
         return Outcome(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
 
 
-def evaluate_problem(problem: "BilevelProblem", proposal: "Proposal") -> Evaluation:
+def evaluate_problem(problem: BilevelProblem, proposal: Proposal) -> Evaluation:
     """The default evaluation: fit the learner with the proposal's config and budget, score it."""
     return problem.evaluate(proposal.config, budget=proposal.budget)
 
@@ -68,20 +70,20 @@ class Executor(ABC):
 
     slots: int = 1
 
-    def start(self, optimizer: "OuterOptimizer", problem: "BilevelProblem") -> None:
+    def start(self, optimizer: OuterOptimizer, problem: BilevelProblem) -> None:
         self.optimizer, self.problem = optimizer, problem
 
     @abstractmethod
-    def submit(self, proposal: "Proposal") -> None: ...
+    def submit(self, proposal: Proposal) -> None: ...
 
     @abstractmethod
-    def next_done(self) -> tuple["Proposal", Outcome]:
+    def next_done(self) -> tuple[Proposal, Outcome]:
         """Block until one submitted proposal is done; return it with its outcome."""
 
-    def cancel(self) -> None:
+    def cancel(self) -> None:  # noqa: B027 - optional hook, nothing in flight by default
         """Drop whatever is still in flight (after an interrupt or a timeout)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources this executor created."""
 
     def __enter__(self):
@@ -144,8 +146,10 @@ def check_address(address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
         with socket.create_connection((parts.hostname, port), timeout=timeout):
             pass
     except OSError as exc:
-        raise ConnectionError(f"no Dask scheduler answers at {address} ({exc.strerror or type(exc).__name__}); "
-                              "start one (dask scheduler) or leave dask_address unset for a local cluster") from None
+        raise ConnectionError(
+            f"no Dask scheduler answers at {address} ({exc.strerror or type(exc).__name__}); "
+            "start one (dask scheduler) or leave dask_address unset for a local cluster"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -184,8 +188,9 @@ class DaskExecutor(Executor):
     the default is the number of worker threads the scheduler has).
     """
 
-    def __init__(self, n_workers: int | None = None, *, address: str | None = None, client: Any = None,
-                 allowed_failures: int = 0):
+    def __init__(
+        self, n_workers: int | None = None, *, address: str | None = None, client: Any = None, allowed_failures: int = 0
+    ):
         from distributed import Client, LocalCluster
 
         if n_workers is not None and int(n_workers) < 1:
@@ -203,10 +208,14 @@ class DaskExecutor(Executor):
             # dashboard; its HTTP endpoints on a free local port, not on 8787.
             try:
                 with dask.config.set({"distributed.scheduler.allowed-failures": int(allowed_failures)}):
-                    self._cluster = LocalCluster(n_workers=int(n_workers or 2), threads_per_worker=1, processes=True,
-                                                 dashboard_address=None, silence_logs=logging.ERROR,
-                                                 scheduler_kwargs={"dashboard": False,
-                                                                   "dashboard_address": "127.0.0.1:0"})
+                    self._cluster = LocalCluster(
+                        n_workers=int(n_workers or 2),
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                    )
             except BaseException:
                 self._hide_main.close()
                 raise
@@ -265,8 +274,11 @@ class DaskExecutor(Executor):
             del self._in_flight[key]
             tries = self._resubmits.pop(id(proposal), 0) + 1
             if tries > MAX_RESUBMITS:
-                return proposal, Outcome(None, f"cancelled on Dask {tries} times (lost dependencies: workers keep "
-                                               "dying)", time.perf_counter() - t0)
+                return proposal, Outcome(
+                    None,
+                    f"cancelled on Dask {tries} times (lost dependencies: workers keep dying)",
+                    time.perf_counter() - t0,
+                )
             self._resubmits[id(proposal)] = tries
             self.submit(proposal)
         return None
@@ -288,7 +300,7 @@ class DaskExecutor(Executor):
             self._hide_main.close()
 
 
-def remote_evaluator(optimizer: "OuterOptimizer") -> EvaluateFn:
+def remote_evaluator(optimizer: OuterOptimizer) -> EvaluateFn:
     """The picklable evaluation function for ``optimizer`` on another process."""
     from .components import OuterOptimizer
 
@@ -308,5 +320,6 @@ def make_executor(n_workers: int = 1, address: str | None = None, client: Any = 
     """Sequential for one worker and no cluster; Dask otherwise."""
     if client is None and address is None and int(n_workers) <= 1:
         return SequentialExecutor()
-    return DaskExecutor(None if (address or client) and n_workers in (None, 1) else n_workers,
-                        address=address, client=client)
+    return DaskExecutor(
+        None if (address or client) and n_workers in (None, 1) else n_workers, address=address, client=client
+    )

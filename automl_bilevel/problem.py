@@ -1,9 +1,11 @@
 """The bilevel problem: an inner learner, an outer objective, data and a search space."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace

@@ -7,13 +7,15 @@ name) and honours ``AUTOML_BILEVEL_DISABLE_PLUGINS`` (comma-separated plugin nam
 
 ``Registry`` collects the registration hooks' records and checks all of them in one place.
 """
+
 from __future__ import annotations
 
 import importlib.metadata as md
 import os
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pluggy
 
@@ -92,7 +94,9 @@ def _check_spec(kind: str, spec: Any, origin: PluginInfo) -> None:
     expected = SPEC_TYPES[kind]
     who = f"plugin {origin.plugin!r}"
     if not isinstance(spec, expected):
-        raise PluginError(f"{who} returned {type(spec).__name__} {spec!r} from bilevel_register_{kind}s; expected {expected.__name__}")
+        raise PluginError(
+            f"{who} returned {type(spec).__name__} {spec!r} from bilevel_register_{kind}s; expected {expected.__name__}"
+        )
     if not isinstance(spec.name, str) or not spec.name or not spec.name.replace("_", "").replace("-", "").isalnum():
         raise PluginError(f"{who}: {kind} name must be a non-empty identifier-like string, got {spec.name!r}")
     if not callable(spec.factory):
@@ -126,7 +130,7 @@ class Registry:
     pm: pluggy.PluginManager | None = None
 
     @classmethod
-    def from_plugin_manager(cls, pm: pluggy.PluginManager) -> "Registry":
+    def from_plugin_manager(cls, pm: pluggy.PluginManager) -> Registry:
         """Collect every plugin's records. A plugin whose registration hook raises, returns an invalid
         record, or registers a name another plugin already has is reported by name (a warning and
         ``load_errors``) and skipped whole, like a plugin that fails to import: the rest still works.
@@ -155,26 +159,37 @@ class Registry:
                 try:
                     records = impl.function()
                 except Exception as exc:
-                    raise PluginError(f"plugin {origin.plugin!r} raised in bilevel_register_{kind}s: {type(exc).__name__}: {exc}") from exc
+                    raise PluginError(
+                        f"plugin {origin.plugin!r} raised in bilevel_register_{kind}s: {type(exc).__name__}: {exc}"
+                    ) from exc
                 if records is None:
                     continue
                 try:
                     records = list(records)
                 except TypeError:
-                    raise PluginError(f"plugin {origin.plugin!r}: bilevel_register_{kind}s must return an iterable of specs, got {records!r}") from None
+                    raise PluginError(
+                        f"plugin {origin.plugin!r}: bilevel_register_{kind}s must return an iterable of specs, "
+                        f"got {records!r}"
+                    ) from None
                 for spec in records:
                     _check_spec(kind, spec, origin)
                     taken = self.components[kind].get(spec.name)
                     if taken is not None or any(k == kind and s.name == spec.name for k, s in found):
                         a, b = sorted([taken.origin.plugin if taken else origin.plugin, origin.plugin])
-                        raise PluginError(f"{kind} name {spec.name!r} is registered by both plugin {a!r} and plugin {b!r}")
+                        raise PluginError(
+                            f"{kind} name {spec.name!r} is registered by both plugin {a!r} and plugin {b!r}"
+                        )
                     found.append((kind, spec))
         return found
 
     def _skip(self, pm: pluggy.PluginManager, plugin: Any, origin: PluginInfo, error: str) -> None:
         self.load_errors.append(LoadError(origin.plugin, origin.package, f"PluginError: {error}"))
-        warnings.warn(f"automl_bilevel plugin {origin.plugin!r} is skipped: {error} "
-                      f"(set {DISABLE_ENV}={origin.plugin} to silence this)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"automl_bilevel plugin {origin.plugin!r} is skipped: {error} "
+            f"(set {DISABLE_ENV}={origin.plugin} to silence this)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         pm.unregister(plugin)  # its listener and other hooks do not run either
 
     def names(self, kind: str) -> list[str]:
@@ -201,9 +216,15 @@ class Registry:
         try:
             obj = reg.spec.factory(**dict(params or {}))
         except TypeError as exc:
-            raise ValueError(f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r}) rejected its parameters {dict(params or {})}: {exc}") from exc
+            raise ValueError(
+                f"{kind} {reg.name!r} (plugin {reg.origin.plugin!r}) rejected its parameters "
+                f"{dict(params or {})}: {exc}"
+            ) from exc
         if not isinstance(obj, base):
-            raise PluginError(f"plugin {reg.origin.plugin!r}: factory of {kind} {reg.name!r} returned {type(obj).__name__}, not an {base.__name__}")
+            raise PluginError(
+                f"plugin {reg.origin.plugin!r}: factory of {kind} {reg.name!r} returned {type(obj).__name__}, "
+                f"not an {base.__name__}"
+            )
         return Component(obj, reg, kind)
 
     def records(self) -> list[dict[str, Any]]:
@@ -212,14 +233,16 @@ class Registry:
         for kind in SPEC_TYPES:
             for name in self.names(kind):
                 r = self.components[kind][name]
-                rows.append({
-                    "kind": kind,
-                    "name": name,
-                    "plugin": r.origin.plugin,
-                    "package": r.origin.package,
-                    "version": r.origin.version,
-                    "description": r.spec.description,
-                })
+                rows.append(
+                    {
+                        "kind": kind,
+                        "name": name,
+                        "plugin": r.origin.plugin,
+                        "package": r.origin.package,
+                        "version": r.origin.version,
+                        "description": r.spec.description,
+                    }
+                )
         return rows
 
     def run_listeners(self, context: Any) -> list[tuple[str, Any]]:
@@ -238,14 +261,20 @@ class Registry:
                 why = f"listener of plugin {impl.plugin_name!r} could not be created: {type(exc).__name__}: {exc}"
                 for name, made in out:
                     try:
-                        made.handle(RunFinished("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
-                                                (), None, 0.0, error=why))
+                        made.handle(
+                            RunFinished(
+                                "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", (), None, 0.0, error=why
+                            )
+                        )
                     except Exception as inner:  # still tell the others
-                        warnings.warn(f"listener of plugin {name!r} failed to end its run: {inner}", RuntimeWarning,
-                                      stacklevel=2)
+                        warnings.warn(
+                            f"listener of plugin {name!r} failed to end its run: {inner}", RuntimeWarning, stacklevel=2
+                        )
                 if isinstance(exc, Exception) and hasattr(exc, "add_note"):
-                    exc.add_note(f"(from the bilevel_run_listener hook of plugin {impl.plugin_name!r}; "
-                                 f"{DISABLE_ENV}={impl.plugin_name} disables it)")
+                    exc.add_note(
+                        f"(from the bilevel_run_listener hook of plugin {impl.plugin_name!r}; "
+                        f"{DISABLE_ENV}={impl.plugin_name} disables it)"
+                    )
                 raise
             if listener is not None:
                 out.append((impl.plugin_name, listener))
@@ -263,8 +292,9 @@ def capabilities(component: Component, needed: frozenset[str] = frozenset()) -> 
     protocol = DIFFERENTIABLE_PROTOCOLS.get(component.kind)
     if protocol is not None:
         if "differentiable" in declared & needed and not isinstance(component.obj, protocol):
-            raise CapabilityError(f"{component.who} declares 'differentiable' but does not implement the "
-                                  f"{protocol.__name__} protocol")
+            raise CapabilityError(
+                f"{component.who} declares 'differentiable' but does not implement the {protocol.__name__} protocol"
+            )
         if component.registered is None and isinstance(component.obj, protocol):
             declared = declared | {"differentiable"}
     return declared
@@ -283,8 +313,9 @@ def check_compatible(task: Task, learner: Component, objective: Component, optim
         if component.kind == "objective":
             missing -= LEARNER_CAPABILITIES
         if missing:
-            raise CapabilityError(f"optimizer {optimizer.name!r} needs capability {sorted(missing)}, which "
-                                  f"{component.who} lacks")
+            raise CapabilityError(
+                f"optimizer {optimizer.name!r} needs capability {sorted(missing)}, which {component.who} lacks"
+            )
     check_predict_proba(task, learner, objective)
 
 

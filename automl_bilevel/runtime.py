@@ -23,6 +23,7 @@ Devices
 :func:`resolve_device` turns ``"auto" | "cpu" | "cuda" | "cuda:N" | "mps"`` (or a ``torch.device``)
 into a ``torch.device``, with a clear error for a malformed or unavailable device before any work.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,13 +31,22 @@ import contextvars
 import numbers
 import os
 import re
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported where it is used: a process that never trains never loads it
     import torch
 
-__all__ = ["THREADS_ENV", "WORK_PER_THREAD", "available_cores", "choose_threads", "problem_work",
-           "resolve_device", "thread_policy", "threads"]
+__all__ = [
+    "THREADS_ENV",
+    "WORK_PER_THREAD",
+    "available_cores",
+    "choose_threads",
+    "problem_work",
+    "resolve_device",
+    "thread_policy",
+    "threads",
+]
 
 #: environment variable with the user's thread count for every search (an integer >= 1)
 THREADS_ENV = "AUTOML_BILEVEL_THREADS"
@@ -73,6 +83,7 @@ def _env_threads() -> int | None:
 def choose_threads(*, concurrent: int = 1, work: float | None = None, threads: int | None = None) -> int:
     """The intra-op thread count :func:`thread_policy` would set (see the module docstring)."""
     import torch
+
     concurrent = _check_count(concurrent, "concurrent")
     if work is not None and (isinstance(work, bool) or not isinstance(work, numbers.Real) or not work >= 0):
         raise ValueError(f"work must be a number >= 0 (numbers per evaluation), got {work!r}")
@@ -92,6 +103,7 @@ def choose_threads(*, concurrent: int = 1, work: float | None = None, threads: i
 @contextlib.contextmanager
 def _set_threads(n: int) -> Iterator[int]:
     import torch
+
     previous = torch.get_num_threads()
     with contextlib.ExitStack() as stack:
         try:
@@ -151,6 +163,7 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 
 def _mps_available() -> bool:
     import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -160,6 +173,7 @@ def resolve_device(device: Any = "auto") -> torch.device:
     ``"mps"`` or a ``torch.device``, as a ``torch.device``; a malformed or unavailable device is a
     ``ValueError`` that says what this machine has."""
     import torch
+
     if isinstance(device, torch.device):
         spec = device.type if device.type in ("cpu", "mps") else str(device)
     elif isinstance(device, str):
@@ -178,8 +192,9 @@ def resolve_device(device: Any = "auto") -> torch.device:
         return torch.device("cpu")
     if kind == "mps":
         if not _mps_available():
-            raise ValueError(f"device {device!r} requested but MPS (Apple GPU) is not available here; "
-                             "use device='cpu' or 'auto'")
+            raise ValueError(
+                f"device {device!r} requested but MPS (Apple GPU) is not available here; use device='cpu' or 'auto'"
+            )
         return torch.device("mps")
     if not torch.cuda.is_available():
         why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"

@@ -10,10 +10,12 @@ A search space is a ``ConfigSpace.ConfigurationSpace`` or a dict mapping names t
 - a scalar (or string): a constant;
 - a ConfigSpace hyperparameter object.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from ConfigSpace import (
@@ -62,8 +64,9 @@ def _hyperparameter(name: str, value: Any) -> Hyperparameter:
             return _hyperparameter(name, list(value["choices"]))
         if "low" not in value or "high" not in value:
             raise InvalidSearchSpaceError(f"{name!r}: a range needs 'low' and 'high'")
-        return _bounded(name, value["low"], value["high"], bool(value.get("log", False)),
-                        value.get("default"), value.get("type"))
+        return _bounded(
+            name, value["low"], value["high"], bool(value.get("log", False)), value.get("default"), value.get("type")
+        )
     if isinstance(value, tuple):
         if len(value) == 2:
             return _bounded(name, value[0], value[1], False)
@@ -108,9 +111,7 @@ def check_names(space: ConfigurationSpace, allowed: set[str] | None, owner: str)
         return
     unknown = sorted(set(space.keys()) - allowed)
     if unknown:
-        raise InvalidSearchSpaceError(
-            f"{owner} has no hyperparameter(s) {unknown}; it accepts: {sorted(allowed)}"
-        )
+        raise InvalidSearchSpaceError(f"{owner} has no hyperparameter(s) {unknown}; it accepts: {sorted(allowed)}")
 
 
 def to_python(value: Any) -> Any:
@@ -163,7 +164,7 @@ class UnitCube:
         for hp in self.space.values():
             if isinstance(hp, Constant):
                 values[hp.name] = hp.value
-        for name, x in zip(self.names, u):
+        for name, x in zip(self.names, u, strict=True):
             hp = self.space[name]
             if name in self._choices:
                 k = self._choices[name]
@@ -179,8 +180,11 @@ class UnitCube:
         out = np.empty(self.dim)
         for i, name in enumerate(self.names):
             hp = self.space[name]
-            value = config.get(name, hp.default_value) if isinstance(config, Mapping) else dict(config).get(
-                name, hp.default_value)
+            value = (
+                config.get(name, hp.default_value)
+                if isinstance(config, Mapping)
+                else dict(config).get(name, hp.default_value)
+            )
             if name in self._choices:
                 k = self._choices[name]
                 out[i] = (float(hp.to_vector(value)) + 0.5) / k

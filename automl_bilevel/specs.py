@@ -4,10 +4,12 @@ A plugin never hands the host a bare class: it hands a record saying what the co
 called, what it builds, which tasks it supports and which capabilities it has or needs. The host
 checks every record in one place (:mod:`automl_bilevel.registry`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 #: Task kinds a learner or objective may support.
 TASKS = frozenset({"classification", "regression"})
@@ -89,8 +91,12 @@ class MetaLearnerSpec(_ComponentSpec):
     capabilities: frozenset[str] = frozenset()
 
 
-SPEC_TYPES = {"learner": LearnerSpec, "objective": ObjectiveSpec, "optimizer": OptimizerSpec,
-              "meta_learner": MetaLearnerSpec}
+SPEC_TYPES = {
+    "learner": LearnerSpec,
+    "objective": ObjectiveSpec,
+    "optimizer": OptimizerSpec,
+    "meta_learner": MetaLearnerSpec,
+}
 
 
 @dataclass(frozen=True)
@@ -116,8 +122,12 @@ class Registered:
         return self.spec.kind
 
 
-_DEFAULTS: dict[str, Any] = {"capabilities": frozenset(), "requires": frozenset(), "tasks": TASKS,
-                             "trials_are_steps": False}
+_DEFAULTS: dict[str, Any] = {
+    "capabilities": frozenset(),
+    "requires": frozenset(),
+    "tasks": TASKS,
+    "trials_are_steps": False,
+}
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@
 
 Each check runs in a few seconds on small synthetic data.
 """
+
 from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace, Float
@@ -40,9 +41,11 @@ def _fitted(learner: InnerLearner, X, y, cfg, *, task: Task, seed: int, budget: 
     model = learner.fit(X, y, cfg, task=task, seed=seed, budget=budget)
     assert model is not None, (
         f"{type(learner).__name__}.fit returned None ({what}); it must return the fitted model, an object "
-        "with predict(X) (and predict_proba(X) for classifiers)")
+        "with predict(X) (and predict_proba(X) for classifiers)"
+    )
     assert callable(getattr(model, "predict", None)), (
-        f"{type(learner).__name__}.fit returned {type(model).__name__} ({what}), which has no predict(X)")
+        f"{type(learner).__name__}.fit returned {type(model).__name__} ({what}), which has no predict(X)"
+    )
     return model
 
 
@@ -53,8 +56,9 @@ def _outputs(model, X, task: Task) -> np.ndarray:
     return np.asarray(model.predict(X), dtype=float)
 
 
-def check_learner(learner: InnerLearner, task: str = "classification", multi_fidelity: bool = False,
-                  n_configs: int = 5) -> None:
+def check_learner(
+    learner: InnerLearner, task: str = "classification", multi_fidelity: bool = False, n_configs: int = 5
+) -> None:
     """Check the InnerLearner contract on a small synthetic problem; an ``AssertionError`` names the
     broken rule.
 
@@ -76,29 +80,34 @@ def check_learner(learner: InnerLearner, task: str = "classification", multi_fid
     assert isinstance(space, ConfigurationSpace), f"{name}.config_space must return a ConfigurationSpace, got {space!r}"
     names = learner.param_names(t)
     assert names is None or set(space.keys()) <= names, (
-        f"{name}.param_names must include every name of config_space; missing {sorted(set(space.keys()) - set(names))}")
+        f"{name}.param_names must include every name of config_space; missing {sorted(set(space.keys()) - set(names))}"
+    )
     cfg = config_dict(space.get_default_configuration()) if len(space) else {}
     model = _fitted(learner, X, y, cfg, task=t, seed=0, what="default configuration")
     pred = np.asarray(model.predict(X))
     assert pred.shape == (len(X),), f"predict must return shape ({len(X)},), got {pred.shape}"
     if task == "classification":
         assert set(np.unique(pred)) <= set(range(t.n_outputs)), (
-            f"classifiers predict encoded labels 0..{t.n_outputs - 1}, got {sorted(set(np.unique(pred)))[:5]}")
+            f"classifiers predict encoded labels 0..{t.n_outputs - 1}, got {sorted(set(np.unique(pred)))[:5]}"
+        )
         why_not = getattr(learner, "missing_predict_proba", lambda task: None)(t)
         if callable(getattr(model, "predict_proba", None)):
             p = np.asarray(model.predict_proba(X))
             assert p.shape == (len(X), t.n_outputs), f"predict_proba must have {t.n_outputs} columns, got {p.shape}"
             assert np.allclose(p.sum(axis=1), 1.0, atol=1e-6), "predict_proba rows must sum to 1"
             assert why_not is None, (
-                f"{name}.missing_predict_proba says {why_not!r}, but its model {type(model).__name__} has predict_proba")
+                f"{name}.missing_predict_proba says {why_not!r}, but its model {type(model).__name__} has predict_proba"
+            )
         else:
             assert why_not is not None, (
                 f"the model {type(model).__name__} that {name}.fit returned has no predict_proba, which the default "
                 "objective val_loss needs (cross-entropy of the probabilities). Give the model predict_proba(X) "
                 f"({t.n_outputs} columns summing to 1), or, if it cannot have one, return the reason from "
-                f"{name}.missing_predict_proba(task) so that val_loss is refused before any trial")
+                f"{name}.missing_predict_proba(task) so that val_loss is refused before any trial"
+            )
         assert np.mean(pred == y) > 0.6, (
-            f"the default configuration should learn separable blobs; training accuracy {np.mean(pred == y):.2f}")
+            f"the default configuration should learn separable blobs; training accuracy {np.mean(pred == y):.2f}"
+        )
     again = np.asarray(_fitted(learner, X, y, cfg, task=t, seed=0, what="default configuration, again").predict(X))
     assert np.array_equal(pred, again) or np.allclose(pred, again), "fit must be deterministic for a fixed seed"
     if len(space):
@@ -108,7 +117,7 @@ def check_learner(learner: InnerLearner, task: str = "classification", multi_fid
         sampler = as_configspace(space, seed=1)
         configs = [config_dict(sampler.sample_configuration()) for _ in range(max(int(n_configs), 1))]
         changed = False
-        for i, sample in enumerate(configs):
+        for sample in configs:
             out = _outputs(_fitted(learner, X, y, sample, task=t, seed=0, what=f"configuration {sample}"), probe, t)
             if out.shape != reference.shape or not np.allclose(out, reference, rtol=1e-7, atol=1e-9):
                 changed = True
@@ -116,7 +125,8 @@ def check_learner(learner: InnerLearner, task: str = "classification", multi_fid
         assert changed, (
             f"{name} seems to ignore its config: {len(configs)} configurations sampled from its space "
             f"({', '.join(sorted(space.keys()))}) all gave the same outputs as the default; fit must train with "
-            "the hyperparameters in config")
+            "the hyperparameters in config"
+        )
     if multi_fidelity:
         _fitted(learner, X, y, cfg, task=t, seed=0, budget=0.25, what="budget=0.25").predict(X)
 
@@ -142,8 +152,7 @@ def quadratic_problem(seed: int = 0) -> BilevelProblem:
     """A cheap problem with a known optimum and a failing corner (for optimizer checks)."""
     X, y, t = _data("classification", n=6)
     lrn = _Quadratic()
-    return BilevelProblem(lrn, _Value(), as_configspace(lrn.config_space(t), seed=seed), t,
-                          [Split(X, y, X, y)], seed)
+    return BilevelProblem(lrn, _Value(), as_configspace(lrn.config_space(t), seed=seed), t, [Split(X, y, X, y)], seed)
 
 
 class _Collect(logging.Filter):
@@ -170,7 +179,8 @@ def check_optimizer(factory: Callable[[], OuterOptimizer], n_iter: int = 30) -> 
     opt.setup(problem, 0)
     props = opt.ask(1)
     assert isinstance(props, list) and 1 >= len(props) >= 0, (
-        f"{name}.ask(1) must return a list of at most one Proposal, got {props!r}")
+        f"{name}.ask(1) must return a list of at most one Proposal, got {props!r}"
+    )
     for p in props:
         assert isinstance(p, Proposal), f"{name}.ask must return Proposals, got {p!r}"
         _as_config(problem.space, p.config).check_valid_configuration()
@@ -189,16 +199,21 @@ def check_optimizer(factory: Callable[[], OuterOptimizer], n_iter: int = 30) -> 
     assert [t.config for t in a.trials] == [t.config for t in b.trials], "same seed must give the same trials"
     assert len(a.trials) <= n_iter, "the engine's budget must be respected"
     if not a.trials:
-        raise AssertionError(f"{name} proposed no configuration: its first ask returned [] with no trial in "
-                             "flight, so the search stopped at once (an optimizer returns [] only to wait for "
-                             "trials it has already proposed)")
+        raise AssertionError(
+            f"{name} proposed no configuration: its first ask returned [] with no trial in "
+            "flight, so the search stopped at once (an optimizer returns [] only to wait for "
+            "trials it has already proposed)"
+        )
     if a.best is None:
         errors = sorted({t.error for t in a.trials if t.error})
-        raise AssertionError(f"all {len(a.trials)} trials of {name} failed (the check's problem fails only for "
-                             f"x > 0.95): {'; '.join(errors[:3]) or 'non-finite values'}")
+        raise AssertionError(
+            f"all {len(a.trials)} trials of {name} failed (the check's problem fails only for "
+            f"x > 0.95): {'; '.join(errors[:3]) or 'non-finite values'}"
+        )
     assert a.best.value < 0.2, (
         f"after {len(a.trials)} trials of {name} the best value should be < 0.2 (optimum 0 at x=0.3, y=0.6), "
-        f"got {a.best.value:.4g} at {dict(a.best.config)}")
+        f"got {a.best.value:.4g} at {dict(a.best.config)}"
+    )
 
 
 def _as_config(space, cfg):

@@ -10,11 +10,13 @@ search loop and are tracked through ``Run.search``; a loop of your own records i
 
 Leaving the block with an exception ends the run as FAILED (KILLED for Ctrl-C) with the steps so far.
 """
+
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .events import RunContext, TrackingSettings, TrialFinished, plain
 from .lifecycle import Run
@@ -22,19 +24,40 @@ from .trials import COMPLETE, FAILED, Trial, best_trial
 
 
 class TrackedRun(Run):
-    def __init__(self, name: str, *, learner: str = "", objective: str = "", optimizer: str = "",
-                 params: Mapping[str, Any] | None = None, n_iter: int = 0, tracking: bool = True,
-                 tracking_uri: str | None = None, experiment_name: str = "automl-bilevel",
-                 trials_are_steps: bool = True, verbose: bool = False):
+    def __init__(
+        self,
+        name: str,
+        *,
+        learner: str = "",
+        objective: str = "",
+        optimizer: str = "",
+        params: Mapping[str, Any] | None = None,
+        n_iter: int = 0,
+        tracking: bool = True,
+        tracking_uri: str | None = None,
+        experiment_name: str = "automl-bilevel",
+        trials_are_steps: bool = True,
+        verbose: bool = False,
+    ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"a tracked run needs a non-empty name, got {name!r}")
         if int(n_iter) < 0:
             raise ValueError(f"n_iter must be >= 0, got {n_iter}")
-        super().__init__(RunContext(
-            name=name, task="meta", learner=learner, objective=objective, optimizer=optimizer,
-            params=plain(dict(params or {})), plugins={}, search_space={}, n_iter=int(n_iter),
-            tracking=TrackingSettings(bool(tracking), tracking_uri, experiment_name, progress=verbose),
-            trials_are_steps=trials_are_steps))
+        super().__init__(
+            RunContext(
+                name=name,
+                task="meta",
+                learner=learner,
+                objective=objective,
+                optimizer=optimizer,
+                params=plain(dict(params or {})),
+                plugins={},
+                search_space={},
+                n_iter=int(n_iter),
+                tracking=TrackingSettings(bool(tracking), tracking_uri, experiment_name, progress=verbose),
+                trials_are_steps=trials_are_steps,
+            )
+        )
         self._last = time.perf_counter()
         self.__enter__()  # started on creation; ``with`` is optional
 
@@ -43,20 +66,33 @@ class TrackedRun(Run):
         now = time.perf_counter()
         value = float(value)
         ok = error is None and math.isfinite(value)
-        t = Trial(len(self.trials), {}, value, COMPLETE if ok else FAILED, now - self._last,
-                  metrics=dict(metrics or {}), error=error)
+        t = Trial(
+            len(self.trials),
+            {},
+            value,
+            COMPLETE if ok else FAILED,
+            now - self._last,
+            metrics=dict(metrics or {}),
+            error=error,
+        )
         self._last = now
         self.trials.append(t)
         self.session.emit(TrialFinished(t, best_trial(self.trials), len(self.trials), self.context.n_iter))
 
-    def finish(self, artifacts: Mapping[str, Any] | None = None, status: str = "FINISHED",
-               trials: Iterable[Trial] | None = None, error: str | None = None, best: Trial | None = None) -> None:
+    def finish(
+        self,
+        artifacts: Mapping[str, Any] | None = None,
+        status: str = "FINISHED",
+        trials: Iterable[Trial] | None = None,
+        error: str | None = None,
+        best: Trial | None = None,
+    ) -> None:
         """End the run (once); ``trials`` replaces the recorded steps."""
         if trials is not None:
             self.trials = list(trials)
         super().finish(status, artifacts=artifacts, error=error, best=best)
 
-    def __enter__(self) -> "TrackedRun":
+    def __enter__(self) -> TrackedRun:
         if not getattr(self, "_started", False):
             self._started = True
             super().__enter__()

@@ -1,9 +1,11 @@
 """Trial records: one evaluation of the outer objective at one configuration."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 COMPLETE = "COMPLETE"
 FAILED = "FAILED"

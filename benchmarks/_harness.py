@@ -4,6 +4,7 @@ Each measurement runs in a forked child process (torch single-threaded, so fork 
 wall time and peak resident-memory increase are measured there, so one method's memory never
 shows up in another's. Absolute numbers on shared machines are noisy; compare ratios.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ import os
 import platform
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -78,8 +80,13 @@ def measure(fn: Callable[[], Any], repeats: int = 1, timeout: float = 600) -> di
 def machine() -> dict[str, Any]:
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "threads": 1}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "threads": 1,
+    }
 
 
 def write(name: str, payload: dict[str, Any], table: str) -> tuple[Path, Path]:

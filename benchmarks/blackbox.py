@@ -22,6 +22,7 @@ method's best configuration is refitted on train + validation and scored on the 
 Writes benchmarks/results/blackbox[_quick].json, .md and anytime-curve PNGs. Torch runs
 single-threaded in every method; times on shared machines are noisy, compare ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import RESULTS, machine, write  # noqa: E402
-
 from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float  # noqa: E402
 from sklearn.datasets import load_breast_cancer, load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
@@ -110,10 +110,11 @@ def mnist_l2(seed, quick):
     rng = np.random.default_rng(seed)
     n = 400 if quick else 1500
     idx = rng.permutation(len(X))[: 2 * n + 2000]
-    Xa, ya, Xv, yv = X[idx[:n]], y[idx[:n]], X[idx[n:2 * n]], y[idx[n:2 * n]]
-    test = (X[idx[2 * n:]], y[idx[2 * n:]])
-    learner = PixelL2Logistic(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=0.0, epochs=60, batch_size=n,
-                              standardize=False)
+    Xa, ya, Xv, yv = X[idx[:n]], y[idx[:n]], X[idx[n : 2 * n]], y[idx[n : 2 * n]]
+    test = (X[idx[2 * n :]], y[idx[2 * n :]])
+    learner = PixelL2Logistic(
+        optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=0.0, epochs=60, batch_size=n, standardize=False
+    )
     cs = ConfigurationSpace([Float(f"l2_{i:03d}", (1e-6, 1.0), log=True, default=1e-4) for i in range(784)])
     return learner, ValidationLoss(), cs, Task("classification", 784, 10), Split(Xa, ya, Xv, yv), test
 
@@ -126,6 +127,7 @@ def ours(factory):
     def run(problem, seconds, seed):
         res = run_search(problem, factory(), n_iter=10**6, seed=seed, timeout=seconds)
         return res.trials, (res.best.config if res.best else None), res.duration
+
     return run
 
 
@@ -194,13 +196,24 @@ def smac3_direct(problem, seconds, seed):
 
     t0 = time.perf_counter()  # like ours, the budget includes building the optimizer
     with tempfile.TemporaryDirectory() as d:
-        sc = Scenario(problem.space, output_directory=Path(d) / "smac", deterministic=True, n_trials=N_TRIALS_HINT * 50,
-                      walltime_limit=seconds, seed=seed)
+        sc = Scenario(
+            problem.space,
+            output_directory=Path(d) / "smac",
+            deterministic=True,
+            n_trials=N_TRIALS_HINT * 50,
+            walltime_limit=seconds,
+            seed=seed,
+        )
         # SMAC sizes the initial design by n_trials: the same size as ours gets from its hint
         n_design = int(max(1, min(10 * len(problem.space), 0.25 * N_TRIALS_HINT)))
-        smac = HPO(sc, target, overwrite=True, logging_level=40,
-                   initial_design=HPO.get_initial_design(sc, n_configs=n_design),
-                   intensifier=HPO.get_intensifier(sc, max_config_calls=1))
+        smac = HPO(
+            sc,
+            target,
+            overwrite=True,
+            logging_level=40,
+            initial_design=HPO.get_initial_design(sc, n_configs=n_design),
+            intensifier=HPO.get_intensifier(sc, max_config_calls=1),
+        )
         inc = smac.optimize()
         return trials, dict(inc), time.perf_counter() - t0
 
@@ -248,10 +261,20 @@ def run_one(problem_name, method_name, seed, seconds, quick):
         except Exception as exc:  # recorded, the benchmark goes on
             refit_error = f"{type(exc).__name__}: {exc}"
     eval_time = sum(tr.duration for tr in trials)
-    return {"problem": problem_name, "method": method_name, "seed": seed, "n_trials": len(trials),
-            "n_failed": sum(not tr.ok for tr in trials), "best_val": best, "test_accuracy": test,
-            "wall": wall, "eval_time": eval_time, "refit_error": refit_error,
-            "overhead_per_trial": (wall - eval_time) / max(len(trials), 1), "curve": curve}
+    return {
+        "problem": problem_name,
+        "method": method_name,
+        "seed": seed,
+        "n_trials": len(trials),
+        "n_failed": sum(not tr.ok for tr in trials),
+        "best_val": best,
+        "test_accuracy": test,
+        "wall": wall,
+        "eval_time": eval_time,
+        "refit_error": refit_error,
+        "overhead_per_trial": (wall - eval_time) / max(len(trials), 1),
+        "curve": curve,
+    }
 
 
 # -- Dask throughput -----------------------------------------------------------------------------
@@ -269,8 +292,12 @@ def dask_throughput(quick):
             t0 = time.perf_counter()
             res = run_search(problem, RandomSearch(), n_iter=n, seed=0, executor=ex)
             wall = time.perf_counter() - t0
-        out[workers] = {"trials": len(res.trials), "wall": wall, "trials_per_s": len(res.trials) / wall,
-                        "mean_trial_s": float(np.mean([t.duration for t in res.trials]))}
+        out[workers] = {
+            "trials": len(res.trials),
+            "wall": wall,
+            "trials_per_s": len(res.trials) / wall,
+            "mean_trial_s": float(np.mean([t.duration for t in res.trials])),
+        }
         print(f"dask {workers} worker(s): {out[workers]}", flush=True)
     out["speedup"] = out[2]["trials_per_s"] / out[1]["trials_per_s"]
     return out
@@ -283,11 +310,18 @@ def summarise(runs):
         table.setdefault((r["problem"], r["method"]), []).append(r)
     rows = {}
     for key, rs in table.items():
+
         def ms(k, rs=rs):
             v = np.array([r[k] for r in rs], dtype=float)
             return float(np.nanmean(v)), float(np.nanstd(v))
-        rows[key] = {"best_val": ms("best_val"), "test_accuracy": ms("test_accuracy"), "n_trials": ms("n_trials"),
-                     "overhead_per_trial": ms("overhead_per_trial"), "seeds": len(rs)}
+
+        rows[key] = {
+            "best_val": ms("best_val"),
+            "test_accuracy": ms("test_accuracy"),
+            "n_trials": ms("n_trials"),
+            "overhead_per_trial": ms("overhead_per_trial"),
+            "seeds": len(rs),
+        }
     return rows
 
 
@@ -344,26 +378,35 @@ def main(argv=None):
             for method in method_table(problem):
                 r = run_one(problem, method, seed, seconds, args.quick)
                 runs.append(r)
-                print(f"{problem:11s} {method:13s} seed {seed}: best val {r['best_val']:.4f} test "
-                      f"{r['test_accuracy']:.4f} trials {r['n_trials']:4d} overhead/trial "
-                      f"{1000 * r['overhead_per_trial']:.1f} ms", flush=True)
+                print(
+                    f"{problem:11s} {method:13s} seed {seed}: best val {r['best_val']:.4f} test "
+                    f"{r['test_accuracy']:.4f} trials {r['n_trials']:4d} overhead/trial "
+                    f"{1000 * r['overhead_per_trial']:.1f} ms",
+                    flush=True,
+                )
     suffix = "_quick" if args.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     pngs = plot_curves(runs, suffix)
     rows = summarise(runs)
     dask = None if args.no_dask else dask_throughput(args.quick)
     cmd = " ".join(["python benchmarks/blackbox.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = ["# Black-box outer optimizers at equal wall-clock budget", "",
-             f"`{cmd}`: {len(seeds)} seed(s); {base:g} s per method and run "
-             f"({base * (1.0 if args.quick else 2.5):g} s on mnist_l2), torch single-threaded. "
-             "Validation objective: error (digits, cancer) or cross-entropy (MNIST); test accuracy after "
-             "refitting the best configuration on train + validation. Mean ± std over seeds.", "",
-             "| problem | method | best validation | test accuracy | trials | overhead / trial (ms) |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "# Black-box outer optimizers at equal wall-clock budget",
+        "",
+        f"`{cmd}`: {len(seeds)} seed(s); {base:g} s per method and run "
+        f"({base * (1.0 if args.quick else 2.5):g} s on mnist_l2), torch single-threaded. "
+        "Validation objective: error (digits, cancer) or cross-entropy (MNIST); test accuracy after "
+        "refitting the best configuration on train + validation. Mean ± std over seeds.",
+        "",
+        "| problem | method | best validation | test accuracy | trials | overhead / trial (ms) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for (problem, method), row in rows.items():
-        lines.append(f"| {problem} | {method} | {row['best_val'][0]:.4f} ± {row['best_val'][1]:.4f} | "
-                     f"{row['test_accuracy'][0]:.4f} ± {row['test_accuracy'][1]:.4f} | {row['n_trials'][0]:.0f} | "
-                     f"{1000 * row['overhead_per_trial'][0]:.1f} |")
+        lines.append(
+            f"| {problem} | {method} | {row['best_val'][0]:.4f} ± {row['best_val'][1]:.4f} | "
+            f"{row['test_accuracy'][0]:.4f} ± {row['test_accuracy'][1]:.4f} | {row['n_trials'][0]:.0f} | "
+            f"{1000 * row['overhead_per_trial'][0]:.1f} |"
+        )
     ratios = {}
     for problem in {p for p, _ in rows}:
         if (problem, "smac") in rows and (problem, "smac3_direct") in rows:
@@ -373,18 +416,35 @@ def main(argv=None):
                 "theirs_std": theirs["best_val"][1],
                 "trials_ratio": ours_["n_trials"][0] / max(theirs["n_trials"][0], 1e-9),
             }
-    lines += ["", "SMAC plugin vs SMAC3 direct (ours − theirs in best validation; trials in the same time, ours / theirs):",
-              "", "| problem | Δ best validation | SMAC3 std | trials ratio |", "|---|---:|---:|---:|"]
-    lines += [f"| {p} | {r['best_val_ours_minus_theirs']:+.4f} | {r['theirs_std']:.4f} | {r['trials_ratio']:.2f} |"
-              for p, r in sorted(ratios.items())]
+    lines += [
+        "",
+        "SMAC plugin vs SMAC3 direct (ours − theirs in best validation; trials in the same time, ours / theirs):",
+        "",
+        "| problem | Δ best validation | SMAC3 std | trials ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {p} | {r['best_val_ours_minus_theirs']:+.4f} | {r['theirs_std']:.4f} | {r['trials_ratio']:.2f} |"
+        for p, r in sorted(ratios.items())
+    ]
     if dask:
-        lines += ["", f"Dask throughput (digits MLP, {dask[1]['mean_trial_s']:.2f} s mean trial, single-threaded "
-                  f"workers): 1 worker {dask[1]['trials_per_s']:.3f} trials/s, 2 workers "
-                  f"{dask[2]['trials_per_s']:.3f} trials/s: **{dask['speedup']:.2f}×**."]
+        lines += [
+            "",
+            f"Dask throughput (digits MLP, {dask[1]['mean_trial_s']:.2f} s mean trial, single-threaded "
+            f"workers): 1 worker {dask[1]['trials_per_s']:.3f} trials/s, 2 workers "
+            f"{dask[2]['trials_per_s']:.3f} trials/s: **{dask['speedup']:.2f}×**.",
+        ]
     lines += ["", "Anytime curves: " + ", ".join(f"[{p}]({p})" for p in pngs), ""]
-    payload = {"machine": machine(), "command": cmd, "seeds": seeds, "seconds": base, "runs": runs,
-               "summary": {f"{p}/{m}": row for (p, m), row in rows.items()}, "smac_vs_direct": ratios,
-               "dask": dask}
+    payload = {
+        "machine": machine(),
+        "command": cmd,
+        "seeds": seeds,
+        "seconds": base,
+        "runs": runs,
+        "summary": {f"{p}/{m}": row for (p, m), row in rows.items()},
+        "smac_vs_direct": ratios,
+        "dask": dask,
+    }
     j, m = write(f"blackbox{suffix}", payload, "\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {j} and {m}")

@@ -13,6 +13,7 @@ alternating repetitions (bare, loop, bare, loop, ...), reported as mean ± std a
 
 Writes benchmarks/results/engine_overhead[_quick].json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,25 +83,34 @@ def main(argv=None):
     agree = float(np.max(np.abs(np.asarray(losses["bare"]) - np.asarray(losses["loop"]))))
     b, lo = np.asarray(times["bare"]), np.asarray(times["loop"])
     ratios = lo / b
-    payload = {"machine": machine(), "steps": steps, "repeats": repeats, "seconds_per_step": times,
-               "ratio_loop_over_bare": ratios.tolist(), "max_abs_loss_difference": agree}
-    table = "\n".join([
-        "# Meta-training through the one loop vs a bare PyTorch loop",
-        "",
-        f"ProtoNet (4 conv blocks, 64 filters), Fashion-MNIST 5-way 1-shot, 15 queries, {steps} steps, "
-        f"{repeats} alternating repetitions, 1 torch thread. `python benchmarks/engine_overhead.py"
-        f"{' --quick' if args.quick else ''}`.",
-        "",
-        "| | ms per step (mean ± std) |",
-        "|---|---:|",
-        f"| bare loop | {1e3 * b.mean():.2f} ± {1e3 * b.std():.2f} |",
-        f"| through the loop (`hypergradient` on `EpisodicProblem`) | {1e3 * lo.mean():.2f} ± {1e3 * lo.std():.2f} |",
-        f"| ratio loop / bare | {ratios.mean():.3f} ± {ratios.std():.3f} |",
-        "",
-        f"Largest difference between the two sides' meta-losses over all steps: {agree:.2e} "
-        "(same start, same episodes).",
-        "",
-    ])
+    payload = {
+        "machine": machine(),
+        "steps": steps,
+        "repeats": repeats,
+        "seconds_per_step": times,
+        "ratio_loop_over_bare": ratios.tolist(),
+        "max_abs_loss_difference": agree,
+    }
+    table = "\n".join(
+        [
+            "# Meta-training through the one loop vs a bare PyTorch loop",
+            "",
+            f"ProtoNet (4 conv blocks, 64 filters), Fashion-MNIST 5-way 1-shot, 15 queries, {steps} steps, "
+            f"{repeats} alternating repetitions, 1 torch thread. `python benchmarks/engine_overhead.py"
+            f"{' --quick' if args.quick else ''}`.",
+            "",
+            "| | ms per step (mean ± std) |",
+            "|---|---:|",
+            f"| bare loop | {1e3 * b.mean():.2f} ± {1e3 * b.std():.2f} |",
+            "| through the loop (`hypergradient` on `EpisodicProblem`) | "
+            f"{1e3 * lo.mean():.2f} ± {1e3 * lo.std():.2f} |",
+            f"| ratio loop / bare | {ratios.mean():.3f} ± {ratios.std():.3f} |",
+            "",
+            f"Largest difference between the two sides' meta-losses over all steps: {agree:.2e} "
+            "(same start, same episodes).",
+            "",
+        ]
+    )
     j, m = write("engine_overhead_quick" if args.quick else "engine_overhead", payload, table)
     print(table)
     print(f"wrote {j} and {m}")

@@ -12,6 +12,7 @@ the test episodes. Every model is the 4-block conv encoder of the papers (64 fil
 
 Writes benchmarks/results/fewshot[_quick].json and .md. Torch single-threaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,10 +76,21 @@ def main(argv=None):
     for k in shots:
         for label, (method, l2g) in METHODS.items():
             est = MetaLearnerClassifier(
-                method, l2g=l2g, n_way=5, k_shot=k, q_queries=15 if not args.quick else 5, meta_iters=10**6,
-                timeout=seconds, val_fraction=0.25, rotations=True, val_every=10**6 if args.quick else 100,
-                val_episodes=30, tracking=False, random_state=0,
-                method_params={"inner_steps": 10} if method == "hyperrep" else None)
+                method,
+                l2g=l2g,
+                n_way=5,
+                k_shot=k,
+                q_queries=15 if not args.quick else 5,
+                meta_iters=10**6,
+                timeout=seconds,
+                val_fraction=0.25,
+                rotations=True,
+                val_every=10**6 if args.quick else 100,
+                val_episodes=30,
+                tracking=False,
+                random_state=0,
+                method_params={"inner_steps": 10} if method == "hyperrep" else None,
+            )
             t0 = time.perf_counter()
             est.fit(*parts["train"])  # meta-train (6 classes) + meta-val (2 classes), rotated after the split
             train_s = time.perf_counter() - t0
@@ -86,25 +98,45 @@ def main(argv=None):
             for domain, (X, y) in (("fashion_mnist", (Xte, yte)), ("mnist", (as_images(Xm), ym))):
                 sampler = EpisodeSampler(X, y, 5, k, 15, seed=1234)
                 res[domain] = evaluate_episodes(est.model_, sampler, episodes)
-            row = {"method": label, "k_shot": k, "meta_iters": est.n_iter_, "train_seconds": train_s,
-                   "best_val_iteration": est.best_iteration_,
-                   **{f"{d}_acc": a for d, (a, _) in res.items()}, **{f"{d}_ci95": c for d, (_, c) in res.items()}}
+            row = {
+                "method": label,
+                "k_shot": k,
+                "meta_iters": est.n_iter_,
+                "train_seconds": train_s,
+                "best_val_iteration": est.best_iteration_,
+                **{f"{d}_acc": a for d, (a, _) in res.items()},
+                **{f"{d}_ci95": c for d, (_, c) in res.items()},
+            }
             rows.append(row)
-            print(f"5-way {k}-shot {label:16s} iters {est.n_iter_:5d}  FMNIST {res['fashion_mnist'][0]:.4f} ± "
-                  f"{res['fashion_mnist'][1]:.4f}  MNIST {res['mnist'][0]:.4f} ± {res['mnist'][1]:.4f}", flush=True)
+            print(
+                f"5-way {k}-shot {label:16s} iters {est.n_iter_:5d}  FMNIST {res['fashion_mnist'][0]:.4f} ± "
+                f"{res['fashion_mnist'][1]:.4f}  MNIST {res['mnist'][0]:.4f} ± {res['mnist'][1]:.4f}",
+                flush=True,
+            )
     cmd = " ".join(["python benchmarks/fewshot.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = ["# Few-shot classification on unseen classes", "",
-             f"`{cmd}`: {seconds:g} s of meta-training per model (CPU, one thread), {episodes} test episodes, "
-             "5-way, 15 queries per class; accuracy ± 95% CI half-width. Fashion-MNIST base classes split "
-             f"6 / 2 / 2 (test classes {test_c.tolist()}), each split rotated ×4 after the split; cross-domain: "
-             "the same models tested on MNIST.", "",
-             "| shots | method | meta-iterations | Fashion-MNIST (unseen classes) | MNIST (cross-domain) |",
-             "|---:|---|---:|---:|---:|"]
+    lines = [
+        "# Few-shot classification on unseen classes",
+        "",
+        f"`{cmd}`: {seconds:g} s of meta-training per model (CPU, one thread), {episodes} test episodes, "
+        "5-way, 15 queries per class; accuracy ± 95% CI half-width. Fashion-MNIST base classes split "
+        f"6 / 2 / 2 (test classes {test_c.tolist()}), each split rotated ×4 after the split; cross-domain: "
+        "the same models tested on MNIST.",
+        "",
+        "| shots | method | meta-iterations | Fashion-MNIST (unseen classes) | MNIST (cross-domain) |",
+        "|---:|---|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['k_shot']} | {r['method']} | {r['meta_iters']} | {r['fashion_mnist_acc']:.4f} ± "
-                     f"{r['fashion_mnist_ci95']:.4f} | {r['mnist_acc']:.4f} ± {r['mnist_ci95']:.4f} |")
-    lines += ["", "Does L2G help (L2G − plain; significant when beyond both CIs combined)?", "",
-              "| shots | base | Δ Fashion-MNIST | Δ MNIST |", "|---:|---|---:|---:|"]
+        lines.append(
+            f"| {r['k_shot']} | {r['method']} | {r['meta_iters']} | {r['fashion_mnist_acc']:.4f} ± "
+            f"{r['fashion_mnist_ci95']:.4f} | {r['mnist_acc']:.4f} ± {r['mnist_ci95']:.4f} |"
+        )
+    lines += [
+        "",
+        "Does L2G help (L2G − plain; significant when beyond both CIs combined)?",
+        "",
+        "| shots | base | Δ Fashion-MNIST | Δ MNIST |",
+        "|---:|---|---:|---:|",
+    ]
     verdict = {}
     for k in shots:
         for base in ("protonet", "relationnet"):
@@ -118,9 +150,15 @@ def main(argv=None):
                 cells.append(f"{delta:+.4f} (± {ci:.4f})")
             lines.append(f"| {k} | {base} | {cells[0]} | {cells[1]} |")
     lines.append("")
-    payload = {"machine": machine(), "command": cmd, "seconds": seconds, "episodes": episodes,
-               "classes": {"meta_train_and_val": sorted(train_c.tolist() + val_c.tolist()), "test": test_c.tolist()},
-               "rows": rows, "l2g_effect": verdict}
+    payload = {
+        "machine": machine(),
+        "command": cmd,
+        "seconds": seconds,
+        "episodes": episodes,
+        "classes": {"meta_train_and_val": sorted(train_c.tolist() + val_c.tolist()), "test": test_c.tolist()},
+        "rows": rows,
+        "l2g_effect": verdict,
+    }
     j, m = write(f"fewshot{'_quick' if args.quick else ''}", payload, "\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {j} and {m}")

@@ -27,6 +27,7 @@ Writes benchmarks/results/hybrid[_quick].json, .md and an anytime-curve PNG. Tor
 single-threaded; SMAC spends about 0.25 s of its own per trial on these machines, which dominates
 on cheap trials (random search has none).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import RESULTS, machine, write  # noqa: E402
 from blackbox import anytime_curve, optuna_tpe, smac3_direct  # noqa: E402
-
 from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float, Integer  # noqa: E402
 
 from automl_bilevel import BilevelProblem, Split, Task, run_search  # noqa: E402
@@ -59,15 +59,17 @@ TASK = Task("classification", 784, 10)
 
 
 def space() -> ConfigurationSpace:
-    s = ConfigurationSpace(space=[
-        Integer("n_layers", (0, 2), default=1),
-        Integer("hidden_units", (16, 128), log=True, default=64),
-        Categorical("activation", ["relu", "tanh"], default="relu"),
-        Categorical("optimizer", ["sgd", "momentum", "adam"], default="adam"),
-        Float("lr", (1e-4, 0.3), log=True, default=1e-2),
-        Float("weight_decay", (1e-7, 1e-1), log=True, default=1e-4),
-        Float("momentum", (0.0, 0.99), default=0.9),
-    ])
+    s = ConfigurationSpace(
+        space=[
+            Integer("n_layers", (0, 2), default=1),
+            Integer("hidden_units", (16, 128), log=True, default=64),
+            Categorical("activation", ["relu", "tanh"], default="relu"),
+            Categorical("optimizer", ["sgd", "momentum", "adam"], default="adam"),
+            Float("lr", (1e-4, 0.3), log=True, default=1e-2),
+            Float("weight_decay", (1e-7, 1e-1), log=True, default=1e-4),
+            Float("momentum", (0.0, 0.99), default=0.9),
+        ]
+    )
     s.add(EqualsCondition(s["momentum"], s["optimizer"], "momentum"))
     return s
 
@@ -91,13 +93,15 @@ def ours(factory, with_pixels=False):
         res = run_search(problem, opt, n_iter=10**6, seed=seed, timeout=seconds)
         best = opt.best_config() or (res.best.config if res.best else None)
         return res.trials, best, res.duration
+
     return run
 
 
 def hypergradient_fixed_architecture(problem, seconds, seed):
     problem.space = ConfigurationSpace([problem.space["lr"], problem.space["weight_decay"]])
     return ours(lambda: HypergradientOptimizer(outer_lr=0.1, tensor_hyperparameters=("l2_per_feature",)))(
-        problem, seconds, seed)
+        problem, seconds, seed
+    )
 
 
 #: the learner's default architecture and inner optimizer: the first configuration of hybrid, smac and random
@@ -106,12 +110,21 @@ DEFAULT = {"n_layers": 1, "hidden_units": 64, "activation": "relu", "optimizer":
 
 def methods(steps: int):
     return {
-        "hybrid": ours(lambda: HybridOptimizer("smac", {"n_trials": N_TRIALS_HINT, "initial_design": [DEFAULT]},
-                                               steps=steps, warm_start=True,
-                                               tensor_hyperparameters=["l2_per_feature"])),
+        "hybrid": ours(
+            lambda: HybridOptimizer(
+                "smac",
+                {"n_trials": N_TRIALS_HINT, "initial_design": [DEFAULT]},
+                steps=steps,
+                warm_start=True,
+                tensor_hyperparameters=["l2_per_feature"],
+            )
+        ),
         "hypergradient": hypergradient_fixed_architecture,
-        "smac": ours(lambda: SMACOptimizer(n_trials=N_TRIALS_HINT,
-                                           initial_design=[{**DEFAULT, "lr": 1e-2, "weight_decay": 1e-4}])),
+        "smac": ours(
+            lambda: SMACOptimizer(
+                n_trials=N_TRIALS_HINT, initial_design=[{**DEFAULT, "lr": 1e-2, "weight_decay": 1e-4}]
+            )
+        ),
         "random": ours(lambda: RandomSearch(start_with_default=True)),
         "es": ours(EvolutionStrategy),
         "smac3_direct": smac3_direct,
@@ -133,10 +146,21 @@ def run_one(method, seed, seconds, quick, steps):
             test = float(np.mean(model.predict(Xte) == yte))
         except Exception as exc:  # recorded, the benchmark goes on
             refit_error = f"{type(exc).__name__}: {exc}"
-    return {"method": method, "seed": seed, "n_trials": len(trials), "n_failed": sum(not t.ok for t in trials),
-            "best_val": best, "test_accuracy": test, "wall": wall, "refit_error": refit_error, "curve": curve,
-            "best_config": {k: (v if np.ndim(v) == 0 else f"array{np.shape(v)} mean {np.mean(v):.3g}")
-                            for k, v in (best_cfg or {}).items()}}
+    return {
+        "method": method,
+        "seed": seed,
+        "n_trials": len(trials),
+        "n_failed": sum(not t.ok for t in trials),
+        "best_val": best,
+        "test_accuracy": test,
+        "wall": wall,
+        "refit_error": refit_error,
+        "curve": curve,
+        "best_config": {
+            k: (v if np.ndim(v) == 0 else f"array{np.shape(v)} mean {np.mean(v):.3g}")
+            for k, v in (best_cfg or {}).items()
+        },
+    }
 
 
 def plot(runs, suffix):
@@ -187,8 +211,11 @@ def main(argv=None):
         for method in args.methods:
             r = run_one(method, seed, seconds, args.quick, args.steps)
             runs.append(r)
-            print(f"{method:14s} seed {seed}: best val {r['best_val']:.4f} test {r['test_accuracy']:.4f} "
-                  f"trials {r['n_trials']:4d} ({r['n_failed']} failed) wall {r['wall']:.1f} s", flush=True)
+            print(
+                f"{method:14s} seed {seed}: best val {r['best_val']:.4f} test {r['test_accuracy']:.4f} "
+                f"trials {r['n_trials']:4d} ({r['n_failed']} failed) wall {r['wall']:.1f} s",
+                flush=True,
+            )
     suffix = "_quick" if args.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     png = plot(runs, suffix)
@@ -196,23 +223,40 @@ def main(argv=None):
     for method in dict.fromkeys(r["method"] for r in runs):
         rs = [r for r in runs if r["method"] == method]
         v, a = np.array([r["best_val"] for r in rs], float), np.array([r["test_accuracy"] for r in rs], float)
-        rows[method] = {"best_val": (float(np.nanmean(v)), float(np.nanstd(v))),
-                        "test_accuracy": (float(np.nanmean(a)), float(np.nanstd(a))),
-                        "n_trials": float(np.mean([r["n_trials"] for r in rs])), "seeds": len(rs)}
+        rows[method] = {
+            "best_val": (float(np.nanmean(v)), float(np.nanstd(v))),
+            "test_accuracy": (float(np.nanmean(a)), float(np.nanstd(a))),
+            "n_trials": float(np.mean([r["n_trials"] for r in rs])),
+            "seeds": len(rs),
+        }
     cmd = " ".join(["python benchmarks/hybrid.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = ["# Hybrid search on a mixed space (Fashion-MNIST MLP)", "",
-             f"`{cmd}`: {len(seeds)} seed(s), {seconds:g} s per method and seed, torch single-threaded; "
-             f"{'500' if args.quick else '2000'} training and as many validation images; test accuracy after "
-             "refitting the best configuration on train + validation. Black-box methods search the space "
-             "without the 784 pixel weights; `hypergradient` keeps the architecture at its defaults. "
-             "Mean ± std over seeds.", "",
-             "| method | best validation cross-entropy | test accuracy | trials |", "|---|---:|---:|---:|"]
+    lines = [
+        "# Hybrid search on a mixed space (Fashion-MNIST MLP)",
+        "",
+        f"`{cmd}`: {len(seeds)} seed(s), {seconds:g} s per method and seed, torch single-threaded; "
+        f"{'500' if args.quick else '2000'} training and as many validation images; test accuracy after "
+        "refitting the best configuration on train + validation. Black-box methods search the space "
+        "without the 784 pixel weights; `hypergradient` keeps the architecture at its defaults. "
+        "Mean ± std over seeds.",
+        "",
+        "| method | best validation cross-entropy | test accuracy | trials |",
+        "|---|---:|---:|---:|",
+    ]
     for method, row in rows.items():
-        lines.append(f"| {method} | {row['best_val'][0]:.4f} ± {row['best_val'][1]:.4f} | "
-                     f"{row['test_accuracy'][0]:.4f} ± {row['test_accuracy'][1]:.4f} | {row['n_trials']:.0f} |")
+        lines.append(
+            f"| {method} | {row['best_val'][0]:.4f} ± {row['best_val'][1]:.4f} | "
+            f"{row['test_accuracy'][0]:.4f} ± {row['test_accuracy'][1]:.4f} | {row['n_trials']:.0f} |"
+        )
     lines += ["", f"Anytime curve: [{png}]({png})", ""]
-    payload = {"machine": machine(), "command": cmd, "seeds": seeds, "seconds": seconds, "steps": args.steps,
-               "runs": runs, "summary": rows}
+    payload = {
+        "machine": machine(),
+        "command": cmd,
+        "seeds": seeds,
+        "seconds": seconds,
+        "steps": args.steps,
+        "runs": runs,
+        "summary": rows,
+    }
     j, m = write(f"hybrid{suffix}", payload, "\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {j} and {m}")

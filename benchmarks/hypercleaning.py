@@ -10,6 +10,7 @@ seeds, and precision / recall / F1 of the examples flagged as noisy (weight < 0.
 
 Writes benchmarks/results/hypercleaning[_quick].json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,33 +39,56 @@ def main(argv=None):
     for seed in seeds:
         accs, flags, res = mnist_experiment(seed=seed, verbose=False, **kw)
         runs.append({"seed": seed, "test_accuracy": accs, "flags": flags, "seconds": res.seconds})
-        print(f"seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in accs.items()) + f"; F1 {flags['f1']:.3f}",
-              flush=True)
+        print(
+            f"seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in accs.items()) + f"; F1 {flags['f1']:.3f}",
+            flush=True,
+        )
     methods = list(runs[0]["test_accuracy"])
-    summary = {m: (float(np.mean([r["test_accuracy"][m] for r in runs])),
-                   float(np.std([r["test_accuracy"][m] for r in runs]))) for m in methods}
-    flag_summary = {k: (float(np.mean([r["flags"][k] for r in runs])), float(np.std([r["flags"][k] for r in runs])))
-                    for k in ("precision", "recall", "f1")}
+    summary = {
+        m: (float(np.mean([r["test_accuracy"][m] for r in runs])), float(np.std([r["test_accuracy"][m] for r in runs])))
+        for m in methods
+    }
+    flag_summary = {
+        k: (float(np.mean([r["flags"][k] for r in runs])), float(np.std([r["flags"][k] for r in runs])))
+        for k in ("precision", "recall", "f1")
+    }
     steps = kw.get("outer_steps", 100)
     size = ("1,000 / 1,000 / 2,000" if args.quick else "5,000 / 5,000 / 10,000") + f", {steps} outer steps"
     cmd = " ".join(["python benchmarks/hypercleaning.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = ["# Data hyper-cleaning on MNIST", "",
-             f"`{cmd}` — train / val / test {size}; "
-             f"half the training labels flipped; softmax regression, full-batch SGD with momentum 0.9, lr 0.1, "
-             f"100 inner steps for every method; {len(seeds)} seeds (mean ± std).", "",
-             "| method | test accuracy |", "|---|---:|"]
+    lines = [
+        "# Data hyper-cleaning on MNIST",
+        "",
+        f"`{cmd}` — train / val / test {size}; "
+        f"half the training labels flipped; softmax regression, full-batch SGD with momentum 0.9, lr 0.1, "
+        f"100 inner steps for every method; {len(seeds)} seeds (mean ± std).",
+        "",
+        "| method | test accuracy |",
+        "|---|---:|",
+    ]
     lines += [f"| {m} | {mu:.4f} ± {sd:.4f} |" for m, (mu, sd) in summary.items()]
     lines += ["", "| flagged as noisy (weight < 0.5) | mean ± std |", "|---|---:|"]
     lines += [f"| {k} | {mu:.3f} ± {sd:.3f} |" for k, (mu, sd) in flag_summary.items()]
     best_base = max(("validation only", "noisy train + val", "no cleaning"), key=lambda m: summary[m][0])
     gap = summary["hyper-cleaning"][0] - summary[best_base][0]
     spread = summary["hyper-cleaning"][1] + summary[best_base][1]
-    verdict = ("beats" if gap > spread else "does not clearly beat" if gap > 0 else "does not beat")
-    lines += ["", f"Hyper-cleaning {verdict} the strongest simple baseline ({best_base}): "
-              f"{gap:+.4f} accuracy (spread {spread:.4f})."]
-    j, m = write("hypercleaning" + ("_quick" if args.quick else ""),
-                 {"machine": machine(), "quick": args.quick, "outer_steps": steps, "runs": runs, "summary": summary,
-                  "flags": flag_summary}, "\n".join(lines) + "\n")
+    verdict = "beats" if gap > spread else "does not clearly beat" if gap > 0 else "does not beat"
+    lines += [
+        "",
+        f"Hyper-cleaning {verdict} the strongest simple baseline ({best_base}): "
+        f"{gap:+.4f} accuracy (spread {spread:.4f}).",
+    ]
+    j, m = write(
+        "hypercleaning" + ("_quick" if args.quick else ""),
+        {
+            "machine": machine(),
+            "quick": args.quick,
+            "outer_steps": steps,
+            "runs": runs,
+            "summary": summary,
+            "flags": flag_summary,
+        },
+        "\n".join(lines) + "\n",
+    )
     print("\n".join(lines))
     print(f"wrote {j} and {m}")
 

@@ -16,6 +16,7 @@ iterations) at w_T, so both approximate the T-step hypergradient by design.
 
 Writes benchmarks/results/hypergradient.json and hypergradient.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,7 @@ class Problem:
         self.w0 = torch.cat([p.detach().reshape(-1) for _, p in named])
 
     def params(self, w):
-        return {n: v.view(s) for n, v, s in zip(self.names, torch.split(w, self.sizes), self.shapes)}
+        return {n: v.view(s) for n, v, s in zip(self.names, torch.split(w, self.sizes), self.shapes, strict=True)}
 
     def reg(self, params, hp):
         W = params[self.names[0]]  # first-layer weight: (out, in)
@@ -82,7 +83,9 @@ class Problem:
     def to(self, dtype):
         import copy
 
-        return Problem(self.name, copy.deepcopy(self.module), self.X, self.y, self.Xv, self.yv, self.hp_log, self.lr, dtype)
+        return Problem(
+            self.name, copy.deepcopy(self.module), self.X, self.y, self.Xv, self.yv, self.hp_log, self.lr, dtype
+        )
 
 
 def digits_problem():
@@ -92,11 +95,22 @@ def digits_problem():
     X, y = load_digits(return_X_y=True)
     Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-8
-    t = lambda a: torch.as_tensor((a - mu) / sd, dtype=torch.float64)
+
+    def t(a):
+        return torch.as_tensor((a - mu) / sd, dtype=torch.float64)
+
     torch.manual_seed(0)
     module = torch.nn.Linear(64, 10)
-    return Problem("digits-logreg", module, t(Xtr), torch.as_tensor(ytr), t(Xva), torch.as_tensor(yva),
-                   {"l2": torch.full((64,), math.log(1e-3), dtype=torch.float64)}, lr=0.1)
+    return Problem(
+        "digits-logreg",
+        module,
+        t(Xtr),
+        torch.as_tensor(ytr),
+        t(Xva),
+        torch.as_tensor(yva),
+        {"l2": torch.full((64,), math.log(1e-3), dtype=torch.float64)},
+        lr=0.1,
+    )
 
 
 def mnist_problem():
@@ -105,12 +119,23 @@ def mnist_problem():
     y = torch.as_tensor(y[:3000])
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(784, 64), torch.nn.Sigmoid(), torch.nn.Linear(64, 10))
-    return Problem("mnist-mlp", module, X[:2000], y[:2000], X[2000:], y[2000:],
-                   {"wd": torch.tensor(math.log(1e-4), dtype=torch.float64),
-                    "lr": torch.tensor(math.log(0.5), dtype=torch.float64)}, lr=0.5)
+    return Problem(
+        "mnist-mlp",
+        module,
+        X[:2000],
+        y[:2000],
+        X[2000:],
+        y[2000:],
+        {
+            "wd": torch.tensor(math.log(1e-4), dtype=torch.float64),
+            "lr": torch.tensor(math.log(0.5), dtype=torch.float64),
+        },
+        lr=0.5,
+    )
 
 
 # -- methods: each returns {name: gradient w.r.t. log-hyperparameters} ------------------------------
+
 
 def ours(prob: Problem, T: int, mode: str):
     dyn = prob.dynamics(T)
@@ -119,10 +144,11 @@ def ours(prob: Problem, T: int, mode: str):
     opts = {"truncate": max(1, T // 10)} if mode == "truncated" else {}
     if mode == "implicit":
         opts = {"solver": "cg", "iters": 50}
-    res = hypergradient(dyn, prob.outer_loss, dyn.init(prob.w0), {k: v.detach() for k, v in values.items()},
-                        mode=mode, **opts)
+    res = hypergradient(
+        dyn, prob.outer_loss, dyn.init(prob.w0), {k: v.detach() for k, v in values.items()}, mode=mode, **opts
+    )
     g = torch.autograd.grad(list(values.values()), list(hp_log.values()), list(res.grads.values()))
-    return {k: gi.detach().double().numpy() for k, gi in zip(hp_log, g)}
+    return {k: gi.detach().double().numpy() for k, gi in zip(hp_log, g, strict=True)}
 
 
 def plain_training(prob: Problem, T: int):
@@ -137,11 +163,11 @@ def autograd_unrolled(prob: Problem, T: int):
     lr = hp.get("lr", prob.lr)
     w = prob.w0.clone().requires_grad_(True)
     for _ in range(T):
-        g, = torch.autograd.grad(prob.inner_loss(w, hp), w, create_graph=True)
+        (g,) = torch.autograd.grad(prob.inner_loss(w, hp), w, create_graph=True)
         w = w - lr * g
     E = prob.outer_loss(w, hp)
     g = torch.autograd.grad(E, list(hp_log.values()))
-    return {k: gi.detach().double().numpy() for k, gi in zip(hp_log, g)}
+    return {k: gi.detach().double().numpy() for k, gi in zip(hp_log, g, strict=True)}
 
 
 def with_higher(prob: Problem, T: int):
@@ -151,18 +177,18 @@ def with_higher(prob: Problem, T: int):
     hp = {k: torch.exp(v) for k, v in hp_log.items()}
     model = __import__("copy").deepcopy(prob.module)
     with torch.no_grad():
-        for p, v in zip(model.parameters(), torch.split(prob.w0, prob.sizes)):
+        for p, v in zip(model.parameters(), torch.split(prob.w0, prob.sizes), strict=True):
             p.copy_(v.view(p.shape))
     opt = torch.optim.SGD(model.parameters(), lr=prob.lr)
     override = {"lr": [hp["lr"]]} if "lr" in hp else None
     with higher.innerloop_ctx(model, opt, copy_initial_weights=True, override=override) as (fmodel, diffopt):
         for _ in range(T):
-            params = dict(zip(prob.names, fmodel.parameters()))
+            params = dict(zip(prob.names, fmodel.parameters(), strict=True))
             loss = torch.nn.functional.cross_entropy(fmodel(prob.X), prob.y) + prob.reg(params, hp)
             diffopt.step(loss)
         E = torch.nn.functional.cross_entropy(fmodel(prob.Xv), prob.yv)
         g = torch.autograd.grad(E, list(hp_log.values()))
-    return {k: gi.detach().double().numpy() for k, gi in zip(hp_log, g)}
+    return {k: gi.detach().double().numpy() for k, gi in zip(hp_log, g, strict=True)}
 
 
 MODES = ["reverse", "checkpoint", "truncated", "forward", "implicit"]
@@ -196,22 +222,33 @@ def main(argv=None):
     for prob in problems:
         for T in Ts:
             ref = ours(prob.to(torch.float64), T, "reverse")
-            methods = {"plain training": lambda: plain_training(prob, T),
-                       "autograd unrolled": lambda: autograd_unrolled(prob, T)}
+            methods = {
+                "plain training": lambda prob=prob, T=T: plain_training(prob, T),
+                "autograd unrolled": lambda prob=prob, T=T: autograd_unrolled(prob, T),
+            }
             if HAVE_HIGHER:
-                methods["higher"] = lambda: with_higher(prob, T)
+                methods["higher"] = lambda prob=prob, T=T: with_higher(prob, T)
             for mode in MODES:
-                methods[mode] = (lambda mode=mode: ours(prob, T, mode))
+                methods[mode] = lambda prob=prob, T=T, mode=mode: ours(prob, T, mode)
             for name, fn in methods.items():
                 m = measure(fn, repeats=1 if (T >= 1000 or args.quick) else 3)
-                row = {"problem": prob.name, "T": T, "method": name, "seconds": m.get("seconds"),
-                       "peak_mb": m.get("peak_mb"), "error": m.get("error")}
+                row = {
+                    "problem": prob.name,
+                    "T": T,
+                    "method": name,
+                    "seconds": m.get("seconds"),
+                    "peak_mb": m.get("peak_mb"),
+                    "error": m.get("error"),
+                }
                 if m.get("result") is not None:
                     row["rel_err_vs_float64"] = rel_err(m["result"], ref)
                 rows.append(row)
-                print(f"{prob.name:14s} T={T:5d} {name:18s} {row['seconds'] or float('nan'):8.3f}s "
-                      f"{row['peak_mb'] or 0:8.1f}MB err={row.get('rel_err_vs_float64', float('nan')):.1e}"
-                      + (f"  ERROR {row['error']}" if row["error"] else ""), flush=True)
+                print(
+                    f"{prob.name:14s} T={T:5d} {name:18s} {row['seconds'] or float('nan'):8.3f}s "
+                    f"{row['peak_mb'] or 0:8.1f}MB err={row.get('rel_err_vs_float64', float('nan')):.1e}"
+                    + (f"  ERROR {row['error']}" if row["error"] else ""),
+                    flush=True,
+                )
     # ratios against plain training and higher, per (problem, T)
     for r in rows:
         same = {x["method"]: x for x in rows if x["problem"] == r["problem"] and x["T"] == r["T"]}
@@ -221,24 +258,36 @@ def main(argv=None):
             r["time_vs_higher"] = r["seconds"] / same["higher"]["seconds"]
             if same["higher"]["peak_mb"]:
                 r["memory_vs_higher"] = (r["peak_mb"] or 0) / same["higher"]["peak_mb"]
-    lines = ["# Hypergradient benchmark", "",
-             f"`python benchmarks/hypergradient.py{' --quick' if args.quick else ''}` — one process per measurement, "
-             "torch single-threaded; time is best of 3 (1 at T=1000 and in --quick); memory is the peak RSS increase "
-             "of the first call in a fresh process. "
-             "truncated: K = T/10; implicit: CG, 50 iterations, at w_T (both approximate by design). "
-             "Ratios are ours / theirs.", "",
-             "| problem | T | method | seconds | × plain | × higher | peak MB | mem × higher | rel. error vs float64 |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    f = lambda v, fmt: (fmt.format(v) if isinstance(v, (int, float)) and v is not None else "—")
+    lines = [
+        "# Hypergradient benchmark",
+        "",
+        f"`python benchmarks/hypergradient.py{' --quick' if args.quick else ''}` — one process per measurement, "
+        "torch single-threaded; time is best of 3 (1 at T=1000 and in --quick); memory is the peak RSS increase "
+        "of the first call in a fresh process. "
+        "truncated: K = T/10; implicit: CG, 50 iterations, at w_T (both approximate by design). "
+        "Ratios are ours / theirs.",
+        "",
+        "| problem | T | method | seconds | × plain | × higher | peak MB | mem × higher | rel. error vs float64 |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def f(v, fmt):
+        return fmt.format(v) if isinstance(v, (int, float)) and v is not None else "—"
+
     for r in rows:
-        lines.append(f"| {r['problem']} | {r['T']} | {r['method']} | {f(r['seconds'], '{:.3f}')} | "
-                     f"{f(r.get('time_vs_plain'), '{:.2f}')} | {f(r.get('time_vs_higher'), '{:.2f}')} | "
-                     f"{f(r['peak_mb'], '{:.1f}')} | {f(r.get('memory_vs_higher'), '{:.2f}')} | "
-                     f"{f(r.get('rel_err_vs_float64'), '{:.1e}')} |" + (f" {r['error']}" if r["error"] else ""))
+        lines.append(
+            f"| {r['problem']} | {r['T']} | {r['method']} | {f(r['seconds'], '{:.3f}')} | "
+            f"{f(r.get('time_vs_plain'), '{:.2f}')} | {f(r.get('time_vs_higher'), '{:.2f}')} | "
+            f"{f(r['peak_mb'], '{:.1f}')} | {f(r.get('memory_vs_higher'), '{:.2f}')} | "
+            f"{f(r.get('rel_err_vs_float64'), '{:.1e}')} |" + (f" {r['error']}" if r["error"] else "")
+        )
     lines.append("")
     lines.append(f"Machine: {machine()}. Total benchmark time {time.perf_counter() - t_start:.0f} s.")
-    j, m = write("hypergradient" + ("_quick" if args.quick else ""), {"machine": machine(), "quick": args.quick,
-                                                                     "steps": Ts, "rows": rows}, "\n".join(lines) + "\n")
+    j, m = write(
+        "hypergradient" + ("_quick" if args.quick else ""),
+        {"machine": machine(), "quick": args.quick, "steps": Ts, "rows": rows},
+        "\n".join(lines) + "\n",
+    )
     print(f"wrote {j} and {m}")
 
 

@@ -19,6 +19,7 @@ best of ``--repeats``, torch single-threaded. float32 rows show what the learner
 torchopt is optional (``pip install --no-deps torchopt optree graphviz``; --no-deps keeps the pinned
 torch); without it its rows are absent. Writes benchmarks/results/implicit[_quick].json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ class Problem:
         X, y = load_digits(return_X_y=True)
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(y))
-        tr, va = order[:n_train], order[n_train:n_train + 500]
+        tr, va = order[:n_train], order[n_train : n_train + 500]
         mean, std = X[tr].mean(0), X[tr].std(0)
         std = np.where(std > 1e-12, std, 1.0)
         self.dtype = dtype
@@ -63,11 +64,13 @@ class Problem:
         self.yv = torch.as_tensor(y[va])
         self.d, self.k = X.shape[1], 10
         self.n = (self.d + 1) * self.k
-        self.hp = {"l2_per_feature": torch.full((self.d,), 1e-2, dtype=dtype) *
-                   torch.as_tensor(rng.uniform(0.5, 2.0, self.d), dtype=dtype)}
+        self.hp = {
+            "l2_per_feature": torch.full((self.d,), 1e-2, dtype=dtype)
+            * torch.as_tensor(rng.uniform(0.5, 2.0, self.d), dtype=dtype)
+        }
 
     def logits(self, w, X):
-        W, b = w[: self.d * self.k].view(self.k, self.d), w[self.d * self.k:]
+        W, b = w[: self.d * self.k].view(self.k, self.d), w[self.d * self.k :]
         return X @ W.T + b
 
     def inner_loss(self, w, hp, t=None):
@@ -81,8 +84,15 @@ class Problem:
     def solve(self) -> tuple[torch.Tensor, float]:
         """w* by L-BFGS to a tiny gradient norm (returned too)."""
         w = torch.zeros(self.n, dtype=self.dtype, requires_grad=True)
-        opt = torch.optim.LBFGS([w], lr=1, max_iter=2000, tolerance_grad=1e-14, tolerance_change=0,
-                                history_size=50, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [w],
+            lr=1,
+            max_iter=2000,
+            tolerance_grad=1e-14,
+            tolerance_change=0,
+            history_size=50,
+            line_search_fn="strong_wolfe",
+        )
         hp = self.hp
 
         def closure():
@@ -111,8 +121,17 @@ class Problem:
 
 def ours(prob: Problem, w, solver, iters, alpha):
     dyn = InnerDynamics(prob.inner_loss, SGD(lr=alpha), prob.n, 1)
-    res = implicit(dyn, prob.outer_loss, dyn.init(w), prob.hp, solver=solver, iters=iters, tol=1e-12,
-                   alpha=alpha, warm_z=dyn.init(w))
+    res = implicit(
+        dyn,
+        prob.outer_loss,
+        dyn.init(w),
+        prob.hp,
+        solver=solver,
+        iters=iters,
+        tol=1e-12,
+        alpha=alpha,
+        warm_z=dyn.init(w),
+    )
     return res.grads["l2_per_feature"]
 
 
@@ -152,17 +171,27 @@ def main(argv=None):
         prob = prob64 if dtype == torch.float64 else Problem(n_train, dtype=torch.float32)
         w = w64.to(dtype)
         name = str(dtype).replace("torch.", "")
-        info[name] = {"grad_norm_at_w_star": gnorm, "lipschitz": L, "alpha": alpha, "n_weights": prob.n,
-                      "n_hyperparameters": prob.d, "exact_norm": float(exact.norm())}
+        info[name] = {
+            "grad_norm_at_w_star": gnorm,
+            "lipschitz": L,
+            "alpha": alpha,
+            "n_weights": prob.n,
+            "n_hyperparameters": prob.d,
+            "exact_norm": float(exact.norm()),
+        }
         methods = []
         for it in iters_list:
-            methods.append(("ours: cg", it, lambda it=it: ours(prob, w, "cg", it, alpha)))
+            methods.append(("ours: cg", it, lambda it=it, prob=prob, w=w: ours(prob, w, "cg", it, alpha)))
             if HAVE_TORCHOPT:
-                methods.append(("torchopt: custom_root + cg", it, lambda it=it: with_torchopt(prob, w, it)))
+                methods.append(
+                    ("torchopt: custom_root + cg", it, lambda it=it, prob=prob, w=w: with_torchopt(prob, w, it))
+                )
         if dtype == torch.float64:
             for it in iters_list:
-                methods.append(("ours: neumann", it, lambda it=it: ours(prob, w, "neumann", it, alpha)))
-                methods.append(("ours: fixed_point", it, lambda it=it: ours(prob, w, "fixed_point", it, alpha)))
+                methods.append(("ours: neumann", it, lambda it=it, prob=prob, w=w: ours(prob, w, "neumann", it, alpha)))
+                methods.append(
+                    ("ours: fixed_point", it, lambda it=it, prob=prob, w=w: ours(prob, w, "fixed_point", it, alpha))
+                )
         for method, it, fn in methods:
             fn()  # warm-up
             seconds, g = best_of(fn, repeats)
@@ -170,31 +199,55 @@ def main(argv=None):
             rows.append({"dtype": name, "method": method, "iters": it, "seconds": seconds, "rel_error": err})
             print(f"{name} {method:28s} iters {it:4d}: rel error {err:.2e}, {seconds * 1e3:.1f} ms", flush=True)
     out_name = "implicit_quick" if args.quick else "implicit"
-    lines = ["# Implicit hypergradients vs the exact implicit hypergradient at a converged optimum", "",
-             f"`python benchmarks/implicit.py{' --quick' if args.quick else ''}`: softmax regression on digits, "
-             f"{n_train} training and 500 validation examples, {info['float64']['n_weights']} weights, "
-             f"{info['float64']['n_hyperparameters']} per-feature L2 weights (+ weight decay {WEIGHT_DECAY}); "
-             f"w* by L-BFGS in float64 (gradient norm {info['float64']['grad_norm_at_w_star']:.1e}); the exact "
-             "hypergradient by a dense Hessian solve. Neumann and fixed-point use the step 1/L "
-             f"(L = {info['float64']['lipschitz']:.2f}, the Hessian's largest eigenvalue). Times: the "
-             f"hypergradient alone, w* given, best of {repeats}, one thread."
-             + ("" if HAVE_TORCHOPT else " torchopt is not installed: its rows are missing."), "",
-             "| dtype | method | iterations | relative error | ms |", "|---|---|---:|---:|---:|"]
-    lines += [f"| {r['dtype']} | {r['method']} | {r['iters']} | {r['rel_error']:.2e} | {r['seconds'] * 1e3:.1f} |"
-              for r in rows]
+    lines = [
+        "# Implicit hypergradients vs the exact implicit hypergradient at a converged optimum",
+        "",
+        f"`python benchmarks/implicit.py{' --quick' if args.quick else ''}`: softmax regression on digits, "
+        f"{n_train} training and 500 validation examples, {info['float64']['n_weights']} weights, "
+        f"{info['float64']['n_hyperparameters']} per-feature L2 weights (+ weight decay {WEIGHT_DECAY}); "
+        f"w* by L-BFGS in float64 (gradient norm {info['float64']['grad_norm_at_w_star']:.1e}); the exact "
+        "hypergradient by a dense Hessian solve. Neumann and fixed-point use the step 1/L "
+        f"(L = {info['float64']['lipschitz']:.2f}, the Hessian's largest eigenvalue). Times: the "
+        f"hypergradient alone, w* given, best of {repeats}, one thread."
+        + ("" if HAVE_TORCHOPT else " torchopt is not installed: its rows are missing."),
+        "",
+        "| dtype | method | iterations | relative error | ms |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['dtype']} | {r['method']} | {r['iters']} | {r['rel_error']:.2e} | {r['seconds'] * 1e3:.1f} |"
+        for r in rows
+    ]
     # the goal: CG relative error <= 3e-4 at a time <= torchopt's (float64, same iteration cap)
     summary = []
     for it in iters_list:
         cg = next(r for r in rows if r["dtype"] == "float64" and r["method"] == "ours: cg" and r["iters"] == it)
-        to = next((r for r in rows if r["dtype"] == "float64" and r["method"].startswith("torchopt")
-                   and r["iters"] == it), None)
-        summary.append({"iters": it, "cg_rel_error": cg["rel_error"],
-                        "time_vs_torchopt": cg["seconds"] / to["seconds"] if to else None})
+        to = next(
+            (r for r in rows if r["dtype"] == "float64" and r["method"].startswith("torchopt") and r["iters"] == it),
+            None,
+        )
+        summary.append(
+            {
+                "iters": it,
+                "cg_rel_error": cg["rel_error"],
+                "time_vs_torchopt": cg["seconds"] / to["seconds"] if to else None,
+            }
+        )
     lines += ["", "Goal: CG relative error at most 3e-4 at a time at most torchopt's (float64):", ""]
-    lines += [f"- {s['iters']} iterations: error {s['cg_rel_error']:.1e}"
-              + (f", time {s['time_vs_torchopt']:.2f}x torchopt's" if s["time_vs_torchopt"] else "") for s in summary]
-    payload = {"machine": machine(), "n_train": n_train, "repeats": repeats, "info": info, "rows": rows,
-               "summary": summary, "torchopt": HAVE_TORCHOPT}
+    lines += [
+        f"- {s['iters']} iterations: error {s['cg_rel_error']:.1e}"
+        + (f", time {s['time_vs_torchopt']:.2f}x torchopt's" if s["time_vs_torchopt"] else "")
+        for s in summary
+    ]
+    payload = {
+        "machine": machine(),
+        "n_train": n_train,
+        "repeats": repeats,
+        "info": info,
+        "rows": rows,
+        "summary": summary,
+        "torchopt": HAVE_TORCHOPT,
+    }
     j, m = write(out_name, payload, "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {j} and {m}")

@@ -14,6 +14,7 @@ and reported). One thread; best of ``--repeats``.
 
 Writes benchmarks/results/populations[_quick].json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,36 +53,63 @@ def main(argv=None):
     problem = BilevelProblem(learner, objective, ConfigurationSpace(), task, tasks, seed=0)
     flat = learner.vector_hyperparameters(task)["loss_net"]
     rows = []
-    for size in ((10,) if q else (10, 40)):
+    for size in (10,) if q else (10, 40):
         pop = flat + 0.05 * np.random.default_rng(size).standard_normal((size, flat.size))
         learner.evaluate_population(tasks[:1], pop[:2], objective, task=task, seed=0)  # warm-up
         problem.evaluate({"loss_net": pop[0]})
-        t_one, one = best_of(lambda: np.array([problem.evaluate({"loss_net": v}).value for v in pop]), repeats)
-        t_bat, bat = best_of(lambda: learner.evaluate_population(tasks, pop, objective, task=task, seed=0), repeats)
+        t_one, one = best_of(lambda pop=pop: np.array([problem.evaluate({"loss_net": v}).value for v in pop]), repeats)
+        t_bat, bat = best_of(
+            lambda pop=pop: learner.evaluate_population(tasks, pop, objective, task=task, seed=0), repeats
+        )
         diff = float(np.max(np.abs(one - bat)))
         differing = int(np.sum(~np.isclose(one, bat, rtol=0, atol=1e-9)))
-        rows.append({"population": size, "tasks": len(tasks), "one_by_one_s": t_one, "batched_s": t_bat,
-                     "evals_per_s_one_by_one": size / t_one, "evals_per_s_batched": size / t_bat,
-                     "speedup": t_one / t_bat, "max_abs_fitness_diff": diff, "members_differing": differing,
-                     "fitness_one_by_one": one.tolist(), "fitness_batched": bat.tolist()})
-        print(f"population {size}: one by one {t_one:.2f} s, batched {t_bat:.2f} s, x{t_one / t_bat:.2f}, "
-              f"max fitness diff {diff:.2e}", flush=True)
+        rows.append(
+            {
+                "population": size,
+                "tasks": len(tasks),
+                "one_by_one_s": t_one,
+                "batched_s": t_bat,
+                "evals_per_s_one_by_one": size / t_one,
+                "evals_per_s_batched": size / t_bat,
+                "speedup": t_one / t_bat,
+                "max_abs_fitness_diff": diff,
+                "members_differing": differing,
+                "fitness_one_by_one": one.tolist(),
+                "fitness_batched": bat.tolist(),
+            }
+        )
+        print(
+            f"population {size}: one by one {t_one:.2f} s, batched {t_bat:.2f} s, x{t_one / t_bat:.2f}, "
+            f"max fitness diff {diff:.2e}",
+            flush=True,
+        )
     name = "populations_quick" if q else "populations"
-    lines = ["# Batched populations: evaluations per second, batched vs one at a time", "",
-             f"`python benchmarks/populations.py{' --quick' if q else ''}`: the meta-loss-network problem of "
-             f"benchmarks/learned.py ({len(tasks)} Fashion-MNIST tasks of 10-100 training and {n_val} validation "
-             f"examples, 784-100-100-10 MLP, 20 full-batch SGD steps, {flat.size}-weight loss network); one "
-             "evaluation = one member on every task; one thread, best of "
-             f"{repeats}. The machine was shared with other engineers' jobs during the measurement.", "",
-             "| population | one by one (evals/s) | batched (evals/s) | speed-up | max fitness difference | members differing |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['population']} | {r['evals_per_s_one_by_one']:.2f} | {r['evals_per_s_batched']:.2f} | "
-              f"{r['speedup']:.2f}x | {r['max_abs_fitness_diff']:.1e} | {r['members_differing']} |" for r in rows]
-    lines += ["", "Fitness is validation error averaged over the tasks; batched matrix products sum in another "
-              "order (float32), so a member's error can differ by a few near-tied validation predictions. "
-              "On the CPU both paths are compute-bound (a profile of the batched run: batched matmuls and "
-              "elementwise updates of the 10 x 90k-weight state take most of the time), so batching saves "
-              "the per-member Python and dispatch overhead, not arithmetic."]
+    lines = [
+        "# Batched populations: evaluations per second, batched vs one at a time",
+        "",
+        f"`python benchmarks/populations.py{' --quick' if q else ''}`: the meta-loss-network problem of "
+        f"benchmarks/learned.py ({len(tasks)} Fashion-MNIST tasks of 10-100 training and {n_val} validation "
+        f"examples, 784-100-100-10 MLP, 20 full-batch SGD steps, {flat.size}-weight loss network); one "
+        "evaluation = one member on every task; one thread, best of "
+        f"{repeats}. The machine was shared with other engineers' jobs during the measurement.",
+        "",
+        "| population | one by one (evals/s) | batched (evals/s) | speed-up | max fitness difference "
+        "| members differing |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['population']} | {r['evals_per_s_one_by_one']:.2f} | {r['evals_per_s_batched']:.2f} | "
+        f"{r['speedup']:.2f}x | {r['max_abs_fitness_diff']:.1e} | {r['members_differing']} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        "Fitness is validation error averaged over the tasks; batched matrix products sum in another "
+        "order (float32), so a member's error can differ by a few near-tied validation predictions. "
+        "On the CPU both paths are compute-bound (a profile of the batched run: batched matmuls and "
+        "elementwise updates of the 10 x 90k-weight state take most of the time), so batching saves "
+        "the per-member Python and dispatch overhead, not arithmetic.",
+    ]
     payload = {"machine": machine(), "tasks": len(tasks), "n_val": n_val, "repeats": repeats, "rows": rows}
     j, m = write(name, payload, "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -10,6 +10,7 @@ time per trial is what the host adds.
 
 Writes benchmarks/results/smac_overhead[_quick].json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine, write  # noqa: E402
-
 from blackbox import digits_mlp  # noqa: E402
 
 from automl_bilevel import BilevelProblem, run_search  # noqa: E402
@@ -50,10 +50,12 @@ def direct(problem, n, seed):
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        sc = Scenario(problem.space, output_directory=Path(d) / "smac", deterministic=True, n_trials=n,
-                      seed=seed % (2**31 - 1))
-        HPO(sc, target, overwrite=True, logging_level=40,
-            intensifier=HPO.get_intensifier(sc, max_config_calls=1)).optimize()
+        sc = Scenario(
+            problem.space, output_directory=Path(d) / "smac", deterministic=True, n_trials=n, seed=seed % (2**31 - 1)
+        )
+        HPO(
+            sc, target, overwrite=True, logging_level=40, intensifier=HPO.get_intensifier(sc, max_config_calls=1)
+        ).optimize()
     return time.perf_counter() - t0, values, sum(durations)
 
 
@@ -74,24 +76,42 @@ def main(argv=None):
         for name, fn in (("smac3_direct", direct), ("ours", ours)):
             wall, values, evals = fn(BilevelProblem(learner, objective, space, task, [split], seed), n, seed)
             rows.append({"seed": seed, "method": name, "wall": wall, "eval_time": evals, "values": values})
-            print(f"seed {seed} {name:12s} wall {wall:.2f} s, evaluation {evals:.2f} s, {len(values)} trials", flush=True)
-    same = all(a["values"] == b["values"] for a, b in zip(rows[0::2], rows[1::2]))
+            print(
+                f"seed {seed} {name:12s} wall {wall:.2f} s, evaluation {evals:.2f} s, {len(values)} trials", flush=True
+            )
+    same = all(a["values"] == b["values"] for a, b in zip(rows[0::2], rows[1::2], strict=True))
     per_trial = {m: float(np.mean([r["wall"] / n for r in rows if r["method"] == m])) for m in ("ours", "smac3_direct")}
-    outside = {m: float(np.mean([(r["wall"] - r["eval_time"]) / n for r in rows if r["method"] == m]))
-               for m in ("ours", "smac3_direct")}
+    outside = {
+        m: float(np.mean([(r["wall"] - r["eval_time"]) / n for r in rows if r["method"] == m]))
+        for m in ("ours", "smac3_direct")
+    }
     ratio = per_trial["ours"] / per_trial["smac3_direct"]
     cmd = " ".join(["python benchmarks/smac_overhead.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = ["# SMAC plugin overhead vs SMAC3 direct", "",
-             f"`{cmd}`: {n} trials of an MLP on digits, {len(seeds)} seed(s), HPO facade, torch single-threaded. "
-             f"Same configurations in both: **{same}**.", "",
-             "| | ours (plugin + host loop) | SMAC3 direct | ours / direct |", "|---|---:|---:|---:|",
-             f"| wall per trial (ms) | {1000 * per_trial['ours']:.1f} | {1000 * per_trial['smac3_direct']:.1f} | "
-             f"{ratio:.3f} |",
-             f"| outside evaluation per trial (ms) | {1000 * outside['ours']:.1f} | "
-             f"{1000 * outside['smac3_direct']:.1f} | {outside['ours'] / outside['smac3_direct']:.3f} |", ""]
-    payload = {"machine": machine(), "command": cmd, "trials": n, "seeds": seeds, "rows": rows,
-               "same_configurations": same, "wall_per_trial": per_trial, "outside_evaluation_per_trial": outside,
-               "ratio": ratio}
+    lines = [
+        "# SMAC plugin overhead vs SMAC3 direct",
+        "",
+        f"`{cmd}`: {n} trials of an MLP on digits, {len(seeds)} seed(s), HPO facade, torch single-threaded. "
+        f"Same configurations in both: **{same}**.",
+        "",
+        "| | ours (plugin + host loop) | SMAC3 direct | ours / direct |",
+        "|---|---:|---:|---:|",
+        f"| wall per trial (ms) | {1000 * per_trial['ours']:.1f} | {1000 * per_trial['smac3_direct']:.1f} | "
+        f"{ratio:.3f} |",
+        f"| outside evaluation per trial (ms) | {1000 * outside['ours']:.1f} | "
+        f"{1000 * outside['smac3_direct']:.1f} | {outside['ours'] / outside['smac3_direct']:.3f} |",
+        "",
+    ]
+    payload = {
+        "machine": machine(),
+        "command": cmd,
+        "trials": n,
+        "seeds": seeds,
+        "rows": rows,
+        "same_configurations": same,
+        "wall_per_trial": per_trial,
+        "outside_evaluation_per_trial": outside,
+        "ratio": ratio,
+    }
     j, m = write(f"smac_overhead{'_quick' if args.quick else ''}", payload, "\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {j} and {m}")

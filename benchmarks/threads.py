@@ -13,6 +13,7 @@ killed and recorded as ``> cap``.
 
 Writes benchmarks/results/threads[_quick].json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,7 +72,11 @@ def summary(runs: list[dict]) -> dict:
     if capped:  # a capped run is slower than any finished one: rank it last
         out["min"] = min(done) if done else None
         values = sorted(done) + [float("inf")] * len(capped)
-        med = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+        med = (
+            values[len(values) // 2]
+            if len(values) % 2
+            else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+        )
         out["median"] = med if med != float("inf") else None
         out["cap"] = capped[0]["capped_at"]
     else:
@@ -82,6 +87,7 @@ def summary(runs: list[dict]) -> dict:
 def fmt(s: dict) -> tuple[str, str]:
     def one(v):
         return f"> {s['cap']:.0f}" if v is None else f"{v:.1f}"
+
     return one(s["min"]), one(s["median"])
 
 
@@ -90,9 +96,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--cap", type=float, default=None, help="seconds after which a run is killed")
-    ap.add_argument("--own-session", action="store_true",
-                    help="start the neighbour in its own session (another user's job); Linux's autogroup "
-                         "scheduling otherwise splits this session's CPU share between the job and the neighbour")
+    ap.add_argument(
+        "--own-session",
+        action="store_true",
+        help="start the neighbour in its own session (another user's job); Linux's autogroup "
+        "scheduling otherwise splits this session's CPU share between the job and the neighbour",
+    )
     ap.add_argument("--policy-only", action="store_true", help="skip the torch-default runs")
     args = ap.parse_args(argv)
     cores = available_cores()
@@ -100,7 +109,9 @@ def main(argv=None):
     n_iter = 5 if args.quick else None  # None: the embedded default (20 trials)
     cap = args.cap or (60.0 if args.quick else 150.0)
     conditions = [("policy", None, False), ("policy", None, True)]
-    if not args.quick and not args.policy_only:  # the old behaviour; busy runs are capped (they took > 300 s when filed)
+    if (
+        not args.quick and not args.policy_only
+    ):  # the old behaviour; busy runs are capped (they took > 300 s when filed)
         conditions += [("torch default", cores, False), ("torch default", cores, True)]
     runs: dict[tuple[str, bool], list[dict]] = {(name, busy): [] for name, _, busy in conditions}
     for rep in range(reps):
@@ -119,31 +130,49 @@ def main(argv=None):
     job = "automl-bilevel run --no-tracking" + ("" if n_iter is None else f" --n-iter {n_iter}")
     name = ("threads_quick" if args.quick else "threads") + ("_own_session" if args.own_session else "")
     lines = [
-        "# Thread policy: the default job idle and with one busy neighbour", "",
+        "# Thread policy: the default job idle and with one busy neighbour",
+        "",
         f"`python benchmarks/threads.py{' --quick' if args.quick else ''}`: `{job}` as a fresh process, "
         f"{reps} repetition(s) interleaved, {cores} cores. The busy neighbour is one Python busy loop, "
-        + ("started in its own session (as another user's job would be). " if args.own_session else
-           "started in the benchmark's own session: with Linux's autogroup scheduling (on here) the job and the "
-           "neighbour share one session's CPU share, so even a perfect job slows about 2x. ")
-        + 
-        "\"torch default\" sets `AUTOML_BILEVEL_THREADS` to the core count, which is what the package did "
+        + (
+            "started in its own session (as another user's job would be). "
+            if args.own_session
+            else "started in the benchmark's own session: with Linux's autogroup scheduling (on here) the job and the "
+            "neighbour share one session's CPU share, so even a perfect job slows about 2x. "
+        )
+        + '"torch default" sets `AUTOML_BILEVEL_THREADS` to the core count, which is what the package did '
         f"before the thread policy; runs over {cap:.0f} s are killed. The machine was shared with other "
-        "engineers' work during the measurement (load averages in the JSON file), so \"idle\" means "
-        "no competitor added by the benchmark.", "",
-        "| threads | machine | runs | min (s) | median (s) | CPU time, median (s) |", "|---|---|---:|---:|---:|---:|",
+        'engineers\' work during the measurement (load averages in the JSON file), so "idle" means '
+        "no competitor added by the benchmark.",
+        "",
+        "| threads | machine | runs | min (s) | median (s) | CPU time, median (s) |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for key, s in stats.items():
         who, cond = key.split(" / ")
         lo, med = fmt(s)
         cpu = "n/a" if s["cpu_median"] is None else f"{s['cpu_median']:.1f}"
         lines.append(f"| {who} | {cond} | {s['n']} | {lo} | {med} | {cpu} |")
-    lines += ["", f"Policy, busy / idle: **{ratio_min:.2f}x** (min), **{ratio_med:.2f}x** (median); goal at most 2.2x."
-              if ratio_min and ratio_med else "Policy, busy / idle: not computable (capped runs)."]
-    payload = {"machine": machine(), "job": job, "own_session": args.own_session,
-               "autogroup": Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
-               if Path("/proc/sys/kernel/sched_autogroup_enabled").exists() else None, "reps": reps, "cap": cap, "cores": cores, "stats": stats,
-               "runs": {f"{n} / {'busy' if b else 'idle'}": v for (n, b), v in runs.items()},
-               "ratio_busy_idle": {"min": ratio_min, "median": ratio_med}}
+    lines += [
+        "",
+        f"Policy, busy / idle: **{ratio_min:.2f}x** (min), **{ratio_med:.2f}x** (median); goal at most 2.2x."
+        if ratio_min and ratio_med
+        else "Policy, busy / idle: not computable (capped runs).",
+    ]
+    payload = {
+        "machine": machine(),
+        "job": job,
+        "own_session": args.own_session,
+        "autogroup": Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").exists()
+        else None,
+        "reps": reps,
+        "cap": cap,
+        "cores": cores,
+        "stats": stats,
+        "runs": {f"{n} / {'busy' if b else 'idle'}": v for (n, b), v in runs.items()},
+        "ratio_busy_idle": {"min": ratio_min, "median": ratio_med},
+    }
     payload["machine"]["threads"] = "policy / torch default"
     j, m = write(name, payload, "\n".join(lines) + "\n")
     print("\n".join(lines))

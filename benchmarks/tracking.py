@@ -19,6 +19,7 @@ Ratios are against tracking off. Absolute numbers on a shared machine are noisy;
 
 Writes benchmarks/results/tracking[_quick].json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,17 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine, write  # noqa: E402
 
-from automl_bilevel import (BilevelProblem, RunContext, RunSession, Split, Task, TrackingSettings,  # noqa: E402
-                            as_configspace, get_registry, run_search)
+from automl_bilevel import (  # noqa: E402
+    BilevelProblem,
+    RunContext,
+    RunSession,
+    Split,
+    Task,
+    TrackingSettings,
+    as_configspace,
+    get_registry,
+    run_search,
+)
 
 SPACE = {"max_depth": (2, 20), "min_samples_leaf": (1, 10), "criterion": ["gini", "entropy"]}
 
@@ -78,9 +88,18 @@ def search(problem, n: int, mode: str, uri: str | None, seed: int = 0) -> dict:
     os.environ["AUTOML_BILEVEL_TRACKING_WRITER"] = WRITERS.get(mode, "auto")
     reg = get_registry()
     optimizer, _ = reg.make("optimizer", "random")
-    context = RunContext(name=f"bench-{mode}", task="classification", learner="sklearn", objective="val_error",
-                         optimizer="random", params={"n_iter": n}, plugins={}, search_space=SPACE, n_iter=n,
-                         tracking=TrackingSettings(mode != "off", uri, f"bench-{mode}", log_model=False))
+    context = RunContext(
+        name=f"bench-{mode}",
+        task="classification",
+        learner="sklearn",
+        objective="val_error",
+        optimizer="random",
+        params={"n_iter": n},
+        plugins={},
+        search_space=SPACE,
+        n_iter=n,
+        tracking=TrackingSettings(mode != "off", uri, f"bench-{mode}", log_model=False),
+    )
     t0 = time.perf_counter()
     session = RunSession(reg.run_listeners(context))
     session.start(context)
@@ -95,12 +114,19 @@ def search(problem, n: int, mode: str, uri: str | None, seed: int = 0) -> dict:
 
         client = MlflowClient(uri)
         run = client.get_run(run_id)
-        kids = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'",
-                                  max_results=5000)
+        kids = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=5000)
         assert run.info.status == "FINISHED", run.info.status
         assert sorted(int(k.data.tags["automl_bilevel.trial"]) for k in kids) == list(range(n)), len(kids)
-    return {"mode": mode, "n": n, "setup_s": t1 - t0, "search_s": t2 - t1, "end_s": t3 - t2, "total_s": t3 - t1,
-            "eval_s": sum(t.duration for t in res.trials), "configs": [dict(t.config) for t in res.trials[:5]]}
+    return {
+        "mode": mode,
+        "n": n,
+        "setup_s": t1 - t0,
+        "search_s": t2 - t1,
+        "end_s": t3 - t2,
+        "total_s": t3 - t1,
+        "eval_s": sum(t.duration for t in res.trials),
+        "configs": [dict(t.config) for t in res.trials[:5]],
+    }
 
 
 def bare(problem, n: int, seed: int = 0) -> dict:
@@ -118,12 +144,27 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{folder}/server.db",
-                             "--artifacts-destination", str(folder / "art"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-                                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job-runner processes
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder}/server.db",
+            "--artifacts-destination",
+            str(folder / "art"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )  # no job-runner processes
     uri = f"http://127.0.0.1:{port}"
     import requests
 
@@ -155,20 +196,27 @@ def main(argv=None):
         os.environ["AUTOML_BILEVEL_SPOOL_DIR"] = str(tmp / "spool")
         server, server_uri = (None, None) if args.no_server else start_server(tmp)
         try:
-            modes = [("bare", None), ("off", None), ("sqlite-thread", f"sqlite:///{tmp}/bench.db"),
-                     ("sqlite", f"sqlite:///{tmp}/bench.db")]
+            modes = [
+                ("bare", None),
+                ("off", None),
+                ("sqlite-thread", f"sqlite:///{tmp}/bench.db"),
+                ("sqlite", f"sqlite:///{tmp}/bench.db"),
+            ]
             if server_uri:
                 modes.append(("server", server_uri))
             for mode, uri in modes[1:]:  # warm-up: imports, first-call costs, the server's own start
                 search(problem, 5, mode, uri)
             time.sleep(2.0)
             for r in range(rounds):
-                for mode, uri in modes[r % len(modes):] + modes[:r % len(modes)]:  # a different order each round
+                for mode, uri in modes[r % len(modes) :] + modes[: r % len(modes)]:  # a different order each round
                     row = bare(problem, n) if mode == "bare" else search(problem, n, mode, uri)
                     row["round"] = r
                     rows.append(row)
-                    print(f"round {r} {mode:7s} search {row['search_s']:.2f} s ({n / row['search_s']:.1f} trials/s), "
-                          f"end {row['end_s']:.2f} s, total {row['total_s']:.2f} s", flush=True)
+                    print(
+                        f"round {r} {mode:7s} search {row['search_s']:.2f} s ({n / row['search_s']:.1f} trials/s), "
+                        f"end {row['end_s']:.2f} s, total {row['total_s']:.2f} s",
+                        flush=True,
+                    )
         finally:
             if server is not None:
                 server.terminate()
@@ -178,30 +226,48 @@ def main(argv=None):
         mine = [r for r in rows if r["mode"] == mode]
         summary[mode] = {k: float(np.median([r[k] for r in mine])) for k in ("search_s", "end_s", "total_s")}
     off = summary["off"]
-    for mode, s in summary.items():
+    for s in summary.values():
         s["search_trials_per_s"] = n / s["search_s"]
         s["total_trials_per_s"] = n / s["total_s"]
         s["search_vs_off"] = s["search_s"] / off["search_s"]
         s["total_vs_off"] = s["total_s"] / off["total_s"]
     cmd = " ".join(["python benchmarks/tracking.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = ["# Tracking overhead", "",
-             f"`{cmd}`: {n} random-search trials per mode of a DecisionTree fit of about {trial_ms:.1f} ms "
-             f"(median of the calibration fits; random configurations vary), {rounds} round(s) in rotating order, "
-             f"medians shown, on a {os.cpu_count()}-core machine shared with other jobs. *search*: the search loop, what the search waits for; "
-             "*end to end*: the search plus the run's end (the background writer writes what it has not yet "
-             "written, the trials table and the trace plot; no model), the parent run then FINISHED with every "
-             "trial as one child run (checked).", "",
-             "| mode | search trials/s | search vs off | end-to-end trials/s | end to end vs off | end of run (s) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    names = {"bare": "bare loop (no host)", "off": "tracking off",
-             "sqlite-thread": "tracking on, SQLite, writer thread",
-             "sqlite": "tracking on, SQLite, writer process", "server": "tracking on, local mlflow server, writer process"}
+    lines = [
+        "# Tracking overhead",
+        "",
+        f"`{cmd}`: {n} random-search trials per mode of a DecisionTree fit of about {trial_ms:.1f} ms "
+        f"(median of the calibration fits; random configurations vary), {rounds} round(s) in rotating order, "
+        f"medians shown, on a {os.cpu_count()}-core machine shared with other jobs. "
+        "*search*: the search loop, what the search waits for; "
+        "*end to end*: the search plus the run's end (the background writer writes what it has not yet "
+        "written, the trials table and the trace plot; no model), the parent run then FINISHED with every "
+        "trial as one child run (checked).",
+        "",
+        "| mode | search trials/s | search vs off | end-to-end trials/s | end to end vs off | end of run (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    names = {
+        "bare": "bare loop (no host)",
+        "off": "tracking off",
+        "sqlite-thread": "tracking on, SQLite, writer thread",
+        "sqlite": "tracking on, SQLite, writer process",
+        "server": "tracking on, local mlflow server, writer process",
+    }
     for mode, s in summary.items():
-        lines.append(f"| {names[mode]} | {s['search_trials_per_s']:.1f} | {s['search_vs_off']:.3f} | "
-                     f"{s['total_trials_per_s']:.1f} | {s['total_vs_off']:.3f} | {s['end_s']:.2f} |")
+        lines.append(
+            f"| {names[mode]} | {s['search_trials_per_s']:.1f} | {s['search_vs_off']:.3f} | "
+            f"{s['total_trials_per_s']:.1f} | {s['total_vs_off']:.3f} | {s['end_s']:.2f} |"
+        )
     lines.append("")
-    payload = {"machine": machine(), "command": cmd, "trials": n, "rounds": rounds, "trial_ms": trial_ms,
-               "rows": rows, "summary": summary}
+    payload = {
+        "machine": machine(),
+        "command": cmd,
+        "trials": n,
+        "rounds": rounds,
+        "trial_ms": trial_ms,
+        "rows": rows,
+        "summary": summary,
+    }
     j, m = write(f"tracking{'_quick' if args.quick else ''}", payload, "\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {j} and {m}")

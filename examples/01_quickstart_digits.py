@@ -5,6 +5,7 @@
 
 Set AUTOML_BILEVEL_EXAMPLE_QUICK=1 for a few-second run.
 """
+
 import os
 
 from sklearn.datasets import load_digits
@@ -17,13 +18,13 @@ X, y = load_digits(return_X_y=True)
 X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
 
 est = BilevelClassifier(
-    learner="mlp",            # torch MLP; its default space: lr, weight_decay, hidden_units, n_layers, activation
-    objective="val_loss",     # validation cross-entropy on a 20 % hold-out
-    optimizer="random",       # the baseline every other optimizer is compared with
+    learner="mlp",  # torch MLP; its default space: lr, weight_decay, hidden_units, n_layers, activation
+    objective="val_loss",  # validation cross-entropy on a 20 % hold-out
+    optimizer="random",  # the baseline every other optimizer is compared with
     n_iter=3 if quick else 20,
     learner_params={"epochs": 10} if quick else None,
     random_state=0,
-    verbose=1,                # progress bar with the best value so far
+    verbose=1,  # progress bar with the best value so far
 )
 est.fit(X_train, y_train)
 print("best params:", est.best_params_)

@@ -3,6 +3,7 @@
 The search space names are the pipeline's set_params names; hyperparameters are found by random
 search on cross-validated error, then the pipeline is refitted on all training data.
 """
+
 import os
 
 from sklearn.datasets import load_breast_cancer

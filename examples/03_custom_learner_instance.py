@@ -3,6 +3,7 @@
 A closed-form ridge classifier (one-hot least squares) whose L2 weight is the hyperparameter.
 To share it with others, register it from a package (see examples/thirdparty_plugin/).
 """
+
 import os
 
 import numpy as np
@@ -39,6 +40,7 @@ class Model:
 check_learner(RidgeOneHot())  # the contract checks every plugin author can run
 X, y = load_wine(return_X_y=True)
 quick = os.environ.get("AUTOML_BILEVEL_EXAMPLE_QUICK") == "1"
-est = BilevelClassifier(RidgeOneHot(), objective="val_error", n_iter=5 if quick else 25, cv=3,
-                        random_state=0, tracking=False).fit(X, y)
+est = BilevelClassifier(
+    RidgeOneHot(), objective="val_error", n_iter=5 if quick else 25, cv=3, random_state=0, tracking=False
+).fit(X, y)
 print("best alpha:", est.best_params_["alpha"], "CV error:", round(est.best_value_, 4))

@@ -14,6 +14,7 @@ optimizer and steps. Reports test accuracy of:
 and precision / recall / F1 of the examples it flags as noisy (weight < 0.5).
 Needs the MNIST IDX files (see the README, "Data"). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a small run.
 """
+
 import os
 import sys
 
@@ -28,5 +29,7 @@ if __name__ == "__main__":
         sys.exit(f"MNIST not found: {exc}")
     for name, acc in accs.items():
         print(f"{name:18s} test accuracy {acc:.4f}")
-    print(f"flagged as noisy: precision {flags['precision']:.3f}  recall {flags['recall']:.3f}  "
-          f"F1 {flags['f1']:.3f}  ({flags['n_flagged']} flagged); best hyper-cleaning in {res.seconds:.0f} s")
+    print(
+        f"flagged as noisy: precision {flags['precision']:.3f}  recall {flags['recall']:.3f}  "
+        f"F1 {flags['f1']:.3f}  ({flags['n_flagged']} flagged); best hyper-cleaning in {res.seconds:.0f} s"
+    )

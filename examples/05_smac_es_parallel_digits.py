@@ -4,6 +4,7 @@ Each optimizer evaluates two trials at a time on a local Dask cluster (started a
 ``fit``) and appends its trials to a checkpoint file: interrupt it with Ctrl-C, run it again, and
 the search continues where it stopped. Scripts that start a cluster need the ``__main__`` guard.
 """
+
 import os
 import tempfile
 from pathlib import Path
@@ -30,5 +31,7 @@ if __name__ == "__main__":
             checkpoint=checkpoints / f"digits_mlp_{optimizer}.jsonl",
             random_state=0,
         ).fit(X_train, y_train)
-        print(f"{optimizer}: {est.n_trials_} trials, validation error {est.best_value_:.4f}, "
-              f"test accuracy {est.score(X_test, y_test):.4f}, best {est.best_params_}")
+        print(
+            f"{optimizer}: {est.n_trials_} trials, validation error {est.best_value_:.4f}, "
+            f"test accuracy {est.score(X_test, y_test):.4f}, best {est.best_params_}"
+        )

@@ -11,6 +11,7 @@ benchmarks/results/fewshot.md), then one to two minutes for the 1,200 test episo
 it takes several times longer. The progress bar (stderr) shows the meta-iterations done, the best
 value and the time left for your machine after the first few steps.
 """
+
 import os
 import sys
 
@@ -31,10 +32,20 @@ if __name__ == "__main__":
     keep = np.arange(len(y)) < (6000 if quick else 60000)
     X, y = X[keep], y[keep]
     seen, held_out = class_split(y, (8, 2), seed=0)  # split the base classes first ...
-    meta = MetaLearnerClassifier("protonet", l2g=True, n_way=5, k_shot=1, q_queries=5 if quick else 15,
-                                 rotations=True, val_fraction=0.25, meta_iters=20 if quick else 2000,
-                                 val_every=10 if quick else 100, val_episodes=10 if quick else 50,
-                                 random_state=0, verbose=1).fit(X[np.isin(y, seen)], y[np.isin(y, seen)])
+    meta = MetaLearnerClassifier(
+        "protonet",
+        l2g=True,
+        n_way=5,
+        k_shot=1,
+        q_queries=5 if quick else 15,
+        rotations=True,
+        val_fraction=0.25,
+        meta_iters=20 if quick else 2000,
+        val_every=10 if quick else 100,
+        val_episodes=10 if quick else 50,
+        random_state=0,
+        verbose=1,
+    ).fit(X[np.isin(y, seen)], y[np.isin(y, seen)])
     Xh, yh = rotate_classes(X[np.isin(y, held_out)][:, None] / 255.0, y[np.isin(y, held_out)])  # ... then rotate
     n = 50 if quick else 600
     for name, (Xe, ye) in {"held-out Fashion-MNIST classes": (Xh, yh), "MNIST (cross-domain)": (Xm, ym)}.items():
@@ -44,5 +55,7 @@ if __name__ == "__main__":
     support = np.concatenate([np.flatnonzero(ym == c)[:1] for c in range(5)])
     clf = meta.adapt(Xm[support], ym[support])
     mask = ym < 5
-    print(f"adapted to digits 0-4 from one example each: accuracy {np.mean(clf.predict(Xm[mask]) == ym[mask]):.3f}; "
-          f"best meta-validation accuracy {meta.best_val_accuracy_:.3f}")
+    print(
+        f"adapted to digits 0-4 from one example each: accuracy {np.mean(clf.predict(Xm[mask]) == ym[mask]):.3f}; "
+        f"best meta-validation accuracy {meta.best_val_accuracy_:.3f}"
+    )

@@ -16,6 +16,7 @@ local-entropy regularizer about 3.5 minutes (200 meta-iterations), the evaluatio
 the rest. On a busy machine it takes several times longer. Each outer loop shows a progress bar
 (stderr) with its steps, the best value and the time left for your machine.
 """
+
 import os
 import sys
 
@@ -24,8 +25,14 @@ import torch
 
 from automl_bilevel import TrackedRun
 from automl_bilevel.data import DatasetNotFoundError, load_idx_dataset
-from automl_bilevel.learned import LearnedOptimizer, LSTMOptimizer, MLPOptimizee, meta_train_optimizer, \
-    sample_tasks, train_optimizee
+from automl_bilevel.learned import (
+    LearnedOptimizer,
+    LSTMOptimizer,
+    MLPOptimizee,
+    meta_train_optimizer,
+    sample_tasks,
+    train_optimizee,
+)
 from automl_bilevel.recipes.metaloss import evaluate_loss, evolve_loss_network, train_loss_network_ml3
 
 if __name__ == "__main__":
@@ -46,20 +53,38 @@ if __name__ == "__main__":
 
     # 1. (μ+λ)-ES: each candidate loss network is a trial (a child run)
     n_eval = 20 if quick else 400
-    with TrackedRun("metaloss-es", learner="mlp", objective="val_error", optimizer="es", n_iter=n_eval,
-                    trials_are_steps=False, verbose=True) as run:
-        es_net, search = evolve_loss_network(train, n_classes=10, n_evaluations=n_eval, population_size=10,
-                                             sigma0=0.003, run=run)
+    with TrackedRun(
+        "metaloss-es",
+        learner="mlp",
+        objective="val_error",
+        optimizer="es",
+        n_iter=n_eval,
+        trials_are_steps=False,
+        verbose=True,
+    ) as run:
+        es_net, search = evolve_loss_network(
+            train, n_classes=10, n_evaluations=n_eval, population_size=10, sigma0=0.003, run=run
+        )
         run.finish(artifacts={"loss_network": es_net})
-    print(f"ES: best training-task error {search.best.value:.3f} after {len(search.trials)} candidates; "
-          f"MLflow run {run.info.get('mlflow_run_id')}")
+    print(
+        f"ES: best training-task error {search.best.value:.3f} after {len(search.trials)} candidates; "
+        f"MLflow run {run.info.get('mlflow_run_id')}"
+    )
 
     # 2. ML3: outer steps are metric steps; held-out accuracy chooses the state to keep
     steps = 4 if quick else 60
-    with TrackedRun("metaloss-ml3", learner="mlp", objective="val_cross_entropy", optimizer="hypergradient",
-                    n_iter=steps, params={"outer_lr": 3e-4, "tasks_per_step": 4}, verbose=True) as run:
-        ml3_net, res = train_loss_network_ml3(train, n_classes=10, outer_steps=steps, outer_lr=3e-4,
-                                              held_out=held, eval_every=2 if quick else 5, run=run)
+    with TrackedRun(
+        "metaloss-ml3",
+        learner="mlp",
+        objective="val_cross_entropy",
+        optimizer="hypergradient",
+        n_iter=steps,
+        params={"outer_lr": 3e-4, "tasks_per_step": 4},
+        verbose=True,
+    ) as run:
+        ml3_net, res = train_loss_network_ml3(
+            train, n_classes=10, outer_steps=steps, outer_lr=3e-4, held_out=held, eval_every=2 if quick else 5, run=run
+        )
         run.finish(artifacts={"loss_network": ml3_net})
 
     print(f"evaluating three losses on {len(unseen)} unseen tasks ...", file=sys.stderr, flush=True)
@@ -71,12 +96,28 @@ if __name__ == "__main__":
     iters = 5 if quick else 200
     net = LSTMOptimizer()
     n = 3000 if quick else 20000
-    with TrackedRun("l2o-entropy", learner="mlp_784_20_10", objective="meta_loss", optimizer="hypergradient",
-                    n_iter=iters, params={"regularizer": "entropy", "alpha": 1e-2}, verbose=True) as run:
-        history = meta_train_optimizer(net, lambda seed: MLPOptimizee(train_X[:n], train_y[:n], seed=seed),
-                                       meta_iters=iters, regularizer="entropy", alpha=1e-2, meta_lr=3e-3, run=run)
+    with TrackedRun(
+        "l2o-entropy",
+        learner="mlp_784_20_10",
+        objective="meta_loss",
+        optimizer="hypergradient",
+        n_iter=iters,
+        params={"regularizer": "entropy", "alpha": 1e-2},
+        verbose=True,
+    ) as run:
+        history = meta_train_optimizer(
+            net,
+            lambda seed: MLPOptimizee(train_X[:n], train_y[:n], seed=seed),
+            meta_iters=iters,
+            regularizer="entropy",
+            alpha=1e-2,
+            meta_lr=3e-3,
+            run=run,
+        )
         run.finish(artifacts={"learned_optimizer": net})
-    task = MLPOptimizee(train_X[n:2 * n], train_y[n:2 * n], hidden=(40,), seed=7)  # a wider MLP than in training
+    task = MLPOptimizee(train_X[n : 2 * n], train_y[n : 2 * n], hidden=(40,), seed=7)  # a wider MLP than in training
     w, losses = train_optimizee(LearnedOptimizer(net), task, 40 if quick else 200)
-    print(f"learned optimizer on a 784-40-10 MLP: test accuracy {task.accuracy(w, test_X, test_y):.3f}; "
-          f"best meta-loss {min(history['meta_loss']):.3f}")
+    print(
+        f"learned optimizer on a 784-40-10 MLP: test accuracy {task.accuracy(w, test_X, test_y):.3f}; "
+        f"best meta-loss {min(history['meta_loss']):.3f}"
+    )

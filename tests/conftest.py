@@ -1,4 +1,5 @@
 """Test settings: MLflow never writes into the working tree and never phones home."""
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,8 @@ def fake_dist(tmp_path, monkeypatch):
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         (info / "entry_points.txt").write_text(
-            "[automl_bilevel]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+            "[automl_bilevel]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+        )
         for mod, src in (modules or {}).items():
             (tmp_path / f"{mod}.py").write_text(src)
         if extra_path:

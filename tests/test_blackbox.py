@@ -1,4 +1,5 @@
 """Black-box outer optimizers: the unit-cube encoding, the ES strategies, the ``es`` and ``smac`` plugins."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,15 @@ from automl_bilevel_plugins.optimizers.smac_optimizer import SMACOptimizer
 def svc_space(forbid=False):
     cs = ConfigurationSpace(seed=0)
     kernel, gamma = Categorical("kernel", ["rbf", "linear"]), Float("gamma", (1e-4, 1.0), log=True)
-    cs.add([kernel, gamma, Float("C", (1e-2, 100.0), log=True), Integer("degree", (1, 5)),
-            EqualsCondition(gamma, kernel, "rbf")])
+    cs.add(
+        [
+            kernel,
+            gamma,
+            Float("C", (1e-2, 100.0), log=True),
+            Integer("degree", (1, 5)),
+            EqualsCondition(gamma, kernel, "rbf"),
+        ]
+    )
     if forbid:
         cs.add(ForbiddenEqualsClause(cs["degree"], 5))
     return cs
@@ -56,9 +64,14 @@ def sphere(X):
     return ((X - 0.7) ** 2).sum(axis=1)
 
 
-@pytest.mark.parametrize("name,opts", [("mu_plus_lambda", {"population_size": 16, "sigma0": 0.2}),
-                                       ("cma", {"sigma0": 0.2}),
-                                       ("openai", {"population_size": 16, "sigma0": 0.05, "lr": 0.05})])
+@pytest.mark.parametrize(
+    "name,opts",
+    [
+        ("mu_plus_lambda", {"population_size": 16, "sigma0": 0.2}),
+        ("cma", {"sigma0": 0.2}),
+        ("openai", {"population_size": 16, "sigma0": 0.05, "lr": 0.05}),
+    ],
+)
 def test_strategies_minimise_a_sphere_despite_failed_members(name, opts):
     es = make_strategy(name, np.full(8, 0.1), bounds=(0.0, 1.0), seed=0, **opts)
     start = float(sphere(es.x0[None])[0])
@@ -110,12 +123,16 @@ def test_all_failed_generation_does_not_break_a_strategy():
 
 
 # -- plugins: the optimizer contract ------------------------------------------------------------
-@pytest.mark.parametrize("factory", [
-    lambda: EvolutionStrategy(),
-    lambda: EvolutionStrategy("mu_plus_lambda", population_size=8),
-    lambda: EvolutionStrategy("openai", population_size=8, start="random"),
-    lambda: SMACOptimizer(n_initial=5),
-], ids=["cma", "mu_plus_lambda", "openai", "smac"])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: EvolutionStrategy(),
+        lambda: EvolutionStrategy("mu_plus_lambda", population_size=8),
+        lambda: EvolutionStrategy("openai", population_size=8, start="random"),
+        lambda: SMACOptimizer(n_initial=5),
+    ],
+    ids=["cma", "mu_plus_lambda", "openai", "smac"],
+)
 def test_black_box_optimizers_meet_the_contract(factory, request):
     check_optimizer(factory, n_iter=12 if "smac" in request.node.name else 24)
 
@@ -151,9 +168,17 @@ def cancer():
 
 
 def test_es_tunes_a_conditional_svc_space(cancer):
-    est = BilevelClassifier("sklearn", "val_error", "es", learner_params={"estimator": SVC()},
-                            search_space=svc_space(), optimizer_params={"population_size": 6},
-                            n_iter=18, tracking=False, random_state=0).fit(*cancer)
+    est = BilevelClassifier(
+        "sklearn",
+        "val_error",
+        "es",
+        learner_params={"estimator": SVC()},
+        search_space=svc_space(),
+        optimizer_params={"population_size": 6},
+        n_iter=18,
+        tracking=False,
+        random_state=0,
+    ).fit(*cancer)
     assert est.n_trials_ == 18 and est.best_value_ < 0.15
     for params in est.history_["params"]:
         assert ("gamma" in params) == (params["kernel"] == "rbf")
@@ -161,17 +186,26 @@ def test_es_tunes_a_conditional_svc_space(cancer):
 
 def test_smac_runs_through_the_estimator_with_an_initial_design(cancer):
     start = {"C": 3.0, "gamma": 1e-3, "kernel": "rbf", "degree": 2}
-    est = BilevelClassifier("sklearn", "val_error", "smac", learner_params={"estimator": SVC()},
-                            search_space=svc_space(), n_iter=10, tracking=False, random_state=0,
-                            optimizer_params={"n_initial": 3, "initial_design": [start]}).fit(*cancer)
+    est = BilevelClassifier(
+        "sklearn",
+        "val_error",
+        "smac",
+        learner_params={"estimator": SVC()},
+        search_space=svc_space(),
+        n_iter=10,
+        tracking=False,
+        random_state=0,
+        optimizer_params={"n_initial": 3, "initial_design": [start]},
+    ).fit(*cancer)
     assert est.n_trials_ == 10 and start in est.history_["params"]
     assert est.best_value_ <= est.history_["value"][est.history_["params"].index(start)]
 
 
 def test_smac_multi_fidelity_uses_hyperband_budgets_and_needs_a_multi_fidelity_learner(cancer):
     X, y = load_digits(return_X_y=True)
-    est = BilevelClassifier("logistic", "val_error", "smac_mf", learner_params={"epochs": 9}, n_iter=14,
-                            tracking=False, random_state=0).fit(X[:400], y[:400])
+    est = BilevelClassifier(
+        "logistic", "val_error", "smac_mf", learner_params={"epochs": 9}, n_iter=14, tracking=False, random_state=0
+    ).fit(X[:400], y[:400])
     budgets = sorted(set(est.history_["budget"]))
     assert budgets[0] == pytest.approx(1 / 9) and len(budgets) >= 2 and all(0 < b <= 1 for b in budgets)
     assert est.best_trial_.budget == max(budgets)  # the best is judged at the highest budget reached
@@ -186,23 +220,34 @@ def test_smac_multi_fidelity_uses_hyperband_budgets_and_needs_a_multi_fidelity_l
             raise AssertionError
 
     with pytest.raises(CapabilityError, match="multi_fidelity"):
-        BilevelClassifier(Plain(), "val_error", "smac", optimizer_params={"facade": "mf"}, tracking=False,
-                          search_space={"a": (0.0, 1.0)}).fit(*cancer)
+        BilevelClassifier(
+            Plain(),
+            "val_error",
+            "smac",
+            optimizer_params={"facade": "mf"},
+            tracking=False,
+            search_space={"a": (0.0, 1.0)},
+        ).fit(*cancer)
 
 
 def test_smac_priors_steer_the_search():
     problem = quadratic_problem(0)
     cs = ConfigurationSpace(seed=0)
-    cs.add([Float("x", (0.0, 1.0), distribution=NormalPrior(0.3, 0.05)),
-            Float("y", (0.0, 1.0), distribution=NormalPrior(0.6, 0.05))])
+    cs.add(
+        [
+            Float("x", (0.0, 1.0), distribution=NormalPrior(0.3, 0.05)),
+            Float("y", (0.0, 1.0), distribution=NormalPrior(0.6, 0.05)),
+        ]
+    )
     problem.space = cs
     res = run_search(problem, SMACOptimizer(use_priors=True, n_initial=4), n_iter=12, seed=0)
     assert res.best.value < 0.01
 
 
 def test_smac_failed_trials_do_not_break_the_gaussian_process():
-    res = run_search(quadratic_problem(0), SMACOptimizer("bb", n_initial=3, initial_design=[{"x": 0.99, "y": 0.5}]),
-                     n_iter=8, seed=0)
+    res = run_search(
+        quadratic_problem(0), SMACOptimizer("bb", n_initial=3, initial_design=[{"x": 0.99, "y": 0.5}]), n_iter=8, seed=0
+    )
     assert any(not t.ok for t in res.trials) and len(res.trials) == 8 and res.best.ok
 
 
@@ -258,9 +303,16 @@ def test_es_evolves_a_torch_module_given_as_a_vector_hyperparameter():
         def fit(self, X, y, config, *, task, seed, budget=None):
             return LinearFromVector(vector_to_module(config["net"], torch.nn.Linear(64, 10)))
 
-    est = BilevelClassifier(Evolved(), "val_error", "es", optimizer_params={"strategy": "openai", "sigma0": 0.05,
-                                                                           "population_size": 20, "lr": 0.05},
-                            search_space={}, n_iter=600, tracking=False, random_state=0).fit(X, y[:400])
+    est = BilevelClassifier(
+        Evolved(),
+        "val_error",
+        "es",
+        optimizer_params={"strategy": "openai", "sigma0": 0.05, "population_size": 20, "lr": 0.05},
+        search_space={},
+        n_iter=600,
+        tracking=False,
+        random_state=0,
+    ).fit(X, y[:400])
     first = est.history_["value"][0]
     assert est.best_params_["net"].shape == (650,) and est.best_value_ < first - 0.3  # far better than the init
     assert est.score(X, y[:400]) > 0.3  # chance is 0.1

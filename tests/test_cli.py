@@ -1,4 +1,5 @@
 """The automl-bilevel command line: plugins listing and experiment runs."""
+
 from __future__ import annotations
 
 import json
@@ -6,18 +7,25 @@ import subprocess
 import sys
 
 import pytest
-from mlflow import MlflowClient
 
 from automl_bilevel.cli import main
 from automl_bilevel.experiment import Experiment, ExperimentError
+from mlflow import MlflowClient
 
 
 def test_plugins_json_lists_the_builtins(capsys):
     assert main(["plugins", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     got = {(r["kind"], r["name"]) for r in out["plugins"]}
-    assert {("learner", "logistic"), ("learner", "mlp"), ("learner", "sklearn"), ("objective", "val_loss"),
-            ("objective", "val_error"), ("optimizer", "random"), ("listener", "mlflow_tracking")} <= got
+    assert {
+        ("learner", "logistic"),
+        ("learner", "mlp"),
+        ("learner", "sklearn"),
+        ("objective", "val_loss"),
+        ("objective", "val_error"),
+        ("optimizer", "random"),
+        ("listener", "mlflow_tracking"),
+    } <= got
     assert out["failed"] == []
     builtin = {"logistic", "mlp", "sklearn", "val_loss", "val_error", "random", "mlflow_tracking"}
     assert all(r["package"] == "automl-bilevel" for r in out["plugins"] if r["name"] in builtin)
@@ -32,8 +40,9 @@ def test_plugins_table_shows_a_plugin_that_failed_to_load(capsys, fake_dist):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "automl_bilevel.cli", "plugins", "--json"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "automl_bilevel.cli", "plugins", "--json"], capture_output=True, text=True, check=True
+    ).stdout
     assert json.loads(out)["plugins"]
 
 
@@ -78,12 +87,15 @@ def test_run_default_experiment_without_tracking(capsys):
     assert "digits" in out and "2 (0 failed)" in out and "mlflow run" not in out
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[data]\ndataset='iris'\n[estimater]\nn_iter=2\n", r"unknown section\(s\) \['estimater'\]"),
-    ("[data]\ndataset='iris'\n[estimator]\nn_itr=2\n", r"unknown key\(s\) \['n_itr'\] in \[estimator\]"),
-    ("[estimator]\nn_iter=2\n", "needs a 'dataset'"),
-    ("[data\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[data]\ndataset='iris'\n[estimater]\nn_iter=2\n", r"unknown section\(s\) \['estimater'\]"),
+        ("[data]\ndataset='iris'\n[estimator]\nn_itr=2\n", r"unknown key\(s\) \['n_itr'\] in \[estimator\]"),
+        ("[estimator]\nn_iter=2\n", "needs a 'dataset'"),
+        ("[data\n", "not valid TOML"),
+    ],
+)
 def test_bad_experiment_files(tmp_path, text, message):
     p = tmp_path / "bad.toml"
     p.write_text(text)

@@ -1,4 +1,5 @@
 """The tables the command line prints: plugins with their descriptions, results with budgets."""
+
 from __future__ import annotations
 
 import io
@@ -34,12 +35,31 @@ def test_plugins_table_has_a_description_column(capsys):
 
 
 def _res(**over):
-    res = {"experiment": "x", "source": "x.toml", "dataset": "iris", "task": "classification", "n_train": 112,
-           "n_test": 38, "learner": "sklearn", "objective": "val_error", "optimizer": "smac_mf", "n_trials": 3,
-           "n_failed": 0, "stop_reason": "n_iter", "interrupted": False, "best_value": 0.05, "best_budget": 1.0,
-           "best_params": {"C": 3.0}, "test_metric": "accuracy", "test_score": 0.97, "seconds": 1.0,
-           "top_trials": [{"number": 2, "value": 0.05, "budget": 1.0, "params": {"C": 3.0}},
-                          {"number": 0, "value": 0.02, "budget": 0.5, "params": {"C": 3.0}}]}
+    res = {
+        "experiment": "x",
+        "source": "x.toml",
+        "dataset": "iris",
+        "task": "classification",
+        "n_train": 112,
+        "n_test": 38,
+        "learner": "sklearn",
+        "objective": "val_error",
+        "optimizer": "smac_mf",
+        "n_trials": 3,
+        "n_failed": 0,
+        "stop_reason": "n_iter",
+        "interrupted": False,
+        "best_value": 0.05,
+        "best_budget": 1.0,
+        "best_params": {"C": 3.0},
+        "test_metric": "accuracy",
+        "test_score": 0.97,
+        "seconds": 1.0,
+        "top_trials": [
+            {"number": 2, "value": 0.05, "budget": 1.0, "params": {"C": 3.0}},
+            {"number": 0, "value": 0.02, "budget": 0.5, "params": {"C": 3.0}},
+        ],
+    }
     return {**res, **over}
 
 
@@ -56,8 +76,9 @@ def test_results_table_shows_the_budget_of_each_trial():
 
 def test_results_table_without_budgets_has_no_budget_column():
     out = io.StringIO()
-    print_results(_res(best_budget=None, top_trials=[{"number": 0, "value": 0.05, "budget": None,
-                                                      "params": {"C": 3.0}}]), out)
+    print_results(
+        _res(best_budget=None, top_trials=[{"number": 0, "value": 0.05, "budget": None, "params": {"C": 3.0}}]), out
+    )
     text = out.getvalue()
     assert "budget" not in text and text.split("\n\n")[1].splitlines()[0].split() == ["trial", "val_error", "params"]
 

@@ -1,4 +1,5 @@
 """Dataset loaders: IDX parsing, search order, and the message when files are missing."""
+
 from __future__ import annotations
 
 import gzip
@@ -7,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from automl_bilevel.data import DatasetNotFoundError, IDX_FILES, find_idx_dir, load_dataset, load_idx_dataset, read_idx
+from automl_bilevel.data import IDX_FILES, DatasetNotFoundError, find_idx_dir, load_dataset, load_idx_dataset, read_idx
 
 
 def write_idx(path, arr):
@@ -19,7 +20,7 @@ def write_idx(path, arr):
 def make_fake(folder, n=12):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for split, (img, lab) in IDX_FILES.items():
+    for _split, (img, lab) in IDX_FILES.items():
         write_idx(folder / img, rng.integers(0, 255, size=(n, 28, 28)))
         write_idx(folder / lab, np.arange(n) % 10)
 

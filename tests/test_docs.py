@@ -1,4 +1,5 @@
 """The README stays true: every hook is documented and tested, and CI runs the README's command."""
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,14 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_hooks_exist():
-    assert HOOKS == ["bilevel_register_learners", "bilevel_register_meta_learners", "bilevel_register_objectives",
-                     "bilevel_register_optimizers", "bilevel_run_listener", "bilevel_sync_spool"]
+    assert HOOKS == [
+        "bilevel_register_learners",
+        "bilevel_register_meta_learners",
+        "bilevel_register_objectives",
+        "bilevel_register_optimizers",
+        "bilevel_run_listener",
+        "bilevel_sync_spool",
+    ]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -114,7 +121,7 @@ def test_the_readme_plugin_module_is_a_working_plugin(fake_dist, tmp_path):
     from automl_bilevel import ENTRY_POINT_GROUP, BilevelClassifier, get_registry
     from automl_bilevel.testing import check_learner, check_optimizer
 
-    section = README[README.index("## Writing a plugin"):README.index("### Hooks")]
+    section = README[README.index("## Writing a plugin") : README.index("### Hooks")]
     assert f"[project.entry-points.{ENTRY_POINT_GROUP}]" in section
     code = re.search(r"```python\n# my_package/plugin.py\n(.*?)```", section, flags=re.S).group(1)
     fake_dist("my-package", {"my_plugin": "readme_plugin"}, {"readme_plugin": code})
@@ -126,8 +133,9 @@ def test_the_readme_plugin_module_is_a_working_plugin(fake_dist, tmp_path):
     check_learner(readme_plugin.NaiveBayes())
     check_optimizer(lambda: readme_plugin.HillClimber(0.2))
     X, y = load_digits(return_X_y=True)
-    est = BilevelClassifier("naive_bayes", optimizer="hill", optimizer_params={"sigma": 0.1}, n_iter=6,
-                            tracking=False, random_state=0).fit(X, y)
+    est = BilevelClassifier(
+        "naive_bayes", optimizer="hill", optimizer_params={"sigma": 0.1}, n_iter=6, tracking=False, random_state=0
+    ).fit(X, y)
     assert est.n_trials_ == 6 and est.score(X, y) > 0.7
     with pytest.raises(ValueError, match="sigma must be > 0"):
         BilevelClassifier("naive_bayes", optimizer="hill", optimizer_params={"sigma": 0}, tracking=False).fit(X, y)
@@ -141,17 +149,34 @@ def test_the_readme_gradient_optimizer_works_for_hyperparameters_and_meta_traini
     from automl_bilevel import BilevelClassifier, get_registry
     from automl_bilevel.meta import MetaLearnerClassifier
 
-    section = README[README.index("### A gradient-based outer optimizer"):README.index("### A complete plugin module")]
+    section = README[
+        README.index("### A gradient-based outer optimizer") : README.index("### A complete plugin module")
+    ]
     code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     fake_dist("rms-package", {"rms": "readme_rms_plugin"}, {"readme_rms_plugin": code})
     assert "rmsprop_hg" in get_registry().names("optimizer")
     X, y = load_digits(return_X_y=True)
-    est = BilevelClassifier("logistic", optimizer="rmsprop_hg", n_iter=3, tracking=False, random_state=0,
-                            learner_params={"epochs": 10, "batch_size": 4096}).fit(X[:600], y[:600])
+    est = BilevelClassifier(
+        "logistic",
+        optimizer="rmsprop_hg",
+        n_iter=3,
+        tracking=False,
+        random_state=0,
+        learner_params={"epochs": 10, "batch_size": 4096},
+    ).fit(X[:600], y[:600])
     assert est.n_trials_ == 3 and "hypergrad_norm" in est.trials_[0].metrics
     assert est.trials_[1].config["lr"] != est.trials_[0].config["lr"]  # the outer variables moved
-    meta = MetaLearnerClassifier("protonet", method_params={"width": 8, "depth": 2}, optimizer="rmsprop_hg",
-                                 optimizer_params={"outer_lr": 1e-3, "clip": None}, n_way=3, q_queries=5,
-                                 meta_iters=4, val_fraction=0.0, image_shape=(8, 8), tracking=False,
-                                 random_state=0).fit(X[:900], y[:900])
+    meta = MetaLearnerClassifier(
+        "protonet",
+        method_params={"width": 8, "depth": 2},
+        optimizer="rmsprop_hg",
+        optimizer_params={"outer_lr": 1e-3, "clip": None},
+        n_way=3,
+        q_queries=5,
+        meta_iters=4,
+        val_fraction=0.0,
+        image_shape=(8, 8),
+        tracking=False,
+        random_state=0,
+    ).fit(X[:900], y[:900])
     assert meta.n_iter_ == 4 and meta.history_["status"] == ["COMPLETE"] * 4

@@ -1,4 +1,5 @@
 """The search loop: events, failure isolation, Ctrl-C."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The scikit-learn contract and bad-input handling of BilevelClassifier / BilevelRegressor."""
+
 from __future__ import annotations
 
 import pickle
@@ -25,10 +26,12 @@ from automl_bilevel import (
 FAST = dict(n_iter=3, tracking=False, random_state=0)
 
 
-@parametrize_with_checks([
-    BilevelClassifier(**FAST, learner_params={"epochs": 60}),
-    BilevelRegressor(**FAST, learner_params={"epochs": 60}),
-])
+@parametrize_with_checks(
+    [
+        BilevelClassifier(**FAST, learner_params={"epochs": 60}),
+        BilevelRegressor(**FAST, learner_params={"epochs": 60}),
+    ]
+)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -61,8 +64,9 @@ def test_works_in_pipeline_cross_val_score_and_grid_search(iris):
     pipe = make_pipeline(StandardScaler(), BilevelClassifier(n_iter=2, tracking=False, random_state=0))
     scores = cross_val_score(pipe, X, y, cv=3)
     assert scores.mean() > 0.85
-    gs = GridSearchCV(BilevelClassifier(n_iter=2, tracking=False, random_state=0),
-                      {"learner": ["logistic", "sklearn"]}, cv=2).fit(X, y)
+    gs = GridSearchCV(
+        BilevelClassifier(n_iter=2, tracking=False, random_state=0), {"learner": ["logistic", "sklearn"]}, cv=2
+    ).fit(X, y)
     assert gs.best_params_["learner"] in {"logistic", "sklearn"}
     est = clone(gs.best_estimator_)
     assert est.get_params()["n_iter"] == 2 and not hasattr(est, "model_")
@@ -84,9 +88,16 @@ def test_same_random_state_same_result(iris):
 
 def test_sklearn_learner_with_user_space_and_cv():
     X, y = load_breast_cancer(return_X_y=True)
-    est = BilevelClassifier("sklearn", "val_error", learner_params={"estimator": make_pipeline(StandardScaler(), SVC())},
-                            search_space={"svc__C": (0.01, 100.0, "log"), "svc__gamma": (1e-4, 1.0, "log")},
-                            cv=3, n_iter=4, tracking=False, random_state=0).fit(X, y)
+    est = BilevelClassifier(
+        "sklearn",
+        "val_error",
+        learner_params={"estimator": make_pipeline(StandardScaler(), SVC())},
+        search_space={"svc__C": (0.01, 100.0, "log"), "svc__gamma": (1e-4, 1.0, "log")},
+        cv=3,
+        n_iter=4,
+        tracking=False,
+        random_state=0,
+    ).fit(X, y)
     assert set(est.best_params_) == {"svc__C", "svc__gamma"}
     assert est.best_value_ < 0.1 and "value_std" in est.trials_[0].metrics
 
@@ -104,18 +115,23 @@ def test_timeout_stops_the_search(iris):
 
 
 def test_finite_space_is_exhausted(iris):
-    est = BilevelClassifier("sklearn", "val_error", search_space={"C": [0.1, 1.0, 10.0]}, n_iter=50,
-                            tracking=False, random_state=0).fit(*iris)
+    est = BilevelClassifier(
+        "sklearn", "val_error", search_space={"C": [0.1, 1.0, 10.0]}, n_iter=50, tracking=False, random_state=0
+    ).fit(*iris)
     assert est.n_trials_ == 3 and est.stop_reason_ == "exhausted"
     assert sorted(p["C"] for p in est.history_["params"]) == [0.1, 1.0, 10.0]
 
 
 # -- bad input: a clear error, nothing lost ------------------------------------------------------
 
-@pytest.mark.parametrize("bad, message", [
-    (np.nan, "NaN"),
-    (np.inf, "infinity"),
-])
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.nan, "NaN"),
+        (np.inf, "infinity"),
+    ],
+)
 def test_nan_and_inf_in_X(iris, bad, message):
     X, y = iris
     X = X.copy()
@@ -143,22 +159,28 @@ def test_unknown_plugin_name_lists_available(iris):
         BilevelClassifier(learner="xgb", **FAST).fit(*iris)
 
 
-@pytest.mark.parametrize("space, message", [
-    ({"lr": (1.0, 0.1)}, "lower bound"),
-    ({"lr": (0.0, 1.0, "log")}, "positive lower bound"),
-    ({"learning_rate": (0.1, 1.0)}, "no hyperparameter.*'learning_rate'.*accepts"),
-])
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"lr": (1.0, 0.1)}, "lower bound"),
+        ({"lr": (0.0, 1.0, "log")}, "positive lower bound"),
+        ({"learning_rate": (0.1, 1.0)}, "no hyperparameter.*'learning_rate'.*accepts"),
+    ],
+)
 def test_invalid_search_space(iris, space, message):
     with pytest.raises(InvalidSearchSpaceError, match=message):
         BilevelClassifier(search_space=space, **FAST).fit(*iris)
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(n_iter=0), "n_iter"),
-    (dict(validation_fraction=1.5), "validation_fraction"),
-    (dict(cv=1), "cv"),
-    (dict(learner=3), "learner"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(n_iter=0), "n_iter"),
+        (dict(validation_fraction=1.5), "validation_fraction"),
+        (dict(cv=1), "cv"),
+        (dict(learner=3), "learner"),
+    ],
+)
 def test_invalid_parameters(iris, params, message):
     with pytest.raises(ValueError, match=message):
         BilevelClassifier(**{**FAST, **params}).fit(*iris)
@@ -171,9 +193,10 @@ def test_learner_params_are_checked(iris):
 
 def test_failing_trials_are_recorded_and_the_search_goes_on(iris):
     # lr=50 with SGD diverges: those trials fail, the others complete
-    est = BilevelClassifier("logistic", search_space={"lr": [1e6, 0.05], "optimizer": ["sgd"]}, n_iter=5,
-                            tracking=False, random_state=0).fit(*iris)
-    status = dict(zip([p["lr"] for p in est.history_["params"]], est.history_["status"]))
+    est = BilevelClassifier(
+        "logistic", search_space={"lr": [1e6, 0.05], "optimizer": ["sgd"]}, n_iter=5, tracking=False, random_state=0
+    ).fit(*iris)
+    status = dict(zip([p["lr"] for p in est.history_["params"]], est.history_["status"], strict=True))
     assert status == {1e6: "FAILED", 0.05: "COMPLETE"}
     failed = [t for t in est.trials_ if not t.ok][0]
     assert "diverged" in failed.error and est.best_params_["lr"] == 0.05
@@ -181,8 +204,9 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(iris):
 
 def test_all_trials_failing_is_a_clear_error(iris):
     with pytest.raises(AllTrialsFailedError, match="all 1 trials failed.*diverged"):
-        BilevelClassifier("logistic", search_space={"lr": [1e6], "optimizer": ["sgd"]}, n_iter=3,
-                          tracking=False, random_state=0).fit(*iris)
+        BilevelClassifier(
+            "logistic", search_space={"lr": [1e6], "optimizer": ["sgd"]}, n_iter=3, tracking=False, random_state=0
+        ).fit(*iris)
 
 
 def test_val_loss_needs_predict_proba(iris):

@@ -1,5 +1,6 @@
 """The `hybrid` outer optimizer: black-box search over the discrete part of a space, hypergradient
 steps over the continuous part inside each trial."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,22 +25,33 @@ def digits():
 def mixed_space() -> ConfigurationSpace:
     """Architecture and inner optimizer (black-box), learning rate, weight decay and momentum (floats
     the MLP differentiates); momentum only exists for the momentum optimizer."""
-    s = ConfigurationSpace(space=[
-        Integer("n_layers", (1, 2), default=1),
-        Categorical("activation", ["relu", "tanh"], default="relu"),
-        Categorical("optimizer", ["sgd", "momentum", "adam"], default="adam"),
-        Float("lr", (1e-3, 0.3), log=True, default=1e-2),
-        Float("weight_decay", (1e-6, 1e-1), log=True, default=1e-4),
-        Float("momentum", (0.0, 0.99), default=0.9),
-    ])
+    s = ConfigurationSpace(
+        space=[
+            Integer("n_layers", (1, 2), default=1),
+            Categorical("activation", ["relu", "tanh"], default="relu"),
+            Categorical("optimizer", ["sgd", "momentum", "adam"], default="adam"),
+            Float("lr", (1e-3, 0.3), log=True, default=1e-2),
+            Float("weight_decay", (1e-6, 1e-1), log=True, default=1e-4),
+            Float("momentum", (0.0, 0.99), default=0.9),
+        ]
+    )
     s.add(EqualsCondition(s["momentum"], s["optimizer"], "momentum"))
     return s
 
 
 def hybrid(n_iter=4, space=None, **opt):
     params = {"blackbox": "random", "steps": 2, **opt}
-    return BilevelClassifier("mlp", "val_loss", "hybrid", search_space=space or mixed_space(), n_iter=n_iter,
-                             tracking=False, random_state=0, learner_params=SMALL_MLP, optimizer_params=params)
+    return BilevelClassifier(
+        "mlp",
+        "val_loss",
+        "hybrid",
+        search_space=space or mixed_space(),
+        n_iter=n_iter,
+        tracking=False,
+        random_state=0,
+        learner_params=SMALL_MLP,
+        optimizer_params=params,
+    )
 
 
 # -- the split ---------------------------------------------------------------------------------------------
@@ -55,8 +67,13 @@ def test_the_split_comes_from_the_learners_differentiable_floats_and_the_space()
     # a float other hyperparameters are conditioned on is not derived as continuous, and refused if named
     from ConfigSpace import GreaterThanCondition
 
-    s = ConfigurationSpace(space=[Float("lr", (1e-3, 1.0), log=True), Categorical("a", ["x", "y"]),
-                                  Float("weight_decay", (1e-6, 1e-1), log=True)])
+    s = ConfigurationSpace(
+        space=[
+            Float("lr", (1e-3, 1.0), log=True),
+            Categorical("a", ["x", "y"]),
+            Float("weight_decay", (1e-6, 1e-1), log=True),
+        ]
+    )
     s.add(GreaterThanCondition(s["a"], s["weight_decay"], 1e-3))
     names, bb = split_space(s, DIFF)
     assert names == ["lr"] and sorted(bb.keys()) == ["a", "weight_decay"] and len(bb.conditions) == 1
@@ -64,12 +81,15 @@ def test_the_split_comes_from_the_learners_differentiable_floats_and_the_space()
         split_space(s, DIFF, ["weight_decay"])
 
 
-@pytest.mark.parametrize("continuous, match", [
-    (["activation"], "CategoricalHyperparameter, not a float range"),
-    (["n_layers"], "not a float range"),
-    (["nope"], "not in the search space"),
-    (["lr", "lr"], "twice"),
-])
+@pytest.mark.parametrize(
+    "continuous, match",
+    [
+        (["activation"], "CategoricalHyperparameter, not a float range"),
+        (["n_layers"], "not a float range"),
+        (["nope"], "not in the search space"),
+        (["lr", "lr"], "twice"),
+    ],
+)
 def test_a_bad_continuous_override_is_refused_with_the_reason(continuous, match):
     with pytest.raises(ValueError, match=match):
         split_space(mixed_space(), DIFF, continuous)
@@ -81,23 +101,37 @@ def test_a_float_the_learner_does_not_differentiate_cannot_be_continuous():
         split_space(s, DIFF, ["dropout"])
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"optimizer_params": {"blackbox": "nosuch"}}, UnknownComponentError, "unknown optimizer 'nosuch'"),
-    ({"optimizer_params": {"blackbox": "hypergradient"}}, ValueError, "black-box optimizer"),
-    ({"optimizer_params": {"blackbox": "random", "steps": 0}}, ValueError, "steps"),
-    ({"optimizer_params": {"blackbox": "random", "continuous": "lr"}}, ValueError, "list of hyperparameter names"),
-    ({"optimizer_params": {"blackbox": "random", "mode": "sideways"}}, ValueError, "mode must be one of"),
-    ({"optimizer_params": {"blackbox": "smac", "blackbox_params": {"facade": "xx"}}}, ValueError, "facade"),
-    ({"optimizer_params": {"blackbox": "random", "continuous": ["activation"]}}, ValueError, "not a float range"),
-    ({"optimizer_params": {"blackbox": "random", "tensor_hyperparameters": ["lr"]}}, ValueError,
-     "not a tensor hyperparameter"),
-    ({"search_space": {"lr": (1e-3, 1.0, "log")}}, ValueError, "nothing left for the black-box optimizer"),
-    ({"search_space": {"activation": ["relu", "tanh"]}}, ValueError, "nothing to tune by hypergradients"),
-    ({"learner": "sklearn"}, CapabilityError, "differentiable"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"optimizer_params": {"blackbox": "nosuch"}}, UnknownComponentError, "unknown optimizer 'nosuch'"),
+        ({"optimizer_params": {"blackbox": "hypergradient"}}, ValueError, "black-box optimizer"),
+        ({"optimizer_params": {"blackbox": "random", "steps": 0}}, ValueError, "steps"),
+        ({"optimizer_params": {"blackbox": "random", "continuous": "lr"}}, ValueError, "list of hyperparameter names"),
+        ({"optimizer_params": {"blackbox": "random", "mode": "sideways"}}, ValueError, "mode must be one of"),
+        ({"optimizer_params": {"blackbox": "smac", "blackbox_params": {"facade": "xx"}}}, ValueError, "facade"),
+        ({"optimizer_params": {"blackbox": "random", "continuous": ["activation"]}}, ValueError, "not a float range"),
+        (
+            {"optimizer_params": {"blackbox": "random", "tensor_hyperparameters": ["lr"]}},
+            ValueError,
+            "not a tensor hyperparameter",
+        ),
+        ({"search_space": {"lr": (1e-3, 1.0, "log")}}, ValueError, "nothing left for the black-box optimizer"),
+        ({"search_space": {"activation": ["relu", "tanh"]}}, ValueError, "nothing to tune by hypergradients"),
+        ({"learner": "sklearn"}, CapabilityError, "differentiable"),
+    ],
+)
 def test_bad_input_is_refused_before_any_trial(digits, kwargs, error, match):
-    args = dict(learner="mlp", objective="val_loss", optimizer="hybrid", search_space=mixed_space(), n_iter=2,
-                tracking=False, learner_params=SMALL_MLP, optimizer_params={"blackbox": "random"})
+    args = dict(
+        learner="mlp",
+        objective="val_loss",
+        optimizer="hybrid",
+        search_space=mixed_space(),
+        n_iter=2,
+        tracking=False,
+        learner_params=SMALL_MLP,
+        optimizer_params={"blackbox": "random"},
+    )
     args.update(kwargs)
     if args["learner"] == "sklearn":
         args.pop("learner_params"), args.pop("search_space")
@@ -124,7 +158,8 @@ def test_hybrid_on_a_mixed_space_tunes_the_floats_and_refits_with_the_tuned_valu
     assert best.value == min(t.value for t in est.trials_)
     p = est.best_params_
     assert {k: p[k] for k in ("n_layers", "activation", "optimizer")} == {
-        k: best.config[k] for k in ("n_layers", "activation", "optimizer")}
+        k: best.config[k] for k in ("n_layers", "activation", "optimizer")
+    }
     assert p["lr"] == pytest.approx(best.metrics["tuned.lr"]) and p["lr"] != best.config["lr"]
     assert p["l2_per_feature"].shape == (64,) and np.ptp(p["l2_per_feature"]) > 0
     # the refit uses the tuned values: refitting with them gives the estimator's model, with the start does not
@@ -160,12 +195,17 @@ def test_a_diverging_step_is_rejected_and_the_trial_keeps_its_best_value():
     from sklearn.datasets import load_diabetes
 
     X, y = load_diabetes(return_X_y=True)
-    est = BilevelRegressor("mlp", "val_loss", "hybrid", n_iter=2, tracking=False, random_state=0,
-                           search_space={"lr": {"low": 1e-4, "high": 100.0, "log": True, "default": 0.05},
-                                         "standardize": [True, False]},
-                           learner_params={"n_layers": 0, "optimizer": "sgd", "momentum": 0.0, "epochs": 30,
-                                           "batch_size": 4096},
-                           optimizer_params={"blackbox": "random", "steps": 4, "outer_lr": 3.0, "clip": None}).fit(X, y)
+    est = BilevelRegressor(
+        "mlp",
+        "val_loss",
+        "hybrid",
+        n_iter=2,
+        tracking=False,
+        random_state=0,
+        search_space={"lr": {"low": 1e-4, "high": 100.0, "log": True, "default": 0.05}, "standardize": [True, False]},
+        learner_params={"n_layers": 0, "optimizer": "sgd", "momentum": 0.0, "epochs": 30, "batch_size": 4096},
+        optimizer_params={"blackbox": "random", "steps": 4, "outer_lr": 3.0, "clip": None},
+    ).fit(X, y)
     standardized = [t for t in est.trials_ if t.config["standardize"] is True]
     assert standardized, [t.config for t in est.trials_]
     t = standardized[0]
@@ -181,11 +221,17 @@ def test_a_trial_whose_every_step_fails_fails_with_the_reason():
     from automl_bilevel import AllTrialsFailedError
 
     X, y = load_diabetes(return_X_y=True)
-    est = BilevelRegressor("mlp", "val_loss", "hybrid", n_iter=2, tracking=False, random_state=0,
-                           search_space={"lr": {"low": 1e-4, "high": 100.0, "log": True, "default": 90.0},
-                                         "optimizer": ["sgd"]},
-                           learner_params={"n_layers": 0, "momentum": 0.0, "epochs": 30, "batch_size": 4096},
-                           optimizer_params={"blackbox": "random", "steps": 3, "max_backoffs": 1})
+    est = BilevelRegressor(
+        "mlp",
+        "val_loss",
+        "hybrid",
+        n_iter=2,
+        tracking=False,
+        random_state=0,
+        search_space={"lr": {"low": 1e-4, "high": 100.0, "log": True, "default": 90.0}, "optimizer": ["sgd"]},
+        learner_params={"n_layers": 0, "momentum": 0.0, "epochs": 30, "batch_size": 4096},
+        optimizer_params={"blackbox": "random", "steps": 3, "max_backoffs": 1},
+    )
     with pytest.raises(AllTrialsFailedError, match="no hypergradient step of the trial succeeded"):
         est.fit(X, y)
     err = est.trials_[0].error
@@ -194,8 +240,9 @@ def test_a_trial_whose_every_step_fails_fails_with_the_reason():
 
 def test_a_budget_scales_the_hypergradient_steps(digits):
     # successive halving at eta=2 from a quarter of the budget: budgets 1/4, 1/2 and 1
-    est = hybrid(n_iter=7, blackbox="smac", steps=4,
-                 blackbox_params={"facade": "mf", "min_budget": 0.25, "eta": 2}).fit(*digits)
+    est = hybrid(
+        n_iter=7, blackbox="smac", steps=4, blackbox_params={"facade": "mf", "min_budget": 0.25, "eta": 2}
+    ).fit(*digits)
     budgets = {t.budget for t in est.trials_}
     assert len(budgets) > 1 and min(budgets) < 1, budgets
     for t in est.trials_:
@@ -206,8 +253,15 @@ def test_a_budget_scales_the_hypergradient_steps(digits):
 def test_a_multi_fidelity_black_box_needs_a_multi_fidelity_learner(digits):
     X, y = digits
     with pytest.raises(CapabilityError, match="multi_fidelity"):
-        BilevelClassifier(_NoBudgetMLP(**SMALL_MLP), "val_loss", "hybrid", search_space=mixed_space(), n_iter=2,
-                          tracking=False, optimizer_params={"blackbox": "smac_mf"}).fit(X, y)
+        BilevelClassifier(
+            _NoBudgetMLP(**SMALL_MLP),
+            "val_loss",
+            "hybrid",
+            search_space=mixed_space(),
+            n_iter=2,
+            tracking=False,
+            optimizer_params={"blackbox": "smac_mf"},
+        ).fit(X, y)
 
 
 def _mlp_class():
@@ -246,9 +300,8 @@ def test_a_resumed_search_continues_and_refits_with_the_restored_tuned_values(di
 
 
 def test_an_experiment_file_runs_hybrid_through_the_cli_with_outer_steps_in_each_child_run(tmp_path, capsys, tracking):
-    from mlflow import MlflowClient
-
     from automl_bilevel.cli import main
+    from mlflow import MlflowClient
 
     uri, experiment = tracking
     path = tmp_path / "hybrid.toml"
@@ -292,8 +345,13 @@ def test_a_budget_scales_the_inner_training_of_the_gradient_part(digits):
     X, y = digits
     reg = get_registry()
     learner = reg.make("learner", "mlp", {**SMALL_MLP, "epochs": 8}).obj
-    problem = BilevelProblem(learner, reg.make("objective", "val_loss").obj, mixed_space(), learner_task(X, y),
-                             [Split(X[:300], y[:300], X[300:], y[300:])])
+    problem = BilevelProblem(
+        learner,
+        reg.make("objective", "val_loss").obj,
+        mixed_space(),
+        learner_task(X, y),
+        [Split(X[:300], y[:300], X[300:], y[300:])],
+    )
     full = HyperparameterProblem(problem).tasks()[0][0].dynamics.T
     quarter = HyperparameterProblem(problem, budget=0.25).tasks()[0][0].dynamics.T
     assert (full, quarter) == (8, 2)  # one full-batch step per epoch; the budget scales the epochs
@@ -307,8 +365,13 @@ def test_replayed_trials_restore_the_tuned_scalars_from_their_metrics(digits):
     est = hybrid(n_iter=3).fit(*digits)
     X, y = digits
     reg = get_registry()
-    problem = BilevelProblem(reg.make("learner", "mlp", SMALL_MLP).obj, reg.make("objective", "val_loss").obj,
-                             mixed_space(), learner_task(X, y), [Split(X[:300], y[:300], X[300:], y[300:])])
+    problem = BilevelProblem(
+        reg.make("learner", "mlp", SMALL_MLP).obj,
+        reg.make("objective", "val_loss").obj,
+        mixed_space(),
+        learner_task(X, y),
+        [Split(X[:300], y[:300], X[300:], y[300:])],
+    )
     opt = reg.make("optimizer", "hybrid", {"blackbox": "random", "steps": 2}).obj
     opt.setup(problem, 0)
     assert opt.best_config() is None
@@ -322,8 +385,13 @@ def test_replayed_trials_restore_the_tuned_scalars_from_their_metrics(digits):
 def test_a_float_in_a_forbidden_clause_stays_black_box():
     from ConfigSpace import ForbiddenAndConjunction, ForbiddenEqualsClause, ForbiddenInClause
 
-    s = ConfigurationSpace(space=[Float("lr", (1e-3, 1.0), log=True), Float("weight_decay", (1e-6, 0.1), log=True),
-                                  Categorical("a", ["x", "y"])])
+    s = ConfigurationSpace(
+        space=[
+            Float("lr", (1e-3, 1.0), log=True),
+            Float("weight_decay", (1e-6, 0.1), log=True),
+            Categorical("a", ["x", "y"]),
+        ]
+    )
     s.add(ForbiddenAndConjunction(ForbiddenEqualsClause(s["a"], "x"), ForbiddenInClause(s["weight_decay"], [5e-3])))
     names, bb = split_space(s, DIFF)
     assert names == ["lr"] and sorted(bb.keys()) == ["a", "weight_decay"] and len(bb.forbidden_clauses) == 1

@@ -1,14 +1,15 @@
 """The checkpoint journal under crashes and forged or damaged records."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 
 from automl_bilevel import BilevelClassifier, as_configspace
 from automl_bilevel.journal import Journal, JournalRecordError
+from mlflow import MlflowClient
 
 SPACE = {"C": (0.01, 100.0, "log")}
 
@@ -19,8 +20,17 @@ def iris():
 
 
 def fit(path, n, iris, **kw):
-    return BilevelClassifier("sklearn", "val_error", "random", search_space=SPACE, n_iter=n, checkpoint=path,
-                             tracking=False, random_state=0, **kw).fit(*iris)
+    return BilevelClassifier(
+        "sklearn",
+        "val_error",
+        "random",
+        search_space=SPACE,
+        n_iter=n,
+        checkpoint=path,
+        tracking=False,
+        random_state=0,
+        **kw,
+    ).fit(*iris)
 
 
 def test_a_torn_last_line_is_dropped_so_a_second_resume_still_works(tmp_path, iris):
@@ -55,21 +65,30 @@ def _journal_with(tmp_path, record) -> Journal:
     return Journal(path, {"a": 1})
 
 
-@pytest.mark.parametrize("record, message", [
-    ({"config": {"C": 1e9}, "value": -5.0, "status": "COMPLETE", "duration": 0.1}, r"C=1000000000.0 is outside"),
-    ({"config": {"gamma": 1.0}, "value": 0.1, "status": "COMPLETE", "duration": 0.1}, "'gamma' is not a hyperparameter"),
-    ({"config": {"C": 1.0}, "value": 0.1, "status": "COMPLETE"}, "record lacks duration"),
-    ({"config": {"C": 1.0}, "value": "low", "status": "COMPLETE", "duration": 0.1}, "'value' must be a number"),
-    ({"config": {"C": 1.0}, "value": 0.1, "status": "DONE", "duration": 0.1}, "'status' must be"),
-    ({"config": {"C": 1.0}, "value": None, "status": "COMPLETE", "duration": 0.1}, "COMPLETE trial needs"),
-    ({"config": {"C": 1.0}, "value": 0.1, "status": "COMPLETE", "duration": -1}, "'duration' must be"),
-    ("[1, 2]", "must be a JSON object"),
-    ("{not json", "corrupt record"),
-])
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"config": {"C": 1e9}, "value": -5.0, "status": "COMPLETE", "duration": 0.1}, r"C=1000000000.0 is outside"),
+        (
+            {"config": {"gamma": 1.0}, "value": 0.1, "status": "COMPLETE", "duration": 0.1},
+            "'gamma' is not a hyperparameter",
+        ),
+        ({"config": {"C": 1.0}, "value": 0.1, "status": "COMPLETE"}, "record lacks duration"),
+        ({"config": {"C": 1.0}, "value": "low", "status": "COMPLETE", "duration": 0.1}, "'value' must be a number"),
+        ({"config": {"C": 1.0}, "value": 0.1, "status": "DONE", "duration": 0.1}, "'status' must be"),
+        ({"config": {"C": 1.0}, "value": None, "status": "COMPLETE", "duration": 0.1}, "COMPLETE trial needs"),
+        ({"config": {"C": 1.0}, "value": 0.1, "status": "COMPLETE", "duration": -1}, "'duration' must be"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{not json", "corrupt record"),
+    ],
+)
 def test_bad_records_are_refused_with_file_and_line(tmp_path, record, message):
     j = _journal_with(tmp_path, record)
-    j.path.write_text(j.path.read_text() + json.dumps({"config": {"C": 1.0}, "value": 0.1, "status": "COMPLETE",
-                                                       "duration": 0.1}) + "\n")  # the bad one is not last
+    j.path.write_text(
+        j.path.read_text()
+        + json.dumps({"config": {"C": 1.0}, "value": 0.1, "status": "COMPLETE", "duration": 0.1})
+        + "\n"
+    )  # the bad one is not last
     with pytest.raises(JournalRecordError, match=message) as info:
         j.open(0, as_configspace(SPACE))
     assert f"{j.path}:3:" in str(info.value)
@@ -84,13 +103,23 @@ def test_a_forged_record_never_becomes_the_best(tmp_path, iris):
         fit(path, 4, iris)
 
 
-@pytest.mark.parametrize("make_path, message", [
-    (lambda tmp: "", "checkpoint must be a file path, got ''"),
-    (lambda tmp: str(tmp), "is a directory; give a file path"),
-])
+@pytest.mark.parametrize(
+    "make_path, message",
+    [
+        (lambda tmp: "", "checkpoint must be a file path, got ''"),
+        (lambda tmp: str(tmp), "is a directory; give a file path"),
+    ],
+)
 def test_unusable_checkpoint_paths_fail_before_a_run_exists(tmp_path, iris, tracking, make_path, message):
     uri, experiment = tracking
     with pytest.raises(ValueError, match=message):
-        BilevelClassifier("sklearn", "val_error", "random", n_iter=2, checkpoint=make_path(tmp_path),
-                          tracking_uri=uri, experiment_name=experiment).fit(*iris)
+        BilevelClassifier(
+            "sklearn",
+            "val_error",
+            "random",
+            n_iter=2,
+            checkpoint=make_path(tmp_path),
+            tracking_uri=uri,
+            experiment_name=experiment,
+        ).fit(*iris)
     assert MlflowClient(uri).get_experiment_by_name(experiment) is None

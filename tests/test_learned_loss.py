@@ -1,4 +1,5 @@
 """The meta-loss network: as the loss of a torch learner, evolved by ES, trained by hypergradients (ML3)."""
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ def test_the_default_start_is_cross_entropy_and_functional_form_agrees(activatio
     value = net(probs, onehot)
     assert net.functional(net.flat(), probs, onehot).detach().item() == pytest.approx(value.detach().item(), rel=1e-6)
     assert net(onehot, onehot).item() == pytest.approx(0.0, abs=1e-3)  # a perfect prediction costs nothing
-    g, = torch.autograd.grad(value, probs)
+    (g,) = torch.autograd.grad(value, probs)
     p_true = probs[torch.arange(64), y].detach()
     slope = -64 * g[torch.arange(64), y]  # d loss / d p_true per example
     inside = (p_true > 0.1) & (p_true < 0.9)
@@ -83,18 +84,39 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_a_loss_network_is_the_loss_of_any_torch_learner_and_bad_ones_fail_the_trial(digits):
     X, y = digits
-    est = BilevelClassifier(mlp_learner(LossNetwork(10)), "val_error", "random", search_space={"lr": (0.05, 0.2)},
-                            n_iter=2, tracking=False, random_state=0).fit(X[:400], y[:400])
+    est = BilevelClassifier(
+        mlp_learner(LossNetwork(10)),
+        "val_error",
+        "random",
+        search_space={"lr": (0.05, 0.2)},
+        n_iter=2,
+        tracking=False,
+        random_state=0,
+    ).fit(X[:400], y[:400])
     assert est.score(X[400:800], y[400:800]) > 0.5  # the cross-entropy start trains
-    few = BilevelClassifier(mlp_learner(LossNetwork(5)), "val_error", "random", search_space={"lr": (0.05, 0.2)},
-                            n_iter=2, tracking=False, random_state=0)
+    few = BilevelClassifier(
+        mlp_learner(LossNetwork(5)),
+        "val_error",
+        "random",
+        search_space={"lr": (0.05, 0.2)},
+        n_iter=2,
+        tracking=False,
+        random_state=0,
+    )
     with pytest.raises(Exception, match="this loss network expects 5"):
         few.fit(X[:400], y[:400])  # every trial failed, each with the reason
     nan_net = LossNetwork(10)
     with torch.no_grad():
         nan_net.net[0].weight.fill_(math.nan)
-    bad = BilevelClassifier(mlp_learner(nan_net), "val_error", "es", n_iter=4, tracking=False, random_state=0,
-                            optimizer_params={"strategy": "mu_plus_lambda", "population_size": 2})
+    bad = BilevelClassifier(
+        mlp_learner(nan_net),
+        "val_error",
+        "es",
+        n_iter=4,
+        tracking=False,
+        random_state=0,
+        optimizer_params={"strategy": "mu_plus_lambda", "population_size": 2},
+    )
     with pytest.raises(Exception, match="all 4 trials failed"):
         bad.fit(X[:300], y[:300])
     assert all(s == "FAILED" for s in bad.history_["status"]) if hasattr(bad, "history_") else True
@@ -125,9 +147,16 @@ def test_ml3_hypergradient_agrees_across_independent_modes(digits):
     def outer(w, hp):
         return torch.nn.functional.cross_entropy(dt.outputs(w, Xv), yv)
 
-    grads = {m: hypergradient(dt.dynamics, outer, dt.z0, {"loss_net": dt.constants["loss_net"],
-                                                          **{k: v for k, v in dt.constants.items() if k != "loss_net"}},
-                              mode=m).grads["loss_net"] for m in ("reverse", "forward", "checkpoint")}
+    grads = {
+        m: hypergradient(
+            dt.dynamics,
+            outer,
+            dt.z0,
+            {"loss_net": dt.constants["loss_net"], **{k: v for k, v in dt.constants.items() if k != "loss_net"}},
+            mode=m,
+        ).grads["loss_net"]
+        for m in ("reverse", "forward", "checkpoint")
+    }
     assert float(grads["reverse"].abs().max()) > 0
     for m in ("forward", "checkpoint"):
         assert torch.allclose(grads[m], grads["reverse"], rtol=1e-3, atol=1e-6)
@@ -153,8 +182,17 @@ def test_ml3_keeps_the_state_best_on_held_out_tasks(digits):
     X, y = digits
     tasks = sample_tasks(X[:1000], y[:1000], 4, n_train=40, n_val=300, seed=0)
     held = sample_tasks(X[1000:], y[1000:], 2, n_train=40, n_val=300, seed=1)
-    net, res = train_loss_network_ml3(tasks, n_classes=10, outer_steps=6, outer_lr=3e-2, inner_steps=5,
-                                      tasks_per_step=2, truncate=3, held_out=held, eval_every=3)
+    net, res = train_loss_network_ml3(
+        tasks,
+        n_classes=10,
+        outer_steps=6,
+        outer_lr=3e-2,
+        inner_steps=5,
+        tasks_per_step=2,
+        truncate=3,
+        held_out=held,
+        eval_every=3,
+    )
     assert [s for s, _ in res.held_out] == [0, 3, 5]  # every 3 steps from the start, and the last step
     best_step, best_acc = max(res.held_out, key=lambda h: h[1])
     assert res.best_step == best_step

@@ -1,4 +1,5 @@
 """The learned optimizer (L2O-DM) and its flatness-aware regularizers."""
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,7 @@ def test_hutchinson_trace_is_unbiased_and_differentiable(spd):
     w = torch.randn(6, dtype=torch.float64, requires_grad=True)
     est = hessian_trace(quadratic(spd), w, samples=4000, generator=torch.Generator().manual_seed(1))
     assert float(est) == pytest.approx(float(torch.trace(spd)), rel=0.05)
-    f = lambda v: (v ** 4).sum()  # H = diag(12 v²): trace 12‖v‖², gradient 24 v  # noqa: E731
+    f = lambda v: (v**4).sum()  # H = diag(12 v²): trace 12‖v‖², gradient 24 v  # noqa: E731
     t = hessian_trace(f, w, samples=3)  # exact for a diagonal Hessian (v² = 1)
     (grad,) = torch.autograd.grad(t, w)
     assert torch.allclose(grad, 24 * w.detach())
@@ -88,8 +89,17 @@ def test_meta_training_makes_a_better_optimizer_and_rejects_divergence():
 
     net = LSTMOptimizer(seed=0)
     before, _ = train_optimizee(LearnedOptimizer(net), make(100), 60)
-    hist = meta_train_optimizer(net, make, meta_iters=25, unroll=10, horizon=60, meta_lr=3e-3,
-                                regularizer="eigenvalue", alpha=1e-3, reg_options={"iters": 2})
+    hist = meta_train_optimizer(
+        net,
+        make,
+        meta_iters=25,
+        unroll=10,
+        horizon=60,
+        meta_lr=3e-3,
+        regularizer="eigenvalue",
+        alpha=1e-3,
+        reg_options={"iters": 2},
+    )
     after, _ = train_optimizee(LearnedOptimizer(net), make(100), 60)
     test = make(100)
     assert test.accuracy(after, X[1200:], y[1200:]) > test.accuracy(before, X[1200:], y[1200:]) + 0.1
@@ -109,16 +119,34 @@ def test_meta_training_makes_a_better_optimizer_and_rejects_divergence():
 def test_a_learned_optimizer_trains_any_torch_learner():
     X, y = load_digits(return_X_y=True)
     net = LSTMOptimizer(seed=0)
-    meta_train_optimizer(net, lambda s: MLPOptimizee(X[:1200] / 16.0, y[:1200], hidden=(20,), batch_size=64, seed=s),
-                         meta_iters=25, unroll=10, horizon=60, meta_lr=3e-3)
-    est = BilevelClassifier(MLPLearner(optimizer=net, epochs=10, hidden_units=20, activation="tanh"),
-                            "val_error", "random",
-                            search_space={"weight_decay": (1e-6, 1e-3, "log")}, n_iter=2, tracking=False,
-                            random_state=0).fit(X[:500], y[:500])
+    meta_train_optimizer(
+        net,
+        lambda s: MLPOptimizee(X[:1200] / 16.0, y[:1200], hidden=(20,), batch_size=64, seed=s),
+        meta_iters=25,
+        unroll=10,
+        horizon=60,
+        meta_lr=3e-3,
+    )
+    est = BilevelClassifier(
+        MLPLearner(optimizer=net, epochs=10, hidden_units=20, activation="tanh"),
+        "val_error",
+        "random",
+        search_space={"weight_decay": (1e-6, 1e-3, "log")},
+        n_iter=2,
+        tracking=False,
+        random_state=0,
+    ).fit(X[:500], y[:500])
     assert est.score(X[500:800], y[500:800]) > 0.5
     diverging = MLPLearner(optimizer=LSTMOptimizer(seed=0, output_scale=1e38), epochs=2, hidden_units=8)
-    est = BilevelClassifier(diverging, "val_error", "random", search_space={"weight_decay": (1e-6, 1e-3, "log")},
-                            n_iter=2, tracking=False, random_state=0)
+    est = BilevelClassifier(
+        diverging,
+        "val_error",
+        "random",
+        search_space={"weight_decay": (1e-6, 1e-3, "log")},
+        n_iter=2,
+        tracking=False,
+        random_state=0,
+    )
     with pytest.raises(Exception, match="all 2 trials failed"):
         est.fit(X[:300], y[:300])
 

@@ -1,9 +1,9 @@
 """Meta-learning: episodes, class splits, ProtoNet / RelationNet / hyper-representation, L2G, the meta-estimator."""
+
 from __future__ import annotations
 
 import pickle
 
-import mlflow
 import numpy as np
 import pytest
 import torch
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 
+import mlflow
 from automl_bilevel import get_registry
 from automl_bilevel.meta import (
     EpisodeError,
@@ -44,8 +45,8 @@ def test_episodes_have_the_requested_shape_and_disjoint_support_and_query(digits
         flat_q = {tuple(r) for r in ep.query_x.reshape(20, -1).numpy().round(6)}
         assert not flat_s & flat_q
         # support labels map to the episode's classes
-        for img, lab in zip(ep.support_x, ep.support_y):
-            matches = np.flatnonzero((np.abs(X - img[0].numpy()).reshape(len(X), -1).max(1) < 1e-6))
+        for img, lab in zip(ep.support_x, ep.support_y, strict=True):
+            matches = np.flatnonzero(np.abs(X - img[0].numpy()).reshape(len(X), -1).max(1) < 1e-6)
             assert ep.classes[int(lab)] in set(y[matches])
     other = s.sample(exclude=ep.classes)
     assert not set(other.classes) & set(ep.classes)
@@ -64,16 +65,19 @@ def test_class_split_happens_before_rotation(digits):
     assert np.allclose(xs[n + i, 0], np.rot90(X[np.isin(y, train_c)][i], 1))  # 90° copy
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda X, y: EpisodeSampler(X, y, 11, 1, 1), "at least 11 classes"),
-    (lambda X, y: EpisodeSampler(X, y, 5, 0, 1), "k_shot must be >= 1"),
-    (lambda X, y: EpisodeSampler(X[:60], y[:60], 5, 5, 5), "fewer than K \\+ Q = 10"),
-    (lambda X, y: EpisodeSampler([X[0], X[1][:7]], [0, 1], 2, 1, 1), "inconsistent shape"),
-    (lambda X, y: as_images(X.reshape(len(X), -1)), "image_shape"),
-    (lambda X, y: as_images(X.reshape(len(X), -1), image_shape=(7, 7)), "flat rows of 49"),
-    (lambda X, y: class_split(y, (8, 4)), "12 classes"),
-    (lambda X, y: rotate_classes(X[:, None], y, rotations=(0, 45)), "multiples of 90"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda X, y: EpisodeSampler(X, y, 11, 1, 1), "at least 11 classes"),
+        (lambda X, y: EpisodeSampler(X, y, 5, 0, 1), "k_shot must be >= 1"),
+        (lambda X, y: EpisodeSampler(X[:60], y[:60], 5, 5, 5), "fewer than K \\+ Q = 10"),
+        (lambda X, y: EpisodeSampler([X[0], X[1][:7]], [0, 1], 2, 1, 1), "inconsistent shape"),
+        (lambda X, y: as_images(X.reshape(len(X), -1)), "image_shape"),
+        (lambda X, y: as_images(X.reshape(len(X), -1), image_shape=(7, 7)), "flat rows of 49"),
+        (lambda X, y: class_split(y, (8, 4)), "12 classes"),
+        (lambda X, y: rotate_classes(X[:, None], y, rotations=(0, 45)), "multiples of 90"),
+    ],
+)
 def test_bad_task_data_is_refused_clearly(digits, make, match):
     with pytest.raises(EpisodeError, match=match):
         make(*digits)
@@ -114,7 +118,7 @@ def test_hyper_representation_hypergradient_matches_autograd_through_the_inner_s
     loss = F.cross_entropy(model(sx, sy, qx, 3), qy)
     want = torch.autograd.grad(loss, list(model.parameters()))
     assert ml.value == pytest.approx(float(loss), rel=1e-10)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert torch.allclose(g, w, atol=1e-9, rtol=1e-7)
     # and the inner learning rate's hypergradient against a central finite difference
     eps, lr0 = 1e-5, model.log_lr.data.clone()
@@ -124,7 +128,8 @@ def test_hyper_representation_hypergradient_matches_autograd_through_the_inner_s
         vals.append(float(F.cross_entropy(model(sx, sy, qx, 3), qy)))
     model.log_lr.data = lr0
     assert float(got[[n for n, _ in model.named_parameters()].index("log_lr")]) == pytest.approx(
-        (vals[0] - vals[1]) / (2 * eps), rel=1e-5)
+        (vals[0] - vals[1]) / (2 * eps), rel=1e-5
+    )
 
 
 def test_l2g_gradient_matches_finite_differences():
@@ -139,15 +144,15 @@ def test_l2g_gradient_matches_finite_differences():
     params = [p for p in model.parameters()]
     grads = torch.autograd.grad(loss, params)
     direction = [torch.randn_like(p) for p in params]
-    analytic = sum(float((g * d).sum()) for g, d in zip(grads, direction))
+    analytic = sum(float((g * d).sum()) for g, d in zip(grads, direction, strict=True))
     eps, vals = 1e-6, []
     for sign in (1, -1):
         with torch.no_grad():
-            for p, d in zip(params, direction):
+            for p, d in zip(params, direction, strict=True):
                 p.add_(sign * eps * d)
         vals.append(float(l2g_loss(model, a, b, inner_lr=0.5)[0]))
         with torch.no_grad():
-            for p, d in zip(params, direction):
+            for p, d in zip(params, direction, strict=True):
                 p.sub_(sign * eps * d)
     assert analytic == pytest.approx((vals[0] - vals[1]) / (2 * eps), rel=1e-5)
     # the unseen-class term really is differentiated through the inner step
@@ -174,14 +179,28 @@ def split_digits(digits):
     return (X[~test], y[~test]), (X[test], y[test])
 
 
-@pytest.mark.parametrize("method,l2g,floor", [("protonet", False, 0.5), ("protonet", True, 0.5),
-                                              ("relationnet", False, 0.38), ("hyperrep", False, 0.5)])
+@pytest.mark.parametrize(
+    "method,l2g,floor",
+    [("protonet", False, 0.5), ("protonet", True, 0.5), ("relationnet", False, 0.38), ("hyperrep", False, 0.5)],
+)
 def test_meta_training_learns_unseen_classes(digits, method, l2g, floor):
     (Xtr, ytr), (Xte, yte) = split_digits(digits)
     params = {"width": 32, "depth": 2} | ({"inner_steps": 5} if method == "hyperrep" else {})
-    est = MetaLearnerClassifier(method, method_params=params, l2g=l2g, n_way=3, k_shot=1, q_queries=5,
-                                meta_iters=60, val_fraction=0.3, rotations=True, val_every=20, val_episodes=20, tracking=False,
-                                random_state=0).fit(Xtr, ytr)
+    est = MetaLearnerClassifier(
+        method,
+        method_params=params,
+        l2g=l2g,
+        n_way=3,
+        k_shot=1,
+        q_queries=5,
+        meta_iters=60,
+        val_fraction=0.3,
+        rotations=True,
+        val_every=20,
+        val_episodes=20,
+        tracking=False,
+        random_state=0,
+    ).fit(Xtr, ytr)
     res = est.evaluate(Xte, yte, n_episodes=100, random_state=0)
     assert res["accuracy"] - res["ci95"] > floor  # chance is 1/3 on 3 never-seen classes
     assert est.n_iter_ == 60 and est.best_iteration_ in (19, 39, 59)
@@ -189,9 +208,18 @@ def test_meta_training_learns_unseen_classes(digits, method, l2g, floor):
 
 def test_adapt_gives_a_classifier_for_new_classes(digits):
     (Xtr, ytr), (Xte, yte) = split_digits(digits)
-    est = MetaLearnerClassifier("protonet", method_params={"width": 16, "depth": 2}, n_way=3, meta_iters=20,
-                                val_fraction=0.3, rotations=True, val_every=10, val_episodes=5, tracking=False,
-                                random_state=0).fit(Xtr, ytr)
+    est = MetaLearnerClassifier(
+        "protonet",
+        method_params={"width": 16, "depth": 2},
+        n_way=3,
+        meta_iters=20,
+        val_fraction=0.3,
+        rotations=True,
+        val_every=10,
+        val_episodes=5,
+        tracking=False,
+        random_state=0,
+    ).fit(Xtr, ytr)
     names = np.array(["seven", "eight", "nine"])[yte - 7]
     support = np.concatenate([np.flatnonzero(names == c)[:5] for c in ("seven", "eight", "nine")])
     clf = est.adapt(Xte[support], names[support], n_way=3)
@@ -212,9 +240,19 @@ def test_adapt_gives_a_classifier_for_new_classes(digits):
 def test_meta_training_is_tracked_in_mlflow(digits, tracking):
     (Xtr, ytr), _ = split_digits(digits)
     uri, exp = tracking
-    est = MetaLearnerClassifier("protonet", method_params={"width": 8, "depth": 1}, n_way=3, meta_iters=12,
-                                val_fraction=0.3, rotations=True, val_every=4, val_episodes=4, tracking_uri=uri,
-                                experiment_name=exp, random_state=0).fit(Xtr, ytr)
+    est = MetaLearnerClassifier(
+        "protonet",
+        method_params={"width": 8, "depth": 1},
+        n_way=3,
+        meta_iters=12,
+        val_fraction=0.3,
+        rotations=True,
+        val_every=4,
+        val_episodes=4,
+        tracking_uri=uri,
+        experiment_name=exp,
+        random_state=0,
+    ).fit(Xtr, ytr)
     client = mlflow.MlflowClient(uri)
     hist = client.get_metric_history(est.mlflow_run_id_, "meta_val_accuracy")
     assert [m.step for m in hist] == [3, 7, 11]
@@ -231,8 +269,9 @@ def test_meta_estimator_refuses_bad_input(digits):
     with pytest.raises(EpisodeError, match="meta-validation classes"):
         MetaLearnerClassifier(n_way=5, val_fraction=0.2, method_params=SMALL, tracking=False).fit(X, y)  # 2 classes
     with pytest.raises(EpisodeError, match="fewer than K \\+ Q"):
-        MetaLearnerClassifier(n_way=3, k_shot=5, q_queries=15, val_fraction=0.0, method_params=SMALL,
-                              tracking=False).fit(X[:100], y[:100])
+        MetaLearnerClassifier(
+            n_way=3, k_shot=5, q_queries=15, val_fraction=0.0, method_params=SMALL, tracking=False
+        ).fit(X[:100], y[:100])
     with pytest.raises(ValueError, match="depth <= 3"):
         MetaLearnerClassifier(n_way=3, val_fraction=0.0, tracking=False).fit(X, y)  # 4 pooling blocks on 8x8
     with pytest.raises(ValueError, match="n_way"):
@@ -261,12 +300,20 @@ def test_meta_learners_are_plugins(fake_dist):
     assert isinstance(model, MetaLearner) and registered.origin.package == "tiny-meta"
 
 
-
 def test_meta_training_continues_exactly_from_its_checkpoint(digits, tmp_path):
     # 30 steps, then the same checkpoint with meta_iters=60: the same 60 values as one uninterrupted fit
     (Xtr, ytr), (Xte, yte) = split_digits(digits)
-    kw = dict(method_params={"width": 8, "depth": 2}, n_way=3, q_queries=5, val_fraction=0.3, rotations=True,
-              val_every=10, val_episodes=5, tracking=False, random_state=0)
+    kw = dict(
+        method_params={"width": 8, "depth": 2},
+        n_way=3,
+        q_queries=5,
+        val_fraction=0.3,
+        rotations=True,
+        val_every=10,
+        val_episodes=5,
+        tracking=False,
+        random_state=0,
+    )
     ckpt = str(tmp_path / "meta.jsonl")
     first = MetaLearnerClassifier("protonet", meta_iters=30, checkpoint=ckpt, **kw).fit(Xtr, ytr)
     assert first.n_iter_ == 30
@@ -275,8 +322,10 @@ def test_meta_training_continues_exactly_from_its_checkpoint(digits, tmp_path):
     assert resumed.n_iter_ == 60
     np.testing.assert_allclose(resumed.history_["value"], whole.history_["value"], rtol=1e-5, atol=1e-6)
     assert resumed.best_iteration_ == whole.best_iteration_
-    a, b = resumed.evaluate(Xte, yte, n_episodes=20, random_state=1), whole.evaluate(Xte, yte, n_episodes=20,
-                                                                                        random_state=1)
+    a, b = (
+        resumed.evaluate(Xte, yte, n_episodes=20, random_state=1),
+        whole.evaluate(Xte, yte, n_episodes=20, random_state=1),
+    )
     assert a["accuracy"] == pytest.approx(b["accuracy"])
     with pytest.raises(ValueError, match="different search"):
         MetaLearnerClassifier("relationnet", meta_iters=60, checkpoint=ckpt, **kw).fit(Xtr, ytr)
@@ -284,9 +333,19 @@ def test_meta_training_continues_exactly_from_its_checkpoint(digits, tmp_path):
 
 def test_the_kept_model_is_the_best_on_meta_validation_and_history_has_a_value_column(digits):
     (Xtr, ytr), _ = split_digits(digits)
-    est = MetaLearnerClassifier("protonet", method_params={"width": 8, "depth": 2}, n_way=3, q_queries=5,
-                                meta_iters=30, val_fraction=0.3, rotations=True, val_every=10, val_episodes=5,
-                                tracking=False, random_state=0).fit(Xtr, ytr)
+    est = MetaLearnerClassifier(
+        "protonet",
+        method_params={"width": 8, "depth": 2},
+        n_way=3,
+        q_queries=5,
+        meta_iters=30,
+        val_fraction=0.3,
+        rotations=True,
+        val_every=10,
+        val_episodes=5,
+        tracking=False,
+        random_state=0,
+    ).fit(Xtr, ytr)
     vals = [(a, i) for i, a in enumerate(est.history_["meta_val_accuracy"]) if a is not None]
     assert [i for _, i in vals] == [9, 19, 29]
     assert est.best_val_accuracy_ == max(a for a, _ in vals)
@@ -306,9 +365,19 @@ def test_a_black_box_optimizer_tunes_meta_training_settings_as_an_ordinary_searc
 
     (Xtr, ytr), _ = split_digits(digits)
     uri, exp = tracking
-    kw = dict(search_space={"meta_lr": (1e-4, 1e-1, "log"), "width": [4, 8]}, method="protonet", n_way=3,
-              q_queries=5, rotations=True, meta_iters=5, n_episodes=10, method_params={"depth": 2},
-              tracking_uri=uri, experiment_name=exp, checkpoint=str(tmp_path / "tune.jsonl"))
+    kw = dict(
+        search_space={"meta_lr": (1e-4, 1e-1, "log"), "width": [4, 8]},
+        method="protonet",
+        n_way=3,
+        q_queries=5,
+        rotations=True,
+        meta_iters=5,
+        n_episodes=10,
+        method_params={"depth": 2},
+        tracking_uri=uri,
+        experiment_name=exp,
+        checkpoint=str(tmp_path / "tune.jsonl"),
+    )
     best, first = tune_meta_learner(Xtr, ytr, n_iter=2, **kw)
     best, res = tune_meta_learner(Xtr, ytr, n_iter=4, **kw)
     assert len(res.trials) == 4 and all(t.ok for t in res.trials)
@@ -324,9 +393,17 @@ def test_device_is_resolved_before_any_work(digits):
     import torch
 
     (Xtr, ytr), (Xte, yte) = split_digits(digits)
-    est = MetaLearnerClassifier("protonet", method_params={"width": 8, "depth": 2}, n_way=3, q_queries=5,
-                                meta_iters=3, val_fraction=0.0, device="auto", tracking=False,
-                                random_state=0).fit(Xtr, ytr)
+    est = MetaLearnerClassifier(
+        "protonet",
+        method_params={"width": 8, "depth": 2},
+        n_way=3,
+        q_queries=5,
+        meta_iters=3,
+        val_fraction=0.0,
+        device="auto",
+        tracking=False,
+        random_state=0,
+    ).fit(Xtr, ytr)
     assert next(est.model_.parameters()).device == torch.device("cpu")  # the fitted model comes back on the CPU
     assert 0 <= est.evaluate(Xte, yte, n_episodes=5)["accuracy"] <= 1
     if not torch.cuda.is_available():

@@ -1,14 +1,15 @@
 """The one engine: every outer method runs through the one search loop, resumable and tracked."""
+
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+import mlflow
 from automl_bilevel import BilevelClassifier
 from automl_bilevel.checkpoint import Checkpoint
 from automl_bilevel.learned import LSTMOptimizer, MLPOptimizee, meta_train_optimizer
@@ -23,16 +24,25 @@ def test_the_host_never_imports_a_plugin_by_module_name():
     offenders = []
     for path in HOST.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{path.relative_to(HOST.parent)}:{node.lineno}: {n}" for n in names
-                          if n.split(".")[0] == "automl_bilevel_plugins"]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(HOST.parent)}:{node.lineno}: {n}"
+                for n in names
+                if n.split(".")[0] == "automl_bilevel_plugins"
+            ]
     assert not offenders, offenders
 
 
 def test_keyboard_interrupt_is_caught_in_the_loop_only():
-    places = [f"{p.relative_to(HOST.parent)}" for p in HOST.rglob("*.py")
-              if "except KeyboardInterrupt" in p.read_text()]
+    places = [
+        f"{p.relative_to(HOST.parent)}" for p in HOST.rglob("*.py") if "except KeyboardInterrupt" in p.read_text()
+    ]
     assert set(places) <= {"automl_bilevel/engine.py", "automl_bilevel/cli.py", "automl_bilevel/experiment.py"}
     assert "automl_bilevel/engine.py" in places
 
@@ -78,7 +88,7 @@ def test_l2o_meta_training_continues_exactly_from_its_checkpoint(digits, tmp_pat
     whole = meta_train_optimizer(whole_net, make, meta_iters=7, **kw)
     assert len(resumed["trials"]) == 7
     np.testing.assert_allclose(resumed["meta_loss"], whole["meta_loss"], rtol=1e-5)
-    for a, b in zip(net.parameters(), whole_net.parameters()):
+    for a, b in zip(net.parameters(), whole_net.parameters(), strict=True):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-7)
 
 
@@ -89,13 +99,28 @@ def test_one_loss_network_trained_by_es_on_dask_and_by_hypergradients_through_on
     uri, experiment = tracking
     X, y = digits
     X, y = X[:400], y[:400]
-    learner = MLPLearner(hidden_units=32, n_layers=1, optimizer="sgd", lr=0.1, weight_decay=0.0, epochs=5,
-                         batch_size=4096, loss=LossNetwork(10, seed=0))
+    learner = MLPLearner(
+        hidden_units=32,
+        n_layers=1,
+        optimizer="sgd",
+        lr=0.1,
+        weight_decay=0.0,
+        epochs=5,
+        batch_size=4096,
+        loss=LossNetwork(10, seed=0),
+    )
     kw = dict(search_space={}, random_state=0, tracking_uri=uri, experiment_name=experiment)
-    es = BilevelClassifier(learner, "val_loss", "es", n_iter=8, n_workers=2,
-                           optimizer_params={"population_size": 4, "sigma0": 0.003}, **kw).fit(X, y)
-    hg = BilevelClassifier(learner, "val_loss", "hypergradient", n_iter=4,
-                           optimizer_params={"tensor_hyperparameters": ["loss_net"], "outer_lr": 1e-3}, **kw).fit(X, y)
+    es = BilevelClassifier(
+        learner, "val_loss", "es", n_iter=8, n_workers=2, optimizer_params={"population_size": 4, "sigma0": 0.003}, **kw
+    ).fit(X, y)
+    hg = BilevelClassifier(
+        learner,
+        "val_loss",
+        "hypergradient",
+        n_iter=4,
+        optimizer_params={"tensor_hyperparameters": ["loss_net"], "outer_lr": 1e-3},
+        **kw,
+    ).fit(X, y)
     n = LossNetwork(10, seed=0).flat().numel()
     assert es.best_params_["loss_net"].shape == (n,) and hg.best_params_["loss_net"].shape == (n,)
     assert not np.allclose(hg.best_params_["loss_net"], LossNetwork(10, seed=0).flat().numpy())

@@ -1,4 +1,5 @@
 """Parallel evaluation on Dask distributed, and resuming an interrupted search from its checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from sklearn.datasets import load_breast_cancer
 from automl_bilevel import BilevelClassifier, Proposal, run_search
 from automl_bilevel.components import InnerLearner, OuterOptimizer
 from automl_bilevel.journal import JournalMismatchError
-from automl_bilevel.parallel import DaskExecutor, make_executor, SequentialExecutor
+from automl_bilevel.parallel import DaskExecutor, SequentialExecutor, make_executor
 from automl_bilevel.testing import quadratic_problem
 
 SPACE = {"x": (0.0, 1.0), "y": (0.0, 1.0)}
@@ -131,11 +132,21 @@ def test_evaluations_cancelled_with_lost_data_are_resubmitted(cluster):
     assert all(o.evaluation is not None for _, o in got)
 
 
-@pytest.mark.parametrize("optimizer,params", [("es", {"strategy": "mu_plus_lambda", "population_size": 4}),
-                                              ("smac", {"n_initial": 2}), ("random", {})])
+@pytest.mark.parametrize(
+    "optimizer,params",
+    [("es", {"strategy": "mu_plus_lambda", "population_size": 4}), ("smac", {"n_initial": 2}), ("random", {})],
+)
 def test_parallel_optimizers_through_the_estimator(cluster, cancer, optimizer, params):
-    est = BilevelClassifier("sklearn", "val_error", optimizer, optimizer_params=params, n_iter=8,
-                            dask_address=cluster.scheduler_address, tracking=False, random_state=0).fit(*cancer)
+    est = BilevelClassifier(
+        "sklearn",
+        "val_error",
+        optimizer,
+        optimizer_params=params,
+        n_iter=8,
+        dask_address=cluster.scheduler_address,
+        tracking=False,
+        random_state=0,
+    ).fit(*cancer)
     assert est.n_trials_ == 8 and all(s == "COMPLETE" for s in est.history_["status"])
     assert len({repr(sorted(p.items())) for p in est.history_["params"]}) >= 6
 
@@ -156,8 +167,9 @@ def test_make_executor_is_sequential_by_default():
 
 @pytest.mark.slow
 def test_a_local_cluster_of_its_own_is_started_and_closed(cancer):
-    est = BilevelClassifier("sklearn", "val_error", "random", n_iter=4, n_workers=2, tracking=False,
-                            random_state=0).fit(*cancer)
+    est = BilevelClassifier(
+        "sklearn", "val_error", "random", n_iter=4, n_workers=2, tracking=False, random_state=0
+    ).fit(*cancer)
     assert est.n_trials_ == 4
 
 
@@ -197,8 +209,16 @@ def test_an_interrupted_search_continues_from_its_checkpoint(tmp_path, cancer, o
 
     def make(at):
         Interrupting.calls = 0
-        return BilevelClassifier(Interrupting(at), objective_value(), optimizer, search_space=SPACE, n_iter=8,
-                                 optimizer_params=params, checkpoint=str(path), tracking=False)
+        return BilevelClassifier(
+            Interrupting(at),
+            objective_value(),
+            optimizer,
+            search_space=SPACE,
+            n_iter=8,
+            optimizer_params=params,
+            checkpoint=str(path),
+            tracking=False,
+        )
 
     with pytest.raises(KeyboardInterrupt), pytest.warns(RuntimeWarning, match="interrupted after 3"):
         make(at=4).fit(*cancer)
@@ -218,22 +238,26 @@ def test_a_checkpoint_of_another_search_is_refused_without_prompting(tmp_path, c
     with pytest.raises(JournalMismatchError, match="optimizer"):
         BilevelClassifier("sklearn", "val_error", "es", n_iter=3, checkpoint=path, tracking=False).fit(*cancer)
     with pytest.raises(JournalMismatchError, match="data"):
-        BilevelClassifier("sklearn", "val_error", "random", n_iter=3, checkpoint=path,
-                          tracking=False).fit(cancer[0][:150], cancer[1][:150])
+        BilevelClassifier("sklearn", "val_error", "random", n_iter=3, checkpoint=path, tracking=False).fit(
+            cancer[0][:150], cancer[1][:150]
+        )
     (tmp_path / "other.jsonl").write_text("not json\n")
     with pytest.raises(JournalMismatchError, match="not an automl_bilevel checkpoint"):
-        BilevelClassifier("sklearn", "val_error", "random", checkpoint=tmp_path / "other.jsonl",
-                          tracking=False).fit(*cancer)
+        BilevelClassifier("sklearn", "val_error", "random", checkpoint=tmp_path / "other.jsonl", tracking=False).fit(
+            *cancer
+        )
 
 
 def test_a_record_cut_short_by_a_crash_is_ignored(tmp_path, cancer):
     path = tmp_path / "search.jsonl"
-    BilevelClassifier("sklearn", "val_error", "random", n_iter=3, checkpoint=path, tracking=False,
-                      random_state=0).fit(*cancer)
+    BilevelClassifier("sklearn", "val_error", "random", n_iter=3, checkpoint=path, tracking=False, random_state=0).fit(
+        *cancer
+    )
     with path.open("a") as fh:
         fh.write('{"config": {"C": 1.0}, "val')
-    est = BilevelClassifier("sklearn", "val_error", "random", n_iter=5, checkpoint=path, tracking=False,
-                            random_state=1).fit(*cancer)
+    est = BilevelClassifier(
+        "sklearn", "val_error", "random", n_iter=5, checkpoint=path, tracking=False, random_state=1
+    ).fit(*cancer)
     assert est.n_trials_ == 5
 
 
@@ -241,9 +265,18 @@ def test_child_runs_are_logged_by_the_driver_for_trials_run_on_workers(cluster, 
     import mlflow
 
     uri, exp = tracking
-    est = BilevelClassifier("sklearn", "val_error", "random", n_iter=4, dask_address=cluster.scheduler_address,
-                            tracking_uri=uri, experiment_name=exp, random_state=0).fit(*cancer)
+    est = BilevelClassifier(
+        "sklearn",
+        "val_error",
+        "random",
+        n_iter=4,
+        dask_address=cluster.scheduler_address,
+        tracking_uri=uri,
+        experiment_name=exp,
+        random_state=0,
+    ).fit(*cancer)
     client = mlflow.MlflowClient(uri)
-    children = client.search_runs([client.get_experiment_by_name(exp).experiment_id],
-                                  f"tags.mlflow.parentRunId = '{est.mlflow_run_id_}'")
+    children = client.search_runs(
+        [client.get_experiment_by_name(exp).experiment_id], f"tags.mlflow.parentRunId = '{est.mlflow_run_id_}'"
+    )
     assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}

@@ -1,5 +1,6 @@
 """Dask from plain scripts (no `if __name__ == "__main__":` guard, or piped to `python -`), no
 dashboard unless asked, and a scheduler address that cannot be reached found before any run."""
+
 from __future__ import annotations
 
 import os
@@ -9,11 +10,11 @@ import sys
 import time
 
 import pytest
-from mlflow import MlflowClient
 from sklearn.datasets import load_breast_cancer
 
 from automl_bilevel import BilevelClassifier
 from automl_bilevel.parallel import DaskExecutor
+from mlflow import MlflowClient
 
 SCRIPT = """
 from sklearn.datasets import load_breast_cancer
@@ -34,11 +35,13 @@ def test_n_workers_from_a_script_without_a_main_guard(tmp_path, how):
     if how == "file":
         path = tmp_path / "plain.py"
         path.write_text(SCRIPT)
-        proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=400, env=env,
-                              cwd=tmp_path)
+        proc = subprocess.run(
+            [sys.executable, str(path)], capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path
+        )
     else:
-        proc = subprocess.run([sys.executable, "-"], input=SCRIPT, capture_output=True, text=True, timeout=400,
-                              env=env, cwd=tmp_path)
+        proc = subprocess.run(
+            [sys.executable, "-"], input=SCRIPT, capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("TRIALS 4") == 1  # the fit ran once: the workers did not run the script again
 
@@ -60,15 +63,25 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("address, error, message", [
-    ("tcp://127.0.0.1:{port}", ConnectionError, "no Dask scheduler answers at"),
-    ("127.0.0.1:8786", ValueError, "must look like 'tcp://host:8786'"),
-    ("tcp://127.0.0.1:notaport", ValueError, "invalid port"),
-])
+@pytest.mark.parametrize(
+    "address, error, message",
+    [
+        ("tcp://127.0.0.1:{port}", ConnectionError, "no Dask scheduler answers at"),
+        ("127.0.0.1:8786", ValueError, "must look like 'tcp://host:8786'"),
+        ("tcp://127.0.0.1:notaport", ValueError, "invalid port"),
+    ],
+)
 def test_a_bad_dask_address_fails_fast_before_a_run_exists(tracking, address, error, message):
     uri, experiment = tracking
-    est = BilevelClassifier("sklearn", "val_error", "random", n_iter=2, dask_address=address.format(port=_closed_port()),
-                            tracking_uri=uri, experiment_name=experiment)
+    est = BilevelClassifier(
+        "sklearn",
+        "val_error",
+        "random",
+        n_iter=2,
+        dask_address=address.format(port=_closed_port()),
+        tracking_uri=uri,
+        experiment_name=experiment,
+    )
     t0 = time.perf_counter()
     with pytest.raises(error, match=message):
         est.fit(*load_breast_cancer(return_X_y=True))

@@ -1,4 +1,5 @@
 """The progress display: best so far, elapsed time and an estimate of the time left."""
+
 from __future__ import annotations
 
 import io
@@ -18,8 +19,17 @@ class Clock:
 
 
 def _context(n_iter=10, **params):
-    return RunContext(name="run-x", task="classification", learner="mlp", objective="val_loss", optimizer="random",
-                      params=params, plugins={}, search_space={}, n_iter=n_iter)
+    return RunContext(
+        name="run-x",
+        task="classification",
+        learner="mlp",
+        objective="val_loss",
+        optimizer="random",
+        params=params,
+        plugins={},
+        search_space={},
+        n_iter=n_iter,
+    )
 
 
 def _trial(i, value=0.5, status="COMPLETE"):
@@ -54,9 +64,10 @@ def test_time_left_is_capped_by_the_timeout():
     bar.handle(RunStarted(bar.context))
     clock.now += 20  # 100 trials would take 2000 s; the timeout leaves 40
     bar.handle(TrialFinished(_trial(0), _trial(0), 1, 100))
-    assert out.getvalue().splitlines() == ["run-x: 100 trials, at most 1m00s (learner mlp, optimizer random)",
-                                           "[------------------------------] 1/100 best val_loss=0.5 failed=0 "
-                                           "20s elapsed, ~40s left"]
+    assert out.getvalue().splitlines() == [
+        "run-x: 100 trials, at most 1m00s (learner mlp, optimizer random)",
+        "[------------------------------] 1/100 best val_loss=0.5 failed=0 20s elapsed, ~40s left",
+    ]
 
 
 def test_a_run_of_unknown_length_has_no_estimate():
@@ -65,8 +76,10 @@ def test_a_run_of_unknown_length_has_no_estimate():
     bar.handle(RunStarted(bar.context))
     clock.now += 7
     bar.handle(TrialFinished(_trial(0), None, 1, 0))
-    assert out.getvalue().splitlines() == ["run-x: trials until stopped (learner mlp, optimizer random)",
-                                           "1 trials best val_loss=n/a failed=0 7s elapsed"]
+    assert out.getvalue().splitlines() == [
+        "run-x: trials until stopped (learner mlp, optimizer random)",
+        "1 trials best val_loss=n/a failed=0 7s elapsed",
+    ]
 
 
 def test_a_terminal_gets_one_line_redrawn_in_place():
@@ -85,7 +98,8 @@ def test_a_terminal_gets_one_line_redrawn_in_place():
 
 def test_verbose_fit_shows_progress_with_time_left(capsys):
     BilevelClassifier("sklearn", "val_error", n_iter=3, tracking=False, verbose=1, random_state=0).fit(
-        *load_iris(return_X_y=True))
+        *load_iris(return_X_y=True)
+    )
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "BilevelClassifier-sklearn-random: 3 trials (learner sklearn, optimizer random)"
     assert err[1].startswith("[##########--------------------] 1/3 best val_error=") and err[1].endswith(" left")
@@ -108,8 +122,17 @@ def test_outer_loops_outside_a_fit_report_each_step_as_it_happens(capsys):
     tasks = sample_tasks(X[:1000], y[:1000], 2, n_train=40, n_val=200, seed=0)
     held = sample_tasks(X[1000:], y[1000:], 1, n_train=40, n_val=200, seed=1)
     with TrackedRun("ml3", n_iter=3, tracking=False, verbose=True) as run:
-        _, res = train_loss_network_ml3(tasks, n_classes=10, outer_steps=3, outer_lr=1e-2, inner_steps=5,
-                                        tasks_per_step=1, held_out=held, eval_every=2, run=run)
+        _, res = train_loss_network_ml3(
+            tasks,
+            n_classes=10,
+            outer_steps=3,
+            outer_lr=1e-2,
+            inner_steps=5,
+            tasks_per_step=1,
+            held_out=held,
+            eval_every=2,
+            run=run,
+        )
     assert [t.value for t in run.trials] == res.values
     assert [("held_out_accuracy" in t.metrics) for t in run.trials] == [True, False, True]  # step 0, 2 and the last
     err = capsys.readouterr().err
@@ -124,6 +147,5 @@ def test_outer_loops_outside_a_fit_report_each_step_as_it_happens(capsys):
     assert "l2o: 2 steps" in err and "2/2 best" in err and "finished after 2 steps" in err
 
     with TrackedRun("l2o-wild", n_iter=2, tracking=False) as run:  # a network that diverges: rejected steps
-        meta_train_optimizer(LSTMOptimizer(seed=0, output_scale=1e38), make, meta_iters=2, unroll=3, horizon=6,
-                             run=run)
+        meta_train_optimizer(LSTMOptimizer(seed=0, output_scale=1e38), make, meta_iters=2, unroll=3, horizon=6, run=run)
     assert [t.status for t in run.trials] == ["FAILED", "FAILED"] and all("diverged" in t.error for t in run.trials)

@@ -1,4 +1,5 @@
 """The thread policy and device resolution (automl_bilevel.runtime)."""
+
 from __future__ import annotations
 
 import pytest
@@ -76,17 +77,20 @@ def test_what_the_user_asks_for_wins(monkeypatch):
     assert choose_threads(concurrent=8, threads=1) == 1
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"threads": 0}, "threads must be an integer >= 1, got 0"),
-    ({"threads": -2}, "threads must be an integer >= 1"),
-    ({"threads": 1.5}, "threads must be an integer >= 1, got 1.5"),
-    ({"threads": True}, "threads must be an integer >= 1, got True"),
-    ({"threads": "four"}, "threads must be an integer >= 1, got 'four'"),
-    ({"concurrent": 0}, "concurrent must be an integer >= 1, got 0"),
-    ({"work": -1.0}, "work must be a number >= 0"),
-    ({"work": "big"}, "work must be a number >= 0"),
-    ({"work": float("nan")}, "work must be a number >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"threads": 0}, "threads must be an integer >= 1, got 0"),
+        ({"threads": -2}, "threads must be an integer >= 1"),
+        ({"threads": 1.5}, "threads must be an integer >= 1, got 1.5"),
+        ({"threads": True}, "threads must be an integer >= 1, got True"),
+        ({"threads": "four"}, "threads must be an integer >= 1, got 'four'"),
+        ({"concurrent": 0}, "concurrent must be an integer >= 1, got 0"),
+        ({"work": -1.0}, "work must be a number >= 0"),
+        ({"work": "big"}, "work must be a number >= 0"),
+        ({"work": float("nan")}, "work must be a number >= 0"),
+    ],
+)
 def test_bad_settings_are_refused_before_any_change(kwargs, match):
     with pytest.raises(ValueError, match=match):
         with thread_policy(**kwargs):
@@ -146,13 +150,15 @@ def test_the_estimator_search_and_refit_run_under_the_policy(monkeypatch):
     spy = ThreadSpy(TorchLearner.fit)
     monkeypatch.setattr(TorchLearner, "fit", lambda self, *a, **k: spy(self, *a, **k))
     X, y = load_iris(return_X_y=True)
-    BilevelClassifier(learner="logistic", optimizer="random", n_iter=2, random_state=0, tracking=False,
-                      learner_params={"epochs": 2}).fit(X, y)
+    BilevelClassifier(
+        learner="logistic", optimizer="random", n_iter=2, random_state=0, tracking=False, learner_params={"epochs": 2}
+    ).fit(X, y)
     assert spy.seen == [1, 1, 1]  # two trials and the refit
     assert torch.get_num_threads() == 2
 
 
 # -- devices ---------------------------------------------------------------------------------------
+
 
 def test_cpu_and_auto():
     assert resolve_device("cpu") == torch.device("cpu")
@@ -190,4 +196,3 @@ def test_a_missing_cuda_index_names_the_devices_there_are(monkeypatch):
 def test_malformed_devices_are_refused(device):
     with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda', 'cuda:N'"):
         resolve_device(device)
-

@@ -1,4 +1,5 @@
 """The contract checks of automl_bilevel.testing catch broken components and explain what broke."""
+
 from __future__ import annotations
 
 import logging
@@ -72,26 +73,38 @@ def test_a_good_learner_passes():
 
 
 def test_check_learner_catches_a_model_without_predict_proba():
-    with pytest.raises(AssertionError, match=r"_Labels that _NoProba.fit returned has no predict_proba, which "
-                                             r"the default objective val_loss needs.*missing_predict_proba"):
+    with pytest.raises(
+        AssertionError,
+        match=r"_Labels that _NoProba.fit returned has no predict_proba, which "
+        r"the default objective val_loss needs.*missing_predict_proba",
+    ):
         check_learner(_NoProba())
 
 
 def test_check_learner_catches_a_learner_that_ignores_its_config():
-    with pytest.raises(AssertionError, match=r"_IgnoresConfig seems to ignore its config: 5 configurations "
-                                             r"sampled from its space \(C\)"):
+    with pytest.raises(
+        AssertionError,
+        match=r"_IgnoresConfig seems to ignore its config: 5 configurations "
+        r"sampled from its space \(C\)",
+    ):
         check_learner(_IgnoresConfig())
 
 
 def test_check_learner_reports_a_none_model_clearly():
-    with pytest.raises(AssertionError, match=r"_ReturnsNone.fit returned None \(default configuration\); it must "
-                                             r"return the fitted model"):
+    with pytest.raises(
+        AssertionError,
+        match=r"_ReturnsNone.fit returned None \(default configuration\); it must "
+        r"return the fitted model",
+    ):
         check_learner(_ReturnsNone())
 
 
 def test_check_learner_catches_a_model_without_predict():
-    with pytest.raises(AssertionError, match=r"_ReturnsWeights.fit returned ndarray \(default configuration\), "
-                                             r"which has no predict\(X\)"):
+    with pytest.raises(
+        AssertionError,
+        match=r"_ReturnsWeights.fit returned ndarray \(default configuration\), "
+        r"which has no predict\(X\)",
+    ):
         check_learner(_ReturnsWeights())
 
 
@@ -150,4 +163,5 @@ def test_a_passing_check_optimizer_logs_nothing(caplog):
     res = run_search(quadratic_problem(3), RandomSearch(), n_iter=60, seed=3)
     failed = [t.number for t in res.trials if t.status == FAILED]
     assert failed and [r.getMessage() for r in caplog.records] == [
-        f"trial {n} failed: RuntimeError: deliberate failure for x > 0.95" for n in failed]
+        f"trial {n} failed: RuntimeError: deliberate failure for x > 0.95" for n in failed
+    ]

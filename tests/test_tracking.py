@@ -1,4 +1,5 @@
 """MLflow tracking against a real SQLite store (and, marked slow, a real `mlflow server`)."""
+
 from __future__ import annotations
 
 import os
@@ -7,15 +8,15 @@ import subprocess
 import sys
 import time
 
-import mlflow
 import mlflow.sklearn
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 
+import mlflow
 from automl_bilevel import BilevelClassifier
 from automl_bilevel_plugins.tracking.mlflow_tracking import TrackingError
+from mlflow import MlflowClient
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,13 @@ def test_env_variable_is_the_default_uri(iris, tracking, monkeypatch):
 
 def test_failed_trials_become_failed_child_runs(iris, tracking):
     uri, experiment = tracking
-    BilevelClassifier(search_space={"lr": [1e6, 0.05], "optimizer": ["sgd"]}, n_iter=3, random_state=0,
-                      tracking_uri=uri, experiment_name=experiment).fit(*iris)
+    BilevelClassifier(
+        search_space={"lr": [1e6, 0.05], "optimizer": ["sgd"]},
+        n_iter=3,
+        random_state=0,
+        tracking_uri=uri,
+        experiment_name=experiment,
+    ).fit(*iris)
     _, parents, children = runs_of(uri, experiment)
     statuses = sorted(c.info.status for c in children)
     assert statuses == ["FAILED", "FINISHED"]
@@ -95,10 +101,13 @@ def _closed_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("http://127.0.0.1:{port}", "unreachable"),
-    ("sqlite:////nonexistent-dir-xyz/mlflow.db", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("http://127.0.0.1:{port}", "unreachable"),
+        ("sqlite:////nonexistent-dir-xyz/mlflow.db", "does not exist"),
+    ],
+)
 def test_unreachable_store_fails_before_any_work(iris, uri, message, monkeypatch):
     import automl_bilevel.lifecycle as lifecycle
 
@@ -135,8 +144,9 @@ def test_ctrl_c_keeps_the_best_and_ends_the_run_killed(iris, tracking, monkeypat
 def test_a_failing_fit_ends_the_run_failed(iris, tracking):
     uri, experiment = tracking
     with pytest.raises(Exception, match="all 1 trials failed"):
-        BilevelClassifier(search_space={"lr": [1e6], "optimizer": ["sgd"]}, n_iter=1, tracking_uri=uri,
-                          experiment_name=experiment).fit(*iris)
+        BilevelClassifier(
+            search_space={"lr": [1e6], "optimizer": ["sgd"]}, n_iter=1, tracking_uri=uri, experiment_name=experiment
+        ).fit(*iris)
     _, parents, _ = runs_of(uri, experiment)
     assert parents[0].info.status == "FAILED" and "all 1 trials failed" in parents[0].data.tags["automl_bilevel.error"]
 
@@ -145,10 +155,26 @@ def test_a_failing_fit_ends_the_run_failed(iris, tracking):
 def test_against_a_real_mlflow_server(iris, tmp_path):
     port = _closed_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "art"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         import requests
@@ -179,8 +205,13 @@ def test_a_fit_inside_an_active_mlflow_run_nests_under_it(iris, tracking):
 
     mlflow.set_tracking_uri(uri)  # the same as MLFLOW_TRACKING_URI here
     with mlflow.start_run(experiment_id=MlflowClient(uri).create_experiment(experiment)) as outer:
-        scores = cross_val_score(BilevelClassifier("sklearn", "val_error", n_iter=2, random_state=0,
-                                                   tracking_uri=uri, experiment_name="elsewhere"), *iris, cv=2)
+        scores = cross_val_score(
+            BilevelClassifier(
+                "sklearn", "val_error", n_iter=2, random_state=0, tracking_uri=uri, experiment_name="elsewhere"
+            ),
+            *iris,
+            cv=2,
+        )
     assert len(scores) == 2
     client = MlflowClient(uri)
     runs = client.search_runs([outer.info.experiment_id], max_results=100)
@@ -193,8 +224,9 @@ def test_a_fit_inside_an_active_mlflow_run_nests_under_it(iris, tracking):
 
 def test_the_model_is_registrable(iris, tracking):
     uri, experiment = tracking
-    est = BilevelClassifier("sklearn", "val_error", n_iter=2, random_state=0, tracking_uri=uri,
-                            experiment_name=experiment).fit(*iris)
+    est = BilevelClassifier(
+        "sklearn", "val_error", n_iter=2, random_state=0, tracking_uri=uri, experiment_name=experiment
+    ).fit(*iris)
     mlflow.set_tracking_uri(uri)  # the same as MLFLOW_TRACKING_URI here
     version = mlflow.register_model(f"runs:/{est.mlflow_run_id_}/model", f"reg-{experiment}")
     loaded = mlflow.pyfunc.load_model(f"models:/reg-{experiment}/{version.version}")
@@ -204,23 +236,31 @@ def test_the_model_is_registrable(iris, tracking):
 def test_a_resumed_run_says_so_and_tags_the_replayed_trials(iris, tracking, tmp_path):
     uri, experiment = tracking
     ck = tmp_path / "ck.jsonl"
-    kw = dict(search_space={"C": (0.01, 100.0, "log")}, random_state=0, checkpoint=ck, tracking_uri=uri,
-              experiment_name=experiment)
+    kw = dict(
+        search_space={"C": (0.01, 100.0, "log")},
+        random_state=0,
+        checkpoint=ck,
+        tracking_uri=uri,
+        experiment_name=experiment,
+    )
     BilevelClassifier("sklearn", "val_error", n_iter=2, **kw).fit(*iris)
     est = BilevelClassifier("sklearn", "val_error", n_iter=3, **kw).fit(*iris)
     client = MlflowClient(uri)
     run = client.get_run(est.mlflow_run_id_)
     assert run.data.tags["automl_bilevel.resumed_trials"] == "2"
     kids = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    replayed = sorted(int(k.data.tags["automl_bilevel.trial"]) for k in kids if k.data.tags.get("automl_bilevel.replayed"))
+    replayed = sorted(
+        int(k.data.tags["automl_bilevel.trial"]) for k in kids if k.data.tags.get("automl_bilevel.replayed")
+    )
     assert replayed == [0, 1] and len(kids) == 3
 
 
 def test_the_spool_is_removed_once_everything_is_written(iris, tracking, tmp_path, monkeypatch):
     uri, experiment = tracking
     monkeypatch.setenv("AUTOML_BILEVEL_SPOOL_DIR", str(tmp_path / "spool"))
-    est = BilevelClassifier("sklearn", "val_error", n_iter=3, random_state=0, tracking_uri=uri,
-                            experiment_name=experiment).fit(*iris)
+    est = BilevelClassifier(
+        "sklearn", "val_error", n_iter=3, random_state=0, tracking_uri=uri, experiment_name=experiment
+    ).fit(*iris)
     assert est.run_info_["mlflow_spool"].startswith(str(tmp_path / "spool"))
     assert not any((tmp_path / "spool").iterdir())
 
@@ -233,11 +273,37 @@ def test_the_trace_plot_has_whole_trial_ticks_and_survives_an_outlier(tmp_path):
     fig = save_trace_plot(few, tmp_path / "a.png", steps=False, ylabel="val", title="t")
     ticks = fig.axes[0].get_xticks()
     assert all(float(t).is_integer() for t in ticks) and (tmp_path / "a.png").stat().st_size > 0
-    outlier = [Trial(i, {}, v) for i, v in enumerate([0.31, 0.30, 0.29, 0.32, 0.28, 0.3, 0.27, 0.26, 0.31, 0.29,
-                                                       0.3, 0.28, 0.27, 0.3, 0.29, 0.28, 0.3, 0.31, 0.29, 0.28,
-                                                       -0.5, 900.0])]
+    outlier = [
+        Trial(i, {}, v)
+        for i, v in enumerate(
+            [
+                0.31,
+                0.30,
+                0.29,
+                0.32,
+                0.28,
+                0.3,
+                0.27,
+                0.26,
+                0.31,
+                0.29,
+                0.3,
+                0.28,
+                0.27,
+                0.3,
+                0.29,
+                0.28,
+                0.3,
+                0.31,
+                0.29,
+                0.28,
+                -0.5,
+                900.0,
+            ]
+        )
+    ]
     ax = save_trace_plot(outlier, tmp_path / "b.png", steps=False, ylabel="val", title="t").axes[0]
     lo, hi = ax.get_ylim()
     assert ax.get_yscale() == "linear" and hi < 10  # the 900 does not flatten the rest
-    decades = [Trial(i, {}, 10.0 ** -i) for i in range(6)]
+    decades = [Trial(i, {}, 10.0**-i) for i in range(6)]
     assert save_trace_plot(decades, tmp_path / "c.png", steps=True, ylabel="v", title="t").axes[0].get_yscale() == "log"

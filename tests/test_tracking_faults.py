@@ -1,5 +1,6 @@
 """Tracking under faults: signals to a real `automl-bilevel run`, a spool written later by
 `automl-bilevel sync`, and (slow) a real `mlflow server` killed and restarted mid-run."""
+
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from mlflow import MlflowClient
 
 TRIAL_TAG = "automl_bilevel.trial"
@@ -65,8 +67,9 @@ def start_run(tmp_path: Path, n_iter: int = 5000, extra_env=None):
     exp.write_text(EXPERIMENT.format(n_iter=n_iter, checkpoint=ck, uri=uri))
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(extra_env or {})}
     env.pop("AUTOML_BILEVEL_SPOOL_DIR", None)
-    proc = subprocess.Popen(cli() + ["run", str(exp), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        cli() + ["run", str(exp), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     return proc, uri, ck
 
 
@@ -114,8 +117,13 @@ def test_a_second_ctrl_c_during_the_flush_leaves_consistent_records_and_sync_com
     numbers = [int(c.data.tags[TRIAL_TAG]) for c in children]
     assert len(numbers) == len(set(numbers)) and set(numbers) <= set(range(n))  # no trial twice
     assert all(c.info.status in ("FINISHED", "FAILED") for c in children)
-    sync = subprocess.run(cli() + ["sync", "--tracking-uri", uri], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    sync = subprocess.run(
+        cli() + ["sync", "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     assert sync.returncode == 0, sync.stderr[-3000:]
     parents, children = runs_of(uri, "signals")
     assert_each_trial_once(children, n)
@@ -138,11 +146,27 @@ class Server:
 
     def start(self, wait: bool = True) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
-             "--artifacts-destination", str(self.folder / "art"), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--backend-store-uri",
+                f"sqlite:///{self.folder}/server.db",
+                "--artifacts-destination",
+                str(self.folder / "art"),
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
         if wait:
             self.wait_up()
 
@@ -181,15 +205,21 @@ uri, n = sys.argv[1], int(sys.argv[2])
 with warnings.catch_warnings(record=True) as w:
     warnings.simplefilter("always")
     est = BilevelClassifier("sklearn", "val_error", n_iter=n, random_state=0, tracking_uri=uri,
-                            experiment_name="outage", search_space={"C": (0.01, 100.0, "log")}).fit(*load_iris(return_X_y=True))
+                            experiment_name="outage", search_space={"C": (0.01, 100.0, "log")})
+    est.fit(*load_iris(return_X_y=True))
 print("TRIALS", est.n_trials_)
 print("WARN", " | ".join(str(x.message) for x in w if "kept in" in str(x.message)))
 """
 
 
 def _fit_process(uri: str, n: int, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", FIT, uri, str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **env})
+    return subprocess.Popen(
+        [sys.executable, "-c", FIT, uri, str(n)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **env},
+    )
 
 
 @pytest.mark.slow
@@ -230,8 +260,13 @@ def test_store_down_at_the_end_keeps_a_spool_that_sync_writes_once(server, tmp_p
     folders = list(spool.iterdir())
     assert len(folders) == 1
     server.start()
-    sync = subprocess.run(cli() + ["sync", str(folders[0])], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    sync = subprocess.run(
+        cli() + ["sync", str(folders[0])],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     assert sync.returncode == 0, sync.stderr[-3000:]
     assert "synced" in sync.stdout
     parents, children = runs_of(server.uri, "outage")
@@ -255,8 +290,13 @@ def test_a_killed_run_with_a_writer_thread_leaves_a_spool_that_sync_writes_exact
     assert len(spools) == 1
     parents, children = runs_of(uri, "signals")
     assert parents[0].info.status == "RUNNING" and len(children) <= n  # what a kill leaves
-    sync = subprocess.run(cli() + ["sync", str(spools[0])], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    sync = subprocess.run(
+        cli() + ["sync", str(spools[0])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     assert sync.returncode == 0, sync.stderr[-3000:]
     check_killed_run_complete(uri, n)
     assert not spools[0].exists()
@@ -280,4 +320,7 @@ def check_killed_run_complete(uri: str, n: int) -> None:
     # the checkpoint is written just before the spool: a kill between the two leaves one trial out
     assert len(children) in (n - 1, n)
     assert_each_trial_once(children, len(children))
-    assert parents[0].info.status == "KILLED" and "ended before the run did" in parents[0].data.tags["automl_bilevel.error"]
+    assert (
+        parents[0].info.status == "KILLED"
+        and "ended before the run did" in parents[0].data.tags["automl_bilevel.error"]
+    )

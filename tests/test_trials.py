@@ -1,4 +1,5 @@
 """Trial records and the history table (``history_``): one column per hyperparameter, as Optuna's."""
+
 from __future__ import annotations
 
 import math
@@ -23,15 +24,24 @@ def test_history_has_one_params_column_per_hyperparameter():
     assert h["best_value"] == [0.3, 0.3, 0.2] and h["status"] == [COMPLETE, FAILED, COMPLETE]
     assert h["budget"] == [None, None, 0.5] and h["params"][1] == {"kernel": "linear", "C": 10.0}
     assert list(h)[-3:] == ["params_kernel", "params_C", "params_gamma"]  # in order of first appearance
-    assert history_table([]) == {k: [] for k in
-                                 ("number", "value", "best_value", "status", "duration", "budget", "params", "error")}
+    assert history_table([]) == {
+        k: [] for k in ("number", "value", "best_value", "status", "duration", "budget", "params", "error")
+    }
 
 
 def test_history_is_a_data_frame_like_optunas_trials_dataframe():
-    est = BilevelClassifier("sklearn", "val_error", n_iter=4, tracking=False, random_state=0,
-                            search_space={"C": (0.01, 100.0, "log"), "fit_intercept": [True, False]})
+    est = BilevelClassifier(
+        "sklearn",
+        "val_error",
+        n_iter=4,
+        tracking=False,
+        random_state=0,
+        search_space={"C": (0.01, 100.0, "log"), "fit_intercept": [True, False]},
+    )
     df = pd.DataFrame(est.fit(*load_iris(return_X_y=True)).history_)
     assert len(df) == 4 and {"number", "value", "params_C", "params_fit_intercept"} <= set(df.columns)
     assert df["params_C"].between(0.01, 100.0).all()
     best = df.loc[df["value"].idxmin()]
-    assert best["params_C"] == est.best_params_["C"] and best["params_fit_intercept"] == est.best_params_["fit_intercept"]
+    assert (
+        best["params_C"] == est.best_params_["C"] and best["params_fit_intercept"] == est.best_params_["fit_intercept"]
+    )

@@ -12,6 +12,7 @@ and directly for networks as outer variables (a flattened parameter vector).
 - :class:`OpenAIES`: antithetic natural-gradient ES with centred ranks and Adam (Salimans et al.
   2017), for high-dimensional vectors such as network weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,9 @@ def _finite_or_worst(fitness: np.ndarray) -> np.ndarray:
 class Strategy(ABC):
     """An ES over R^d, optionally clipped to a box ``bounds=(low, high)``."""
 
-    def __init__(self, x0: np.ndarray, *, population_size: int, bounds: tuple[float, float] | None = None,
-                 seed: int = 0):
+    def __init__(
+        self, x0: np.ndarray, *, population_size: int, bounds: tuple[float, float] | None = None, seed: int = 0
+    ):
         x0 = np.asarray(x0, dtype=np.float64).ravel()
         if x0.size == 0:
             raise ValueError("an evolution strategy needs at least one dimension")
@@ -85,8 +87,18 @@ class Strategy(ABC):
 class MuPlusLambda(Strategy):
     """(μ+λ)-ES with self-adaptive per-individual σ. The first population is x0 and λ−1 mutants of it."""
 
-    def __init__(self, x0, *, population_size: int = 20, mu: int | None = None, sigma0: float = 0.1,
-                 tau: float | None = None, sigma_bounds: tuple[float, float] = (1e-8, 1.0), bounds=None, seed=0):
+    def __init__(
+        self,
+        x0,
+        *,
+        population_size: int = 20,
+        mu: int | None = None,
+        sigma0: float = 0.1,
+        tau: float | None = None,
+        sigma_bounds: tuple[float, float] = (1e-8, 1.0),
+        bounds=None,
+        seed=0,
+    ):
         super().__init__(x0, population_size=population_size, bounds=bounds, seed=seed)
         self.mu = int(mu) if mu is not None else max(1, self.population_size // 4)
         if not 1 <= self.mu <= self.population_size:
@@ -105,8 +117,9 @@ class MuPlusLambda(Strategy):
 
     def _sample(self):
         if not self.parents:
-            kids = [(self.x0.copy(), self.sigma0)] + [self._mutate(self.x0, self.sigma0)
-                                                       for _ in range(self.population_size - 1)]
+            kids = [(self.x0.copy(), self.sigma0)] + [
+                self._mutate(self.x0, self.sigma0) for _ in range(self.population_size - 1)
+            ]
         else:
             picks = self.rng.integers(len(self.parents), size=self.population_size)
             kids = [self._mutate(self.parents[i][0], self.parents[i][1]) for i in picks]
@@ -127,16 +140,33 @@ class MuPlusLambda(Strategy):
 class CMAES(Strategy):
     """CMA-ES through the ``cma`` package (bounds handled by its boundary transformation)."""
 
-    def __init__(self, x0, *, population_size: int | None = None, sigma0: float = 0.2, bounds=None, seed=0,
-                 options: dict | None = None):
+    def __init__(
+        self,
+        x0,
+        *,
+        population_size: int | None = None,
+        sigma0: float = 0.2,
+        bounds=None,
+        seed=0,
+        options: dict | None = None,
+    ):
         import cma
 
         dim = np.asarray(x0).size
         popsize = int(population_size) if population_size else 4 + int(3 * math.log(max(dim, 1)))
         super().__init__(x0, population_size=popsize, bounds=bounds, seed=seed)
-        opts = {"popsize": popsize, "seed": int(seed) % (2**31 - 2) + 1, "verbose": -9, "verb_log": 0,
-                "verb_disp": 0, "tolfun": 0, "tolx": 0, "tolflatfitness": 10**9, "tolfunhist": 0,
-                "tolstagnation": 10**9}
+        opts = {
+            "popsize": popsize,
+            "seed": int(seed) % (2**31 - 2) + 1,
+            "verbose": -9,
+            "verb_log": 0,
+            "verb_disp": 0,
+            "tolfun": 0,
+            "tolx": 0,
+            "tolflatfitness": 10**9,
+            "tolfunhist": 0,
+            "tolstagnation": 10**9,
+        }
         if bounds is not None:
             opts["bounds"] = [bounds[0], bounds[1]]
         opts.update(options or {})
@@ -158,8 +188,17 @@ class CMAES(Strategy):
 class OpenAIES(Strategy):
     """Antithetic ES: θ ± σε pairs, centred-rank utilities, Adam on the estimated gradient."""
 
-    def __init__(self, x0, *, population_size: int = 20, sigma0: float = 0.05, lr: float = 0.05,
-                 weight_decay: float = 0.0, bounds=None, seed=0):
+    def __init__(
+        self,
+        x0,
+        *,
+        population_size: int = 20,
+        sigma0: float = 0.05,
+        lr: float = 0.05,
+        weight_decay: float = 0.0,
+        bounds=None,
+        seed=0,
+    ):
         if int(population_size) % 2:
             population_size = int(population_size) + 1  # antithetic pairs
         super().__init__(x0, population_size=population_size, bounds=bounds, seed=seed)
@@ -210,7 +249,9 @@ def vector_to_module(vector, module):
     vec = torch.as_tensor(np.asarray(vector, dtype=np.float64))
     n = sum(p.numel() for p in module.parameters())
     if vec.ndim != 1 or vec.numel() != n:
-        raise ValueError(f"expected a flat vector of {n} values for {type(module).__name__}, got shape {tuple(vec.shape)}")
+        raise ValueError(
+            f"expected a flat vector of {n} values for {type(module).__name__}, got shape {tuple(vec.shape)}"
+        )
     with torch.no_grad():
         torch.nn.utils.vector_to_parameters(vec.to(next(module.parameters()).dtype), module.parameters())
     return module

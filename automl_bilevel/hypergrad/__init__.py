@@ -1,15 +1,49 @@
 """Differentiable inner training and hypergradients (reverse, checkpointed, truncated, forward,
 implicit). A library: the ``hypergradient`` outer-optimizer plugin and the meta-learning plugins
 build on it, and so can users directly."""
+
 from .dynamics import InnerDynamics
 from .hyperparams import Bounded, BoxTensor, HyperParameters, ModuleParams, Positive, PositiveTensor
-from .modes import MODES, SOLVERS, ForwardMode, Hypergradient, checkpointed, forward, hypergradient, implicit, implicit_grads, reverse
+from .modes import (
+    MODES,
+    SOLVERS,
+    ForwardMode,
+    Hypergradient,
+    checkpointed,
+    forward,
+    hypergradient,
+    implicit,
+    implicit_grads,
+    reverse,
+)
 from .optim import SGD, Adam, Momentum, make_optimizer
 from .solvers import SolveInfo, cg_solve, conjugate_gradient, fixed_point, neumann
 
 __all__ = [
-    "MODES", "SOLVERS", "Adam", "Bounded", "BoxTensor", "ForwardMode", "HyperParameters", "Hypergradient",
-    "InnerDynamics", "ModuleParams", "Momentum", "Positive", "PositiveTensor", "SGD", "SolveInfo",
-    "cg_solve", "checkpointed", "conjugate_gradient", "fixed_point", "forward", "hypergradient", "implicit", "implicit_grads",
-    "make_optimizer", "neumann", "reverse",
+    "MODES",
+    "SOLVERS",
+    "Adam",
+    "Bounded",
+    "BoxTensor",
+    "ForwardMode",
+    "HyperParameters",
+    "Hypergradient",
+    "InnerDynamics",
+    "ModuleParams",
+    "Momentum",
+    "Positive",
+    "PositiveTensor",
+    "SGD",
+    "SolveInfo",
+    "cg_solve",
+    "checkpointed",
+    "conjugate_gradient",
+    "fixed_point",
+    "forward",
+    "hypergradient",
+    "implicit",
+    "implicit_grads",
+    "make_optimizer",
+    "neumann",
+    "reverse",
 ]

@@ -10,10 +10,12 @@ Two implementations of one step, which compute the same numbers:
 - ``step_func``: ``torch.func.grad``, composable with ``jvp``/``vjp``/``vmap`` (forward mode,
   implicit differentiation).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,7 +44,7 @@ class InnerDynamics:
 
     def _split(self, z: Tensor):
         n = self.n
-        return z[:n], tuple(z[(i + 1) * n:(i + 2) * n] for i in range(self.optimizer.n_slots))
+        return z[:n], tuple(z[(i + 1) * n : (i + 2) * n] for i in range(self.optimizer.n_slots))
 
     def _join(self, w: Tensor, slots) -> Tensor:
         return torch.cat([w, *slots]) if slots else w
@@ -54,11 +56,11 @@ class InnerDynamics:
                 if not z.requires_grad:
                     z = z.detach().requires_grad_(True)
                 w, slots = self._split(z)
-                g, = torch.autograd.grad(self.inner_loss(w, hp, t), w, create_graph=True)
+                (g,) = torch.autograd.grad(self.inner_loss(w, hp, t), w, create_graph=True)
             else:
                 w, slots = self._split(z.detach())
                 w = w.detach().requires_grad_(True)
-                g, = torch.autograd.grad(self.inner_loss(w, hp, t), w)
+                (g,) = torch.autograd.grad(self.inner_loss(w, hp, t), w)
                 w = w.detach()
             w2, slots2 = self.optimizer.update(w, slots, g, hp, t)
             z2 = self._join(w2, slots2)
@@ -72,8 +74,9 @@ class InnerDynamics:
         return self._join(w2, slots2)
 
     @torch.no_grad()
-    def run(self, z0: Tensor, hp: Mapping[str, Tensor], start: int = 0, stop: int | None = None,
-            check_every: int = 50) -> Tensor:
+    def run(
+        self, z0: Tensor, hp: Mapping[str, Tensor], start: int = 0, stop: int | None = None, check_every: int = 50
+    ) -> Tensor:
         """Run steps ``start..stop-1`` without any graph; raise FloatingPointError on divergence."""
         hp = {k: v.detach() for k, v in hp.items()}
         z = z0.detach()

@@ -14,11 +14,13 @@ BoxTensor         raw, projected onto [low, high]  e.g. one weight per example i
 ModuleParams      the module's parameters          a representation, a loss or optimizer net
 ================  ===============================  =====================================
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,9 +136,9 @@ class ModuleParams:
 
     def params(self, flat: Tensor) -> dict[str, Tensor]:
         out, i = {}, 0
-        for n, s in zip(self.names, self.shapes):
+        for n, s in zip(self.names, self.shapes, strict=True):
             k = int(np.prod(s)) if len(s) else 1
-            out[n] = flat[i:i + k].view(s)
+            out[n] = flat[i : i + k].view(s)
             i += k
         return out
 
@@ -166,10 +168,14 @@ class HyperParameters:
             return {k: torch.zeros_like(v) for k, v in self.raw.items()}
         with torch.enable_grad():
             vals = self.values()
-            got = torch.autograd.grad([vals[k] for k in names], [self.raw[k] for k in names],
-                                      [grads_on_values[k].to(vals[k].dtype) for k in names], allow_unused=True)
+            got = torch.autograd.grad(
+                [vals[k] for k in names],
+                [self.raw[k] for k in names],
+                [grads_on_values[k].to(vals[k].dtype) for k in names],
+                allow_unused=True,
+            )
         out = {k: torch.zeros_like(v) for k, v in self.raw.items()}
-        for k, g in zip(names, got):
+        for k, g in zip(names, got, strict=True):
             if g is not None:
                 out[k] = g
         return out

@@ -20,11 +20,13 @@ implicit       implicit function theorem at w_T (cg, neumann,    O(|w|), flat in
 reverse, checkpoint and forward are exact (they agree to float precision); truncated and
 implicit are approximations whose error shrinks as K → T and as w_T → w*.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -69,12 +71,12 @@ def outer_grads(outer_loss: OuterLoss, w: Tensor, hp: Mapping[str, Tensor]):
             raise FloatingPointError(f"outer objective is {float(E)}")
         got = torch.autograd.grad(E, [w_, *hp_.values()], allow_unused=True)
     gw = got[0] if got[0] is not None else torch.zeros_like(w_)
-    direct = {k: (g if g is not None else torch.zeros_like(hp_[k])) for k, g in zip(hp_, got[1:])}
+    direct = {k: (g if g is not None else torch.zeros_like(hp_[k])) for k, g in zip(hp_, got[1:], strict=True)}
     return float(E.detach()), gw, direct
 
 
 def _add(acc: dict[str, Tensor], names, grads) -> None:
-    for k, g in zip(names, grads):
+    for k, g in zip(names, grads, strict=True):
         if g is not None:
             acc[k] = acc[k] + g
 
@@ -92,8 +94,10 @@ def reverse(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, truncate:
         if not torch.isfinite(E):
             raise FloatingPointError(f"outer objective is {float(E)}")
         got = torch.autograd.grad(E, list(leaves.values()), allow_unused=True)
-    grads = {k: (g if g is not None else torch.zeros_like(leaves[k])) for k, g in zip(leaves, got)}
-    return Hypergradient(float(E.detach()), grads, z.detach(), {"mode": "truncated" if K < dyn.T else "reverse", "steps": K})
+    grads = {k: (g if g is not None else torch.zeros_like(leaves[k])) for k, g in zip(leaves, got, strict=True)}
+    return Hypergradient(
+        float(E.detach()), grads, z.detach(), {"mode": "truncated" if K < dyn.T else "reverse", "steps": K}
+    )
 
 
 def checkpointed(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, every: int | None = None) -> Hypergradient:
@@ -134,7 +138,7 @@ def _flatten(hp: Mapping[str, Tensor]):
     theta = torch.cat([hp[k].detach().reshape(-1) for k in names])
 
     def unflatten(vec: Tensor) -> dict[str, Tensor]:
-        return {k: part.reshape(s) for k, part, s in zip(names, torch.split(vec, sizes), shapes)}
+        return {k: part.reshape(s) for k, part, s in zip(names, torch.split(vec, sizes), shapes, strict=True)}
 
     return theta, unflatten
 
@@ -163,6 +167,7 @@ class ForwardMode:
         stop = self.dyn.T if k is None else min(self.dyn.T, self.t + k)
         theta = self.theta
         for t in range(self.t, stop):
+
             def f(z, th, t=t):
                 return self.dyn.step_func(t, z, self.unflatten(th))
 
@@ -189,8 +194,17 @@ def forward(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp) -> Hyperg
     return fm.hypergradient()
 
 
-def implicit(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, solver: str = "cg", iters: int = 100,
-             tol: float = 1e-10, alpha: float | None = None, warm_z: Tensor | None = None) -> Hypergradient:
+def implicit(
+    dyn: InnerDynamics,
+    outer_loss: OuterLoss,
+    z0: Tensor,
+    hp,
+    solver: str = "cg",
+    iters: int = 100,
+    tol: float = 1e-10,
+    alpha: float | None = None,
+    warm_z: Tensor | None = None,
+) -> Hypergradient:
     """Implicit function theorem at the approximate optimum w_T::
 
         dE/dλ = ∂E/∂λ − (∂²L/∂λ∂w)ᵀ v,   with   (∂²L/∂w²) v = ∂E/∂w
@@ -220,21 +234,22 @@ def implicit(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, solver: 
             wrt = [z_, *leaves.values()]
         else:
             w_ = w.detach().requires_grad_(True)
-            out, = torch.autograd.grad(dyn.inner_loss(w_, leaves, None), w_, create_graph=True)
+            (out,) = torch.autograd.grad(dyn.inner_loss(w_, leaves, None), w_, create_graph=True)
             wrt = [w_, *leaves.values()]
 
     def pull(u: Tensor, inputs) -> tuple[Tensor, ...]:
         with torch.enable_grad():
             got = torch.autograd.grad(out, inputs, u, retain_graph=True, allow_unused=True)
-        return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(got, inputs))
+        return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(got, inputs, strict=True))
 
     if solver == "fixed_point":
         bz = torch.zeros(dyn.dim, dtype=z.dtype, device=z.device)
         bz[: dyn.n] = b
         v, info = fixed_point(lambda u: pull(u, wrt[:1])[0], bz, iters=iters, tol=tol)
         mixed = pull(v, wrt[1:])
-        grads = {k: direct[k] + m for k, m in zip(names, mixed)}
+        grads = {k: direct[k] + m for k, m in zip(names, mixed, strict=True)}
     else:
+
         def hvp(u):  # H is symmetric: the vector-Jacobian product of the gradient is H u
             return pull(u, wrt[:1])[0]
 
@@ -243,13 +258,28 @@ def implicit(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, solver: 
         else:
             v, info = neumann(hvp, b, alpha=alpha, iters=iters)
         mixed = pull(v, wrt[1:])
-        grads = {k: direct[k] - m for k, m in zip(names, mixed)}
-    return Hypergradient(value, grads, z, {"mode": "implicit", "solver": solver, "iterations": info.iterations,
-                                            "residual": info.residual, "steps": dyn.T})
+        grads = {k: direct[k] - m for k, m in zip(names, mixed, strict=True)}
+    return Hypergradient(
+        value,
+        grads,
+        z,
+        {
+            "mode": "implicit",
+            "solver": solver,
+            "iterations": info.iterations,
+            "residual": info.residual,
+            "steps": dyn.T,
+        },
+    )
 
 
-def implicit_grads(inner_loss: Callable[[Tensor, Mapping[str, Tensor]], Tensor], outer_loss: OuterLoss, w: Tensor,
-                   hp: Mapping[str, Tensor], iters: int = 50) -> dict[str, Tensor]:
+def implicit_grads(
+    inner_loss: Callable[[Tensor, Mapping[str, Tensor]], Tensor],
+    outer_loss: OuterLoss,
+    w: Tensor,
+    hp: Mapping[str, Tensor],
+    iters: int = 50,
+) -> dict[str, Tensor]:
     """The implicit hypergradient as a pure torch.func function of (w*, λ): fixed-iteration CG, no
     Python-side branching, so ``vmap`` can batch it over tasks and ``grad``/``jvp`` can go through it."""
     from .solvers import cg_solve
@@ -264,8 +294,9 @@ def implicit_grads(inner_loss: Callable[[Tensor, Mapping[str, Tensor]], Tensor],
     return {k: gh[k] - mixed[k] for k in hp}
 
 
-def hypergradient(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor],
-                  mode: str = "reverse", **options) -> Hypergradient:
+def hypergradient(
+    dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor], mode: str = "reverse", **options
+) -> Hypergradient:
     """Dispatch to one of :data:`MODES`; ``options``: ``truncate`` (truncated), ``every``
     (checkpoint), ``solver``/``iters``/``tol``/``alpha`` (implicit).
 
@@ -294,6 +325,7 @@ def _dispatch(dyn, outer_loss, z0, hp, mode, **options) -> Hypergradient:
     if mode == "forward":
         return forward(dyn, outer_loss, z0, hp)
     if mode == "implicit":
-        return implicit(dyn, outer_loss, z0, hp, **{k: v for k, v in options.items()
-                                                    if k in ("solver", "iters", "tol", "alpha")})
+        return implicit(
+            dyn, outer_loss, z0, hp, **{k: v for k, v in options.items() if k in ("solver", "iters", "tol", "alpha")}
+        )
     raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")

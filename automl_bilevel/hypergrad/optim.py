@@ -5,10 +5,11 @@ that every hypergradient mode (reverse, checkpointed, truncated, forward, implic
 dynamics alike. Learning rate, momentum and betas may be plain floats or entries of the
 hyperparameter dict (tensors that hypergradients flow into): ``lr="lr"`` reads ``hp["lr"]``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import Tensor

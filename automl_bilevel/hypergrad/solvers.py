@@ -2,10 +2,11 @@
 
 All take a matrix-free operator ``A(v)`` and plain tensors, so they compose with torch.func.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -41,8 +42,9 @@ def cg_solve(A: Callable[[Tensor], Tensor], b: Tensor, iters: int = 50) -> Tenso
     return x
 
 
-def conjugate_gradient(A: Callable[[Tensor], Tensor], b: Tensor, iters: int = 100, tol: float = 1e-10,
-                       x0: Tensor | None = None) -> tuple[Tensor, SolveInfo]:
+def conjugate_gradient(
+    A: Callable[[Tensor], Tensor], b: Tensor, iters: int = 100, tol: float = 1e-10, x0: Tensor | None = None
+) -> tuple[Tensor, SolveInfo]:
     """Solve A x = b for symmetric positive (semi-)definite A (the inner Hessian)."""
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - A(x) if x0 is not None else b.clone()
@@ -50,7 +52,7 @@ def conjugate_gradient(A: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10
     rs = torch.dot(r, r)
     bb = torch.dot(b, b)
     k = 0
-    for k in range(1, iters + 1):
+    for k in range(1, iters + 1):  # noqa: B007 - k is the iteration count reported after the loop
         Ap = A(p)
         pAp = torch.dot(p, Ap)
         if pAp <= 0:  # not positive definite along p: stop with what we have
@@ -59,7 +61,7 @@ def conjugate_gradient(A: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10
         x = x + alpha * p
         r = r - alpha * Ap
         rs_new = torch.dot(r, r)
-        if rs_new <= (tol ** 2) * bb:
+        if rs_new <= (tol**2) * bb:
             break
         p = r + (rs_new / rs) * p
         rs = rs_new
@@ -77,11 +79,13 @@ def neumann(A: Callable[[Tensor], Tensor], b: Tensor, alpha: float, iters: int =
     return x, SolveInfo(iters, _rel(b - A(x), b))
 
 
-def fixed_point(T: Callable[[Tensor], Tensor], b: Tensor, iters: int = 100, tol: float = 1e-10) -> tuple[Tensor, SolveInfo]:
+def fixed_point(
+    T: Callable[[Tensor], Tensor], b: Tensor, iters: int = 100, tol: float = 1e-10
+) -> tuple[Tensor, SolveInfo]:
     """Iterate x ← T(x) + b from x = b; converges when T is a contraction."""
     x = b.clone()
     res, k = float("inf"), 0
-    for k in range(1, iters + 1):
+    for k in range(1, iters + 1):  # noqa: B007 - k is the iteration count reported after the loop
         x_new = T(x) + b
         res = _rel(x_new - x, x_new)
         x = x_new

@@ -6,10 +6,11 @@ It replaces cross-entropy as the inner objective of any torch learner (``loss=Lo
 is evolved by the ``es`` optimizer (its weights are the learner's vector hyperparameter
 ``loss_net``) or trained by hypergradients through the inner steps (ML3, Bechtle et al. 2021).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -39,12 +40,21 @@ class LossNetwork(nn.Module):
     paper, but it gives almost no training signal, leaving an evolution strategy nothing to select
     on). ``gain`` scales the output, i.e. the inner step size."""
 
-    def __init__(self, n_classes: int, hidden: int = 16, kernel_size: int = 3, init: str = "cross_entropy",
-                 gain: float = 1.0, activation: str = "softplus", seed: int | None = 0):
+    def __init__(
+        self,
+        n_classes: int,
+        hidden: int = 16,
+        kernel_size: int = 3,
+        init: str = "cross_entropy",
+        gain: float = 1.0,
+        activation: str = "softplus",
+        seed: int | None = 0,
+    ):
         super().__init__()
         if int(n_classes) < 2 or int(hidden) < 1 or int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
-            raise ValueError(f"need n_classes >= 2, hidden >= 1 and an odd kernel_size, got {n_classes}, {hidden}, "
-                             f"{kernel_size}")
+            raise ValueError(
+                f"need n_classes >= 2, hidden >= 1 and an odd kernel_size, got {n_classes}, {hidden}, {kernel_size}"
+            )
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if activation not in ACTIVATIONS:
@@ -57,8 +67,10 @@ class LossNetwork(nn.Module):
             if seed is not None:
                 torch.manual_seed(seed)
             self.net = nn.Sequential(
-                nn.Conv1d(2, hidden, 1), ACTIVATIONS[activation](),
-                nn.Conv1d(hidden, hidden, kernel_size, padding=kernel_size // 2), ACTIVATIONS[activation](),
+                nn.Conv1d(2, hidden, 1),
+                ACTIVATIONS[activation](),
+                nn.Conv1d(hidden, hidden, kernel_size, padding=kernel_size // 2),
+                ACTIVATIONS[activation](),
                 nn.Conv1d(hidden, 1, 1),
             )
             if init == "cross_entropy":
@@ -76,7 +88,7 @@ class LossNetwork(nn.Module):
         first, middle, last = self.net[0], self.net[2], self.net[4]
         last.weight.zero_()
         last.bias.zero_()
-        for k, (t, w) in enumerate(zip(knots, weights)):
+        for k, (t, w) in enumerate(zip(knots, weights, strict=True)):
             first.weight[k] = torch.tensor([[-1.0], [2.0]])
             first.bias[k] = float(t) - 2.0
             middle.weight[k] = 0.0
@@ -88,8 +100,10 @@ class LossNetwork(nn.Module):
 
     def forward(self, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         if probs.ndim != 2 or probs.shape != onehot.shape:
-            raise LossNetworkError(f"probabilities {tuple(probs.shape)} and one-hot labels {tuple(onehot.shape)} "
-                                   "must both be (examples, classes)")
+            raise LossNetworkError(
+                f"probabilities {tuple(probs.shape)} and one-hot labels {tuple(onehot.shape)} "
+                "must both be (examples, classes)"
+            )
         if probs.shape[1] != self.n_classes:
             raise LossNetworkError(f"the task has {probs.shape[1]} classes; this loss network expects {self.n_classes}")
         # summed over classes, averaged over examples: the scale of cross-entropy's gradient
@@ -102,7 +116,7 @@ class LossNetwork(nn.Module):
             raise LossNetworkError(f"expected {n} loss-network weights, got {flat.numel()}")
         params, start = {}, 0
         for name, p in self.named_parameters():
-            params[name] = flat[start:start + p.numel()].view(p.shape)
+            params[name] = flat[start : start + p.numel()].view(p.shape)
             start += p.numel()
         out = functional_call(self, params, (probs, onehot))
         if out.ndim != 0:
@@ -113,15 +127,21 @@ class LossNetwork(nn.Module):
         return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
 
     def settings(self) -> Mapping[str, int | float | str]:
-        return {"n_classes": self.n_classes, "hidden": self.hidden, "kernel_size": self.kernel_size,
-                "init": self.init, "gain": self.gain, "activation": self.activation}
+        return {
+            "n_classes": self.n_classes,
+            "hidden": self.hidden,
+            "kernel_size": self.kernel_size,
+            "init": self.init,
+            "gain": self.gain,
+            "activation": self.activation,
+        }
 
     def save(self, path: str | os.PathLike) -> None:
         """Weights and settings in one file (``torch.save``); :meth:`load` reads it back."""
         save_component("loss_network", self.settings(), self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LossNetwork":
+    def load(cls, path: str | os.PathLike) -> LossNetwork:
         blob = read_component(path, "loss_network")
         settings = dict(blob["settings"])
         if settings.get("init") == "cross_entropy":  # the weights are restored; skip the start's fit

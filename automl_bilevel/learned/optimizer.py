@@ -11,16 +11,17 @@
   the local-entropy term of Entropy-SGD estimated with SGLD steps. Each is differentiable in the
   weights, hence in the optimizer's parameters through the unroll.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from ..lifecycle import search
 from ..gradient import DifferentiableProblem, GradientResult
+from ..lifecycle import search
 from ..runtime import resolve_device
 from .storage import read_component, save_component
 
@@ -64,7 +65,7 @@ class LSTMOptimizer(nn.Module):
         save_component("learned_optimizer", self.settings(), self, path)
 
     @classmethod
-    def load(cls, path) -> "LSTMOptimizer":
+    def load(cls, path) -> LSTMOptimizer:
         blob = read_component(path, "learned_optimizer")
         net = cls(**blob["settings"])
         net.load_state_dict(blob["state_dict"])
@@ -98,8 +99,10 @@ class LearnedOptimizer:
     def update(self, w, slots, g, hp, t):
         where = next(self.net.parameters()).device  # the network must be where the weights are
         if where != w.device:
-            raise ValueError(f"the learned optimizer is on {where} but the weights are on {w.device}; "
-                             f"move it with .to({str(w.device)!r})")
+            raise ValueError(
+                f"the learned optimizer is on {where} but the weights are on {w.device}; "
+                f"move it with .to({str(w.device)!r})"
+            )
         state = torch.stack(slots, dim=1) if slots else self.net.zero_state(len(w), w.dtype, w.device)
         delta, new = self.net.step(g, state)
         return w + delta.to(w.dtype), tuple(new.to(w.dtype).unbind(1))
@@ -108,8 +111,8 @@ class LearnedOptimizer:
 # -- flatness-aware regularizers -------------------------------------------------------------------
 def _hvp(loss: Loss, w: Tensor, v: Tensor, create_graph: bool = True) -> Tensor:
     with torch.enable_grad():
-        g, = torch.autograd.grad(loss(w), w, create_graph=True)
-        hv, = torch.autograd.grad(g, w, grad_outputs=v, create_graph=create_graph)
+        (g,) = torch.autograd.grad(loss(w), w, create_graph=True)
+        (hv,) = torch.autograd.grad(g, w, grad_outputs=v, create_graph=create_graph)
     return hv
 
 
@@ -142,8 +145,15 @@ def top_eigenvalue(loss: Loss, w: Tensor, iters: int = 20, generator: torch.Gene
     return (v * _hvp(loss, w, v)).sum()
 
 
-def local_entropy(loss: Loss, w: Tensor, gamma: float = 0.03, steps: int = 10, lr: float = 0.01,
-                  noise: float = 1e-4, generator: torch.Generator | None = None) -> Tensor:
+def local_entropy(
+    loss: Loss,
+    w: Tensor,
+    gamma: float = 0.03,
+    steps: int = 10,
+    lr: float = 0.01,
+    noise: float = 1e-4,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Entropy-SGD's local-entropy term: SGLD steps w' ← w' − lr(∇f(w') + γ(w' − w)) + √(2 lr)·noise·ε
     from w estimate μ = E[w']; the returned (γ/2)‖w − μ‖² has gradient γ(w − μ), Entropy-SGD's
     gradient of the negative local entropy."""
@@ -152,7 +162,7 @@ def local_entropy(loss: Loss, w: Tensor, gamma: float = 0.03, steps: int = 10, l
     for k in range(int(steps)):
         wp = wp.detach().requires_grad_(True)
         with torch.enable_grad():
-            g, = torch.autograd.grad(loss(wp), wp)
+            (g,) = torch.autograd.grad(loss(wp), wp)
         eps = torch.randn(w0.shape, generator=generator).to(w0.dtype)
         wp = wp.detach() - lr * (g + gamma * (wp.detach() - w0)) + math.sqrt(2 * lr) * noise * eps
         mean = mean + (wp - mean) / (k + 1)
@@ -169,23 +179,36 @@ class MLPOptimizee:
     :func:`automl_bilevel.runtime.resolve_device`): where the data and the weights live (moved once);
     the mini-batch sequence is drawn on the CPU, so it is the same on every device."""
 
-    def __init__(self, X, y, hidden: tuple[int, ...] = (20,), n_classes: int = 10, activation: str = "sigmoid",
-                 batch_size: int = 128, seed: int = 0, device="cpu"):
+    def __init__(
+        self,
+        X,
+        y,
+        hidden: tuple[int, ...] = (20,),
+        n_classes: int = 10,
+        activation: str = "sigmoid",
+        batch_size: int = 128,
+        seed: int = 0,
+        device="cpu",
+    ):
         activations = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
         if activation not in activations:
             raise ValueError(f"activation must be one of {sorted(activations)}, got {activation!r}")
         self.X, self.y = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
         if self.X.ndim != 2 or len(self.X) != len(self.y):
-            raise ValueError(f"X must be (n, d) with one label per row; got {tuple(self.X.shape)} and {len(self.y)} labels")
+            raise ValueError(
+                f"X must be (n, d) with one label per row; got {tuple(self.X.shape)} and {len(self.y)} labels"
+            )
         self.widths = [self.X.shape[1], *hidden, n_classes]
         self.act = activations[activation]
         self.batch_size, self.gen = int(batch_size), torch.Generator().manual_seed(seed)
-        shapes = [(o, i) for i, o in zip(self.widths[:-1], self.widths[1:])]
+        shapes = [(o, i) for i, o in zip(self.widths[:-1], self.widths[1:], strict=True)]
         parts = []
         for o, i in shapes:  # torch.nn.Linear's default initialisation
             bound = 1 / math.sqrt(i)
-            parts += [(torch.rand(o * i, generator=self.gen) * 2 - 1) * bound,
-                      (torch.rand(o, generator=self.gen) * 2 - 1) * bound]
+            parts += [
+                (torch.rand(o * i, generator=self.gen) * 2 - 1) * bound,
+                (torch.rand(o, generator=self.gen) * 2 - 1) * bound,
+            ]
         self.device = resolve_device(device)
         self.X, self.y = self.X.to(self.device), self.y.to(self.device)
         self.w0 = torch.cat(parts).to(self.device)
@@ -194,8 +217,8 @@ class MLPOptimizee:
     def forward(self, w: Tensor, X: Tensor) -> Tensor:
         start, h = 0, X
         for k, (o, i) in enumerate(self.shapes):
-            W = w[start:start + o * i].view(o, i)
-            b = w[start + o * i:start + o * i + o]
+            W = w[start : start + o * i].view(o, i)
+            b = w[start + o * i : start + o * i + o]
             start += o * i + o
             h = h @ W.T + b
             if k < len(self.shapes) - 1:
@@ -254,9 +277,19 @@ class OptimizerMetaTraining(DifferentiableProblem):
     step; after a rejected step the next one starts a fresh optimizee.
     """
 
-    def __init__(self, net: LSTMOptimizer, optimizees: Callable[[int], MLPOptimizee], *, unroll: int = 20,
-                 horizon: int = 100, regularizer: str | None = None, alpha: float = 0.0,
-                 reg_options: dict | None = None, diverge: float = 1e3, seed: int = 0):
+    def __init__(
+        self,
+        net: LSTMOptimizer,
+        optimizees: Callable[[int], MLPOptimizee],
+        *,
+        unroll: int = 20,
+        horizon: int = 100,
+        regularizer: str | None = None,
+        alpha: float = 0.0,
+        reg_options: dict | None = None,
+        diverge: float = 1e3,
+        seed: int = 0,
+    ):
         if regularizer is not None and regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer must be one of {sorted(REGULARIZERS)} or None, got {regularizer!r}")
         if int(unroll) < 1 or int(horizon) < 1:
@@ -276,8 +309,13 @@ class OptimizerMetaTraining(DifferentiableProblem):
 
     def outer_variables(self):
         out = {"param:" + k: p.detach().clone() for k, p in self.net.named_parameters()}
-        out.update(w=torch.zeros(0), h=torch.zeros(0), t=torch.tensor(self.horizon), task=torch.tensor(-1),
-                   initial=torch.tensor(math.nan))
+        out.update(
+            w=torch.zeros(0),
+            h=torch.zeros(0),
+            t=torch.tensor(self.horizon),
+            task=torch.tensor(-1),
+            initial=torch.tensor(math.nan),
+        )
         return out
 
     def load(self, outer) -> LSTMOptimizer:
@@ -314,7 +352,7 @@ class OptimizerMetaTraining(DifferentiableProblem):
         with torch.enable_grad():
             for _ in range(self.unroll):
                 f = task.loss(w, t)
-                g, = torch.autograd.grad(f, w, create_graph=False)
+                (g,) = torch.autograd.grad(f, w, create_graph=False)
                 delta, state = net.step(g.detach(), state)  # second-order terms dropped, as in L2O-DM
                 w = w + delta
                 total = total + task.loss(w, t)
@@ -322,25 +360,45 @@ class OptimizerMetaTraining(DifferentiableProblem):
             meta_loss = total / self.unroll
             reg = w.new_zeros(())
             if self.regularizer is not None and self.alpha > 0:
-                reg = REGULARIZERS[self.regularizer](lambda v: task.loss(v, None), w, generator=gen,
-                                                     **self.reg_options)
+                reg = REGULARIZERS[self.regularizer](lambda v: task.loss(v, None), w, generator=gen, **self.reg_options)
             objective = meta_loss + self.alpha * reg
             if not torch.isfinite(objective) or not float(meta_loss.detach()) <= self.diverge * max(initial, 1e-3):
-                raise FloatingPointError(f"meta-loss {float(meta_loss):.3g} (initial loss {initial:.3g}): "
-                                         "the optimizee diverged")
+                raise FloatingPointError(
+                    f"meta-loss {float(meta_loss):.3g} (initial loss {initial:.3g}): the optimizee diverged"
+                )
             objective.backward()
-        grads = {"param:" + k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-                 for k, p in net.named_parameters()}
+        grads = {
+            "param:" + k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+            for k, p in net.named_parameters()
+        }
         net.zero_grad(set_to_none=True)
-        new_state = {"w": w.detach(), "h": state.detach(), "t": torch.tensor(t), "task": torch.tensor(index),
-                     "initial": torch.tensor(initial)}
+        new_state = {
+            "w": w.detach(),
+            "h": state.detach(),
+            "t": torch.tensor(t),
+            "task": torch.tensor(index),
+            "initial": torch.tensor(initial),
+        }
         return GradientResult(float(meta_loss.detach()), grads, {"regularizer": float(reg.detach())}, new_state)
 
 
-def meta_train_optimizer(net: LSTMOptimizer, optimizees: Callable[[int], MLPOptimizee], *, meta_iters: int = 100,
-                         unroll: int = 20, horizon: int = 100, meta_lr: float = 1e-3, regularizer: str | None = None,
-                         alpha: float = 0.0, reg_options: dict | None = None, clip: float = 1.0,
-                         diverge: float = 1e3, seed: int = 0, run=None, checkpoint=None) -> dict:
+def meta_train_optimizer(
+    net: LSTMOptimizer,
+    optimizees: Callable[[int], MLPOptimizee],
+    *,
+    meta_iters: int = 100,
+    unroll: int = 20,
+    horizon: int = 100,
+    meta_lr: float = 1e-3,
+    regularizer: str | None = None,
+    alpha: float = 0.0,
+    reg_options: dict | None = None,
+    clip: float = 1.0,
+    diverge: float = 1e3,
+    seed: int = 0,
+    run=None,
+    checkpoint=None,
+) -> dict:
     """Meta-train ``net`` in place through the one search loop (see :class:`OptimizerMetaTraining`):
     Adam at ``meta_lr`` with gradient clipping; a diverging step is rejected with its reason and the
     next one starts a fresh optimizee. With ``run`` (an :class:`automl_bilevel.lifecycle.Run`) the steps
@@ -348,12 +406,26 @@ def meta_train_optimizer(net: LSTMOptimizer, optimizees: Callable[[int], MLPOpti
     continues exactly. Returns ``{"meta_loss", "regularizer", "rejected", "trials"}``."""
     from ..registry import get_registry
 
-    problem = OptimizerMetaTraining(net, optimizees, unroll=unroll, horizon=horizon, regularizer=regularizer,
-                                    alpha=alpha, reg_options=reg_options, diverge=diverge, seed=seed)
-    opt, _ = get_registry().make("optimizer", "hypergradient", {"outer_lr": meta_lr, "clip": clip, "backoff": 1.0,
-                                                                 "max_backoffs": 10**9})
+    problem = OptimizerMetaTraining(
+        net,
+        optimizees,
+        unroll=unroll,
+        horizon=horizon,
+        regularizer=regularizer,
+        alpha=alpha,
+        reg_options=reg_options,
+        diverge=diverge,
+        seed=seed,
+    )
+    opt, _ = get_registry().make(
+        "optimizer", "hypergradient", {"outer_lr": meta_lr, "clip": clip, "backoff": 1.0, "max_backoffs": 10**9}
+    )
     result = search(problem, opt, n_iter=int(meta_iters), seed=seed, run=run, checkpoint=checkpoint)
     problem.load(opt.vars)
     ok = [t for t in result.trials if t.ok]
-    return {"meta_loss": [t.value for t in ok], "regularizer": [t.metrics["regularizer"] for t in ok],
-            "rejected": [(t.number, t.error) for t in result.trials if not t.ok], "trials": result.trials}
+    return {
+        "meta_loss": [t.value for t in ok],
+        "regularizer": [t.metrics["regularizer"] for t in ok],
+        "rejected": [(t.number, t.error) for t in result.trials if not t.ok],
+        "trials": result.trials,
+    }

@@ -1,8 +1,10 @@
 """The file format of a saved learned component: ``torch.save`` of its kind, settings and weights."""
+
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -20,6 +22,8 @@ def read_component(path, kind: str) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"no saved {what} at {os.fspath(path)!r}") from None
     if not isinstance(blob, dict) or blob.get("kind", kind) != kind or "state_dict" not in blob:
-        raise ValueError(f"{os.fspath(path)!r} does not hold a saved {what} "
-                         f"(found {blob.get('kind') if isinstance(blob, dict) else type(blob).__name__!r})")
+        raise ValueError(
+            f"{os.fspath(path)!r} does not hold a saved {what} "
+            f"(found {blob.get('kind') if isinstance(blob, dict) else type(blob).__name__!r})"
+        )
     return blob

@@ -1,4 +1,5 @@
 """Small-data classification tasks: a few labelled training examples and a large validation set."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,9 @@ import numpy as np
 from ..problem import Split
 
 
-def sample_tasks(X, y, n_tasks: int, n_train: int | tuple[int, int] = (10, 100), n_val: int = 1000,
-                 seed: int = 0) -> list[Split]:
+def sample_tasks(
+    X, y, n_tasks: int, n_train: int | tuple[int, int] = (10, 100), n_val: int = 1000, seed: int = 0
+) -> list[Split]:
     """``n_tasks`` splits over all classes of (X, y): ``n_train`` training examples (or a size drawn
     from the range, at least one per class) and ``n_val`` validation examples, disjoint."""
     X, y = np.asarray(X), np.asarray(y)
@@ -25,6 +27,6 @@ def sample_tasks(X, y, n_tasks: int, n_train: int | tuple[int, int] = (10, 100),
         first = np.array([order[y[order] == c][0] for c in classes])  # one of each class first
         rest = order[~np.isin(order, first)]
         train = np.concatenate([first, rest[: n - len(classes)]])
-        val = rest[n - len(classes): n - len(classes) + n_val]
+        val = rest[n - len(classes) : n - len(classes) + n_val]
         out.append(Split(X[train], y[train], X[val], y[val]))
     return out

@@ -1,5 +1,6 @@
 """Meta-learning over tasks: episodes, meta-learners (ProtoNet, RelationNet, hyper-representation
 as plugins), L2G, and the ``MetaLearnerClassifier`` meta-estimator."""
+
 from __future__ import annotations
 
 from .base import MetaLearner, MetaLoss
@@ -9,6 +10,21 @@ from .problem import EpisodicProblem
 from .search import FewShotError, MetaTrainingLearner, tune_meta_learner
 from .training import evaluate_episodes, l2g_loss
 
-__all__ = ["AdaptedClassifier", "Episode", "EpisodeError", "EpisodeSampler", "EpisodicProblem", "FewShotError",
-           "MetaTrainingLearner", "tune_meta_learner", "MetaLearner", "MetaLearnerClassifier",
-           "MetaLoss", "as_images", "class_split", "evaluate_episodes", "l2g_loss", "rotate_classes"]
+__all__ = [
+    "AdaptedClassifier",
+    "Episode",
+    "EpisodeError",
+    "EpisodeSampler",
+    "EpisodicProblem",
+    "FewShotError",
+    "MetaTrainingLearner",
+    "tune_meta_learner",
+    "MetaLearner",
+    "MetaLearnerClassifier",
+    "MetaLoss",
+    "as_images",
+    "class_split",
+    "evaluate_episodes",
+    "l2g_loss",
+    "rotate_classes",
+]

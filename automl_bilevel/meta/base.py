@@ -7,6 +7,7 @@ the support set and returns query logits; it must be differentiable in the modul
 ``meta_loss`` is what episodic meta-training minimises (default: query cross-entropy); a learner
 may compute its gradient another way (hyper-representation uses the hypergradient library).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -7,6 +7,7 @@ Class splits (meta-train / meta-validation / meta-test) are made on the *base* c
 rotation augmentation (each base class at 0/90/180/270° becomes four classes, as for Omniglot) is
 applied to each split afterwards, so no rotated copy of a held-out class is ever seen in training.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,10 @@ def as_images(X, image_shape: tuple[int, ...] | None = None) -> np.ndarray:
     if image_shape is not None:
         image_shape = tuple(int(s) for s in image_shape)
         if arr.ndim != 2 or arr.shape[1] != int(np.prod(image_shape)):
-            raise EpisodeError(f"image_shape {image_shape} needs flat rows of {int(np.prod(image_shape))} values, "
-                               f"got an array of shape {arr.shape}")
+            raise EpisodeError(
+                f"image_shape {image_shape} needs flat rows of {int(np.prod(image_shape))} values, "
+                f"got an array of shape {arr.shape}"
+            )
         arr = arr.reshape((len(arr),) + image_shape)
     if arr.ndim == 3:
         arr = arr[:, None]
@@ -66,7 +69,7 @@ def class_split(labels: np.ndarray, parts: tuple[float, ...] | tuple[int, ...], 
         counts[-1] = len(classes) - sum(counts[:-1])
     out, start = [], 0
     for c in counts:
-        out.append(np.sort(order[start:start + c]))
+        out.append(np.sort(order[start : start + c]))
         start += c
     return out
 
@@ -109,13 +112,16 @@ class EpisodeSampler:
         self.n_way, self.k_shot, self.q_queries = int(n_way), int(k_shot), int(q_queries)
         self.classes, counts = np.unique(labels, return_counts=True)
         if self.n_way > len(self.classes):
-            raise EpisodeError(f"{self.n_way}-way episodes need at least {self.n_way} classes; "
-                               f"the data has {len(self.classes)}")
+            raise EpisodeError(
+                f"{self.n_way}-way episodes need at least {self.n_way} classes; the data has {len(self.classes)}"
+            )
         need = self.k_shot + self.q_queries
         small = self.classes[counts < need]
         if len(small):
-            raise EpisodeError(f"class(es) {small[:5].tolist()} have fewer than K + Q = {need} examples "
-                               f"(smallest: {int(counts.min())})")
+            raise EpisodeError(
+                f"class(es) {small[:5].tolist()} have fewer than K + Q = {need} examples "
+                f"(smallest: {int(counts.min())})"
+            )
         self.index = {c: np.flatnonzero(labels == c) for c in self.classes}
         self.rng = np.random.default_rng(seed)
 
@@ -131,7 +137,7 @@ class EpisodeSampler:
         for c in classes:
             pick = rng.choice(self.index[c], self.k_shot + self.q_queries, replace=False)
             s_idx.append(pick[: self.k_shot])
-            q_idx.append(pick[self.k_shot:])
+            q_idx.append(pick[self.k_shot :])
         s_idx, q_idx = np.concatenate(s_idx), np.concatenate(q_idx)
         dev = self.images.device
         ys = torch.arange(self.n_way, device=dev).repeat_interleave(self.k_shot)

@@ -7,6 +7,7 @@ meta-validation classes; the state with the best meta-validation accuracy is kep
 Tracked in MLflow like every run: meta-iterations as steps (meta-training loss and accuracy,
 meta-validation accuracy), the best meta-validation model as the run's model artifact.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,9 +18,9 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
-from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..checkpoint import Checkpoint
@@ -39,8 +40,9 @@ from .training import evaluate_episodes
 class AdaptedClassifier(ClassifierMixin, BaseEstimator):
     """A meta-learner adapted to one support set: predicts among the support set's classes."""
 
-    def __init__(self, model: MetaLearner | None = None, support_x=None, support_y=None, classes=None,
-                 image_shape=None):
+    def __init__(
+        self, model: MetaLearner | None = None, support_x=None, support_y=None, classes=None, image_shape=None
+    ):
         self.model, self.support_x, self.support_y, self.classes = model, support_x, support_y, classes
         self.image_shape = image_shape
 
@@ -56,8 +58,9 @@ class AdaptedClassifier(ClassifierMixin, BaseEstimator):
             raise NotFittedError("this AdaptedClassifier has no meta-learner; get one from MetaLearnerClassifier.adapt")
         Xq = torch.as_tensor(as_images(X, self.image_shape))
         if Xq.shape[1:] != self.support_x.shape[1:]:
-            raise EpisodeError(f"query images have shape {tuple(Xq.shape[1:])}, support images "
-                               f"{tuple(self.support_x.shape[1:])}")
+            raise EpisodeError(
+                f"query images have shape {tuple(Xq.shape[1:])}, support images {tuple(self.support_x.shape[1:])}"
+            )
         self.model.eval()
         with torch.no_grad():
             out = self.model(self.support_x, self.support_y, Xq, len(self.classes))
@@ -146,14 +149,44 @@ class MetaLearnerClassifier(BaseEstimator):
         "checkpoint": [None, str, os.PathLike],
     }
 
-    def __init__(self, method="protonet", *, method_params=None, l2g=False, l2g_lr=0.1, l2g_weight=1.0, n_way=5,
-                 k_shot=1, q_queries=15, meta_iters=1000, meta_lr=1e-3, timeout=None, val_fraction=0.2,
-                 val_every=50, val_episodes=50, rotations=False, image_shape=None, tracking=True,
-                 tracking_uri=None, experiment_name="automl-bilevel-meta", random_state=None, verbose=0,
-                 device="cpu", optimizer="hypergradient", optimizer_params=None, n_workers=1, dask_address=None,
-                 checkpoint=None):
+    def __init__(
+        self,
+        method="protonet",
+        *,
+        method_params=None,
+        l2g=False,
+        l2g_lr=0.1,
+        l2g_weight=1.0,
+        n_way=5,
+        k_shot=1,
+        q_queries=15,
+        meta_iters=1000,
+        meta_lr=1e-3,
+        timeout=None,
+        val_fraction=0.2,
+        val_every=50,
+        val_episodes=50,
+        rotations=False,
+        image_shape=None,
+        tracking=True,
+        tracking_uri=None,
+        experiment_name="automl-bilevel-meta",
+        random_state=None,
+        verbose=0,
+        device="cpu",
+        optimizer="hypergradient",
+        optimizer_params=None,
+        n_workers=1,
+        dask_address=None,
+        checkpoint=None,
+    ):
         self.method, self.method_params, self.l2g, self.l2g_lr, self.l2g_weight = (
-            method, method_params, l2g, l2g_lr, l2g_weight)
+            method,
+            method_params,
+            l2g,
+            l2g_lr,
+            l2g_weight,
+        )
         self.n_way, self.k_shot, self.q_queries = n_way, k_shot, q_queries
         self.meta_iters, self.meta_lr, self.timeout = meta_iters, meta_lr, timeout
         self.val_fraction, self.val_every, self.val_episodes = val_fraction, val_every, val_episodes
@@ -188,8 +221,9 @@ class MetaLearnerClassifier(BaseEstimator):
             if self.method_params:
                 raise ValueError("method_params cannot be combined with a MetaLearner instance")
             return copy.deepcopy(self.method), None  # the parameter itself is never trained
-        model, reg = registry.make("meta_learner", self.method,
-                                   {"in_channels": in_channels, "image_size": size, **(self.method_params or {})})
+        model, reg = registry.make(
+            "meta_learner", self.method, {"in_channels": in_channels, "image_size": size, **(self.method_params or {})}
+        )
         return model, reg
 
     # -- fit ----------------------------------------------------------------------------------------
@@ -207,11 +241,16 @@ class MetaLearnerClassifier(BaseEstimator):
         registry = get_registry()
         if isinstance(self.method, str):
             registry.get("meta_learner", self.method)  # an unknown method before any work
-        factory = (registry.get("optimizer", self.optimizer).spec.factory if isinstance(self.optimizer, str)
-                   else type(self.optimizer))
+        factory = (
+            registry.get("optimizer", self.optimizer).spec.factory
+            if isinstance(self.optimizer, str)
+            else type(self.optimizer)
+        )
         if not (isinstance(factory, type) and issubclass(factory, GradientOuterOptimizer)):
-            raise CapabilityError(f"meta-training moves a network by gradients; optimizer {self.optimizer!r} is not "
-                                  "a gradient outer optimizer (use 'hypergradient')")
+            raise CapabilityError(
+                f"meta-training moves a network by gradients; optimizer {self.optimizer!r} is not "
+                "a gradient outer optimizer (use 'hypergradient')"
+            )
         defaults = {"outer_lr": self.meta_lr, "clip": None} if isinstance(self.optimizer, str) else {}
         optimizer = registry.make("optimizer", self.optimizer, {**defaults, **(self.optimizer_params or {})})
         checkpoint = None
@@ -224,24 +263,48 @@ class MetaLearnerClassifier(BaseEstimator):
         model = model.to(device)
         train, val = self._samplers(images, labels, seed, device)
         self.image_shape_ = tuple(images.shape[1:])
-        problem = EpisodicProblem(model, train, val, seed=seed, l2g=self.l2g, l2g_lr=self.l2g_lr,
-                                  l2g_weight=self.l2g_weight, val_every=self.val_every,
-                                  val_episodes=self.val_episodes, n_steps=self.meta_iters)
+        problem = EpisodicProblem(
+            model,
+            train,
+            val,
+            seed=seed,
+            l2g=self.l2g,
+            l2g_lr=self.l2g_lr,
+            l2g_weight=self.l2g_weight,
+            val_every=self.val_every,
+            val_episodes=self.val_episodes,
+            n_steps=self.meta_iters,
+        )
         method = Component(model, reg, "meta_learner")
         name, oname = method.name, optimizer.name
         context = RunContext(
-            name=f"{type(self).__name__}-{name}{'-l2g' if self.l2g else ''}", task="few_shot_classification",
-            learner=name, objective="query_loss+l2g" if self.l2g else "query_loss", optimizer=oname,
-            params=run_params(self), plugins={"learner": method.info(), "optimizer": optimizer.info()},
-            search_space={}, n_iter=self.meta_iters,
-            tracking=TrackingSettings(self.tracking, self.tracking_uri, self.experiment_name,
-                                      progress=self.verbose > 0),
-            trials_are_steps=True)
+            name=f"{type(self).__name__}-{name}{'-l2g' if self.l2g else ''}",
+            task="few_shot_classification",
+            learner=name,
+            objective="query_loss+l2g" if self.l2g else "query_loss",
+            optimizer=oname,
+            params=run_params(self),
+            plugins={"learner": method.info(), "optimizer": optimizer.info()},
+            search_space={},
+            n_iter=self.meta_iters,
+            tracking=TrackingSettings(
+                self.tracking, self.tracking_uri, self.experiment_name, progress=self.verbose > 0
+            ),
+            trials_are_steps=True,
+        )
         with Run(context, registry) as run:
             self.run_info_ = run.info
             self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
-            result = run.search(problem, optimizer.obj, n_iter=self.meta_iters, seed=seed, timeout=self.timeout,
-                                n_workers=self.n_workers, dask_address=self.dask_address, checkpoint=checkpoint)
+            result = run.search(
+                problem,
+                optimizer.obj,
+                n_iter=self.meta_iters,
+                seed=seed,
+                timeout=self.timeout,
+                n_workers=self.n_workers,
+                dask_address=self.dask_address,
+                checkpoint=checkpoint,
+            )
             opt = optimizer.obj
             validated = val is not None and opt.best_vars is not None
             problem.load(opt.best_variables() if validated else opt.vars).eval()
@@ -265,14 +328,25 @@ class MetaLearnerClassifier(BaseEstimator):
 
     def _fingerprint(self, images, labels, optimizer) -> dict:
         """What a checkpoint must match to be continued: method, settings (not the budget), data."""
-        params = {k: v for k, v in run_params(self).items()
-                  if k not in ("meta_iters", "timeout", "tracking", "tracking_uri", "experiment_name", "verbose",
-                               "checkpoint", "n_workers", "dask_address")}
+        params = {
+            k: v
+            for k, v in run_params(self).items()
+            if k
+            not in (
+                "meta_iters",
+                "timeout",
+                "tracking",
+                "tracking_uri",
+                "experiment_name",
+                "verbose",
+                "checkpoint",
+                "n_workers",
+                "dask_address",
+            )
+        }
         digest = hashlib.sha1(np.ascontiguousarray(images).tobytes() + np.ascontiguousarray(labels).tobytes())
         method = self.method if isinstance(self.method, str) else type(self.method).__name__
-        return {"method": method, "params": params,
-                "optimizer": optimizer.name,
-                "data": digest.hexdigest()}
+        return {"method": method, "params": params, "optimizer": optimizer.name, "data": digest.hexdigest()}
 
     # -- use ----------------------------------------------------------------------------------------
     def adapt(self, X_support, y_support, n_way: int | None = None) -> AdaptedClassifier:
@@ -280,28 +354,38 @@ class MetaLearnerClassifier(BaseEstimator):
         check_is_fitted(self, "model_")
         sx = as_images(X_support, self.image_shape)
         if sx.shape[1:] != self.image_shape_:
-            raise EpisodeError(f"support images have shape {sx.shape[1:]}, the model was meta-trained on "
-                               f"{self.image_shape_}")
+            raise EpisodeError(
+                f"support images have shape {sx.shape[1:]}, the model was meta-trained on {self.image_shape_}"
+            )
         classes, ys = np.unique(np.asarray(y_support), return_inverse=True)
         if len(ys) != len(sx):
             raise EpisodeError(f"{len(sx)} support images but {len(ys)} labels")
         if n_way is not None and len(classes) != n_way:
-            raise EpisodeError(f"the support set covers {len(classes)} classes, not the {n_way} of an "
-                               f"{n_way}-way task")
+            raise EpisodeError(f"the support set covers {len(classes)} classes, not the {n_way} of an {n_way}-way task")
         if len(classes) < 2:
             raise EpisodeError("a support set needs at least 2 classes")
         return AdaptedClassifier(self.model_, torch.as_tensor(sx), torch.as_tensor(ys), classes, self.image_shape)
 
-    def evaluate(self, X, y, *, n_way: int | None = None, k_shot: int | None = None, q_queries: int | None = None,
-                 n_episodes: int = 600, random_state=None) -> dict:
+    def evaluate(
+        self,
+        X,
+        y,
+        *,
+        n_way: int | None = None,
+        k_shot: int | None = None,
+        q_queries: int | None = None,
+        n_episodes: int = 600,
+        random_state=None,
+    ) -> dict:
         """N-way K-shot accuracy on the classes of (X, y): mean and 95% CI half-width over episodes."""
         check_is_fitted(self, "model_")
         images = as_images(X, self.image_shape)
         if images.shape[1:] != self.image_shape_:
-            raise EpisodeError(f"images have shape {images.shape[1:]}, the model was meta-trained on {self.image_shape_}")
+            raise EpisodeError(
+                f"images have shape {images.shape[1:]}, the model was meta-trained on {self.image_shape_}"
+            )
         n, k, q = n_way or self.n_way, k_shot or self.k_shot, q_queries or self.q_queries
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         sampler = EpisodeSampler(images, y, n, k, q, seed=seed)
         mean, half = evaluate_episodes(self.model_, sampler, n_episodes)
         return {"accuracy": mean, "ci95": half, "n_episodes": int(n_episodes), "n_way": n, "k_shot": k}
-

@@ -1,5 +1,6 @@
 """The networks of the source papers: the 4-block convolutional encoder (64 filters, batch norm,
 ReLU, 2x2 max-pooling) and the Relation Network's relation module."""
+
 from __future__ import annotations
 
 import torch
@@ -16,15 +17,25 @@ def conv_block(c_in: int, c_out: int, pool: bool = True) -> nn.Sequential:
 class ConvEncoder(nn.Module):
     """``depth`` conv blocks of ``width`` filters; the output is flattened (or kept as a map)."""
 
-    def __init__(self, in_channels: int = 1, width: int = 64, depth: int = 4, flatten: bool = True,
-                 pool_blocks: int | None = None, image_size: int | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 64,
+        depth: int = 4,
+        flatten: bool = True,
+        pool_blocks: int | None = None,
+        image_size: int | None = None,
+    ):
         super().__init__()
         pool_blocks = depth if pool_blocks is None else pool_blocks
-        if image_size is not None and image_size // 2 ** pool_blocks < 1:
-            raise ValueError(f"{pool_blocks} pooling blocks shrink {image_size}x{image_size} images to nothing; "
-                             f"use depth <= {max(int(image_size).bit_length() - 1, 0)} for images this small")
-        self.blocks = nn.Sequential(*[conv_block(in_channels if i == 0 else width, width, pool=i < pool_blocks)
-                                      for i in range(depth)])
+        if image_size is not None and image_size // 2**pool_blocks < 1:
+            raise ValueError(
+                f"{pool_blocks} pooling blocks shrink {image_size}x{image_size} images to nothing; "
+                f"use depth <= {max(int(image_size).bit_length() - 1, 0)} for images this small"
+            )
+        self.blocks = nn.Sequential(
+            *[conv_block(in_channels if i == 0 else width, width, pool=i < pool_blocks) for i in range(depth)]
+        )
         self.flatten = flatten
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,11 +48,13 @@ class RelationModule(nn.Module):
 
     def __init__(self, channels: int = 64, hidden: int = 8, spatial: int = 1):
         super().__init__()
-        self.conv = nn.Sequential(conv_block(2 * channels, channels, pool=spatial >= 2),
-                                  conv_block(channels, channels, pool=spatial >= 4))
+        self.conv = nn.Sequential(
+            conv_block(2 * channels, channels, pool=spatial >= 2), conv_block(channels, channels, pool=spatial >= 4)
+        )
         out_spatial = max(spatial // 4, 1) if spatial >= 4 else (max(spatial // 2, 1) if spatial >= 2 else spatial)
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(channels * out_spatial * out_spatial, hidden), nn.ReLU(),
-                                nn.Linear(hidden, 1))
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels * out_spatial * out_spatial, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.fc(self.conv(pairs))).squeeze(-1)

@@ -7,9 +7,10 @@ and at the last one, the step also measures N-way K-shot accuracy on the meta-va
 (the same seeded episodes each time) and reports ``meta_val_accuracy`` and ``val_value`` = 1 − it:
 a gradient outer optimizer keeps the best point by it.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -24,9 +25,20 @@ PARAM, BUFFER = "param:", "buffer:"
 
 
 class EpisodicProblem(DifferentiableProblem):
-    def __init__(self, model: MetaLearner, train: EpisodeSampler, val: EpisodeSampler | None = None, *,
-                 seed: int = 0, l2g: bool = False, l2g_lr: float = 0.1, l2g_weight: float = 1.0,
-                 val_every: int = 50, val_episodes: int = 50, n_steps: int | None = None):
+    def __init__(
+        self,
+        model: MetaLearner,
+        train: EpisodeSampler,
+        val: EpisodeSampler | None = None,
+        *,
+        seed: int = 0,
+        l2g: bool = False,
+        l2g_lr: float = 0.1,
+        l2g_weight: float = 1.0,
+        val_every: int = 50,
+        val_episodes: int = 50,
+        n_steps: int | None = None,
+    ):
         self.model, self.train, self.val = model, train, val
         self.seed, self.l2g, self.l2g_lr, self.l2g_weight = int(seed), bool(l2g), float(l2g_lr), float(l2g_weight)
         self.val_every, self.val_episodes, self.n_steps = int(val_every), int(val_episodes), n_steps
@@ -59,8 +71,7 @@ class EpisodicProblem(DifferentiableProblem):
         model = self.load(outer)
         metrics: dict[str, float] = {}
         if self.validates(step):  # the point being evaluated, before this step's update
-            acc, _ = evaluate_episodes(model, self.val, self.val_episodes,
-                                       rng=np.random.default_rng([self.seed, 1]))
+            acc, _ = evaluate_episodes(model, self.val, self.val_episodes, rng=np.random.default_rng([self.seed, 1]))
             metrics.update(meta_val_accuracy=acc, val_value=1.0 - acc)
         rng = np.random.default_rng([self.seed, 0, step])
         model.train()
@@ -78,8 +89,11 @@ class EpisodicProblem(DifferentiableProblem):
                 raise FloatingPointError(f"non-finite meta-loss {value}")
             objective.backward()
         metrics["train_accuracy"] = _accuracy(logits, a.query_y)
-        grads = {PARAM + k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-                 for k, p in model.named_parameters() if p.requires_grad}
+        grads = {
+            PARAM + k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+            for k, p in model.named_parameters()
+            if p.requires_grad
+        }
         model.zero_grad(set_to_none=True)
         state = {BUFFER + k: b.detach().clone() for k, b in model.named_buffers()}
         return GradientResult(value, grads, metrics, state)

@@ -13,10 +13,12 @@ multi-fidelity optimizers scale each trial's meta-iterations by its budget.
                                                          "l2g_weight": (0.1, 10.0, "log")},
                                      method="protonet", l2g=True, optimizer="smac", n_iter=20)
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +34,9 @@ from ..specs import Component
 from .episodes import EpisodeError, as_images, class_split, rotate_classes
 
 #: MetaLearnerClassifier settings a trial may set; any other key goes to ``method_params``
-ESTIMATOR_SETTINGS = frozenset({"l2g", "l2g_lr", "l2g_weight", "meta_lr", "meta_iters", "k_shot", "q_queries",
-                                "rotations"})
+ESTIMATOR_SETTINGS = frozenset(
+    {"l2g", "l2g_lr", "l2g_weight", "meta_lr", "meta_iters", "k_shot", "q_queries", "rotations"}
+)
 
 
 class _Fitted:
@@ -61,8 +64,10 @@ class MetaTrainingLearner(InnerLearner):
         from .estimator import MetaLearnerClassifier
 
         settings = {k: v for k, v in config.items() if k in ESTIMATOR_SETTINGS}
-        method_params = {**(self.base.get("method_params") or {}),
-                         **{k: v for k, v in config.items() if k not in ESTIMATOR_SETTINGS}}
+        method_params = {
+            **(self.base.get("method_params") or {}),
+            **{k: v for k, v in config.items() if k not in ESTIMATOR_SETTINGS},
+        }
         params = {**self.base, **settings, "method_params": method_params or None}
         if budget is not None:
             params["meta_iters"] = max(1, round(int(params.get("meta_iters", 1000)) * float(budget)))
@@ -82,13 +87,28 @@ class FewShotError(OuterObjective):
         return 1.0 - res["accuracy"]
 
 
-def tune_meta_learner(X, y, *, search_space: Mapping[str, Any] | Any, method: str = "protonet",
-                      optimizer: str = "random", optimizer_params: Mapping[str, Any] | None = None,
-                      n_iter: int = 10, meta_iters: int = 200, val_fraction: float = 0.3, n_episodes: int = 100,
-                      timeout: float | None = None, n_workers: int = 1, dask_address: str | None = None,
-                      checkpoint: str | os.PathLike | None = None, tracking: bool = True,
-                      tracking_uri: str | None = None, experiment_name: str = "automl-bilevel-meta",
-                      random_state: int = 0, **settings: Any) -> tuple[dict[str, Any], SearchResult]:
+def tune_meta_learner(
+    X,
+    y,
+    *,
+    search_space: Mapping[str, Any] | Any,
+    method: str = "protonet",
+    optimizer: str = "random",
+    optimizer_params: Mapping[str, Any] | None = None,
+    n_iter: int = 10,
+    meta_iters: int = 200,
+    val_fraction: float = 0.3,
+    n_episodes: int = 100,
+    timeout: float | None = None,
+    n_workers: int = 1,
+    dask_address: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    tracking: bool = True,
+    tracking_uri: str | None = None,
+    experiment_name: str = "automl-bilevel-meta",
+    random_state: int = 0,
+    **settings: Any,
+) -> tuple[dict[str, Any], SearchResult]:
     """Search a meta-learner's settings; returns the best configuration and the search. ``settings``
     are fixed ``MetaLearnerClassifier`` settings (``l2g``, ``n_way``, ``k_shot``, ``image_shape``, ...)."""
     if not 0 < val_fraction < 1:
@@ -111,26 +131,52 @@ def tune_meta_learner(X, y, *, search_space: Mapping[str, Any] | Any, method: st
         X_val, y_val = rotate_classes(X_val, y_val)
     n_way = int(settings.get("n_way", 5))
     if len(np.unique(y_val)) < n_way:
-        raise EpisodeError(f"the held-out classes ({len(np.unique(y_val))}) are fewer than n_way={n_way}; "
-                           "raise val_fraction or use rotations=True")
+        raise EpisodeError(
+            f"the held-out classes ({len(np.unique(y_val))}) are fewer than n_way={n_way}; "
+            "raise val_fraction or use rotations=True"
+        )
     task = Task("few_shot_classification", int(np.prod(images.shape[1:])), n_way)
-    problem = BilevelProblem(learner.obj, objective.obj, space, task,
-                             [Split(images[tr], labels[tr], X_val, y_val)], seed)
+    problem = BilevelProblem(
+        learner.obj, objective.obj, space, task, [Split(images[tr], labels[tr], X_val, y_val)], seed
+    )
     check_compatible(Task("classification", task.n_features, n_way), learner, objective, opt)
     cp = None
     if checkpoint is not None:
-        cp = Checkpoint(checkpoint, {"tune_meta_learner": plain(base), "optimizer": optimizer,
-                                     "optimizer_params": plain(dict(optimizer_params or {})),
-                                     "search_space": describe(space), "val_fraction": val_fraction})
+        cp = Checkpoint(
+            checkpoint,
+            {
+                "tune_meta_learner": plain(base),
+                "optimizer": optimizer,
+                "optimizer_params": plain(dict(optimizer_params or {})),
+                "search_space": describe(space),
+                "val_fraction": val_fraction,
+            },
+        )
         if cp.open(seed) != seed:
             raise ValueError("checkpoint was written with another random_state")
-    context = RunContext(name=f"tune-{method}-{optimizer}", task="few_shot_classification", learner=method,
-                         objective="few_shot_error", optimizer=optimizer, params=plain(base), plugins={},
-                         search_space=describe(space), n_iter=int(n_iter),
-                         tracking=TrackingSettings(tracking, tracking_uri, experiment_name))
+    context = RunContext(
+        name=f"tune-{method}-{optimizer}",
+        task="few_shot_classification",
+        learner=method,
+        objective="few_shot_error",
+        optimizer=optimizer,
+        params=plain(base),
+        plugins={},
+        search_space=describe(space),
+        n_iter=int(n_iter),
+        tracking=TrackingSettings(tracking, tracking_uri, experiment_name),
+    )
     with Run(context, registry) as run:
-        result = run.search(problem, opt.obj, n_iter=int(n_iter), seed=seed, timeout=timeout, n_workers=n_workers,
-                            dask_address=dask_address, checkpoint=cp)
+        result = run.search(
+            problem,
+            opt.obj,
+            n_iter=int(n_iter),
+            seed=seed,
+            timeout=timeout,
+            n_workers=n_workers,
+            dask_address=dask_address,
+            checkpoint=cp,
+        )
         best = result.best
         run.finish(result.status)
     if result.status == "KILLED":

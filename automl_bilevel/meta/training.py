@@ -9,6 +9,7 @@ L_A(θ) + β · L_B(θ'), differentiating L_B through the inner step (second ord
 ``torch.func.functional_call``), so the representation learns to generalise to classes it has not
 just been trained on.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,15 +33,16 @@ def l2g_loss(model: MetaLearner, a: Episode, b: Episode, inner_lr: float, weight
     out_a = functional_call(model, (params, buffers), (a.support_x, a.support_y, a.query_x, a.n_way))
     loss_a = model.loss_from_output(out_a, a.query_y)
     grads = torch.autograd.grad(loss_a, list(params.values()), create_graph=True, allow_unused=True)
-    fast = {k: (p - inner_lr * g if g is not None else p) for (k, p), g in zip(params.items(), grads)}
+    fast = {k: (p - inner_lr * g if g is not None else p) for (k, p), g in zip(params.items(), grads, strict=True)}
     out_b = functional_call(model, (fast, buffers), (b.support_x, b.support_y, b.query_x, b.n_way))
     loss_b = model.loss_from_output(out_b, b.query_y)
     return loss_a + weight * loss_b, out_a.detach()
 
 
 @torch.no_grad()
-def evaluate_episodes(model: MetaLearner, sampler: EpisodeSampler, n_episodes: int,
-                      rng: np.random.Generator | None = None) -> tuple[float, float]:
+def evaluate_episodes(
+    model: MetaLearner, sampler: EpisodeSampler, n_episodes: int, rng: np.random.Generator | None = None
+) -> tuple[float, float]:
     """Mean query accuracy over ``n_episodes`` (drawn with ``rng``, else the sampler's generator) and
     its 95% confidence half-width (1.96 σ / √n)."""
     was = model.training

@@ -13,14 +13,15 @@ noisy train + validation, oracle).
 The inner learner is any registered differentiable learner (the torch learners)
 (softmax regression by default); the weights are projected onto [0, 1] after every Adam step.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
 from ConfigSpace import ConfigurationSpace
 
 from ..components import Task
@@ -61,10 +62,23 @@ class CleaningResult:
     search: SearchResult | None = None
 
 
-def hyperclean(X_train, y_train, X_val, y_val, *, learner=None, outer_steps: int = 100, outer_lr: float = 0.1,
-               mode: str = "reverse", init: float = 1.0, seed: int = 0,
-               callback: Callable[[int, dict[str, Any]], None] | None = None, run=None, checkpoint=None,
-               **mode_options) -> CleaningResult:
+def hyperclean(
+    X_train,
+    y_train,
+    X_val,
+    y_val,
+    *,
+    learner=None,
+    outer_steps: int = 100,
+    outer_lr: float = 0.1,
+    mode: str = "reverse",
+    init: float = 1.0,
+    seed: int = 0,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+    run=None,
+    checkpoint=None,
+    **mode_options,
+) -> CleaningResult:
     """Per-example weights of the training set that minimise the validation cross-entropy of the
     learner trained on the weighted training loss: the ``hypergradient`` optimizer (Adam at
     ``outer_lr``, no clipping) on the ``example_weights`` of a bilevel problem, through the one loop
@@ -72,17 +86,34 @@ def hyperclean(X_train, y_train, X_val, y_val, *, learner=None, outer_steps: int
     sees every outer step). Returns the weights after the last step."""
     registry = get_registry()
     if learner is None:
-        learner, _ = registry.make("learner", "logistic", dict(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=1e-5,
-                                                               epochs=100, batch_size=len(X_train)))
+        learner, _ = registry.make(
+            "learner",
+            "logistic",
+            dict(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=1e-5, epochs=100, batch_size=len(X_train)),
+        )
     n_classes = int(max(np.max(y_train), np.max(y_val))) + 1
     task = Task("classification", int(np.shape(X_train)[1]), n_classes)
     objective, _ = registry.make("objective", "val_loss")
-    problem = BilevelProblem(learner, objective, ConfigurationSpace(), task,
-                             [Split(np.asarray(X_train), np.asarray(y_train), np.asarray(X_val), np.asarray(y_val))],
-                             seed)
-    opt, _ = registry.make("optimizer", "hypergradient", dict(mode=mode, outer_lr=outer_lr, clip=None,
-                                                              tensor_hyperparameters=["example_weights"],
-                                                              tensor_init={"example_weights": init}, **mode_options))
+    problem = BilevelProblem(
+        learner,
+        objective,
+        ConfigurationSpace(),
+        task,
+        [Split(np.asarray(X_train), np.asarray(y_train), np.asarray(X_val), np.asarray(y_val))],
+        seed,
+    )
+    opt, _ = registry.make(
+        "optimizer",
+        "hypergradient",
+        dict(
+            mode=mode,
+            outer_lr=outer_lr,
+            clip=None,
+            tensor_hyperparameters=["example_weights"],
+            tensor_init={"example_weights": init},
+            **mode_options,
+        ),
+    )
     session = RunSession([("callback", _StepCallback(callback))]) if callback is not None and run is None else None
     t0 = time.perf_counter()
     if session is not None:
@@ -94,8 +125,13 @@ def hyperclean(X_train, y_train, X_val, y_val, *, learner=None, outer_steps: int
 
 
 def _record(trial) -> dict[str, Any]:
-    return {"step": trial.number, "val_loss": trial.value, "hypergrad_norm": trial.metrics.get("hypergrad_norm"),
-            "mean_weight": trial.metrics.get("hp.example_weights.mean"), "error": trial.error}
+    return {
+        "step": trial.number,
+        "val_loss": trial.value,
+        "hypergrad_norm": trial.metrics.get("hypergrad_norm"),
+        "mean_weight": trial.metrics.get("hp.example_weights.mean"),
+        "error": trial.error,
+    }
 
 
 class _StepCallback:
@@ -118,12 +154,15 @@ def mnist_experiment(n_train=5000, n_val=5000, n_test=10000, outer_steps=100, se
     y = y[: n_train + n_val + n_test]
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(X))
-    tr, va, te = perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:]
+    tr, va, te = perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
     y_noisy, flipped = flip_labels(y[tr], 0.5, 10, rng)
 
     def learner(n):  # the same inner problem for every method: full-batch SGD with momentum, 100 steps
-        return get_registry().make("learner", "logistic", dict(optimizer="sgd", momentum=0.9, lr=0.1,
-                                                               weight_decay=1e-5, epochs=100, batch_size=n))[0]
+        return get_registry().make(
+            "learner",
+            "logistic",
+            dict(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=1e-5, epochs=100, batch_size=n),
+        )[0]
 
     task = Task("classification", 784, 10)
 
@@ -132,10 +171,22 @@ def mnist_experiment(n_train=5000, n_val=5000, n_test=10000, outer_steps=100, se
         model = learner(len(Xf)).fit(Xf, yf, cfg, task=task, seed=seed)
         return float(np.mean(model.predict(X[te]) == y[te]))
 
-    log = (lambda s, r: print(f"  outer step {s:3d}  val_loss {r['val_loss']:.4f}  mean weight {r['mean_weight']:.3f}",
-                              flush=True) if s % 10 == 0 else None) if verbose else None
-    res = hyperclean(X[tr], y_noisy, X[va], y[va], learner=learner(n_train), outer_steps=outer_steps, seed=seed,
-                     callback=log)
+    log = (
+        (
+            lambda s, r: (
+                print(
+                    f"  outer step {s:3d}  val_loss {r['val_loss']:.4f}  mean weight {r['mean_weight']:.3f}", flush=True
+                )
+                if s % 10 == 0
+                else None
+            )
+        )
+        if verbose
+        else None
+    )
+    res = hyperclean(
+        X[tr], y_noisy, X[va], y[va], learner=learner(n_train), outer_steps=outer_steps, seed=seed, callback=log
+    )
     Xtv, ytv = np.concatenate([X[tr], X[va]]), np.concatenate([y_noisy, y[va]])
     keep = np.concatenate([~flipped, np.ones(n_val, bool)])
     results = {

@@ -11,16 +11,17 @@ examples with the loss network as its training loss. The outer variable is the l
   inner SGD steps (the hypergradient library, reverse mode); a step with a non-finite
   hypergradient is rejected with its reason and the outer learning rate halved.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
-from ConfigSpace import ConfigurationSpace
 import torch.nn.functional as F
+from ConfigSpace import ConfigurationSpace
 
 from ..components import Task
 from ..engine import SearchResult
@@ -36,14 +37,28 @@ from ..registry import get_registry
 def mlp_learner(loss, *, inner_steps: int = 20, lr: float = 0.1, hidden_units: int = 100):
     """The inner learner of the paper: 784-h-h-10 MLP, ``inner_steps`` full-batch SGD steps (the
     registered ``mlp`` learner, resolved through the registry like any plugin)."""
-    learner, _ = get_registry().make("learner", "mlp", dict(
-        hidden_units=hidden_units, n_layers=2, activation="relu", optimizer="sgd", lr=lr, weight_decay=0.0,
-        epochs=inner_steps, batch_size=10**6, standardize=False, loss=loss))
+    learner, _ = get_registry().make(
+        "learner",
+        "mlp",
+        dict(
+            hidden_units=hidden_units,
+            n_layers=2,
+            activation="relu",
+            optimizer="sgd",
+            lr=lr,
+            weight_decay=0.0,
+            epochs=inner_steps,
+            batch_size=10**6,
+            standardize=False,
+            loss=loss,
+        ),
+    )
     return learner
 
 
-def evaluate_loss(loss, tasks: Sequence[Split], *, n_classes: int, inner_steps: int = 20, lr: float = 0.1,
-                  seed: int = 0) -> list[float]:
+def evaluate_loss(
+    loss, tasks: Sequence[Split], *, n_classes: int, inner_steps: int = 20, lr: float = 0.1, seed: int = 0
+) -> list[float]:
     """Validation accuracy of an MLP trained with ``loss`` ('default', 'mse' or a LossNetwork) on each task."""
     learner = mlp_learner(loss, inner_steps=inner_steps, lr=lr)
     task = Task("classification", tasks[0].X_train.shape[1], n_classes)
@@ -54,11 +69,23 @@ def evaluate_loss(loss, tasks: Sequence[Split], *, n_classes: int, inner_steps: 
     return accs
 
 
-def evolve_loss_network(tasks: Sequence[Split], *, n_classes: int, n_evaluations: int = 200,
-                        strategy: str = "mu_plus_lambda", population_size: int = 10, sigma0: float = 0.05,
-                        inner_steps: int = 20, lr: float = 0.1, seed: int = 0, timeout: float | None = None,
-                        run=None, net: LossNetwork | None = None, strategy_options: dict | None = None,
-                        checkpoint=None) -> tuple[LossNetwork, SearchResult]:
+def evolve_loss_network(
+    tasks: Sequence[Split],
+    *,
+    n_classes: int,
+    n_evaluations: int = 200,
+    strategy: str = "mu_plus_lambda",
+    population_size: int = 10,
+    sigma0: float = 0.05,
+    inner_steps: int = 20,
+    lr: float = 0.1,
+    seed: int = 0,
+    timeout: float | None = None,
+    run=None,
+    net: LossNetwork | None = None,
+    strategy_options: dict | None = None,
+    checkpoint=None,
+) -> tuple[LossNetwork, SearchResult]:
     """Evolve a loss network (``net``, else a new cross-entropy start) with the ``es`` optimizer
     (``strategy_options`` go to it, e.g. OpenAI-ES's ``lr``) through the one loop (tracked in ``run``,
     an :class:`automl_bilevel.lifecycle.Run`, whose executor may be Dask); returns the best network
@@ -67,10 +94,19 @@ def evolve_loss_network(tasks: Sequence[Split], *, n_classes: int, n_evaluations
     net = net or LossNetwork(n_classes, seed=seed)
     learner = mlp_learner(net, inner_steps=inner_steps, lr=lr)
     objective, _ = registry.make("objective", "val_error")
-    problem = BilevelProblem(learner, objective, ConfigurationSpace(),
-                             Task("classification", tasks[0].X_train.shape[1], n_classes), list(tasks), seed)
-    opt, _ = registry.make("optimizer", "es", dict(strategy=strategy, population_size=population_size, sigma0=sigma0,
-                                                   **(strategy_options or {})))
+    problem = BilevelProblem(
+        learner,
+        objective,
+        ConfigurationSpace(),
+        Task("classification", tasks[0].X_train.shape[1], n_classes),
+        list(tasks),
+        seed,
+    )
+    opt, _ = registry.make(
+        "optimizer",
+        "es",
+        dict(strategy=strategy, population_size=population_size, sigma0=sigma0, **(strategy_options or {})),
+    )
     res = search(problem, opt, n_iter=n_evaluations, seed=seed, timeout=timeout, run=run, checkpoint=checkpoint)
     if res.best is not None:
         vector_to_module(res.best.config["loss_net"], net)
@@ -78,20 +114,34 @@ def evolve_loss_network(tasks: Sequence[Split], *, n_classes: int, n_evaluations
 
 
 class LossNetworkProblem(DifferentiableProblem):
-    """ML3 as a problem of the one loop: the outer variable is the loss network's flat weight vector;
-    outer step ``k`` averages the hypergradient of the validation cross-entropy over
-    ``tasks_per_step`` tasks (reverse mode through all inner steps, or the last ``truncate``). With
-    ``held_out`` tasks, every ``eval_every`` steps (from the start) and at the last of ``n_steps`` the step also measures the
-    network's validation accuracy on them (``held_out_accuracy``, ``val_value`` = 1 − it), which the
-    optimizer keeps its best point by: 20 SGD steps at a useful step size are close to chaotic in the
-    loss weights, so single steps can make things worse."""
+    """ML3 as a problem of the one loop: the outer variable is the loss network's flat weight vector; outer
+    step ``k`` averages the hypergradient of the validation cross-entropy over ``tasks_per_step``
+    tasks (reverse mode through all inner steps, or the last ``truncate``). With ``held_out`` tasks,
+    every ``eval_every`` steps (from the start) and at the last of ``n_steps`` the step also
+    measures the network's validation accuracy on them (``held_out_accuracy``, ``val_value`` = 1 −
+    it), which the optimizer keeps its best point by: 20 SGD steps at a useful step size are close
+    to chaotic in the loss weights, so single steps can make things worse."""
 
-    def __init__(self, tasks: Sequence[Split], net: LossNetwork, *, n_classes: int, inner_steps: int = 20,
-                 lr: float = 0.1, tasks_per_step: int = 4, truncate: int | None = None,
-                 held_out: Sequence[Split] = (), eval_every: int = 10, seed: int = 0, n_steps: int | None = None):
+    def __init__(
+        self,
+        tasks: Sequence[Split],
+        net: LossNetwork,
+        *,
+        n_classes: int,
+        inner_steps: int = 20,
+        lr: float = 0.1,
+        tasks_per_step: int = 4,
+        truncate: int | None = None,
+        held_out: Sequence[Split] = (),
+        eval_every: int = 10,
+        seed: int = 0,
+        n_steps: int | None = None,
+    ):
         if int(tasks_per_step) < 1 or int(eval_every) < 1 or not tasks:
-            raise ValueError(f"need tasks_per_step >= 1, eval_every >= 1 and some tasks, got {tasks_per_step}, "
-                             f"{eval_every}, {len(tasks)} tasks")
+            raise ValueError(
+                f"need tasks_per_step >= 1, eval_every >= 1 and some tasks, got {tasks_per_step}, "
+                f"{eval_every}, {len(tasks)} tasks"
+            )
         self.tasks, self.held_out, self.net = list(tasks), list(held_out), net
         self.n_classes, self.inner_steps, self.lr = int(n_classes), int(inner_steps), float(lr)
         self.tasks_per_step, self.eval_every, self.seed = int(tasks_per_step), int(eval_every), int(seed)
@@ -115,14 +165,29 @@ class LossNetworkProblem(DifferentiableProblem):
         metrics: dict[str, float] = {}
         last = self.n_steps is not None and step == self.n_steps - 1
         if self.held_out and (step % self.eval_every == 0 or last):
-            acc = float(np.mean(evaluate_loss(self.network(outer), self.held_out, n_classes=self.n_classes,
-                                              inner_steps=self.inner_steps, lr=self.lr, seed=self.seed)))
+            acc = float(
+                np.mean(
+                    evaluate_loss(
+                        self.network(outer),
+                        self.held_out,
+                        n_classes=self.n_classes,
+                        inner_steps=self.inner_steps,
+                        lr=self.lr,
+                        seed=self.seed,
+                    )
+                )
+            )
             metrics.update(held_out_accuracy=acc, val_value=1.0 - acc)
         k, grads, values = self.tasks_per_step, [], []
         for j in range(k):
             split = self.tasks[(step * k + j) % len(self.tasks)]
-            dt = self.learner.differentiable(split.X_train, split.y_train, {"loss_net": theta.numpy()}, task=self.task,
-                                             seed=self.seed + (step + 1) * k + j)
+            dt = self.learner.differentiable(
+                split.X_train,
+                split.y_train,
+                {"loss_net": theta.numpy()},
+                task=self.task,
+                seed=self.seed + (step + 1) * k + j,
+            )
             Xv, yv = dt.tensor(split.X_val), dt.targets(split.y_val)
 
             def outer_loss(w, hp, dt=dt, Xv=Xv, yv=yv):
@@ -143,11 +208,24 @@ class ML3Result:
     search: SearchResult | None = None
 
 
-def train_loss_network_ml3(tasks: Sequence[Split], *, n_classes: int, outer_steps: int = 100,
-                           outer_lr: float = 1e-3, inner_steps: int = 20, lr: float = 0.1, clip: float = 10.0,
-                           tasks_per_step: int = 4, truncate: int | None = None,
-                           held_out: Sequence[Split] = (), eval_every: int = 10, seed: int = 0,
-                           net: LossNetwork | None = None, run=None, checkpoint=None) -> tuple[LossNetwork, ML3Result]:
+def train_loss_network_ml3(
+    tasks: Sequence[Split],
+    *,
+    n_classes: int,
+    outer_steps: int = 100,
+    outer_lr: float = 1e-3,
+    inner_steps: int = 20,
+    lr: float = 0.1,
+    clip: float = 10.0,
+    tasks_per_step: int = 4,
+    truncate: int | None = None,
+    held_out: Sequence[Split] = (),
+    eval_every: int = 10,
+    seed: int = 0,
+    net: LossNetwork | None = None,
+    run=None,
+    checkpoint=None,
+) -> tuple[LossNetwork, ML3Result]:
     """Train a loss network by hypergradients of the validation cross-entropy (ML3) through the one
     loop (:class:`LossNetworkProblem` moved by the ``hypergradient`` optimizer: Adam at ``outer_lr``,
     clipped at ``clip``; a step with a non-finite hypergradient is rejected with its reason and the
@@ -156,18 +234,30 @@ def train_loss_network_ml3(tasks: Sequence[Split], *, n_classes: int, outer_step
     if int(outer_steps) < 0:
         raise ValueError(f"need outer_steps >= 0, got {outer_steps}")
     net = net or LossNetwork(n_classes, seed=seed)
-    problem = LossNetworkProblem(tasks, net, n_classes=n_classes, inner_steps=inner_steps, lr=lr,
-                                 tasks_per_step=tasks_per_step, truncate=truncate, held_out=held_out,
-                                 eval_every=eval_every, seed=seed, n_steps=int(outer_steps))
+    problem = LossNetworkProblem(
+        tasks,
+        net,
+        n_classes=n_classes,
+        inner_steps=inner_steps,
+        lr=lr,
+        tasks_per_step=tasks_per_step,
+        truncate=truncate,
+        held_out=held_out,
+        eval_every=eval_every,
+        seed=seed,
+        n_steps=int(outer_steps),
+    )
     opt, _ = get_registry().make("optimizer", "hypergradient", {"outer_lr": outer_lr, "clip": clip})
     res = search(problem, opt, n_iter=int(outer_steps), seed=seed, run=run, checkpoint=checkpoint)
     final = opt.best_variables() if held_out else opt.vars
     problem.network(final)
-    out = ML3Result(values=[t.value for t in res.trials if t.ok],
-                    rejected=[(t.number + 1, t.error) for t in res.trials if not t.ok],
-                    held_out=[(t.number, t.metrics["held_out_accuracy"]) for t in res.trials
-                              if "held_out_accuracy" in t.metrics],
-                    best_step=max(opt.best_step, 0) if held_out else len(res.trials), search=res)
+    out = ML3Result(
+        values=[t.value for t in res.trials if t.ok],
+        rejected=[(t.number + 1, t.error) for t in res.trials if not t.ok],
+        held_out=[(t.number, t.metrics["held_out_accuracy"]) for t in res.trials if "held_out_accuracy" in t.metrics],
+        best_step=max(opt.best_step, 0) if held_out else len(res.trials),
+        search=res,
+    )
     return net, out
 
 

@@ -6,6 +6,7 @@ estimators come with a default ConfigSpace; for others pass ``search_space``.
 Multi-fidelity: a ``budget`` in (0, 1] trains on that fraction of the training data (a seeded,
 stratified subsample for classifiers, keeping every class).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,12 +27,26 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     "Lasso": {"alpha": (1e-5, 10.0, "log")},
     "KNeighborsClassifier": {"n_neighbors": (1, 50), "weights": ["uniform", "distance"]},
     "KNeighborsRegressor": {"n_neighbors": (1, 50), "weights": ["uniform", "distance"]},
-    "RandomForestClassifier": {"n_estimators": (10, 300, "log"), "max_depth": (2, 32, "log"), "min_samples_leaf": (1, 20)},
-    "RandomForestRegressor": {"n_estimators": (10, 300, "log"), "max_depth": (2, 32, "log"), "min_samples_leaf": (1, 20)},
-    "HistGradientBoostingClassifier": {"learning_rate": (1e-3, 1.0, "log"), "max_leaf_nodes": (4, 128, "log"),
-                                       "l2_regularization": (1e-8, 1.0, "log")},
-    "HistGradientBoostingRegressor": {"learning_rate": (1e-3, 1.0, "log"), "max_leaf_nodes": (4, 128, "log"),
-                                      "l2_regularization": (1e-8, 1.0, "log")},
+    "RandomForestClassifier": {
+        "n_estimators": (10, 300, "log"),
+        "max_depth": (2, 32, "log"),
+        "min_samples_leaf": (1, 20),
+    },
+    "RandomForestRegressor": {
+        "n_estimators": (10, 300, "log"),
+        "max_depth": (2, 32, "log"),
+        "min_samples_leaf": (1, 20),
+    },
+    "HistGradientBoostingClassifier": {
+        "learning_rate": (1e-3, 1.0, "log"),
+        "max_leaf_nodes": (4, 128, "log"),
+        "l2_regularization": (1e-8, 1.0, "log"),
+    },
+    "HistGradientBoostingRegressor": {
+        "learning_rate": (1e-3, 1.0, "log"),
+        "max_leaf_nodes": (4, 128, "log"),
+        "l2_regularization": (1e-8, 1.0, "log"),
+    },
     "MLPClassifier": {"alpha": (1e-6, 1e-1, "log"), "learning_rate_init": (1e-4, 1e-1, "log")},
     "MLPRegressor": {"alpha": (1e-6, 1e-1, "log"), "learning_rate_init": (1e-4, 1e-1, "log")},
 }
@@ -45,10 +60,14 @@ def no_predict_proba(estimator: BaseEstimator) -> str | None:
     name = type(final).__name__
     where = f"the pipeline's last step {name}" if final is not estimator else name
     if "probability" in final.get_params(deep=False):  # SVC, NuSVC
-        return (f"{where} has no predict_proba unless probability=True; use objective='val_error' or "
-                f"{name}(probability=True)")
-    return (f"{where} has no predict_proba; use objective='val_error' or an estimator with predict_proba "
-            "(LogisticRegression, SVC(probability=True), ...)")
+        return (
+            f"{where} has no predict_proba unless probability=True; use objective='val_error' or "
+            f"{name}(probability=True)"
+        )
+    return (
+        f"{where} has no predict_proba; use objective='val_error' or an estimator with predict_proba "
+        "(LogisticRegression, SVC(probability=True), ...)"
+    )
 
 
 @dataclass
@@ -85,7 +104,9 @@ class SklearnLearner(InnerLearner):
     def _estimator(self, task: Task) -> BaseEstimator:
         if self.estimator is not None:
             if task.is_classifier != is_classifier(self.estimator):
-                raise ValueError(f"{type(self.estimator).__name__} is not a {'classifier' if task.is_classifier else 'regressor'}")
+                raise ValueError(
+                    f"{type(self.estimator).__name__} is not a {'classifier' if task.is_classifier else 'regressor'}"
+                )
             return self.estimator
         return LogisticRegression(max_iter=1000) if task.is_classifier else Ridge()
 
@@ -125,6 +146,11 @@ class SklearnLearner(InnerLearner):
 
 @hookimpl
 def bilevel_register_learners():
-    return [LearnerSpec("sklearn", SklearnLearner,
-                        "any scikit-learn estimator (default LogisticRegression / Ridge) as a black-box learner",
-                        capabilities=frozenset({"multi_fidelity"}))]
+    return [
+        LearnerSpec(
+            "sklearn",
+            SklearnLearner,
+            "any scikit-learn estimator (default LogisticRegression / Ridge) as a black-box learner",
+            capabilities=frozenset({"multi_fidelity"}),
+        )
+    ]

@@ -16,13 +16,14 @@ a GPU loads and predicts on a CPU-only machine. The default is the CPU because t
 models these learners fit are faster there than on a GPU (per-step launch overhead); pass
 ``device="auto"`` for larger ones.
 """
+
 from __future__ import annotations
 
 import copy
-
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +32,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from automl_bilevel import InnerLearner, LearnerSpec, Task, hookimpl
-from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
 from automl_bilevel.evolution import vector_to_module
+from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
 from automl_bilevel.learned.loss import LossNetwork
 from automl_bilevel.learned.optimizer import LearnedOptimizer, LSTMOptimizer
 from automl_bilevel.runtime import resolve_device
@@ -98,8 +99,20 @@ class DifferentiableTask:
     dynamics, initial state, and a forward pass on new data. The ``hypergradient`` optimizer
     differentiates exactly the training that ``fit`` runs."""
 
-    def __init__(self, module: nn.Module, Xt: torch.Tensor, yt: torch.Tensor, task: Task, s: Mapping[str, Any],
-                 steps: int, seed: int, x_mean, x_scale, y_mean=0.0, y_scale=1.0):
+    def __init__(
+        self,
+        module: nn.Module,
+        Xt: torch.Tensor,
+        yt: torch.Tensor,
+        task: Task,
+        s: Mapping[str, Any],
+        steps: int,
+        seed: int,
+        x_mean,
+        x_scale,
+        y_mean=0.0,
+        y_scale=1.0,
+    ):
         self.device = resolve_device(s.get("device", "cpu"))
         dev = self.device
         module = module.to(dev)
@@ -119,16 +132,20 @@ class DifferentiableTask:
             self.batches = []
             while len(self.batches) < steps:
                 order = torch.randperm(n, generator=gen)
-                self.batches += [order[i * bs:(i + 1) * bs] for i in range(per_epoch)]
+                self.batches += [order[i * bs : (i + 1) * bs] for i in range(per_epoch)]
             self.batches = [b.to(dev) for b in self.batches[:steps]]  # moved once, not per step
-        self.optimizer = (LearnedOptimizer(_on(s["optimizer"], dev)) if isinstance(s["optimizer"], LSTMOptimizer)
-                          else make_optimizer(s["optimizer"], lr="lr", momentum="momentum"))
+        self.optimizer = (
+            LearnedOptimizer(_on(s["optimizer"], dev))
+            if isinstance(s["optimizer"], LSTMOptimizer)
+            else make_optimizer(s["optimizer"], lr="lr", momentum="momentum")
+        )
         self.dynamics = InnerDynamics(self.inner_loss, self.optimizer, w0.numel(), steps)
         self.z0 = self.dynamics.init(w0)
         self.constants = {k: torch.tensor(float(s[k]), device=dev) for k in ("lr", "weight_decay", "momentum")}
         if s.get("l2_per_feature") is not None:
-            self.constants["l2_per_feature"] = torch.as_tensor(np.asarray(s["l2_per_feature"], dtype=np.float32),
-                                                               device=dev)
+            self.constants["l2_per_feature"] = torch.as_tensor(
+                np.asarray(s["l2_per_feature"], dtype=np.float32), device=dev
+            )
         self.loss_network = _on(s["loss"], dev) if isinstance(s.get("loss"), LossNetwork) else None
         self.mse = s.get("loss") == "mse"
         if (self.loss_network is not None or self.mse) and not task.is_classifier:
@@ -139,14 +156,21 @@ class DifferentiableTask:
             self.constants["loss_net"] = flat.float().to(dev)
         if s.get("example_weights") is not None:
             if self.loss_network is not None or self.mse:
-                raise ValueError("example_weights need a per-example loss; not available with loss='mse' or a loss network")
+                raise ValueError(
+                    "example_weights need a per-example loss; not available with loss='mse' or a loss network"
+                )
             ex = np.asarray(s["example_weights"], dtype=np.float32)
             if ex.shape != (len(Xt),) and len(Xt):
-                raise ValueError(f"example_weights has shape {ex.shape}, expected ({len(Xt)},): one per training example")
+                raise ValueError(
+                    f"example_weights has shape {ex.shape}, expected ({len(Xt)},): one per training example"
+                )
             self.constants["example_weights"] = torch.as_tensor(ex, device=dev)
 
     def params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {n: part.view(shape) for n, part, shape in zip(self.names, torch.split(w, self.sizes), self.shapes)}
+        return {
+            n: part.view(shape)
+            for n, part, shape in zip(self.names, torch.split(w, self.sizes), self.shapes, strict=True)
+        }
 
     def outputs(self, w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         return functional_call(self.module, self.params(w), (X,))
@@ -154,7 +178,7 @@ class DifferentiableTask:
     def per_example_loss(self, out, y):
         if self.task.is_classifier:
             return nn.functional.cross_entropy(out, y, reduction="none")
-        return ((out[:, 0] - y) ** 2)
+        return (out[:, 0] - y) ** 2
 
     def inner_loss(self, w, hp, t):
         idx = self.batches[t] if (self.batches is not None and t is not None and t < len(self.batches)) else None
@@ -163,8 +187,11 @@ class DifferentiableTask:
         if self.loss_network is not None or self.mse:
             probs = torch.softmax(out, dim=1)
             onehot = nn.functional.one_hot(y, self.task.n_outputs).to(probs.dtype)
-            loss = (self.loss_network.functional(hp["loss_net"], probs, onehot) if self.loss_network is not None
-                    else ((probs - onehot) ** 2).sum(1).mean())
+            loss = (
+                self.loss_network.functional(hp["loss_net"], probs, onehot)
+                if self.loss_network is not None
+                else ((probs - onehot) ** 2).sum(1).mean()
+            )
             return self._regularised(loss, w, hp)
         losses = self.per_example_loss(out, y)
         if "example_weights" in hp:
@@ -185,19 +212,21 @@ class DifferentiableTask:
 
     def tensor(self, X) -> torch.Tensor:
         """New inputs, scaled like the training data, on the task's device."""
-        return torch.as_tensor((np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale, dtype=torch.float32,
-                               device=self.device)
+        return torch.as_tensor(
+            (np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale, dtype=torch.float32, device=self.device
+        )
 
     def targets(self, y) -> torch.Tensor:
         """New targets, encoded like the training targets, on the task's device."""
         if self.task.is_classifier:
             return torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
-        return torch.as_tensor((np.asarray(y, dtype=np.float64) - self.y_mean) / self.y_scale, dtype=torch.float32,
-                               device=self.device)
+        return torch.as_tensor(
+            (np.asarray(y, dtype=np.float64) - self.y_mean) / self.y_scale, dtype=torch.float32, device=self.device
+        )
 
-    def predictor(self, w: torch.Tensor) -> "TorchPredictor":
+    def predictor(self, w: torch.Tensor) -> TorchPredictor:
         with torch.no_grad():
-            for p, v in zip(self.module.parameters(), torch.split(w.detach(), self.sizes)):
+            for p, v in zip(self.module.parameters(), torch.split(w.detach(), self.sizes), strict=True):
                 p.copy_(v.view(p.shape))
         return TorchPredictor(self.module.eval(), self.x_mean, self.x_scale, self.task, self.y_mean, self.y_scale)
 
@@ -213,15 +242,38 @@ class TorchLearner(InnerLearner):
     build the module."""
 
     #: hyperparameters a gradient-based outer optimizer can move, with their kinds
-    DIFFERENTIABLE = {"lr": "positive", "weight_decay": "positive", "momentum": "unit",
-                      "l2_per_feature": "positive_per_feature", "example_weights": "unit_per_example"}
+    DIFFERENTIABLE = {
+        "lr": "positive",
+        "weight_decay": "positive",
+        "momentum": "unit",
+        "l2_per_feature": "positive_per_feature",
+        "example_weights": "unit_per_example",
+    }
 
-    def __init__(self, *, lr: float = 1e-2, weight_decay: float = 1e-4, epochs: int = 100, batch_size: int = 256,
-                 optimizer: str = "adam", momentum: float = 0.9, standardize: bool = True, loss="default",
-                 device: str = "cpu"):
-        self.settings = dict(lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
-                             optimizer=optimizer, momentum=momentum, standardize=standardize, loss=loss,
-                             device=device)
+    def __init__(
+        self,
+        *,
+        lr: float = 1e-2,
+        weight_decay: float = 1e-4,
+        epochs: int = 100,
+        batch_size: int = 256,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        standardize: bool = True,
+        loss="default",
+        device: str = "cpu",
+    ):
+        self.settings = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            momentum=momentum,
+            standardize=standardize,
+            loss=loss,
+            device=device,
+        )
         self._check(self.settings)
 
     @staticmethod
@@ -233,8 +285,9 @@ class TorchLearner(InnerLearner):
         if int(s["epochs"]) < 1 or int(s["batch_size"]) < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {s['epochs']!r}, {s['batch_size']!r}")
         if not isinstance(s["optimizer"], LSTMOptimizer) and s["optimizer"] not in ("adam", "sgd", "momentum"):
-            raise ValueError(f"optimizer must be 'adam', 'sgd', 'momentum' or a learned LSTMOptimizer, "
-                             f"got {s['optimizer']!r}")
+            raise ValueError(
+                f"optimizer must be 'adam', 'sgd', 'momentum' or a learned LSTMOptimizer, got {s['optimizer']!r}"
+            )
         loss = s.get("loss", "default")
         if not (isinstance(loss, LossNetwork) or loss in ("default", "mse")):
             raise ValueError(f"loss must be 'default', 'mse' or a LossNetwork, got {loss!r}")
@@ -244,8 +297,9 @@ class TorchLearner(InnerLearner):
         raise NotImplementedError
 
     def param_names(self, task: Task) -> set[str]:
-        return (set(self.settings) | set(self.config_space(task).keys())
-                | {"l2_per_feature", "example_weights", "loss_net"})
+        return (
+            set(self.settings) | set(self.config_space(task).keys()) | {"l2_per_feature", "example_weights", "loss_net"}
+        )
 
     def differentiable_hyperparameters(self, task: Task) -> dict[str, str]:
         """What a gradient method may move (the DifferentiableLearner protocol), with their kinds; with a
@@ -299,13 +353,22 @@ class TorchLearner(InnerLearner):
             torch.manual_seed(seed)
             module = self.build_module(task, s)
         Xt = torch.as_tensor((X - x_mean) / x_scale, dtype=torch.float32)
-        dt = DifferentiableTask(module, Xt, torch.empty(0), task, s, int(steps), seed,
-                                x_mean, x_scale, y_mean, y_scale)
+        dt = DifferentiableTask(module, Xt, torch.empty(0), task, s, int(steps), seed, x_mean, x_scale, y_mean, y_scale)
         dt.yt = dt.targets(y)
         return dt
 
-    def evaluate_population(self, splits, vectors, objective, *, task, seed, name: str = "loss_net",
-                            config: Mapping[str, Any] | None = None, budget=None) -> np.ndarray:
+    def evaluate_population(
+        self,
+        splits,
+        vectors,
+        objective,
+        *,
+        task,
+        seed,
+        name: str = "loss_net",
+        config: Mapping[str, Any] | None = None,
+        budget=None,
+    ) -> np.ndarray:
         """The objective of each row of ``vectors`` (values of the vector hyperparameter ``name``,
         e.g. a population of loss networks), averaged over ``splits``: what evaluating each member
         with ``fit`` and ``objective`` one by one gives, computed as one batched run per split
@@ -319,11 +382,14 @@ class TorchLearner(InnerLearner):
             raise ValueError("evaluate_population needs at least one split")
         values = np.zeros((len(V), len(splits)))
         for j, split in enumerate(splits):
-            dt = self.differentiable(split.X_train, split.y_train, dict(config or {}), task=task, seed=seed,
-                                     budget=budget)
+            dt = self.differentiable(
+                split.X_train, split.y_train, dict(config or {}), task=task, seed=seed, budget=budget
+            )
             if name not in dt.constants:
-                raise ValueError(f"{name!r} is not a vector hyperparameter of this learner "
-                                 f"(it has {sorted(k for k, v in dt.constants.items() if v.ndim == 1)})")
+                raise ValueError(
+                    f"{name!r} is not a vector hyperparameter of this learner "
+                    f"(it has {sorted(k for k, v in dt.constants.items() if v.ndim == 1)})"
+                )
             if dt.constants[name].shape != V.shape[1:]:
                 raise ValueError(f"{name!r} has {dt.constants[name].numel()} entries, the vectors {V.shape[1]}")
             base = {k: v for k, v in dt.constants.items() if k != name}
@@ -355,7 +421,9 @@ class TorchLearner(InnerLearner):
         try:
             z = dt.dynamics.run(dt.z0, dt.constants)
         except FloatingPointError as exc:
-            raise FloatingPointError(f"inner training diverged with lr={dt.constants['lr'].item():.3g}: {exc}") from None
+            raise FloatingPointError(
+                f"inner training diverged with lr={dt.constants['lr'].item():.3g}: {exc}"
+            ) from None
         return dt.predictor(dt.dynamics.weights(z))
 
 
@@ -363,10 +431,12 @@ class LogisticLearner(TorchLearner):
     """Softmax regression (a single linear layer) trained on cross-entropy."""
 
     def config_space(self, task: Task) -> ConfigurationSpace:
-        return ConfigurationSpace(space=[
-            Float("lr", (1e-3, 1.0), log=True, default=1e-2),
-            Float("weight_decay", (1e-7, 1e-1), log=True, default=1e-4),
-        ])
+        return ConfigurationSpace(
+            space=[
+                Float("lr", (1e-3, 1.0), log=True, default=1e-2),
+                Float("weight_decay", (1e-7, 1e-1), log=True, default=1e-4),
+            ]
+        )
 
     def build_module(self, task, s):
         return nn.Linear(task.n_features, task.n_outputs)
@@ -375,8 +445,17 @@ class LogisticLearner(TorchLearner):
 class MLPLearner(TorchLearner):
     """A fully connected network: ``n_layers`` hidden layers of ``hidden_units``."""
 
-    def __init__(self, *, hidden_units: int = 64, n_layers: int = 1, activation: str = "relu", epochs: int = 50,
-                 batch_size: int = 128, lr: float = 1e-3, **kwargs):
+    def __init__(
+        self,
+        *,
+        hidden_units: int = 64,
+        n_layers: int = 1,
+        activation: str = "relu",
+        epochs: int = 50,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        **kwargs,
+    ):
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, **kwargs)
         self.settings.update(hidden_units=hidden_units, n_layers=n_layers, activation=activation)
         self._check(self.settings)
@@ -386,18 +465,22 @@ class MLPLearner(TorchLearner):
         TorchLearner._check(s)
         if "hidden_units" in s:
             if int(s["hidden_units"]) < 1 or int(s["n_layers"]) < 0:
-                raise ValueError(f"hidden_units must be >= 1 and n_layers >= 0, got {s['hidden_units']}, {s['n_layers']}")
+                raise ValueError(
+                    f"hidden_units must be >= 1 and n_layers >= 0, got {s['hidden_units']}, {s['n_layers']}"
+                )
             if s["activation"] not in ACTIVATIONS:
                 raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {s['activation']!r}")
 
     def config_space(self, task: Task) -> ConfigurationSpace:
-        return ConfigurationSpace(space=[
-            Float("lr", (1e-4, 1e-1), log=True, default=1e-3),
-            Float("weight_decay", (1e-7, 1e-2), log=True, default=1e-4),
-            Integer("hidden_units", (16, 256), log=True, default=64),
-            Integer("n_layers", (1, 3), default=1),
-            Categorical("activation", ["relu", "tanh"], default="relu"),
-        ])
+        return ConfigurationSpace(
+            space=[
+                Float("lr", (1e-4, 1e-1), log=True, default=1e-3),
+                Float("weight_decay", (1e-7, 1e-2), log=True, default=1e-4),
+                Integer("hidden_units", (16, 256), log=True, default=64),
+                Integer("n_layers", (1, 3), default=1),
+                Categorical("activation", ["relu", "tanh"], default="relu"),
+            ]
+        )
 
     def build_module(self, task, s):
         layers, width = [], task.n_features
@@ -414,7 +497,12 @@ _CAPS = frozenset({"differentiable", "multi_fidelity"})
 @hookimpl
 def bilevel_register_learners():
     return [
-        LearnerSpec("logistic", LogisticLearner, "softmax regression in torch (classification)",
-                    tasks=frozenset({"classification"}), capabilities=_CAPS),
+        LearnerSpec(
+            "logistic",
+            LogisticLearner,
+            "softmax regression in torch (classification)",
+            tasks=frozenset({"classification"}),
+            capabilities=_CAPS,
+        ),
         LearnerSpec("mlp", MLPLearner, "multilayer perceptron in torch", capabilities=_CAPS),
     ]

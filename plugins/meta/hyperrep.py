@@ -1,11 +1,13 @@
-"""Hyper-representation (Franceschi et al. 2018): the outer variable is a convolutional
-representation shared by all tasks; the inner variable is a linear softmax head, zero-initialised
-per episode and trained ``inner_steps`` steps of gradient descent on the support set (with a
-learned inner learning rate). Features are L2-normalised, so the inner problem's curvature (and a
-safe inner learning rate) does not drift as the representation changes. The outer loss is the query cross-entropy; its gradient with respect
-to the representation and the learning rate comes from :mod:`automl_bilevel.hypergrad` (the
-library behind the ``hypergradient`` optimizer; ``mode`` = reverse, checkpoint, forward or implicit).
+"""Hyper-representation (Franceschi et al. 2018): the outer variable is a convolutional representation
+shared by all tasks; the inner variable is a linear softmax head, zero-initialised per episode and
+trained ``inner_steps`` steps of gradient descent on the support set (with a learned inner learning
+rate). Features are L2-normalised, so the inner problem's curvature (and a safe inner learning rate)
+does not drift as the representation changes. The outer loss is the query cross-entropy; its
+gradient with respect to the representation and the learning rate comes from
+:mod:`automl_bilevel.hypergrad` (the library behind the ``hypergradient`` optimizer; ``mode`` =
+reverse, checkpoint, forward or implicit).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +24,17 @@ from automl_bilevel.specs import MetaLearnerSpec
 
 
 class HyperRepresentation(MetaLearner):
-    def __init__(self, in_channels: int = 1, image_size: int = 28, width: int = 64, depth: int = 4,
-                 inner_steps: int = 10, inner_lr: float = 1.0, learn_inner_lr: bool = True, mode: str = "reverse"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        width: int = 64,
+        depth: int = 4,
+        inner_steps: int = 10,
+        inner_lr: float = 1.0,
+        learn_inner_lr: bool = True,
+        mode: str = "reverse",
+    ):
         super().__init__(in_channels, image_size)
         if int(inner_steps) < 1 or not inner_lr > 0:
             raise ValueError(f"inner_steps must be >= 1 and inner_lr > 0, got {inner_steps}, {inner_lr}")
@@ -35,7 +46,7 @@ class HyperRepresentation(MetaLearner):
     def head(w: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """The linear head with flat weights ``w = (W, b)`` on features ``f``."""
         n_way = w.numel() // (f.shape[1] + 1)
-        W, b = w[: n_way * f.shape[1]].reshape(n_way, f.shape[1]), w[n_way * f.shape[1]:]
+        W, b = w[: n_way * f.shape[1]].reshape(n_way, f.shape[1]), w[n_way * f.shape[1] :]
         return f @ W.T + b
 
     # the inner problem, in the hypergradient library's terms: w = flat (W, b) of the linear head
@@ -51,7 +62,7 @@ class HyperRepresentation(MetaLearner):
     def forward(self, support_x, support_y, query_x, n_way):
         """Plain autograd through the unrolled inner steps (used at test time and by L2G)."""
         z = self.features(torch.cat([support_x, query_x]))
-        fs, fq = z[: len(support_x)], z[len(support_x):]
+        fs, fq = z[: len(support_x)], z[len(support_x) :]
         dyn = self._dynamics(n_way, z.shape[1], support_y)
         create = torch.is_grad_enabled()  # keep the graph only when someone differentiates this
         lr = self.log_lr.exp() if create else self.log_lr.exp().detach()
@@ -59,7 +70,7 @@ class HyperRepresentation(MetaLearner):
         w = torch.zeros(dyn.n, dtype=z.dtype, device=z.device, requires_grad=True)
         with torch.enable_grad():
             for _ in range(self.inner_steps):
-                g, = torch.autograd.grad(dyn.inner_loss(w, hp, None), w, create_graph=create)
+                (g,) = torch.autograd.grad(dyn.inner_loss(w, hp, None), w, create_graph=create)
                 w = w - lr * g
                 if not create:
                     w = w.detach().requires_grad_(True)
@@ -67,7 +78,7 @@ class HyperRepresentation(MetaLearner):
 
     def meta_loss(self, support_x, support_y, query_x, query_y, n_way):
         z = self.features(torch.cat([support_x, query_x]))
-        fs, fq = z[: len(support_x)], z[len(support_x):]
+        fs, fq = z[: len(support_x)], z[len(support_x) :]
         lr = self.log_lr.exp()
         dyn = self._dynamics(n_way, z.shape[1], support_y)
 
@@ -75,8 +86,14 @@ class HyperRepresentation(MetaLearner):
             return F.cross_entropy(self.head(w, hp["query"]), query_y)
 
         hp = {"support": fs, "query": fq, "lr": lr}
-        res = hypergradient(dyn, outer_loss, dyn.init(torch.zeros(dyn.n, dtype=z.dtype, device=z.device)), hp, mode=self.mode,
-                            alpha=float(lr.detach()))
+        res = hypergradient(
+            dyn,
+            outer_loss,
+            dyn.init(torch.zeros(dyn.n, dtype=z.dtype, device=z.device)),
+            hp,
+            mode=self.mode,
+            alpha=float(lr.detach()),
+        )
         # a surrogate whose gradient in the encoder and log_lr is the hypergradient (chain rule)
         surrogate = sum((hp[k] * res.grads[k].to(hp[k].dtype)).sum() for k in hp)
         with torch.no_grad():
@@ -86,5 +103,10 @@ class HyperRepresentation(MetaLearner):
 
 @hookimpl
 def bilevel_register_meta_learners():
-    return [MetaLearnerSpec("hyperrep", HyperRepresentation,
-                            "hyper-representation: a conv representation under a per-task linear head trained by GD")]
+    return [
+        MetaLearnerSpec(
+            "hyperrep",
+            HyperRepresentation,
+            "hyper-representation: a conv representation under a per-task linear head trained by GD",
+        )
+    ]

@@ -1,5 +1,6 @@
 """Metric-based meta-learners: Prototypical Networks (Snell et al. 2017) and Relation Networks
 (Sung et al. 2018), on the 4-block convolutional encoder, trained episodically."""
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,7 @@ class ProtoNet(MetaLearner):
 
     def forward(self, support_x, support_y, query_x, n_way):
         z = self.encoder(torch.cat([support_x, query_x]))
-        zs, zq = z[: len(support_x)], z[len(support_x):]
+        zs, zq = z[: len(support_x)], z[len(support_x) :]
         protos = torch.zeros(n_way, z.shape[1], dtype=z.dtype, device=z.device).index_add(0, support_y, zs)
         protos = protos / torch.bincount(support_y, minlength=n_way).clamp_min(1).unsqueeze(1).to(z.dtype)
         # squared distances written out: twice differentiable (L2G), unlike cdist's backward
@@ -33,12 +34,12 @@ class RelationNet(MetaLearner):
 
     output = "scores"
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, width: int = 64, depth: int = 4,
-                 hidden: int = 8):
+    def __init__(self, in_channels: int = 1, image_size: int = 28, width: int = 64, depth: int = 4, hidden: int = 8):
         super().__init__(in_channels, image_size)
         pool_blocks = min(2, depth)
-        self.encoder = ConvEncoder(in_channels, width, depth, flatten=False, pool_blocks=pool_blocks,
-                                   image_size=image_size)
+        self.encoder = ConvEncoder(
+            in_channels, width, depth, flatten=False, pool_blocks=pool_blocks, image_size=image_size
+        )
         spatial = image_size
         for _ in range(pool_blocks):
             spatial //= 2
@@ -46,11 +47,13 @@ class RelationNet(MetaLearner):
 
     def forward(self, support_x, support_y, query_x, n_way):
         z = self.encoder(torch.cat([support_x, query_x]))
-        zs, zq = z[: len(support_x)], z[len(support_x):]
+        zs, zq = z[: len(support_x)], z[len(support_x) :]
         cls = torch.zeros((n_way,) + zs.shape[1:], dtype=z.dtype, device=z.device).index_add(0, support_y, zs)
         nq = len(zq)
-        pairs = torch.cat([zq.unsqueeze(1).expand(nq, n_way, *zq.shape[1:]),
-                           cls.unsqueeze(0).expand(nq, n_way, *cls.shape[1:])], dim=2)
+        pairs = torch.cat(
+            [zq.unsqueeze(1).expand(nq, n_way, *zq.shape[1:]), cls.unsqueeze(0).expand(nq, n_way, *cls.shape[1:])],
+            dim=2,
+        )
         return self.relation(pairs.reshape(nq * n_way, -1, *zq.shape[2:])).reshape(nq, n_way)
 
 

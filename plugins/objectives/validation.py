@@ -10,6 +10,7 @@ objective      classification                           regression
 ``val_loss`` also offers ``loss_tensor`` for hypergradient optimizers (capability
 ``differentiable``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,10 @@ class ValidationError(OuterObjective):
     def __call__(self, model, X, y, *, task):
         pred = np.asarray(model.predict(X))
         if pred.dtype.kind in "fc" and not np.all(np.isfinite(pred)):  # NaN != y would count as a mere error
-            raise FloatingPointError(f"the model predicted {int(np.sum(~np.isfinite(pred)))} non-finite value(s) "
-                                     f"for {len(pred)} validation samples")
+            raise FloatingPointError(
+                f"the model predicted {int(np.sum(~np.isfinite(pred)))} non-finite value(s) "
+                f"for {len(pred)} validation samples"
+            )
         if task.is_classifier:
             return float(np.mean(pred != y))
         mse = float(np.mean((pred.astype(float) - y) ** 2))
@@ -52,7 +55,11 @@ class ValidationError(OuterObjective):
 @hookimpl
 def bilevel_register_objectives():
     return [
-        ObjectiveSpec("val_loss", ValidationLoss, "validation cross-entropy (classification) or MSE (regression)",
-                      capabilities=frozenset({"differentiable"})),
+        ObjectiveSpec(
+            "val_loss",
+            ValidationLoss,
+            "validation cross-entropy (classification) or MSE (regression)",
+            capabilities=frozenset({"differentiable"}),
+        ),
         ObjectiveSpec("val_error", ValidationError, "validation error rate (classification) or 1 - R² (regression)"),
     ]

@@ -22,6 +22,7 @@ generation evaluated in this process evaluates the whole generation as one ``tor
 per task; the other members take their values from it. The numbers are those of evaluating members
 one by one, up to float32 summation order. Evaluations on Dask workers stay one member at a time.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,17 @@ from automl_bilevel.space import UnitCube
 
 
 class EvolutionStrategy(OuterOptimizer):
-    def __init__(self, strategy: str = "cma", *, population_size: int | None = None, mu: int | None = None,
-                 sigma0: float | None = None, lr: float = 0.05, start: str = "default", batched: bool = True):
+    def __init__(
+        self,
+        strategy: str = "cma",
+        *,
+        population_size: int | None = None,
+        mu: int | None = None,
+        sigma0: float | None = None,
+        lr: float = 0.05,
+        start: str = "default",
+        batched: bool = True,
+    ):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if population_size is not None and int(population_size) < 2:
@@ -54,12 +64,17 @@ class EvolutionStrategy(OuterOptimizer):
         super().setup(problem, seed)
         self.space = as_configspace(problem.space, seed=seed)
         self.cube = UnitCube(self.space)
-        vectors = problem.learner.vector_hyperparameters(problem.task) if hasattr(
-            problem.learner, "vector_hyperparameters") else {}
+        vectors = (
+            problem.learner.vector_hyperparameters(problem.task)
+            if hasattr(problem.learner, "vector_hyperparameters")
+            else {}
+        )
         self.vectors = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in vectors.items()}
         if self.cube.dim == 0 and not self.vectors:
-            raise ValueError("the es optimizer needs a search space with at least one non-constant hyperparameter "
-                             "or a learner with vector_hyperparameters")
+            raise ValueError(
+                "the es optimizer needs a search space with at least one non-constant hyperparameter "
+                "or a learner with vector_hyperparameters"
+            )
         self.es = None
         self._pool: list[tuple[float, dict]] = []  # replayed (value, config)
         self._gen: dict | None = None
@@ -69,8 +84,9 @@ class EvolutionStrategy(OuterOptimizer):
 
     # -- strategy ---------------------------------------------------------------------------
     def _encode(self, config) -> np.ndarray:
-        parts = [self.cube.encode(config)] + [np.asarray(config.get(k, v), dtype=np.float64).ravel()
-                                              for k, v in self.vectors.items()]
+        parts = [self.cube.encode(config)] + [
+            np.asarray(config.get(k, v), dtype=np.float64).ravel() for k, v in self.vectors.items()
+        ]
         return np.concatenate(parts)
 
     def _make_strategy(self):
@@ -95,7 +111,7 @@ class EvolutionStrategy(OuterOptimizer):
     def _decode(self, x: np.ndarray) -> dict:
         d, out = self.cube.dim, {}
         for name, init in self.vectors.items():
-            out[name] = x[d: d + init.size].copy()
+            out[name] = x[d : d + init.size].copy()
             d += init.size
         u = x[: self.cube.dim]
         for _ in range(100):
@@ -110,8 +126,13 @@ class EvolutionStrategy(OuterOptimizer):
             self.es = self._make_strategy()
         X = self.es.ask()
         self._gen_id += 1
-        self._gen = {"id": self._gen_id, "configs": [self._decode(x) for x in X], "next": 0,
-                     "fitness": np.full(len(X), np.nan), "told": 0}
+        self._gen = {
+            "id": self._gen_id,
+            "configs": [self._decode(x) for x in X],
+            "next": 0,
+            "fitness": np.full(len(X), np.nan),
+            "told": 0,
+        }
 
     # -- ask / tell ---------------------------------------------------------------------------
     def ask(self, n=1):
@@ -125,13 +146,22 @@ class EvolutionStrategy(OuterOptimizer):
         return out  # empty while the rest of this generation is still being evaluated
 
     def _batchable(self, problem) -> bool:
-        return (self.batched and self.cube.dim == 0 and len(self.vectors) == 1
-                and callable(getattr(problem.learner, "evaluate_population", None)))
+        return (
+            self.batched
+            and self.cube.dim == 0
+            and len(self.vectors) == 1
+            and callable(getattr(problem.learner, "evaluate_population", None))
+        )
 
     def evaluate(self, problem, proposal):
         g = self._gen
-        if (not self._batchable(problem) or proposal.info is None or g is None or proposal.info[0] != g["id"]
-                or proposal.budget is not None):
+        if (
+            not self._batchable(problem)
+            or proposal.info is None
+            or g is None
+            or proposal.info[0] != g["id"]
+            or proposal.budget is not None
+        ):
             return super().evaluate(problem, proposal)
         gid, i = proposal.info
         if self._batch is None or self._batch["id"] != gid:
@@ -139,13 +169,23 @@ class EvolutionStrategy(OuterOptimizer):
             t0 = time.perf_counter()
             try:
                 values = problem.learner.evaluate_population(
-                    problem.splits, np.stack([c[name] for c in g["configs"]]), problem.objective,
-                    task=problem.task, seed=problem.seed, name=name, config={})
+                    problem.splits,
+                    np.stack([c[name] for c in g["configs"]]),
+                    problem.objective,
+                    task=problem.task,
+                    seed=problem.seed,
+                    name=name,
+                    config={},
+                )
                 error = None
             except Exception as exc:  # every member fails with the reason (as one by one would)
                 values, error = None, exc
-            self._batch = {"id": gid, "values": values, "error": error,
-                           "seconds": (time.perf_counter() - t0) / len(g["configs"])}
+            self._batch = {
+                "id": gid,
+                "values": values,
+                "error": error,
+                "seconds": (time.perf_counter() - t0) / len(g["configs"]),
+            }
         batch = self._batch
         if batch["error"] is not None:
             raise batch["error"]
@@ -180,6 +220,11 @@ class EvolutionStrategy(OuterOptimizer):
 
 @hookimpl
 def bilevel_register_optimizers():
-    return [OptimizerSpec("es", EvolutionStrategy,
-                          "evolution strategies over the search space (cma | mu_plus_lambda | openai)",
-                          capabilities=frozenset({"parallel"}))]
+    return [
+        OptimizerSpec(
+            "es",
+            EvolutionStrategy,
+            "evolution strategies over the search space (cma | mu_plus_lambda | openai)",
+            capabilities=frozenset({"parallel"}),
+        )
+    ]

@@ -35,12 +35,14 @@ Resuming (checkpoint): the optimizer saves, with every trial, the records its bl
 the tuned values of each trial (tensors included); a resumed run replays them into the black-box
 optimizer and restores the tuned values, so the refit of a resumed run uses them too.
 """
+
 from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,8 +81,9 @@ def _forbidden_names(clause: Any) -> set[str]:
     return out
 
 
-def split_space(space: Any, differentiable: Mapping[str, str],
-                continuous: Sequence[str] | None = None) -> tuple[list[str], Any]:
+def split_space(
+    space: Any, differentiable: Mapping[str, str], continuous: Sequence[str] | None = None
+) -> tuple[list[str], Any]:
     """The continuous hyperparameter names and the black-box ConfigurationSpace of ``space``.
 
     Derived: every float the learner differentiates (``differentiable``: name -> kind) that is neither
@@ -90,7 +93,9 @@ def split_space(space: Any, differentiable: Mapping[str, str],
     from ConfigSpace import ConfigurationSpace, UniformFloatHyperparameter
 
     parents = {p for cond in space.conditions for _, p in _condition_names(cond)}
-    forbidden = set().union(*(_forbidden_names(c) for c in space.forbidden_clauses)) if space.forbidden_clauses else set()
+    forbidden = (
+        set().union(*(_forbidden_names(c) for c in space.forbidden_clauses)) if space.forbidden_clauses else set()
+    )
 
     def why_not(name: str) -> str | None:
         if name not in space:
@@ -164,31 +169,47 @@ def evaluate_hybrid(problem: Any, proposal: Proposal, settings: Mapping[str, Any
     scalars = [k for k in point.start if k not in tensors]
     if not scalars and not tensors:  # nothing active to differentiate: a plain evaluation
         return problem.evaluate(dict(point.blackbox), budget=proposal.budget)
-    sub = BilevelProblem(problem.learner, problem.objective, _sub_space(problem.space, point.blackbox, point.start),
-                         problem.task, problem.splits, problem.seed)
+    sub = BilevelProblem(
+        problem.learner,
+        problem.objective,
+        _sub_space(problem.space, point.blackbox, point.start),
+        problem.task,
+        problem.splits,
+        problem.seed,
+    )
     inner_steps = settings["inner_steps"]
     if inner_steps is not None and proposal.budget is not None:
         inner_steps = max(1, round(inner_steps * float(proposal.budget)))
-    hg = HypergradientOptimizer(mode=settings["mode"], outer_lr=settings["outer_lr"],
-                                outer_optimizer=settings["outer_optimizer"], clip=settings["clip"],
-                                inner_steps=inner_steps, truncate=settings["truncate"],
-                                tensor_hyperparameters=tensors,
-                                tensor_init={k: np.asarray(point.start[k]) for k in tensors if k in point.start},
-                                max_backoffs=settings["max_backoffs"], backoff=settings["backoff"])
+    hg = HypergradientOptimizer(
+        mode=settings["mode"],
+        outer_lr=settings["outer_lr"],
+        outer_optimizer=settings["outer_optimizer"],
+        clip=settings["clip"],
+        inner_steps=inner_steps,
+        truncate=settings["truncate"],
+        tensor_hyperparameters=tensors,
+        tensor_init={k: np.asarray(point.start[k]) for k in tensors if k in point.start},
+        max_backoffs=settings["max_backoffs"],
+        backoff=settings["backoff"],
+    )
     if inner_steps is None and proposal.budget is not None:  # the learner scales its epochs by the budget
         hg.options["budget"] = float(proposal.budget)
     result = run_search(sub, hg, n_iter=point.steps, seed=problem.seed)
     done = [t for t in result.trials if t.ok]
     if not done:
         errors = sorted({t.error for t in result.trials if t.error})
-        raise FloatingPointError(f"no hypergradient step of the trial succeeded ({len(result.trials)} tried): "
-                                 f"{'; '.join(errors[:2]) or 'non-finite objective'}")
+        raise FloatingPointError(
+            f"no hypergradient step of the trial succeeded ({len(result.trials)} tried): "
+            f"{'; '.join(errors[:2]) or 'non-finite objective'}"
+        )
     best = min(done, key=lambda t: (t.value, t.number))
     tuned_all = hg.best_config() or {}
     tuned = {k: tuned_all[k] for k in (*scalars, *tensors) if k in tuned_all}
-    metrics: dict[str, float] = {"outer_steps": float(len(result.trials)),
-                                 "rejected_steps": float(len(result.trials) - len(done)),
-                                 "best_step": float(best.number)}
+    metrics: dict[str, float] = {
+        "outer_steps": float(len(result.trials)),
+        "rejected_steps": float(len(result.trials) - len(done)),
+        "best_step": float(best.number),
+    }
     for t in result.trials:
         metrics[f"outer_value.{t.number}"] = float(t.value)
     for k, v in tuned.items():
@@ -204,12 +225,25 @@ class HybridOptimizer(OuterOptimizer):
     """Black-box search over the discrete part, ``steps`` hypergradient steps per trial over the
     continuous part (see the module docstring)."""
 
-    def __init__(self, blackbox: str = "smac", blackbox_params: Mapping[str, Any] | None = None, *,
-                 continuous: Sequence[str] | None = None, steps: int = 5,
-                 tensor_hyperparameters: Sequence[str] = (), tensor_init: Mapping[str, Any] | None = None,
-                 warm_start: bool = False, mode: str = "reverse", outer_lr: float = 0.1,
-                 outer_optimizer: str = "adam", clip: float | None = 10.0, inner_steps: int | None = None,
-                 truncate: int | None = None, max_backoffs: int = 8, backoff: float = 0.5):
+    def __init__(
+        self,
+        blackbox: str = "smac",
+        blackbox_params: Mapping[str, Any] | None = None,
+        *,
+        continuous: Sequence[str] | None = None,
+        steps: int = 5,
+        tensor_hyperparameters: Sequence[str] = (),
+        tensor_init: Mapping[str, Any] | None = None,
+        warm_start: bool = False,
+        mode: str = "reverse",
+        outer_lr: float = 0.1,
+        outer_optimizer: str = "adam",
+        clip: float | None = 10.0,
+        inner_steps: int | None = None,
+        truncate: int | None = None,
+        max_backoffs: int = 8,
+        backoff: float = 0.5,
+    ):
         from automl_bilevel.registry import get_registry
         from automl_bilevel_plugins.optimizers.hypergradient import HypergradientOptimizer
 
@@ -229,8 +263,15 @@ class HybridOptimizer(OuterOptimizer):
         if inner_steps is not None and (isinstance(inner_steps, bool) or int(inner_steps) < 1):
             raise ValueError(f"inner_steps must be >= 1 or None, got {inner_steps!r}")
         # the gradient part's settings are checked by the optimizer that will run them
-        HypergradientOptimizer(mode=mode, outer_lr=outer_lr, outer_optimizer=outer_optimizer, clip=clip,
-                               truncate=truncate, max_backoffs=max_backoffs, backoff=backoff)
+        HypergradientOptimizer(
+            mode=mode,
+            outer_lr=outer_lr,
+            outer_optimizer=outer_optimizer,
+            clip=clip,
+            truncate=truncate,
+            max_backoffs=max_backoffs,
+            backoff=backoff,
+        )
         registry = get_registry()
         made = registry.make("optimizer", blackbox, dict(blackbox_params or {}))
         if made.declared("trials_are_steps") or blackbox == "hybrid":
@@ -243,33 +284,47 @@ class HybridOptimizer(OuterOptimizer):
         self.continuous = None if continuous is None else list(continuous)
         self.steps, self.warm_start = int(steps), bool(warm_start)
         self.tensor_init = {k: np.asarray(v, dtype=np.float64) for k, v in (tensor_init or {}).items()}
-        self.settings = dict(mode=mode, outer_lr=float(outer_lr), outer_optimizer=outer_optimizer, clip=clip,
-                             inner_steps=None if inner_steps is None else int(inner_steps), truncate=truncate,
-                             tensor_hyperparameters=tuple(tensor_hyperparameters), max_backoffs=int(max_backoffs),
-                             backoff=float(backoff))
+        self.settings = dict(
+            mode=mode,
+            outer_lr=float(outer_lr),
+            outer_optimizer=outer_optimizer,
+            clip=clip,
+            inner_steps=None if inner_steps is None else int(inner_steps),
+            truncate=truncate,
+            tensor_hyperparameters=tuple(tensor_hyperparameters),
+            max_backoffs=int(max_backoffs),
+            backoff=float(backoff),
+        )
 
     # -- set-up ---------------------------------------------------------------------------------------
     def setup(self, problem, seed):
         super().setup(problem, seed)
         learner = problem.learner
         if not isinstance(learner, DifferentiableLearner):
-            raise TypeError(f"hybrid needs a differentiable learner; {type(learner).__name__} does not implement "
-                            "the DifferentiableLearner protocol")
+            raise TypeError(
+                f"hybrid needs a differentiable learner; {type(learner).__name__} does not implement "
+                "the DifferentiableLearner protocol"
+            )
         diff = dict(learner.differentiable_hyperparameters(problem.task))
         self.space = as_configspace(problem.space, seed=seed)
         for name in self.settings["tensor_hyperparameters"]:
             if name not in diff or diff[name] in _SCALAR_KINDS:
                 tensors = sorted(k for k, v in diff.items() if v not in _SCALAR_KINDS)
-                raise ValueError(f"hybrid: {name!r} is not a tensor hyperparameter the learner differentiates "
-                                 f"(it has: {tensors})")
+                raise ValueError(
+                    f"hybrid: {name!r} is not a tensor hyperparameter the learner differentiates (it has: {tensors})"
+                )
         self.names, bb_space = split_space(self.space, diff, self.continuous)
         if not self.names and not self.settings["tensor_hyperparameters"]:
-            raise ValueError("hybrid: nothing to tune by hypergradients (no float of the space the learner "
-                             f"differentiates: {sorted(diff)}, and no tensor_hyperparameters); use the "
-                             f"{self.blackbox!r} optimizer directly")
+            raise ValueError(
+                "hybrid: nothing to tune by hypergradients (no float of the space the learner "
+                f"differentiates: {sorted(diff)}, and no tensor_hyperparameters); use the "
+                f"{self.blackbox!r} optimizer directly"
+            )
         if not len(bb_space):
-            raise ValueError(f"hybrid: nothing left for the black-box optimizer (every hyperparameter, "
-                             f"{sorted(self.names)}, is tuned by hypergradients); use the 'hypergradient' optimizer")
+            raise ValueError(
+                f"hybrid: nothing left for the black-box optimizer (every hyperparameter, "
+                f"{sorted(self.names)}, is tuned by hypergradients); use the 'hypergradient' optimizer"
+            )
         bb_space.seed(seed)
         self.bb_space = bb_space
         self.bb.n_iter = self.n_iter
@@ -327,9 +382,18 @@ class HybridOptimizer(OuterOptimizer):
 
     def replay(self, trials):
         """Trials of an interrupted run: told to the black-box part; tuned scalars from their metrics."""
-        self._replay(trials, {t.number: {k[len("tuned."):]: float(v) for k, v in t.metrics.items()
-                                         if k.startswith("tuned.") and not k.endswith(".mean")}
-                              for t in trials if t.ok})
+        self._replay(
+            trials,
+            {
+                t.number: {
+                    k[len("tuned.") :]: float(v)
+                    for k, v in t.metrics.items()
+                    if k.startswith("tuned.") and not k.endswith(".mean")
+                }
+                for t in trials
+                if t.ok
+            },
+        )
 
     def _replay(self, trials: Sequence[Trial], tuned: Mapping[int, Mapping[str, Any]]) -> None:
         self.bb.replay([self._bb_trial(t) for t in trials])
@@ -351,10 +415,22 @@ class HybridOptimizer(OuterOptimizer):
     def state_dict(self):
         """The told trials (for the black-box part's replay) and every trial's tuned values, tensors
         included: the journal's metrics hold only their means."""
-        return {"trials": [dict(number=t.number, config=dict(t.config), value=t.value, status=t.status,
-                                duration=t.duration, budget=t.budget, metrics=dict(t.metrics), error=t.error)
-                           for t in self.trials],
-                "tuned": {k: dict(v) for k, v in self.tuned.items()}}
+        return {
+            "trials": [
+                dict(
+                    number=t.number,
+                    config=dict(t.config),
+                    value=t.value,
+                    status=t.status,
+                    duration=t.duration,
+                    budget=t.budget,
+                    metrics=dict(t.metrics),
+                    error=t.error,
+                )
+                for t in self.trials
+            ],
+            "tuned": {k: dict(v) for k, v in self.tuned.items()},
+        }
 
     def load_state_dict(self, state):
         trials = [Trial(**rec) for rec in state["trials"]]
@@ -363,7 +439,13 @@ class HybridOptimizer(OuterOptimizer):
 
 @hookimpl
 def bilevel_register_optimizers():
-    return [OptimizerSpec("hybrid", HybridOptimizer,
-                          "black-box search (smac by default) over the discrete hyperparameters, hypergradient "
-                          "steps over the continuous ones inside each trial",
-                          requires=frozenset({"differentiable"}), capabilities=frozenset({"parallel"}))]
+    return [
+        OptimizerSpec(
+            "hybrid",
+            HybridOptimizer,
+            "black-box search (smac by default) over the discrete hyperparameters, hypergradient "
+            "steps over the continuous ones inside each trial",
+            requires=frozenset({"differentiable"}),
+            capabilities=frozenset({"parallel"}),
+        )
+    ]

@@ -13,6 +13,7 @@ Each outer step is one trial (a metric step). The machinery is the host's
 rejected steps (back to the previous point, outer learning rate halved, ``backoffs`` counts them),
 and an outer state saved with a checkpoint, so a resumed run continues exactly.
 """
+
 from __future__ import annotations
 
 from automl_bilevel import OptimizerSpec, hookimpl
@@ -21,30 +22,62 @@ from automl_bilevel.hypergrad import MODES, SOLVERS
 
 
 class HypergradientOptimizer(GradientOuterOptimizer):
-    def __init__(self, mode: str = "reverse", outer_lr: float = 0.1, outer_optimizer: str = "adam",
-                 clip: float | None = 10.0, inner_steps: int | None = None, truncate: int | None = None,
-                 checkpoint_every: int | None = None, solver: str = "cg", solver_iters: int = 100,
-                 tensor_hyperparameters: tuple[str, ...] | list[str] = (), tensor_init: dict | None = None,
-                 patience: int | None = None, min_delta: float = 0.0, max_backoffs: int = 8, backoff: float = 0.5):
+    def __init__(
+        self,
+        mode: str = "reverse",
+        outer_lr: float = 0.1,
+        outer_optimizer: str = "adam",
+        clip: float | None = 10.0,
+        inner_steps: int | None = None,
+        truncate: int | None = None,
+        checkpoint_every: int | None = None,
+        solver: str = "cg",
+        solver_iters: int = 100,
+        tensor_hyperparameters: tuple[str, ...] | list[str] = (),
+        tensor_init: dict | None = None,
+        patience: int | None = None,
+        min_delta: float = 0.0,
+        max_backoffs: int = 8,
+        backoff: float = 0.5,
+    ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if mode == "truncated" and not truncate:
             raise ValueError("mode='truncated' needs truncate=K")
-        super().__init__(outer_lr=outer_lr, outer_optimizer=outer_optimizer, clip=clip, patience=patience,
-                         min_delta=min_delta, max_backoffs=max_backoffs, backoff=backoff,
-                         options=dict(mode=mode, truncate=truncate, checkpoint_every=checkpoint_every, solver=solver,
-                                      solver_iters=int(solver_iters), inner_steps=inner_steps,
-                                      tensor_hyperparameters=tuple(tensor_hyperparameters),
-                                      tensor_init=dict(tensor_init or {})))
+        super().__init__(
+            outer_lr=outer_lr,
+            outer_optimizer=outer_optimizer,
+            clip=clip,
+            patience=patience,
+            min_delta=min_delta,
+            max_backoffs=max_backoffs,
+            backoff=backoff,
+            options=dict(
+                mode=mode,
+                truncate=truncate,
+                checkpoint_every=checkpoint_every,
+                solver=solver,
+                solver_iters=int(solver_iters),
+                inner_steps=inner_steps,
+                tensor_hyperparameters=tuple(tensor_hyperparameters),
+                tensor_init=dict(tensor_init or {}),
+            ),
+        )
         self.mode = mode
 
 
 @hookimpl
 def bilevel_register_optimizers():
-    return [OptimizerSpec("hypergradient", HypergradientOptimizer,
-                          "gradient of the outer objective through inner training (reverse, checkpoint, truncated, "
-                          "forward, implicit); also meta-trains networks of differentiable problems",
-                          requires=frozenset({"differentiable"}), trials_are_steps=True,
-                          capabilities=frozenset({"parallel"}))]
+    return [
+        OptimizerSpec(
+            "hypergradient",
+            HypergradientOptimizer,
+            "gradient of the outer objective through inner training (reverse, checkpoint, truncated, "
+            "forward, implicit); also meta-trains networks of differentiable problems",
+            requires=frozenset({"differentiable"}),
+            trials_are_steps=True,
+            capabilities=frozenset({"parallel"}),
+        )
+    ]

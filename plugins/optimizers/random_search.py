@@ -4,6 +4,7 @@ The baseline every other optimizer is compared with. On a finite space it never 
 configuration twice and stops when the space is exhausted. A resumed run (checkpoint) draws the
 same sequence again and skips what its earlier run evaluated.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,5 +50,8 @@ class RandomSearch(OuterOptimizer):
 
 @hookimpl
 def bilevel_register_optimizers():
-    return [OptimizerSpec("random", RandomSearch, "random search over the ConfigSpace",
-                          capabilities=frozenset({"parallel"}))]
+    return [
+        OptimizerSpec(
+            "random", RandomSearch, "random search over the ConfigSpace", capabilities=frozenset({"parallel"})
+        )
+    ]

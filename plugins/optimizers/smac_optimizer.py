@@ -21,14 +21,16 @@ since it may prompt with ``input()``. Resuming is the host's checkpoint: the tri
 are told to SMAC as finished trials before its first ask (``replay``), so it continues with the
 model they give.
 """
+
 from __future__ import annotations
 
 import math
 import shutil
 import tempfile
 import weakref
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ConfigSpace import Configuration
 
@@ -40,15 +42,28 @@ FACADES = ("hpo", "bb", "mf", "hb")
 def _facade_class(name: str):
     import smac
 
-    return {"hpo": smac.HyperparameterOptimizationFacade, "bb": smac.BlackBoxFacade,
-            "mf": smac.MultiFidelityFacade, "hb": smac.HyperbandFacade}[name]
+    return {
+        "hpo": smac.HyperparameterOptimizationFacade,
+        "bb": smac.BlackBoxFacade,
+        "mf": smac.MultiFidelityFacade,
+        "hb": smac.HyperbandFacade,
+    }[name]
 
 
 class SMACOptimizer(OuterOptimizer):
-    def __init__(self, facade: str = "hpo", *, n_initial: int | None = None,
-                 initial_design: Sequence[Mapping[str, Any]] | None = None, use_priors: bool = False,
-                 min_budget: float = 1 / 9, eta: int = 3, random_probability: float | None = None,
-                 n_trials: int | None = None, logging_level: int = 40):
+    def __init__(
+        self,
+        facade: str = "hpo",
+        *,
+        n_initial: int | None = None,
+        initial_design: Sequence[Mapping[str, Any]] | None = None,
+        use_priors: bool = False,
+        min_budget: float = 1 / 9,
+        eta: int = 3,
+        random_probability: float | None = None,
+        n_trials: int | None = None,
+        logging_level: int = 40,
+    ):
         if facade not in FACADES:
             raise ValueError(f"facade must be one of {FACADES}, got {facade!r}")
         if not 0 < float(min_budget) < 1:
@@ -85,22 +100,35 @@ class SMACOptimizer(OuterOptimizer):
         weakref.finalize(self, shutil.rmtree, str(self._dir), True)
         n_trials = int(self.n_trials or getattr(self, "n_iter", None) or 100)
         budgets = dict(min_budget=self.min_budget, max_budget=1.0) if self.multi_fidelity else {}
-        self.scenario = Scenario(self.space, output_directory=self._dir / "smac", deterministic=True,
-                                 n_trials=max(n_trials, 1), seed=int(seed) % (2**31 - 1), **budgets)
+        self.scenario = Scenario(
+            self.space,
+            output_directory=self._dir / "smac",
+            deterministic=True,
+            n_trials=max(n_trials, 1),
+            seed=int(seed) % (2**31 - 1),
+            **budgets,
+        )
         cls = _facade_class(self.facade)
         extra = [Configuration(self.space, values=dict(c)) for c in (self.initial_design or [])]
-        design = ({"additional_configs": extra or None} if self.facade == "hb"  # random sampling: no design size
-                  else {"n_configs": self.n_initial, "additional_configs": extra or None})
+        design = (
+            {"additional_configs": extra or None}
+            if self.facade == "hb"  # random sampling: no design size
+            else {"n_configs": self.n_initial, "additional_configs": extra or None}
+        )
         kwargs: dict[str, Any] = {
             "initial_design": cls.get_initial_design(self.scenario, **design),
-            "intensifier": (cls.get_intensifier(self.scenario, eta=self.eta) if self.multi_fidelity
-                            else cls.get_intensifier(self.scenario, max_config_calls=1)),
+            "intensifier": (
+                cls.get_intensifier(self.scenario, eta=self.eta)
+                if self.multi_fidelity
+                else cls.get_intensifier(self.scenario, max_config_calls=1)
+            ),
         }
         if self.use_priors:
             from smac.acquisition.function import PriorAcquisitionFunction
 
             kwargs["acquisition_function"] = PriorAcquisitionFunction(
-                cls.get_acquisition_function(self.scenario), decay_beta=max(n_trials / 10, 1.0))
+                cls.get_acquisition_function(self.scenario), decay_beta=max(n_trials / 10, 1.0)
+            )
         if self.random_probability is not None:
             from smac.random_design import ProbabilityRandomDesign
 
@@ -125,8 +153,12 @@ class SMACOptimizer(OuterOptimizer):
             return TrialValue(cost=float(trial.value), time=float(trial.duration), status=StatusType.SUCCESS)
         lo, hi = self._costs
         crash = hi + max(hi - lo, abs(hi), 1.0) if math.isfinite(hi) else 1e6
-        return TrialValue(cost=crash, time=float(trial.duration), status=StatusType.CRASHED,
-                          additional_info={"error": trial.error or ""})
+        return TrialValue(
+            cost=crash,
+            time=float(trial.duration),
+            status=StatusType.CRASHED,
+            additional_info={"error": trial.error or ""},
+        )
 
     def tell(self, proposal, trial):
         self.smac.tell(proposal.info, self._value(trial), save=False)
@@ -153,8 +185,17 @@ def _mf(**kwargs):
 @hookimpl
 def bilevel_register_optimizers():
     return [
-        OptimizerSpec("smac", SMACOptimizer, "SMAC3 Bayesian optimization (facade: hpo | bb | mf | hb)",
-                      capabilities=frozenset({"parallel"})),
-        OptimizerSpec("smac_mf", _mf, "SMAC3 multi-fidelity BO with Hyperband (budget: learner epochs / data)",
-                      requires=frozenset({"multi_fidelity"}), capabilities=frozenset({"parallel"})),
+        OptimizerSpec(
+            "smac",
+            SMACOptimizer,
+            "SMAC3 Bayesian optimization (facade: hpo | bb | mf | hb)",
+            capabilities=frozenset({"parallel"}),
+        ),
+        OptimizerSpec(
+            "smac_mf",
+            _mf,
+            "SMAC3 multi-fidelity BO with Hyperband (budget: learner epochs / data)",
+            requires=frozenset({"multi_fidelity"}),
+            capabilities=frozenset({"parallel"}),
+        ),
     ]

@@ -25,6 +25,7 @@ Metrics carry the trial's own timestamp, so writing them again is a no-op for th
 The spool folder: ``AUTOML_BILEVEL_SPOOL_DIR``, else ``mlflow-spool/`` next to a SQLite store,
 else ``~/.cache/automl_bilevel/spool`` (``$XDG_CACHE_HOME``). One sub-folder per parent run.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -72,7 +73,7 @@ def resolve_uri(uri: str | None) -> str:
 
 def _sqlite_path(uri: str) -> Path | None:
     if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):])
+        return Path(uri[len("sqlite:///") :])
     return None
 
 
@@ -85,8 +86,10 @@ def check_reachable(uri: str) -> None:
         try:
             r = requests.get(uri.rstrip("/") + "/health", timeout=5)
         except requests.RequestException as exc:
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}); "
-                                f"start one with mlflow/start_server.sh, or {hint}") from exc
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}); "
+                f"start one with mlflow/start_server.sh, or {hint}"
+            ) from exc
         if r.status_code != 200:
             raise TrackingError(f"MLflow tracking server {uri} answered /health with HTTP {r.status_code}; {hint}")
         return
@@ -101,8 +104,9 @@ def check_reachable(uri: str) -> None:
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
-            raise TrackingError(f"MLflow store {uri}: folder {str(parent)!r} is not writable "
-                                f"({exc.strerror}); {hint}") from None
+            raise TrackingError(
+                f"MLflow store {uri}: folder {str(parent)!r} is not writable ({exc.strerror}); {hint}"
+            ) from None
         if path.exists() and not os.access(path, os.W_OK):
             raise TrackingError(f"MLflow store {uri}: file {str(path)!r} is not writable; {hint}")
     from mlflow import MlflowClient
@@ -170,7 +174,7 @@ class Spool:
         self.path = self.folder / SPOOL_FILE
 
     @classmethod
-    def create(cls, root: Path, run_id: str, header: dict[str, Any]) -> "Spool":
+    def create(cls, root: Path, run_id: str, header: dict[str, Any]) -> Spool:
         spool = cls(Path(root) / run_id)
         spool.folder.mkdir(parents=True, exist_ok=True)
         spool.append({"kind": "run", **header})
@@ -209,11 +213,21 @@ class Spool:
 
 def trial_record(event: TrialFinished, replayed: bool = False) -> dict[str, Any]:
     t = event.trial
-    return {"kind": "trial", "number": int(t.number), "config": dict(t.config),
-            "value": float(t.value) if math.isfinite(t.value) else None, "status": t.status, "ok": bool(t.ok),
-            "duration": float(t.duration), "budget": t.budget, "metrics": dict(t.metrics), "error": t.error,
-            "best_value": float(event.best.value) if event.best is not None else None,
-            "time_ms": int(time.time() * 1000), "replayed": bool(replayed)}
+    return {
+        "kind": "trial",
+        "number": int(t.number),
+        "config": dict(t.config),
+        "value": float(t.value) if math.isfinite(t.value) else None,
+        "status": t.status,
+        "ok": bool(t.ok),
+        "duration": float(t.duration),
+        "budget": t.budget,
+        "metrics": dict(t.metrics),
+        "error": t.error,
+        "best_value": float(event.best.value) if event.best is not None else None,
+        "time_ms": int(time.time() * 1000),
+        "replayed": bool(replayed),
+    }
 
 
 # -- writing one parent run, idempotently ---------------------------------------------------------
@@ -235,8 +249,9 @@ class RunWriter:
     def existing_children(self) -> list[Any]:
         runs, token = [], None
         while True:
-            page = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}'",
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}'", max_results=1000, page_token=token
+            )
             runs += [r for r in page if TRIAL_TAG in r.data.tags]
             token = page.token
             if not token:
@@ -258,7 +273,9 @@ class RunWriter:
         """Delete children that repeat a trial number (an HTTP retry of a create that had succeeded)."""
         seen: dict[int, Any] = {}
         removed = 0
-        for r in sorted(self.existing_children(), key=lambda r: (r.info.status not in TERMINAL, r.info.start_time or 0)):
+        for r in sorted(
+            self.existing_children(), key=lambda r: (r.info.status not in TERMINAL, r.info.start_time or 0)
+        ):
             n = int(r.data.tags[TRIAL_TAG])
             if n in seen:
                 self.client.delete_run(r.info.run_id)
@@ -288,17 +305,27 @@ class RunWriter:
                     continue
                 cid = self.children.get(n)
                 if cid is None:
-                    tags = {"mlflow.parentRunId": self.run_id, TRIAL_TAG: str(n), "automl_bilevel.status": rec["status"]}
+                    tags = {
+                        "mlflow.parentRunId": self.run_id,
+                        TRIAL_TAG: str(n),
+                        "automl_bilevel.status": rec["status"],
+                    }
                     if rec.get("replayed"):
                         tags["automl_bilevel.replayed"] = "true"
                     if rec.get("error"):
                         tags["automl_bilevel.error"] = rec["error"][:5000]
-                    cid = self.client.create_run(self.experiment_id, run_name=f"trial-{n}",
-                                                 start_time=ts - int(rec["duration"] * 1000), tags=tags).info.run_id
+                    cid = self.client.create_run(
+                        self.experiment_id,
+                        run_name=f"trial-{n}",
+                        start_time=ts - int(rec["duration"] * 1000),
+                        tags=tags,
+                    ).info.run_id
                     self.children[n] = cid
-                metrics = [Metric(k, float(v), ts, 0)
-                           for k, v in {"value": rec["value"], "duration": rec["duration"], **rec["metrics"]}.items()
-                           if _finite(v)]
+                metrics = [
+                    Metric(k, float(v), ts, 0)
+                    for k, v in {"value": rec["value"], "duration": rec["duration"], **rec["metrics"]}.items()
+                    if _finite(v)
+                ]
                 params = [Param(str(k), str(v)[:MAX_PARAM]) for k, v in rec["config"].items()]
                 if rec.get("budget") is not None:
                     params.append(Param("budget", str(rec["budget"])))
@@ -306,7 +333,7 @@ class RunWriter:
                 self.client.set_terminated(cid, "FINISHED" if rec["ok"] else "FAILED", end_time=ts)
                 self.done.add(n)
             for i in range(0, len(parent_metrics), 1000):  # MLflow caps a batch at 1000 metrics
-                self.client.log_batch(self.run_id, metrics=parent_metrics[i:i + 1000])
+                self.client.log_batch(self.run_id, metrics=parent_metrics[i : i + 1000])
         except BaseException:
             self.dirty = True
             raise
@@ -321,8 +348,11 @@ class RunWriter:
         tags = [RunTag("automl_bilevel.status", rec["status"])]
         if rec.get("error"):
             tags.append(RunTag("automl_bilevel.error", rec["error"][:5000]))
-        self.client.log_batch(self.run_id, metrics=[Metric(f"final.{k}", float(v), ts, 0)
-                                                    for k, v in rec["summary"].items() if _finite(v)], tags=tags)
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(f"final.{k}", float(v), ts, 0) for k, v in rec["summary"].items() if _finite(v)],
+            tags=tags,
+        )
         if artifact_dir is not None and artifact_dir.is_dir():
             for entry in sorted(artifact_dir.iterdir()):
                 if entry.is_dir():
@@ -341,12 +371,14 @@ class RunWriter:
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models import Model
 
-        for m in self.client.search_logged_models(experiment_ids=[self.experiment_id],
-                                                  filter_string=f"name = '{MODEL_NAME}'"):
+        for m in self.client.search_logged_models(
+            experiment_ids=[self.experiment_id], filter_string=f"name = '{MODEL_NAME}'"
+        ):
             if m.source_run_id == self.run_id and m.status == LoggedModelStatus.READY:
                 return m.model_id
-        lm = self.client.create_logged_model(self.experiment_id, name=MODEL_NAME, source_run_id=self.run_id,
-                                             tags={"automl_bilevel.version": __version__})
+        lm = self.client.create_logged_model(
+            self.experiment_id, name=MODEL_NAME, source_run_id=self.run_id, tags={"automl_bilevel.version": __version__}
+        )
         meta = Model.load(str(local / "MLmodel"))
         meta.model_id, meta.run_id, meta.artifact_path = lm.model_id, self.run_id, lm.artifact_location
         meta.save(str(local / "MLmodel"))
@@ -425,7 +457,7 @@ class BackgroundWriter:
                         self.writer.write_trials(batch, self.abort.is_set)
                         if self.abort.is_set():
                             break
-                        del pending[:len(batch)]
+                        del pending[: len(batch)]
                     else:
                         self.writer.finish(end[1], end[2])
                         self.completed = self.terminated = True
@@ -506,10 +538,19 @@ class ProcessWriter:
         self.log = self.folder / "writer.log"
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "automl_bilevel_plugins.tracking.mlflow_tracking", "follow",
-                 str(self.folder), str(os.getpid())],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                start_new_session=True)  # a Ctrl-C in the terminal is for the search, not for the writer
+                [
+                    sys.executable,
+                    "-m",
+                    "automl_bilevel_plugins.tracking.mlflow_tracking",
+                    "follow",
+                    str(self.folder),
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )  # a Ctrl-C in the terminal is for the search, not for the writer
         self.done = _ProcessDone(self.proc)
         self.abort = _ProcessAbort(self.proc)
 
@@ -575,13 +616,22 @@ def follow(folder: Path, parent_pid: int) -> int:
             elif kind == "finish":
                 end = rec
         if head is not None and writer is None:
-            writer = RunWriter(MlflowClient(tracking_uri=head["uri"]), head["experiment_id"], head["run_id"],
-                               bool(head.get("trials_are_steps")))
+            writer = RunWriter(
+                MlflowClient(tracking_uri=head["uri"]),
+                head["experiment_id"],
+                head["run_id"],
+                bool(head.get("trials_are_steps")),
+            )
             writer.dirty = True  # read back what exists before creating anything
         if writer is None or (not pending and end is None):
             if not data and orphaned_until is not None:
-                end = {"kind": "finish", "status": "KILLED", "time_ms": int(time.time() * 1000),
-                       "error": "the process ended before the run did", "summary": {}}
+                end = {
+                    "kind": "finish",
+                    "status": "KILLED",
+                    "time_ms": int(time.time() * 1000),
+                    "error": "the process ended before the run did",
+                    "summary": {},
+                }
             else:
                 time.sleep(0.1)
                 continue
@@ -594,15 +644,18 @@ def follow(folder: Path, parent_pid: int) -> int:
                 writer.write_trials(batch, lambda: stop["abort"])
                 if stop["abort"]:
                     break
-                del pending[:len(batch)]
+                del pending[: len(batch)]
             else:
                 writer.finish(end, folder / "artifacts")
                 spool.remove()
                 return 0
             delay = 0.0
         except Exception as exc:
-            print(f"{time.strftime('%H:%M:%S')} tracking store failed: {type(exc).__name__}: {exc}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"{time.strftime('%H:%M:%S')} tracking store failed: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
             delay = min(max(2 * delay, 0.5), 5.0)
             next_try = time.monotonic() + delay
     if writer is not None:  # aborted: end the parent at least
@@ -632,8 +685,9 @@ def _active_parent(uri: str) -> tuple[str, str] | None:
 
 class MlflowListener:
     def __init__(self, context):
-        from mlflow import MlflowClient
         from mlflow.entities import Param
+
+        from mlflow import MlflowClient
 
         self.context = context
         self.uri = resolve_uri(context.tracking.uri)
@@ -674,23 +728,38 @@ class MlflowListener:
                 params[f"plugin.{kind}"] = f"{p['name']} ({p['package']} {p['version']})"
             self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
             self.client.log_dict(self.run_id, dict(context.search_space), "search_space.json")
-            self.spool = Spool.create(spool_root(self.uri), self.run_id, {
-                "uri": self.uri, "experiment_id": self.experiment_id, "run_id": self.run_id,
-                "trials_are_steps": bool(context.trials_are_steps), "pid": os.getpid(),
-                "host": socket.gethostname(), "learner": context.learner, "optimizer": context.optimizer,
-                "objective": context.objective})
+            self.spool = Spool.create(
+                spool_root(self.uri),
+                self.run_id,
+                {
+                    "uri": self.uri,
+                    "experiment_id": self.experiment_id,
+                    "run_id": self.run_id,
+                    "trials_are_steps": bool(context.trials_are_steps),
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "learner": context.learner,
+                    "optimizer": context.optimizer,
+                    "objective": context.objective,
+                },
+            )
             if self.writer_kind == "process":
                 self.writer = ProcessWriter(self.spool.folder)
             else:
-                self.writer = BackgroundWriter(RunWriter(self.client, self.experiment_id, self.run_id,
-                                                         bool(context.trials_are_steps)))
+                self.writer = BackgroundWriter(
+                    RunWriter(self.client, self.experiment_id, self.run_id, bool(context.trials_are_steps))
+                )
         except BaseException as exc:  # no run may stay RUNNING: the session never saw this listener
             self.client.set_terminated(self.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             if not isinstance(exc, Exception):
                 raise
             raise TrackingError(f"MLflow run {self.run_id} could not be set up: {type(exc).__name__}: {exc}") from exc
-        self.info = {"mlflow_run_id": self.run_id, "mlflow_experiment_id": self.experiment_id,
-                     "mlflow_tracking_uri": self.uri, "mlflow_spool": str(self.spool.folder)}
+        self.info = {
+            "mlflow_run_id": self.run_id,
+            "mlflow_experiment_id": self.experiment_id,
+            "mlflow_tracking_uri": self.uri,
+            "mlflow_spool": str(self.spool.folder),
+        }
         self.resumed = resumed
         self.seen: set[int] = set()
         self.finished = False
@@ -721,10 +790,18 @@ class MlflowListener:
             done.append(t)
             if t.number not in self.seen:
                 self._trial(TrialFinished(t, best_trial(done), len(done), len(event.trials)))
-        rec = {"kind": "finish", "status": event.status, "error": event.error, "time_ms": int(time.time() * 1000),
-               "summary": {"n_trials": len(event.trials), "n_failed": sum(not t.ok for t in event.trials),
-                           "duration": event.duration,
-                           **({"best_value": event.best.value} if event.best is not None else {})}}
+        rec = {
+            "kind": "finish",
+            "status": event.status,
+            "error": event.error,
+            "time_ms": int(time.time() * 1000),
+            "summary": {
+                "n_trials": len(event.trials),
+                "n_failed": sum(not t.ok for t in event.trials),
+                "duration": event.duration,
+                **({"best_value": event.best.value} if event.best is not None else {}),
+            },
+        }
         artifact_dir = self.spool.folder / "artifacts"
         interrupted = None
         try:
@@ -732,8 +809,11 @@ class MlflowListener:
         except KeyboardInterrupt as exc:  # a second Ctrl-C: no files, but the run still ends
             interrupted = exc
         except Exception as exc:  # a figure or a model that cannot be saved must not leave the run open
-            warnings.warn(f"MLflow run {self.run_id}: the run's files could not be prepared: "
-                          f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"MLflow run {self.run_id}: the run's files could not be prepared: {type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         self.spool.append(rec)
         self.writer.put((_STOP, rec, artifact_dir, str(self.spool.folder)))
         try:
@@ -757,6 +837,7 @@ class MlflowListener:
     def _last_resort_end(self, rec: dict[str, Any]) -> None:
         """The writer did not end the parent in time: try once from here, bounded, so the run does
         not stay RUNNING while the store answers (the spool keeps the rest)."""
+
         def end() -> None:
             try:
                 self.client.set_tag(self.run_id, SPOOL_TAG, str(self.spool.folder))
@@ -774,8 +855,10 @@ class MlflowListener:
             self.spool.remove()
             return
         why = self.writer.last_error or "interrupted"
-        msg = (f"MLflow run {self.run_id}: not everything could be written to {self.uri} ({why}); "
-               f"it is kept in {self.spool.folder}. Write it later with: automl-bilevel sync {self.spool.folder}")
+        msg = (
+            f"MLflow run {self.run_id}: not everything could be written to {self.uri} ({why}); "
+            f"it is kept in {self.spool.folder}. Write it later with: automl-bilevel sync {self.spool.folder}"
+        )
         print(f"automl-bilevel: {msg}", file=sys.stderr)
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
@@ -789,16 +872,39 @@ class MlflowListener:
         folder.mkdir(parents=True, exist_ok=True)
         trials = event.trials
         if event.best is not None:
-            (folder / "best_config.json").write_text(json.dumps(
-                {"params": dict(event.best.config), "value": event.best.value, "trial": event.best.number},
-                indent=1, default=_jsonable))
+            (folder / "best_config.json").write_text(
+                json.dumps(
+                    {"params": dict(event.best.config), "value": event.best.value, "trial": event.best.number},
+                    indent=1,
+                    default=_jsonable,
+                )
+            )
         if trials:
-            (folder / "trials.json").write_text(json.dumps([
-                {"number": t.number, "value": t.value if math.isfinite(t.value) else None, "status": t.status,
-                 "params": dict(t.config), "duration": t.duration, "budget": t.budget, "error": t.error}
-                for t in trials], indent=1, default=_jsonable))
-            save_trace_plot(trials, folder / "optimization_trace.png", steps=self.context.trials_are_steps,
-                            ylabel=self.context.objective, title=f"{self.context.learner} / {self.context.optimizer}")
+            (folder / "trials.json").write_text(
+                json.dumps(
+                    [
+                        {
+                            "number": t.number,
+                            "value": t.value if math.isfinite(t.value) else None,
+                            "status": t.status,
+                            "params": dict(t.config),
+                            "duration": t.duration,
+                            "budget": t.budget,
+                            "error": t.error,
+                        }
+                        for t in trials
+                    ],
+                    indent=1,
+                    default=_jsonable,
+                )
+            )
+            save_trace_plot(
+                trials,
+                folder / "optimization_trace.png",
+                steps=self.context.trials_are_steps,
+                ylabel=self.context.objective,
+                title=f"{self.context.learner} / {self.context.optimizer}",
+            )
         if event.model is not None and self.context.tracking.log_model:
             self._save_model(event.model, folder.parent / LOGGED_MODEL_DIR)
         if event.artifacts:
@@ -806,8 +912,10 @@ class MlflowListener:
             learned.mkdir(exist_ok=True)
             for name, component in event.artifacts.items():
                 component.save(str(learned / f"{name}.pt"))
-                info = {"class": f"{type(component).__module__}.{type(component).__qualname__}",
-                        "settings": dict(component.settings()) if hasattr(component, "settings") else {}}
+                info = {
+                    "class": f"{type(component).__module__}.{type(component).__qualname__}",
+                    "settings": dict(component.settings()) if hasattr(component, "settings") else {},
+                }
                 (learned / f"{name}.json").write_text(json.dumps(info, indent=1, default=_jsonable))
 
     def _save_model(self, model, path: Path) -> None:
@@ -828,8 +936,14 @@ class MlflowListener:
         if isinstance(n, int) and n > 0:
             example = np.zeros((1, n))
             signature = infer_signature(example, model.predict(example))
-        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle", signature=signature,
-                                  input_example=example, pip_requirements=[f"automl-bilevel=={__version__}"])
+        mlflow.sklearn.save_model(
+            model,
+            str(path),
+            serialization_format="cloudpickle",
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"automl-bilevel=={__version__}"],
+        )
 
 
 def _robust_limits(values: list[float]) -> tuple[float, float] | None:
@@ -917,10 +1031,15 @@ def sync_spool(folder: Path, uri: str | None = None, force: bool = False) -> dic
     spool = Spool(folder)
     records = spool.records()
     head = records[0]
-    if (not force and head.get("host") == socket.gethostname() and head.get("pid") != os.getpid()
-            and _pid_alive(int(head.get("pid", -1)))):
-        raise TrackingError(f"{folder}: process {head['pid']} that writes this run is still running; "
-                            "wait for it or pass --force")
+    if (
+        not force
+        and head.get("host") == socket.gethostname()
+        and head.get("pid") != os.getpid()
+        and _pid_alive(int(head.get("pid", -1)))
+    ):
+        raise TrackingError(
+            f"{folder}: process {head['pid']} that writes this run is still running; wait for it or pass --force"
+        )
     target = uri or head["uri"]
     check_reachable(target)
     client = MlflowClient(tracking_uri=target)
@@ -932,19 +1051,28 @@ def sync_spool(folder: Path, uri: str | None = None, force: bool = False) -> dic
             trials[rec["number"]] = rec
     todo = [r for n, r in sorted(trials.items()) if n not in writer.done]
     for i in range(0, len(todo), BATCH_TRIALS):
-        writer.write_trials(todo[i:i + BATCH_TRIALS])
+        writer.write_trials(todo[i : i + BATCH_TRIALS])
     end = next((r for r in reversed(records) if r["kind"] == "finish"), None)
     if end is None:  # the process died before the run ended
-        end = {"kind": "finish", "status": "KILLED", "time_ms": int(time.time() * 1000),
-               "error": "the process ended before the run did; written by automl-bilevel sync",
-               "summary": {"n_trials": len(trials)}}
+        end = {
+            "kind": "finish",
+            "status": "KILLED",
+            "time_ms": int(time.time() * 1000),
+            "error": "the process ended before the run did; written by automl-bilevel sync",
+            "summary": {"n_trials": len(trials)},
+        }
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     writer.finish(end, folder / "artifacts")
     if SPOOL_TAG in client.get_run(head["run_id"]).data.tags:
         client.delete_tag(head["run_id"], SPOOL_TAG)
     spool.remove()
-    return {"run_id": head["run_id"], "uri": target, "trials": len(trials), "written": len(todo),
-            "status": end["status"]}
+    return {
+        "run_id": head["run_id"],
+        "uri": target,
+        "trials": len(trials),
+        "written": len(todo),
+        "status": end["status"],
+    }
 
 
 @hookimpl

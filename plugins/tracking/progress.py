@@ -5,12 +5,13 @@ redrawn in place; in a log (not a terminal) one line is written every 5 s and at
 left is the mean wall-clock time per trial so far times the trials still to run, capped by what is
 left of a ``timeout``; there is no estimate before the first trial, nor for a run of unknown length.
 """
+
 from __future__ import annotations
 
 import math
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from automl_bilevel import RunFinished, RunStarted, TrialFinished, hookimpl
 
@@ -28,8 +29,9 @@ def duration(seconds: float) -> str:
 class ProgressBar:
     info: dict = {}
 
-    def __init__(self, context, stream=None, width: int = 30, clock: Callable[[], float] = time.monotonic,
-                 every: float = 5.0):
+    def __init__(
+        self, context, stream=None, width: int = 30, clock: Callable[[], float] = time.monotonic, every: float = 5.0
+    ):
         self.context = context
         self.stream = stream or sys.stderr
         self.width = width
@@ -82,13 +84,15 @@ class ProgressBar:
             # on a terminal redraw in place; in a log, one line every 5 s and at the end
             if self.tty or now - self._last >= self.every or event.n_trials == event.n_iter:
                 self._last = now
-                self._write(self.line(event.n_trials, event.n_iter, event.best.value if event.best else None,
-                                      self.failed))
+                self._write(
+                    self.line(event.n_trials, event.n_iter, event.best.value if event.best else None, self.failed)
+                )
         elif isinstance(event, RunFinished):
             if self.tty:
                 self.stream.write("\n")
-            self.stream.write(f"{event.status.lower()} after {len(event.trials)} {self.unit} in "
-                              f"{duration(event.duration)}\n")
+            self.stream.write(
+                f"{event.status.lower()} after {len(event.trials)} {self.unit} in {duration(event.duration)}\n"
+            )
             self.stream.flush()
 
 

@@ -1,5 +1,6 @@
 """Devices on a CPU-only machine: ``device=`` on torch learners, learned components and hypergradients
 (the GPU runs are benchmarks/device_check.py)."""
+
 from __future__ import annotations
 
 import pickle
@@ -73,7 +74,8 @@ def test_a_malformed_device_is_refused_by_the_learner(device):
 def test_data_and_hyperparameters_move_once_per_fit(digits):
     X, y, Xv, yv = digits
     dt = MLPLearner(epochs=2, batch_size=64, hidden_units=8, device="cpu").differentiable(
-        X, y, {"l2_per_feature": np.full(64, 1e-3)}, task=TASK, seed=0)
+        X, y, {"l2_per_feature": np.full(64, 1e-3)}, task=TASK, seed=0
+    )
     dev = torch.device("cpu")
     tensors = [dt.Xt, dt.yt, dt.z0, dt.tensor(Xv), dt.targets(yv), *dt.constants.values(), *dt.batches]
     assert dt.device == dev and all(t.device == dev for t in tensors)

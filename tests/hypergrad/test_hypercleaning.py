@@ -1,4 +1,5 @@
 """Data hyper-cleaning recipe on a small real problem (digits) with flipped labels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,5 +41,6 @@ def test_example_weights_must_match_the_training_set():
 
     X, y = load_digits(return_X_y=True)
     with pytest.raises(ValueError, match="one per training example"):
-        LogisticLearner(epochs=1).fit(X[:50], y[:50], {"example_weights": np.ones(10)},
-                                     task=Task("classification", 64, 10), seed=0)
+        LogisticLearner(epochs=1).fit(
+            X[:50], y[:50], {"example_weights": np.ones(10)}, task=Task("classification", 64, 10), seed=0
+        )

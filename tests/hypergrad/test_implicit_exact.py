@@ -1,5 +1,6 @@
 """Implicit hypergradients of a non-quadratic inner problem (softmax regression, per-feature L2)
 against the exact implicit hypergradient, a dense Hessian solve at a converged optimum."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,7 @@ def problem():
     n = (D + 1) * K
 
     def logits(w, X_):
-        return X_ @ w[: D * K].view(K, D).T + w[D * K:]
+        return X_ @ w[: D * K].view(K, D).T + w[D * K :]
 
     def inner(w, hp, t=None):
         W = w[: D * K].view(K, D)
@@ -69,6 +70,7 @@ def test_implicit_at_w_star_given_skips_the_run(problem):
 
     inner, outer, hp, w, n, exact, L = problem
     dyn = InnerDynamics(inner, SGD(lr=1.0 / L), n, 10_000)  # running 10k steps would be slow: warm_z skips it
-    res = implicit(dyn, outer, dyn.init(torch.zeros(n, dtype=torch.float64)), hp, warm_z=dyn.init(w), iters=50,
-                   tol=1e-14)
+    res = implicit(
+        dyn, outer, dyn.init(torch.zeros(n, dtype=torch.float64)), hp, warm_z=dyn.init(w), iters=50, tol=1e-14
+    )
     torch.testing.assert_close(res.grads["l2"], exact, rtol=1e-6, atol=1e-12)

@@ -1,4 +1,5 @@
 """The torch learners' differentiable training: modes agree, fit runs the same dynamics."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,10 +29,14 @@ def task_of(learner, digits, **cfg):
     return dt, outer
 
 
-@pytest.mark.parametrize("learner", [
-    LogisticLearner(epochs=2, batch_size=128, optimizer="adam"),
-    MLPLearner(epochs=2, batch_size=200, optimizer="momentum", hidden_units=16),
-], ids=["logistic-adam-minibatch", "mlp-momentum"])
+@pytest.mark.parametrize(
+    "learner",
+    [
+        LogisticLearner(epochs=2, batch_size=128, optimizer="adam"),
+        MLPLearner(epochs=2, batch_size=200, optimizer="momentum", hidden_units=16),
+    ],
+    ids=["logistic-adam-minibatch", "mlp-momentum"],
+)
 def test_float32_exact_modes_agree_on_real_data(learner, digits):
     dt, outer = task_of(learner, digits)
     hp = dict(dt.constants, l2_per_feature=torch.full((64,), 1e-3))

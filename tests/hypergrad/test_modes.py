@@ -1,4 +1,5 @@
 """Hypergradient modes against closed forms (ridge regression) and finite differences."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,8 +7,17 @@ import torch
 from torch.func import vmap
 
 from automl_bilevel.hypergrad import (
-    SGD, Adam, HyperParameters, InnerDynamics, Momentum, Positive, PositiveTensor, BoxTensor, hypergradient,
-    implicit_grads, ForwardMode,
+    SGD,
+    Adam,
+    BoxTensor,
+    ForwardMode,
+    HyperParameters,
+    InnerDynamics,
+    Momentum,
+    Positive,
+    PositiveTensor,
+    hypergradient,
+    implicit_grads,
 )
 
 EXACT = ["reverse", "checkpoint", "forward"]
@@ -80,8 +90,9 @@ def test_exact_modes_match_the_closed_form_of_unrolled_gd(mode, per_feature):
     assert res.value == pytest.approx(float(closed_form_unrolled(hp["l2"], T, lr, data)), rel=1e-12)
 
 
-@pytest.mark.parametrize("solver, opts", [("cg", {}), ("neumann", {"alpha": 0.3, "iters": 400}),
-                                          ("fixed_point", {"iters": 2000})])
+@pytest.mark.parametrize(
+    "solver, opts", [("cg", {}), ("neumann", {"alpha": 0.3, "iters": 400}), ("fixed_point", {"iters": 2000})]
+)
 def test_implicit_matches_the_closed_form_at_the_optimum(solver, opts):
     dyn, outer, z0, hp, data = ridge_problem(T=3000, lr=0.3)
     res = hypergradient(dyn, outer, z0, hp, mode="implicit", solver=solver, **opts)
@@ -93,8 +104,10 @@ def test_implicit_matches_the_closed_form_at_the_optimum(solver, opts):
 def test_truncated_is_an_approximation_that_improves_with_k():
     dyn, outer, z0, hp, data = ridge_problem(T=80)
     exact = hypergradient(dyn, outer, z0, hp, mode="reverse").grads["l2"]
-    errs = [float((hypergradient(dyn, outer, z0, hp, mode="truncated", truncate=k).grads["l2"] - exact).abs())
-            for k in (1, 10, 40)]
+    errs = [
+        float((hypergradient(dyn, outer, z0, hp, mode="truncated", truncate=k).grads["l2"] - exact).abs())
+        for k in (1, 10, 40)
+    ]
     assert errs[0] > errs[1] > errs[2] > 0
 
 
@@ -119,8 +132,12 @@ def test_momentum_and_adam_with_learned_lr_against_finite_differences(optimizer)
         fd = finite_difference(dyn, outer, z0, hp, name, 0)
         for m, res in results.items():
             assert float(res.grads[name]) == pytest.approx(fd, rel=1e-6, abs=1e-9), (m, name)
-        torch.testing.assert_close(results["reverse"].grads[name], results["forward"].grads[name], rtol=1e-10, atol=1e-14)
-        torch.testing.assert_close(results["reverse"].grads[name], results["checkpoint"].grads[name], rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(
+            results["reverse"].grads[name], results["forward"].grads[name], rtol=1e-10, atol=1e-14
+        )
+        torch.testing.assert_close(
+            results["reverse"].grads[name], results["checkpoint"].grads[name], rtol=1e-10, atol=1e-14
+        )
 
 
 def test_per_example_weights_against_finite_differences():
@@ -137,15 +154,18 @@ def test_per_example_weights_against_finite_differences():
     z0 = dyn.init(torch.zeros(X.shape[1]))
     res = hypergradient(dyn, outer, z0, hp, mode="checkpoint", every=7)
     for i in (0, 5, 17):
-        assert float(res.grads["ex"][i]) == pytest.approx(finite_difference(dyn, outer, z0, hp, "ex", i), rel=1e-5, abs=1e-10)
+        assert float(res.grads["ex"][i]) == pytest.approx(
+            finite_difference(dyn, outer, z0, hp, "ex", i), rel=1e-5, abs=1e-10
+        )
 
 
 def test_checkpoint_interval_does_not_change_the_result():
     dyn, outer, z0, hp, _ = ridge_problem(T=50)
     ref = hypergradient(dyn, outer, z0, hp, mode="reverse").grads["l2"]
     for every in (1, 3, 7, 50, 100):
-        torch.testing.assert_close(hypergradient(dyn, outer, z0, hp, mode="checkpoint", every=every).grads["l2"],
-                                   ref, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(
+            hypergradient(dyn, outer, z0, hp, mode="checkpoint", every=every).grads["l2"], ref, rtol=1e-12, atol=1e-15
+        )
 
 
 def test_parametrisation_chain_rule():
@@ -188,20 +208,27 @@ def test_divergence_raises_instead_of_returning_nan():
 def test_implicit_grads_is_pure_and_vmaps_over_tasks():
     tasks = [ridge_data(seed=s) for s in range(3)]
     d = tasks[0][0].shape[1]
-    Xs = torch.stack([t[0] for t in tasks]); ys = torch.stack([t[1] for t in tasks])
-    Xvs = torch.stack([t[2] for t in tasks]); yvs = torch.stack([t[3] for t in tasks])
+    Xs = torch.stack([t[0] for t in tasks])
+    ys = torch.stack([t[1] for t in tasks])
+    Xvs = torch.stack([t[2] for t in tasks])
+    yvs = torch.stack([t[3] for t in tasks])
     l2 = torch.tensor(0.1)
 
     def one(X, y, Xv, yv):
         n = X.shape[0]
         w = torch.linalg.solve(X.T @ X / n + l2 * torch.eye(d), X.T @ y / n)
-        inner = lambda w_, hp: 0.5 * ((X @ w_ - y) ** 2).mean() + 0.5 * hp["l2"] * (w_ * w_).sum()
-        outer = lambda w_, hp: 0.5 * ((Xv @ w_ - yv) ** 2).mean()
+
+        def inner(w_, hp):
+            return 0.5 * ((X @ w_ - y) ** 2).mean() + 0.5 * hp["l2"] * (w_ * w_).sum()
+
+        def outer(w_, hp):
+            return 0.5 * ((Xv @ w_ - yv) ** 2).mean()
+
         return implicit_grads(inner, outer, w, {"l2": l2}, iters=d)["l2"]
 
     batched = vmap(one)(Xs, ys, Xvs, yvs)
     for i, t in enumerate(tasks):
-        expected = autograd_of(lambda v: closed_form_optimum(v, t), l2)
+        expected = autograd_of(lambda v, t=t: closed_form_optimum(v, t), l2)
         torch.testing.assert_close(batched[i], expected, rtol=1e-8, atol=1e-12)
 
 

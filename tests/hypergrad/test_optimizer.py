@@ -1,12 +1,13 @@
 """The `hypergradient` outer optimizer through the estimator: modes, divergence, tracking."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
 from automl_bilevel import BilevelClassifier, BilevelRegressor, CapabilityError
+from mlflow import MlflowClient
 
 FULL_BATCH_SGD = {"batch_size": 4096, "epochs": 40, "optimizer": "sgd"}
 
@@ -18,8 +19,15 @@ def digits():
 
 
 def fit(digits, mode="reverse", n_iter=6, **opt):
-    return BilevelClassifier("logistic", optimizer="hypergradient", n_iter=n_iter, tracking=False, random_state=0,
-                             learner_params=FULL_BATCH_SGD, optimizer_params={"mode": mode, **opt}).fit(*digits)
+    return BilevelClassifier(
+        "logistic",
+        optimizer="hypergradient",
+        n_iter=n_iter,
+        tracking=False,
+        random_state=0,
+        learner_params=FULL_BATCH_SGD,
+        optimizer_params={"mode": mode, **opt},
+    ).fit(*digits)
 
 
 def test_exact_modes_follow_the_same_trajectory(digits):
@@ -39,9 +47,15 @@ def test_implicit_mode_reports_solver_diagnostics(digits):
 
 
 def test_per_feature_l2_through_the_estimator(digits):
-    est = BilevelClassifier("logistic", optimizer="hypergradient", n_iter=5, tracking=False, random_state=0,
-                            learner_params={"batch_size": 4096, "epochs": 30},
-                            optimizer_params={"tensor_hyperparameters": ["l2_per_feature"]}).fit(*digits)
+    est = BilevelClassifier(
+        "logistic",
+        optimizer="hypergradient",
+        n_iter=5,
+        tracking=False,
+        random_state=0,
+        learner_params={"batch_size": 4096, "epochs": 30},
+        optimizer_params={"tensor_hyperparameters": ["l2_per_feature"]},
+    ).fit(*digits)
     l2 = est.best_params_["l2_per_feature"]
     assert l2.shape == (64,) and np.all(l2 > 0) and np.ptp(l2) > 0
     assert est.score(*digits) > 0.9  # the refit uses the learned per-feature weights
@@ -53,11 +67,16 @@ def test_a_diverging_step_is_rejected_and_the_lr_backed_off():
     from sklearn.datasets import load_diabetes
 
     X, y = load_diabetes(return_X_y=True)
-    est = BilevelRegressor("mlp", optimizer="hypergradient", n_iter=10, tracking=False, random_state=0,
-                           search_space={"lr": {"low": 1e-4, "high": 100.0, "log": True, "default": 0.05}},
-                           learner_params={"n_layers": 0, "optimizer": "sgd", "momentum": 0.0, "epochs": 30,
-                                           "batch_size": 4096},
-                           optimizer_params={"outer_lr": 3.0, "clip": None}).fit(X, y)
+    est = BilevelRegressor(
+        "mlp",
+        optimizer="hypergradient",
+        n_iter=10,
+        tracking=False,
+        random_state=0,
+        search_space={"lr": {"low": 1e-4, "high": 100.0, "log": True, "default": 0.05}},
+        learner_params={"n_layers": 0, "optimizer": "sgd", "momentum": 0.0, "epochs": 30, "batch_size": 4096},
+        optimizer_params={"outer_lr": 3.0, "clip": None},
+    ).fit(X, y)
     statuses = est.history_["status"]
     assert "FAILED" in statuses and statuses[0] == "COMPLETE"
     failed = [t for t in est.trials_ if not t.ok]
@@ -79,12 +98,15 @@ def test_needs_differentiable_components(digits):
         BilevelClassifier("logistic", "val_error", optimizer="hypergradient", tracking=False).fit(*digits)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"mode": "sideways"}, "mode must be one of"),
-    ({"mode": "truncated"}, "needs truncate"),
-    ({"outer_lr": -1}, "outer_lr must be positive"),
-    ({"tensor_hyperparameters": ["dropout_per_unit"]}, "unsupported tensor hyperparameter 'dropout_per_unit'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"mode": "sideways"}, "mode must be one of"),
+        ({"mode": "truncated"}, "needs truncate"),
+        ({"outer_lr": -1}, "outer_lr must be positive"),
+        ({"tensor_hyperparameters": ["dropout_per_unit"]}, "unsupported tensor hyperparameter 'dropout_per_unit'"),
+    ],
+)
 def test_bad_parameters(digits, params, message):
     with pytest.raises(ValueError, match=message):
         BilevelClassifier("logistic", optimizer="hypergradient", optimizer_params=params, tracking=False).fit(*digits)
@@ -92,24 +114,38 @@ def test_bad_parameters(digits, params, message):
 
 def test_no_continuous_hyperparameter_is_a_clear_error(digits):
     with pytest.raises(ValueError, match="no continuous hyperparameter"):
-        BilevelClassifier("logistic", optimizer="hypergradient", search_space={"epochs": [5, 10]},
-                          tracking=False).fit(*digits)
+        BilevelClassifier("logistic", optimizer="hypergradient", search_space={"epochs": [5, 10]}, tracking=False).fit(
+            *digits
+        )
 
 
 def test_regression_with_mlp():
     from sklearn.datasets import load_diabetes
 
     X, y = load_diabetes(return_X_y=True)
-    est = BilevelRegressor("mlp", optimizer="hypergradient", n_iter=4, tracking=False, random_state=0,
-                           search_space={"lr": (1e-4, 1e-1, "log"), "weight_decay": (1e-6, 1e-1, "log")},
-                           learner_params={"epochs": 20, "batch_size": 4096}).fit(X, y)
+    est = BilevelRegressor(
+        "mlp",
+        optimizer="hypergradient",
+        n_iter=4,
+        tracking=False,
+        random_state=0,
+        search_space={"lr": (1e-4, 1e-1, "log"), "weight_decay": (1e-6, 1e-1, "log")},
+        learner_params={"epochs": 20, "batch_size": 4096},
+    ).fit(X, y)
     assert np.isfinite(est.best_value_) and est.history_["value"][-1] <= est.history_["value"][0]
 
 
 def test_outer_steps_are_tracked_as_metric_steps(digits, tracking):
     uri, experiment = tracking
-    est = BilevelClassifier("logistic", optimizer="hypergradient", n_iter=4, random_state=0, tracking_uri=uri,
-                            experiment_name=experiment, learner_params=FULL_BATCH_SGD).fit(*digits)
+    est = BilevelClassifier(
+        "logistic",
+        optimizer="hypergradient",
+        n_iter=4,
+        random_state=0,
+        tracking_uri=uri,
+        experiment_name=experiment,
+        learner_params=FULL_BATCH_SGD,
+    ).fit(*digits)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
@@ -123,8 +159,14 @@ def test_a_checkpointed_run_continues_exactly_where_it_stopped(digits, tmp_path)
     # continued to 6 follows the same trajectory as 6 steps in one go, to float tolerance
     ckpt = tmp_path / "hg.jsonl"
     opts = {"tensor_hyperparameters": ["l2_per_feature"], "outer_lr": 0.3}
-    kw = dict(learner="logistic", optimizer="hypergradient", tracking=False, random_state=0,
-              learner_params=FULL_BATCH_SGD, optimizer_params=opts)
+    kw = dict(
+        learner="logistic",
+        optimizer="hypergradient",
+        tracking=False,
+        random_state=0,
+        learner_params=FULL_BATCH_SGD,
+        optimizer_params=opts,
+    )
     first = BilevelClassifier(n_iter=3, checkpoint=str(ckpt), **kw).fit(*digits)
     assert first.n_trials_ == 3 and (tmp_path / "hg.jsonl.state").exists()
     resumed = BilevelClassifier(n_iter=6, checkpoint=str(ckpt), **kw).fit(*digits)
@@ -137,8 +179,9 @@ def test_a_checkpointed_run_continues_exactly_where_it_stopped(digits, tmp_path)
 
 def test_a_state_file_that_is_missing_or_foreign_is_refused(digits, tmp_path):
     ckpt = tmp_path / "hg.jsonl"
-    kw = dict(learner="logistic", optimizer="hypergradient", tracking=False, random_state=0,
-              learner_params=FULL_BATCH_SGD)
+    kw = dict(
+        learner="logistic", optimizer="hypergradient", tracking=False, random_state=0, learner_params=FULL_BATCH_SGD
+    )
     BilevelClassifier(n_iter=2, checkpoint=str(ckpt), **kw).fit(*digits)
     state = tmp_path / "hg.jsonl.state"
     state.write_bytes(b"not a state")
@@ -152,8 +195,9 @@ def test_a_state_file_that_is_missing_or_foreign_is_refused(digits, tmp_path):
 def test_a_journal_line_ahead_of_the_state_is_done_again(digits, tmp_path):
     # a crash between the journal line and the state's rename: the extra line is dropped and redone
     ckpt = tmp_path / "hg.jsonl"
-    kw = dict(learner="logistic", optimizer="hypergradient", tracking=False, random_state=0,
-              learner_params=FULL_BATCH_SGD)
+    kw = dict(
+        learner="logistic", optimizer="hypergradient", tracking=False, random_state=0, learner_params=FULL_BATCH_SGD
+    )
     BilevelClassifier(n_iter=3, checkpoint=str(ckpt), **kw).fit(*digits)
     state_after_3 = (tmp_path / "hg.jsonl.state").read_bytes()
     BilevelClassifier(n_iter=4, checkpoint=str(ckpt), **kw).fit(*digits)
@@ -167,8 +211,14 @@ def test_a_journal_line_ahead_of_the_state_is_done_again(digits, tmp_path):
 def test_outer_steps_are_evaluated_on_a_dask_worker(digits):
     from distributed import LocalCluster
 
-    kw = dict(learner="logistic", optimizer="hypergradient", n_iter=3, tracking=False, random_state=0,
-              learner_params=FULL_BATCH_SGD)
+    kw = dict(
+        learner="logistic",
+        optimizer="hypergradient",
+        n_iter=3,
+        tracking=False,
+        random_state=0,
+        learner_params=FULL_BATCH_SGD,
+    )
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         remote = BilevelClassifier(dask_address=cluster.scheduler_address, **kw).fit(*digits)
     local = BilevelClassifier(**kw).fit(*digits)

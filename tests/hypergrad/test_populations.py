@@ -1,5 +1,6 @@
 """Batched populations: a generation of loss networks evaluated as one vmap'd computation per task
 gives the numbers of evaluating its members one by one through the search loop's problem."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,17 @@ def setting():
     X, y = load_digits(return_X_y=True)
     tasks = sample_tasks(X / 16.0, y, 3, n_train=(20, 60), n_val=150, seed=0)  # three sizes
     net = LossNetwork(10, seed=0)
-    learner = MLPLearner(hidden_units=32, n_layers=2, optimizer="sgd", lr=0.2, weight_decay=0.0, epochs=8,
-                         batch_size=10**6, standardize=False, loss=net)
+    learner = MLPLearner(
+        hidden_units=32,
+        n_layers=2,
+        optimizer="sgd",
+        lr=0.2,
+        weight_decay=0.0,
+        epochs=8,
+        batch_size=10**6,
+        standardize=False,
+        loss=net,
+    )
     rng = np.random.default_rng(0)
     flat = learner.vector_hyperparameters(TASK)["loss_net"]
     population = flat + 0.05 * rng.standard_normal((5, flat.size))
@@ -69,13 +79,14 @@ def test_es_evaluates_each_generation_in_one_batch_with_the_one_by_one_values(se
     problem = BilevelProblem(learner, ValidationError(), ConfigurationSpace(), TASK, tasks, seed=3)
     calls = []
     original = MLPLearner.evaluate_population
-    monkeypatch.setattr(MLPLearner, "evaluate_population",
-                        lambda self, *a, **k: calls.append(len(a[1])) or original(self, *a, **k))
-    batched = run_search(problem, EvolutionStrategy("mu_plus_lambda", population_size=4, sigma0=0.05), n_iter=8,
-                         seed=0)
+    monkeypatch.setattr(
+        MLPLearner, "evaluate_population", lambda self, *a, **k: calls.append(len(a[1])) or original(self, *a, **k)
+    )
+    batched = run_search(problem, EvolutionStrategy("mu_plus_lambda", population_size=4, sigma0=0.05), n_iter=8, seed=0)
     assert calls == [4, 4]  # two generations, one batched run each
-    plain = run_search(problem, EvolutionStrategy("mu_plus_lambda", population_size=4, sigma0=0.05, batched=False),
-                       n_iter=8, seed=0)
+    plain = run_search(
+        problem, EvolutionStrategy("mu_plus_lambda", population_size=4, sigma0=0.05, batched=False), n_iter=8, seed=0
+    )
     assert calls == [4, 4]  # batched=False evaluates one member at a time
     assert all(t.ok and t.metrics["batched"] == 1.0 for t in batched.trials)
     np.testing.assert_allclose([t.value for t in batched.trials], [t.value for t in plain.trials], atol=1e-9)

@@ -3,6 +3,7 @@
 Install it (``pip install examples/thirdparty_plugin``) and ``automl-bilevel plugins`` lists both;
 ``BilevelClassifier(learner="knn", optimizer="grid")`` uses them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,8 +62,9 @@ class KNNLearner(InnerLearner):
     """k nearest neighbours; ``n_outputs`` columns in predict_proba even if a class is missing."""
 
     def config_space(self, task):
-        return ConfigurationSpace(space=[Integer("n_neighbors", (1, 30), default=5),
-                                         Categorical("weights", ["uniform", "distance"])])
+        return ConfigurationSpace(
+            space=[Integer("n_neighbors", (1, 30), default=5), Categorical("weights", ["uniform", "distance"])]
+        )
 
     def fit(self, X, y, config, *, task, seed, budget=None):
         k = min(int(config.get("n_neighbors", 5)), len(X))
