@@ -6,7 +6,15 @@ import math
 
 import numpy as np
 import pytest
-from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float, ForbiddenEqualsClause, Integer
+from ConfigSpace import (
+    Categorical,
+    Configuration,
+    ConfigurationSpace,
+    EqualsCondition,
+    Float,
+    ForbiddenEqualsClause,
+    Integer,
+)
 from ConfigSpace import Normal as NormalPrior
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.svm import SVC
@@ -158,6 +166,55 @@ def test_es_rejects_bad_settings_and_empty_spaces():
     problem.space = ConfigurationSpace()
     with pytest.raises(ValueError, match="at least one"):
         EvolutionStrategy().setup(problem, 0)
+
+
+def _mostly_forbidden_space():
+    """Only kernel='rbf' is allowed (two thirds of the kernel coordinate are forbidden)."""
+    cs = ConfigurationSpace(seed=0)
+    kernel = Categorical("kernel", ["rbf", "poly", "linear"])
+    cs.add([kernel, Float("C", (1e-2, 100.0), log=True), Integer("degree", (1, 5))])
+    cs.add([ForbiddenEqualsClause(kernel, "linear"), ForbiddenEqualsClause(kernel, "poly")])
+    return cs
+
+
+@pytest.mark.parametrize("resamples", [60, 0], ids=["nearby", "sampler-fallback"])
+def test_es_turns_points_deep_in_a_forbidden_region_into_allowed_configurations(resamples, monkeypatch):
+    import automl_bilevel_plugins.optimizers.evolution as evolution
+
+    monkeypatch.setattr(evolution, "RESAMPLES", resamples)
+    problem = quadratic_problem()
+    problem.space = _mostly_forbidden_space()
+    opt = EvolutionStrategy()
+    opt.setup(problem, 0)
+    kernel_axis = opt.cube.names.index("kernel")
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        x = rng.uniform(-3.0, 4.0, opt.cube.dim)  # CMA-ES points may leave the unit cube
+        x[kernel_axis] = 5.0  # clipped to 1.0: 'linear', forbidden
+        config = opt._decode(x)
+        assert config["kernel"] == "rbf"
+        Configuration(problem.space, values=config)  # raises for a forbidden or invalid configuration
+
+
+@pytest.mark.parametrize("seed", [8])
+def test_es_searches_a_space_with_forbidden_clauses_to_the_end(seed):
+    """A seed on which CMA-ES drifted into the forbidden region and aborted the fit before the fix."""
+    cs = ConfigurationSpace(seed=seed)
+    kernel, degree = Categorical("kernel", ["rbf", "poly", "linear"]), Integer("degree", (1, 5))
+    cs.add([kernel, Float("C", (1e-2, 100.0), log=True), degree])
+    cs.add(ForbiddenEqualsClause(kernel, "linear"))
+    X, y = load_breast_cancer(return_X_y=True)
+    est = BilevelClassifier(
+        "sklearn",
+        "val_error",
+        "es",
+        learner_params={"estimator": SVC()},
+        search_space=cs,
+        n_iter=30,
+        tracking=False,
+        random_state=seed,
+    ).fit(X[:150], y[:150])
+    assert est.n_trials_ == 30 and all(p["kernel"] != "linear" for p in est.history_["params"])
 
 
 # -- plugins through the estimator, on real data ---------------------------------------------------

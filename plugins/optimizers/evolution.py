@@ -8,7 +8,10 @@ starts at the space's defaults (``start="default"``) or at a random point.
 
 One trial is one population member; a generation is told to the strategy once all its members
 are back, so with several Dask workers a whole population is evaluated in parallel. A failed
-member is ranked last. A configuration that decodes to a forbidden combination is resampled.
+member is ranked last. A configuration that decodes to a forbidden combination is resampled near
+the strategy's point (further out as attempts fail), and, if the point lies deep in a forbidden
+region, drawn from the space's sampler, which yields only allowed configurations: a forbidden
+clause never stops a search.
 Resumed trials seed the first generation: it starts from the best of them.
 
 Vector outer variables: when the learner declares ``vector_hyperparameters`` (a network's weights
@@ -33,6 +36,8 @@ import numpy as np
 from automl_bilevel import Evaluation, OptimizerSpec, OuterOptimizer, Proposal, as_configspace, hookimpl
 from automl_bilevel.evolution import STRATEGIES, make_strategy
 from automl_bilevel.space import UnitCube
+
+RESAMPLES = 60  # nearby resamples of a forbidden point before drawing a valid one from the space
 
 
 class EvolutionStrategy(OuterOptimizer):
@@ -113,13 +118,16 @@ class EvolutionStrategy(OuterOptimizer):
         for name, init in self.vectors.items():
             out[name] = x[d : d + init.size].copy()
             d += init.size
-        u = x[: self.cube.dim]
-        for _ in range(100):
+        u = np.clip(x[: self.cube.dim], 0, 1)
+        for attempt in range(RESAMPLES):
             try:
                 return {**self.cube.decode(u), **out}
-            except ValueError:  # forbidden or invalid combination: resample near it
-                u = np.clip(u + 0.05 * self.rng.standard_normal(u.shape), 0, 1)
-        raise ValueError("could not decode a valid configuration after 100 resamples (forbidden clauses?)")
+            except ValueError:  # forbidden combination: resample near it, further out as attempts fail
+                step = min(0.05 * 2 ** (attempt // 10), 1.0)
+                u = np.clip(u + step * self.rng.standard_normal(u.shape), 0, 1)
+        # a point deep inside a forbidden region: a valid configuration from the space's own sampler
+        # (which draws only allowed configurations, from the search's seeded RNG)
+        return {**self.cube.decode(self.cube.encode(dict(self.space.sample_configuration()))), **out}
 
     def _new_generation(self):
         if self.es is None:
