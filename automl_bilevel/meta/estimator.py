@@ -78,7 +78,7 @@ class AdaptedClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  
 
     def predict(self, X: npt.ArrayLike) -> npt.NDArray[Any]:
         proba = self.predict_proba(X)  # raises NotFittedError without classes
-        assert self.classes is not None
+        assert self.classes is not None  # predict_proba raised NotFittedError otherwise
         labels: npt.NDArray[Any] = self.classes[proba.argmax(1)]
         return labels
 
