@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import torch
 
 STRATEGIES = ("mu_plus_lambda", "cma", "openai")
 
+FloatArray = npt.NDArray[np.float64]
+_Module = TypeVar("_Module", bound="torch.nn.Module")
 
-def _finite_or_worst(fitness: np.ndarray) -> np.ndarray:
+
+def _finite_or_worst(fitness: npt.ArrayLike) -> FloatArray:
     """Failed (non-finite) fitness values replaced by a value worse than every finite one."""
     f = np.asarray(fitness, dtype=np.float64).copy()
     bad = ~np.isfinite(f)
@@ -38,8 +46,8 @@ class Strategy(ABC):
     """An ES over R^d, optionally clipped to a box ``bounds=(low, high)``."""
 
     def __init__(
-        self, x0: np.ndarray, *, population_size: int, bounds: tuple[float, float] | None = None, seed: int = 0
-    ):
+        self, x0: npt.ArrayLike, *, population_size: int, bounds: tuple[float, float] | None = None, seed: int = 0
+    ) -> None:
         x0 = np.asarray(x0, dtype=np.float64).ravel()
         if x0.size == 0:
             raise ValueError("an evolution strategy needs at least one dimension")
@@ -50,19 +58,19 @@ class Strategy(ABC):
         self.x0 = self._clip(x0)
         self.best_x, self.best_f = self.x0.copy(), math.inf
         self.generation = 0
-        self._asked: np.ndarray | None = None
+        self._asked: FloatArray | None = None
 
-    def _clip(self, x: np.ndarray) -> np.ndarray:
+    def _clip(self, x: FloatArray) -> FloatArray:
         return np.clip(x, *self.bounds) if self.bounds is not None else x
 
-    def ask(self) -> np.ndarray:
+    def ask(self) -> FloatArray:
         """The next population, shape (population_size, dim). Call ``tell`` before asking again."""
         if self._asked is not None:
             raise RuntimeError("tell the fitness of the last population before asking for a new one")
         self._asked = self._clip(np.atleast_2d(self._sample()))
         return self._asked.copy()
 
-    def tell(self, fitness) -> None:
+    def tell(self, fitness: npt.ArrayLike) -> None:
         if self._asked is None:
             raise RuntimeError("ask for a population before telling its fitness")
         raw = np.asarray(fitness, dtype=np.float64).ravel()
@@ -78,10 +86,10 @@ class Strategy(ABC):
         self.generation += 1
 
     @abstractmethod
-    def _sample(self) -> np.ndarray: ...
+    def _sample(self) -> FloatArray: ...
 
     @abstractmethod
-    def _update(self, X: np.ndarray, fitness: np.ndarray) -> None: ...
+    def _update(self, X: FloatArray, fitness: FloatArray) -> None: ...
 
 
 class MuPlusLambda(Strategy):
@@ -89,16 +97,16 @@ class MuPlusLambda(Strategy):
 
     def __init__(
         self,
-        x0,
+        x0: npt.ArrayLike,
         *,
         population_size: int = 20,
         mu: int | None = None,
         sigma0: float = 0.1,
         tau: float | None = None,
         sigma_bounds: tuple[float, float] = (1e-8, 1.0),
-        bounds=None,
-        seed=0,
-    ):
+        bounds: tuple[float, float] | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(x0, population_size=population_size, bounds=bounds, seed=seed)
         self.mu = int(mu) if mu is not None else max(1, self.population_size // 4)
         if not 1 <= self.mu <= self.population_size:
@@ -108,14 +116,14 @@ class MuPlusLambda(Strategy):
         self.tau = float(tau) if tau is not None else 1.0 / math.sqrt(2.0 * self.dim)
         self.sigma_bounds = sigma_bounds
         self.sigma0 = float(sigma0)
-        self.parents: list[tuple[np.ndarray, float, float]] = []  # (x, sigma, fitness)
-        self._sigmas: np.ndarray | None = None
+        self.parents: list[tuple[FloatArray, float, float]] = []  # (x, sigma, fitness)
+        self._sigmas: FloatArray | None = None
 
-    def _mutate(self, x: np.ndarray, sigma: float) -> tuple[np.ndarray, float]:
+    def _mutate(self, x: FloatArray, sigma: float) -> tuple[FloatArray, float]:
         s = float(np.clip(sigma * math.exp(self.tau * self.rng.standard_normal()), *self.sigma_bounds))
         return x + s * self.rng.standard_normal(self.dim), s
 
-    def _sample(self):
+    def _sample(self) -> FloatArray:
         if not self.parents:
             kids = [(self.x0.copy(), self.sigma0)] + [
                 self._mutate(self.x0, self.sigma0) for _ in range(self.population_size - 1)
@@ -126,14 +134,15 @@ class MuPlusLambda(Strategy):
         self._sigmas = np.array([s for _, s in kids])
         return np.stack([x for x, _ in kids])
 
-    def _update(self, X, fitness):
+    def _update(self, X: FloatArray, fitness: FloatArray) -> None:
+        assert self._sigmas is not None  # drawn by _sample with the population being told
         f = _finite_or_worst(fitness)
         pool = self.parents + [(X[i], float(self._sigmas[i]), float(f[i])) for i in range(len(X))]
         order = sorted(range(len(pool)), key=lambda i: (pool[i][2], i))  # stable: older wins ties
         self.parents = [pool[i] for i in order[: self.mu]]
 
     @property
-    def sigmas(self) -> np.ndarray:
+    def sigmas(self) -> FloatArray:
         return np.array([s for _, s, _ in self.parents])
 
 
@@ -142,20 +151,20 @@ class CMAES(Strategy):
 
     def __init__(
         self,
-        x0,
+        x0: npt.ArrayLike,
         *,
         population_size: int | None = None,
         sigma0: float = 0.2,
-        bounds=None,
-        seed=0,
-        options: dict | None = None,
-    ):
+        bounds: tuple[float, float] | None = None,
+        seed: int = 0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         import cma
 
         dim = np.asarray(x0).size
         popsize = int(population_size) if population_size else 4 + int(3 * math.log(max(dim, 1)))
         super().__init__(x0, population_size=popsize, bounds=bounds, seed=seed)
-        opts = {
+        opts: dict[str, Any] = {
             "popsize": popsize,
             "seed": int(seed) % (2**31 - 2) + 1,
             "verbose": -9,
@@ -171,13 +180,13 @@ class CMAES(Strategy):
             opts["bounds"] = [bounds[0], bounds[1]]
         opts.update(options or {})
         self.es = cma.CMAEvolutionStrategy(self.x0.tolist(), float(sigma0), opts)
-        self._cma_x: list | None = None
+        self._cma_x: list[Any] | None = None
 
-    def _sample(self):
+    def _sample(self) -> FloatArray:
         self._cma_x = self.es.ask()
-        return np.array(self._cma_x)
+        return np.array(self._cma_x, dtype=np.float64)
 
-    def _update(self, X, fitness):
+    def _update(self, X: FloatArray, fitness: FloatArray) -> None:
         self.es.tell(self._cma_x, _finite_or_worst(fitness).tolist())
 
     @property
@@ -190,15 +199,15 @@ class OpenAIES(Strategy):
 
     def __init__(
         self,
-        x0,
+        x0: npt.ArrayLike,
         *,
         population_size: int = 20,
         sigma0: float = 0.05,
         lr: float = 0.05,
         weight_decay: float = 0.0,
-        bounds=None,
-        seed=0,
-    ):
+        bounds: tuple[float, float] | None = None,
+        seed: int = 0,
+    ) -> None:
         if int(population_size) % 2:
             population_size = int(population_size) + 1  # antithetic pairs
         super().__init__(x0, population_size=population_size, bounds=bounds, seed=seed)
@@ -207,14 +216,15 @@ class OpenAIES(Strategy):
         self.sigma, self.lr, self.weight_decay = float(sigma0), float(lr), float(weight_decay)
         self.theta = self.x0.copy()
         self._m, self._v, self._t = np.zeros(self.dim), np.zeros(self.dim), 0
-        self._eps: np.ndarray | None = None
+        self._eps: FloatArray | None = None
 
-    def _sample(self):
+    def _sample(self) -> FloatArray:
         half = self.rng.standard_normal((self.population_size // 2, self.dim))
         self._eps = np.concatenate([half, -half])
         return self.theta + self.sigma * self._eps
 
-    def _update(self, X, fitness):
+    def _update(self, X: FloatArray, fitness: FloatArray) -> None:
+        assert self._eps is not None  # drawn by _sample with the population being told
         f = _finite_or_worst(fitness)
         ranks = np.empty(len(f))
         ranks[np.argsort(f, kind="stable")] = np.arange(len(f))
@@ -227,22 +237,22 @@ class OpenAIES(Strategy):
         self.theta = self._clip(self.theta - self.lr * mhat / (np.sqrt(vhat) + 1e-8))
 
 
-def make_strategy(name: str, x0: np.ndarray, **options) -> Strategy:
+def make_strategy(name: str, x0: npt.ArrayLike, **options: Any) -> Strategy:
     """Build a strategy by name (one of :data:`STRATEGIES`)."""
-    classes = {"mu_plus_lambda": MuPlusLambda, "cma": CMAES, "openai": OpenAIES}
+    classes: dict[str, type[Strategy]] = {"mu_plus_lambda": MuPlusLambda, "cma": CMAES, "openai": OpenAIES}
     if name not in classes:
         raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
     return classes[name](x0, **options)
 
 
-def module_to_vector(module) -> np.ndarray:
+def module_to_vector(module: torch.nn.Module) -> FloatArray:
     """A torch module's parameters as one flat float64 vector (the ES search point)."""
     import torch
 
     return torch.nn.utils.parameters_to_vector(module.parameters()).detach().double().numpy().copy()
 
 
-def vector_to_module(vector, module):
+def vector_to_module(vector: npt.ArrayLike, module: _Module) -> _Module:
     """Load a flat vector (from :func:`module_to_vector`) into ``module``'s parameters, in place."""
     import torch
 

@@ -3,7 +3,7 @@ implicit). A library: the ``hypergradient`` outer-optimizer plugin and the meta-
 build on it, and so can users directly."""
 
 from .dynamics import InnerDynamics
-from .hyperparams import Bounded, BoxTensor, HyperParameters, ModuleParams, Positive, PositiveTensor
+from .hyperparams import Bounded, BoxTensor, HyperKind, HyperParameters, ModuleParams, Positive, PositiveTensor
 from .modes import (
     MODES,
     SOLVERS,
@@ -16,7 +16,7 @@ from .modes import (
     implicit_grads,
     reverse,
 )
-from .optim import SGD, Adam, Momentum, make_optimizer
+from .optim import SGD, Adam, InnerOptimizer, Momentum, make_optimizer
 from .solvers import SolveInfo, cg_solve, conjugate_gradient, fixed_point, neumann
 
 __all__ = [
@@ -26,9 +26,11 @@ __all__ = [
     "Bounded",
     "BoxTensor",
     "ForwardMode",
+    "HyperKind",
     "HyperParameters",
     "Hypergradient",
     "InnerDynamics",
+    "InnerOptimizer",
     "ModuleParams",
     "Momentum",
     "Positive",

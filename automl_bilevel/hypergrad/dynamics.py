@@ -15,17 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 from torch.func import grad
 
+from .optim import InnerOptimizer
+
 
 @dataclass
 class InnerDynamics:
     inner_loss: Callable[[Tensor, Mapping[str, Tensor], int | None], Tensor]
-    optimizer: Any
+    optimizer: InnerOptimizer
     n: int
     T: int
 
@@ -42,11 +43,11 @@ class InnerDynamics:
     def weights(self, z: Tensor) -> Tensor:
         return z[: self.n]
 
-    def _split(self, z: Tensor):
+    def _split(self, z: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         n = self.n
         return z[:n], tuple(z[(i + 1) * n : (i + 2) * n] for i in range(self.optimizer.n_slots))
 
-    def _join(self, w: Tensor, slots) -> Tensor:
+    def _join(self, w: Tensor, slots: tuple[Tensor, ...]) -> Tensor:
         return torch.cat([w, *slots]) if slots else w
 
     def step(self, t: int, z: Tensor, hp: Mapping[str, Tensor], create_graph: bool = False) -> Tensor:
@@ -69,7 +70,7 @@ class InnerDynamics:
     def step_func(self, t: int, z: Tensor, hp: Mapping[str, Tensor]) -> Tensor:
         """The same step written with torch.func (composable with jvp, vjp and vmap)."""
         w, slots = self._split(z)
-        g = grad(lambda w_: self.inner_loss(w_, hp, t))(w)
+        g: Tensor = grad(lambda w_: self.inner_loss(w_, hp, t))(w)
         w2, slots2 = self.optimizer.update(w, slots, g, hp, t)
         return self._join(w2, slots2)
 

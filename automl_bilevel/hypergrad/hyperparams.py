@@ -20,11 +20,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
+
+
+class HyperKind(Protocol):
+    """The contract of a kind of outer variable (the table above): its initial raw tensor, the value
+    the inner problem sees, the projection after an outer step (in place), and the exported value."""
+
+    def raw0(self) -> Tensor: ...
+
+    def value(self, raw: Tensor) -> Tensor: ...
+
+    def project(self, raw: Tensor) -> None: ...
+
+    def export(self, raw: Tensor) -> Any: ...
 
 
 @dataclass
@@ -42,7 +56,7 @@ class Positive:
     def project(self, raw: Tensor) -> None:
         raw.clamp_(-60.0, 30.0)
 
-    def export(self, raw: Tensor) -> Any:
+    def export(self, raw: Tensor) -> float:
         return float(torch.exp(raw))
 
 
@@ -58,35 +72,35 @@ class Bounded:
         u = (self.init - self.low) / (self.high - self.low)
         return torch.tensor(math.log(u / (1 - u)), dtype=torch.float64)
 
-    def value(self, raw):
+    def value(self, raw: Tensor) -> Tensor:
         return self.low + (self.high - self.low) * torch.sigmoid(raw)
 
-    def project(self, raw):
+    def project(self, raw: Tensor) -> None:
         raw.clamp_(-30.0, 30.0)
 
-    def export(self, raw):
+    def export(self, raw: Tensor) -> float:
         return float(self.value(raw))
 
 
 @dataclass
 class PositiveTensor:
-    init: Any  # float or array
+    init: npt.ArrayLike  # float or array
 
     shape: tuple[int, ...] = ()
 
-    def raw0(self):
+    def raw0(self) -> Tensor:
         v = torch.as_tensor(np.broadcast_to(np.asarray(self.init, dtype=np.float64), self.shape).copy())
         if not torch.all(v > 0):
             raise ValueError("a positive tensor hyperparameter needs positive initial values")
         return torch.log(v)
 
-    def value(self, raw):
+    def value(self, raw: Tensor) -> Tensor:
         return torch.exp(raw)
 
-    def project(self, raw):
+    def project(self, raw: Tensor) -> None:
         raw.clamp_(-60.0, 30.0)
 
-    def export(self, raw):
+    def export(self, raw: Tensor) -> npt.NDArray[Any]:
         return torch.exp(raw).detach().cpu().numpy()
 
 
@@ -94,24 +108,24 @@ class PositiveTensor:
 class BoxTensor:
     """Projected (not reparametrised): the gradient step may leave the box, projection returns."""
 
-    init: Any
+    init: npt.ArrayLike  # float or array
     shape: tuple[int, ...] = ()
     low: float = 0.0
     high: float = 1.0
 
-    def raw0(self):
+    def raw0(self) -> Tensor:
         v = torch.as_tensor(np.broadcast_to(np.asarray(self.init, dtype=np.float64), self.shape).copy())
         if not torch.all((v >= self.low) & (v <= self.high)):
             raise ValueError(f"initial values must lie in [{self.low}, {self.high}]")
         return v
 
-    def value(self, raw):
+    def value(self, raw: Tensor) -> Tensor:
         return raw
 
-    def project(self, raw):
+    def project(self, raw: Tensor) -> None:
         raw.clamp_(self.low, self.high)
 
-    def export(self, raw):
+    def export(self, raw: Tensor) -> npt.NDArray[Any]:
         return raw.detach().cpu().numpy()
 
 
@@ -123,36 +137,37 @@ class ModuleParams:
     names: list[str] = field(init=False)
     shapes: list[torch.Size] = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         named = [(n, p) for n, p in self.module.named_parameters()]
         self.names = [n for n, _ in named]
         self.shapes = [p.shape for _, p in named]
 
-    def raw0(self):
+    def raw0(self) -> Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.module.parameters()]).clone()
 
-    def value(self, raw):
+    def value(self, raw: Tensor) -> Tensor:
         return raw
 
     def params(self, flat: Tensor) -> dict[str, Tensor]:
-        out, i = {}, 0
+        out: dict[str, Tensor] = {}
+        i = 0
         for n, s in zip(self.names, self.shapes, strict=True):
             k = int(np.prod(s)) if len(s) else 1
             out[n] = flat[i : i + k].view(s)
             i += k
         return out
 
-    def project(self, raw):
+    def project(self, raw: Tensor) -> None:
         pass
 
-    def export(self, raw):
+    def export(self, raw: Tensor) -> npt.NDArray[Any]:
         return raw.detach().cpu().numpy()
 
 
 class HyperParameters:
     """A named set of outer variables: raw leaves, their values, projection and export."""
 
-    def __init__(self, kinds: Mapping[str, Any], dtype=torch.float32):
+    def __init__(self, kinds: Mapping[str, HyperKind], dtype: torch.dtype = torch.float32) -> None:
         self.kinds = dict(kinds)
         self.dtype = dtype
         self.raw = {k: kind.raw0().to(dtype).requires_grad_(True) for k, kind in self.kinds.items()}

@@ -24,7 +24,7 @@ implicit are approximations whose error shrinks as K → T and as w_T → w*.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,15 +53,15 @@ class Hypergradient:
         return math.sqrt(sum(float((g.double() ** 2).sum()) for g in self.grads.values()))
 
 
-def _detached(hp):
+def _detached(hp: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach() for k, v in hp.items()}
 
 
-def _leaves(hp):
+def _leaves(hp: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().clone().requires_grad_(True) for k, v in hp.items()}
 
 
-def outer_grads(outer_loss: OuterLoss, w: Tensor, hp: Mapping[str, Tensor]):
+def outer_grads(outer_loss: OuterLoss, w: Tensor, hp: Mapping[str, Tensor]) -> tuple[float, Tensor, dict[str, Tensor]]:
     """E, dE/dw and the direct dE/dλ at (w, λ)."""
     with torch.enable_grad():
         w_ = w.detach().requires_grad_(True)
@@ -75,13 +75,15 @@ def outer_grads(outer_loss: OuterLoss, w: Tensor, hp: Mapping[str, Tensor]):
     return float(E.detach()), gw, direct
 
 
-def _add(acc: dict[str, Tensor], names, grads) -> None:
+def _add(acc: dict[str, Tensor], names: Sequence[str], grads: Sequence[Tensor | None]) -> None:
     for k, g in zip(names, grads, strict=True):
         if g is not None:
             acc[k] = acc[k] + g
 
 
-def reverse(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, truncate: int | None = None) -> Hypergradient:
+def reverse(
+    dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor], truncate: int | None = None
+) -> Hypergradient:
     """Unroll with the autograd graph and backprop once (``truncate=K``: only the last K steps)."""
     K = dyn.T if truncate is None else max(0, min(int(truncate), dyn.T))
     z = dyn.run(z0, hp, 0, dyn.T - K) if K < dyn.T else z0.detach()
@@ -100,7 +102,9 @@ def reverse(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, truncate:
     )
 
 
-def checkpointed(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, every: int | None = None) -> Hypergradient:
+def checkpointed(
+    dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor], every: int | None = None
+) -> Hypergradient:
     """Exact reverse mode storing a state every ``every`` steps (default ⌈√T⌉) and recomputing each
     segment with its graph during the backward sweep."""
     T = dyn.T
@@ -131,7 +135,7 @@ def checkpointed(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp, ever
     return Hypergradient(value, g, z, {"mode": "checkpoint", "steps": T, "every": c})
 
 
-def _flatten(hp: Mapping[str, Tensor]):
+def _flatten(hp: Mapping[str, Tensor]) -> tuple[Tensor, Callable[[Tensor], dict[str, Tensor]]]:
     names = list(hp)
     shapes = [hp[k].shape for k in names]
     sizes = [hp[k].numel() for k in names]
@@ -151,7 +155,7 @@ class ForwardMode:
     run goes on with the same tangents (Franceschi et al. 2017, §3.2).
     """
 
-    def __init__(self, dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor]):
+    def __init__(self, dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor]) -> None:
         self.dyn, self.outer_loss = dyn, outer_loss
         self.theta, self.unflatten = _flatten(hp)
         self.m = self.theta.numel()
@@ -168,13 +172,16 @@ class ForwardMode:
         theta = self.theta
         for t in range(self.t, stop):
 
-            def f(z, th, t=t):
+            def f(z: Tensor, th: Tensor, t: int = t) -> Tensor:
                 return self.dyn.step_func(t, z, self.unflatten(th))
 
-            def push(dz, dth, z=self.z):
-                return jvp(f, (z, theta), (dz, dth))
+            def push(dz: Tensor, dth: Tensor, z: Tensor = self.z) -> tuple[Tensor, Tensor]:
+                out = jvp(f, (z, theta), (dz, dth))  # (primal, tangent): no aux output
+                return out[0], out[1]
 
-            z_new, Z_new = vmap(push, in_dims=(1, 0), out_dims=(None, 1))(self.Z, self.eye)
+            # out_dims=None for the primal (the same for every tangent) is supported by vmap but not
+            # by its annotation (int | tuple[int, ...] | None)
+            z_new, Z_new = vmap(push, in_dims=(1, 0), out_dims=(None, 1))(self.Z, self.eye)  # type: ignore[arg-type]
             self.z, self.Z = z_new.detach(), Z_new.detach()
             if (t + 1) % 50 == 0:
                 check_finite(self.z, t)
@@ -188,7 +195,7 @@ class ForwardMode:
         return Hypergradient(value, self.unflatten(total), self.z, {"mode": "forward", "steps": self.t})
 
 
-def forward(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp) -> Hypergradient:
+def forward(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor]) -> Hypergradient:
     fm = ForwardMode(dyn, outer_loss, z0, hp)
     fm.advance()
     return fm.hypergradient()
@@ -198,7 +205,7 @@ def implicit(
     dyn: InnerDynamics,
     outer_loss: OuterLoss,
     z0: Tensor,
-    hp,
+    hp: Mapping[str, Tensor],
     solver: str = "cg",
     iters: int = 100,
     tol: float = 1e-10,
@@ -237,7 +244,7 @@ def implicit(
             (out,) = torch.autograd.grad(dyn.inner_loss(w_, leaves, None), w_, create_graph=True)
             wrt = [w_, *leaves.values()]
 
-    def pull(u: Tensor, inputs) -> tuple[Tensor, ...]:
+    def pull(u: Tensor, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         with torch.enable_grad():
             got = torch.autograd.grad(out, inputs, u, retain_graph=True, allow_unused=True)
         return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(got, inputs, strict=True))
@@ -250,12 +257,13 @@ def implicit(
         grads = {k: direct[k] + m for k, m in zip(names, mixed, strict=True)}
     else:
 
-        def hvp(u):  # H is symmetric: the vector-Jacobian product of the gradient is H u
+        def hvp(u: Tensor) -> Tensor:  # H is symmetric: the vector-Jacobian product of the gradient is H u
             return pull(u, wrt[:1])[0]
 
         if solver == "cg":
             v, info = conjugate_gradient(hvp, b, iters=iters, tol=tol)
         else:
+            assert alpha is not None  # checked on entry for the neumann solver
             v, info = neumann(hvp, b, alpha=alpha, iters=iters)
         mixed = pull(v, wrt[1:])
         grads = {k: direct[k] - m for k, m in zip(names, mixed, strict=True)}
@@ -284,18 +292,24 @@ def implicit_grads(
     Python-side branching, so ``vmap`` can batch it over tasks and ``grad``/``jvp`` can go through it."""
     from .solvers import cg_solve
 
-    def grad_w(w_, h_):
-        return grad(lambda ww: inner_loss(ww, h_))(w_)
+    def grad_w(w_: Tensor, h_: Mapping[str, Tensor]) -> Tensor:
+        g: Tensor = grad(lambda ww: inner_loss(ww, h_))(w_)
+        return g
 
     gw, gh = grad(outer_loss, argnums=(0, 1))(w, hp)
     v = cg_solve(lambda u: jvp(lambda ww: grad_w(ww, hp), (w,), (u,))[1], gw, iters)
-    _, pull = vjp(lambda h_: grad_w(w, h_), hp)
+    pull = vjp(lambda h_: grad_w(w, h_), hp)[1]
     (mixed,) = pull(v)
     return {k: gh[k] - mixed[k] for k in hp}
 
 
 def hypergradient(
-    dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor], mode: str = "reverse", **options
+    dyn: InnerDynamics,
+    outer_loss: OuterLoss,
+    z0: Tensor,
+    hp: Mapping[str, Tensor],
+    mode: str = "reverse",
+    **options: Any,
 ) -> Hypergradient:
     """Dispatch to one of :data:`MODES`; ``options``: ``truncate`` (truncated), ``every``
     (checkpoint), ``solver``/``iters``/``tol``/``alpha`` (implicit).
@@ -313,7 +327,9 @@ def hypergradient(
     return _dispatch(dyn, outer_loss, z0, hp, mode, **options)
 
 
-def _dispatch(dyn, outer_loss, z0, hp, mode, **options) -> Hypergradient:
+def _dispatch(
+    dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor], mode: str, **options: Any
+) -> Hypergradient:
     if mode == "reverse":
         return reverse(dyn, outer_loss, z0, hp)
     if mode == "truncated":

@@ -10,12 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 
-def _get(hp: Mapping[str, Tensor], value):
+class InnerOptimizer(Protocol):
+    """The functional-optimizer contract of :class:`~automl_bilevel.hypergrad.InnerDynamics`:
+    ``n_slots`` state vectors of the weights' size, and one step ``update(w, slots, g, hp, t)``
+    returning the new weights and slots (``hp``: hyperparameter values, ``t``: the step from 0)."""
+
+    @property
+    def n_slots(self) -> int: ...
+
+    def update(
+        self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp: Mapping[str, Tensor], t: int
+    ) -> tuple[Tensor, tuple[Tensor, ...]]: ...
+
+
+def _get(hp: Mapping[str, Tensor], value: float | str) -> Tensor | float:
     return hp[value] if isinstance(value, str) else value
 
 
@@ -24,7 +38,9 @@ class SGD:
     lr: float | str = "lr"
     n_slots = 0
 
-    def update(self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp, t: int):
+    def update(
+        self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp: Mapping[str, Tensor], t: int
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
         return w - _get(hp, self.lr) * g, ()
 
 
@@ -36,7 +52,9 @@ class Momentum:
     momentum: float | str = 0.9
     n_slots = 1
 
-    def update(self, w, slots, g, hp, t):
+    def update(
+        self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp: Mapping[str, Tensor], t: int
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
         (v,) = slots
         v = _get(hp, self.momentum) * v + g
         return w - _get(hp, self.lr) * v, (v,)
@@ -52,7 +70,9 @@ class Adam:
     eps: float = 1e-8
     n_slots = 2
 
-    def update(self, w, slots, g, hp, t):
+    def update(
+        self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp: Mapping[str, Tensor], t: int
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
         m, v = slots
         m = self.beta1 * m + (1 - self.beta1) * g
         v = self.beta2 * v + (1 - self.beta2) * g * g
@@ -61,10 +81,12 @@ class Adam:
         return w - _get(hp, self.lr) * mhat / (torch.sqrt(vhat) + self.eps), (m, v)
 
 
-def make_optimizer(name: str, lr="lr", momentum=0.9):
+def make_optimizer(name: str, lr: float | str = "lr", momentum: float | str | None = 0.9) -> InnerOptimizer:
     if name == "sgd":
-        return SGD(lr) if momentum in (0, 0.0, None) else Momentum(lr, momentum)
+        return SGD(lr) if momentum is None or momentum == 0 else Momentum(lr, momentum)
     if name == "momentum":
+        if momentum is None:
+            raise ValueError("the momentum optimizer needs a momentum (a float or a hyperparameter name)")
         return Momentum(lr, momentum)
     if name == "adam":
         return Adam(lr)

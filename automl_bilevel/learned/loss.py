@@ -10,7 +10,8 @@ is evolved by the ``es`` optimizer (its weights are the learner's vector hyperpa
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ CE_MIN_P = 0.02
 INITS = ("cross_entropy", "one_minus_p", "random")
 #: sharpness of the softplus units: a hinge smoothed over about 1/β in probability
 SOFTPLUS_BETA = 20.0
-ACTIVATIONS = {"softplus": lambda: nn.Softplus(beta=SOFTPLUS_BETA), "relu": nn.ReLU}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"softplus": lambda: nn.Softplus(beta=SOFTPLUS_BETA), "relu": nn.ReLU}
 
 
 class LossNetwork(nn.Module):
@@ -49,7 +50,7 @@ class LossNetwork(nn.Module):
         gain: float = 1.0,
         activation: str = "softplus",
         seed: int | None = 0,
-    ):
+    ) -> None:
         super().__init__()
         if int(n_classes) < 2 or int(hidden) < 1 or int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
             raise ValueError(
@@ -79,13 +80,14 @@ class LossNetwork(nn.Module):
                 self._hinge_init((1.0,), (1.0,))
 
     @torch.no_grad()
-    def _hinge_init(self, knots, weights) -> None:
+    def _hinge_init(self, knots: Sequence[float], weights: Sequence[float]) -> None:
         """Make the network ``gain · Σ_k w_k · act(t_k − p_true)`` (up to a constant). Unit k of the
         first layer is act(t_k − 2 + 2y − p): act(t_k − p) on the true class, about 0 on the others
         (the argument is at most −1); the middle layer passes it through (centre tap, bias 1 keeps a
         softplus in its linear part); the remaining units start random with zero output weight, so
         evolution or ML3 can bring them in."""
-        first, middle, last = self.net[0], self.net[2], self.net[4]
+        first, middle, last = (cast(nn.Conv1d, self.net[i]) for i in (0, 2, 4))
+        assert first.bias is not None and middle.bias is not None and last.bias is not None  # built with biases
         last.weight.zero_()
         last.bias.zero_()
         for k, (t, w) in enumerate(zip(knots, weights, strict=True)):
@@ -107,18 +109,20 @@ class LossNetwork(nn.Module):
         if probs.shape[1] != self.n_classes:
             raise LossNetworkError(f"the task has {probs.shape[1]} classes; this loss network expects {self.n_classes}")
         # summed over classes, averaged over examples: the scale of cross-entropy's gradient
-        return self.net(torch.stack([probs, onehot], dim=1)).sum(dim=(1, 2)).mean()
+        scores: torch.Tensor = self.net(torch.stack([probs, onehot], dim=1))
+        return scores.sum(dim=(1, 2)).mean()
 
     def functional(self, flat: torch.Tensor, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         """The loss with the weights given as one flat vector (differentiable in ``flat``)."""
         n = sum(p.numel() for p in self.parameters())
         if flat.ndim != 1 or flat.numel() != n:
             raise LossNetworkError(f"expected {n} loss-network weights, got {flat.numel()}")
-        params, start = {}, 0
+        params: dict[str, torch.Tensor] = {}
+        start = 0
         for name, p in self.named_parameters():
             params[name] = flat[start : start + p.numel()].view(p.shape)
             start += p.numel()
-        out = functional_call(self, params, (probs, onehot))
+        out: torch.Tensor = functional_call(self, params, (probs, onehot))
         if out.ndim != 0:
             raise LossNetworkError(f"the loss network returned shape {tuple(out.shape)}, not a scalar")
         return out
@@ -136,12 +140,12 @@ class LossNetwork(nn.Module):
             "activation": self.activation,
         }
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Weights and settings in one file (``torch.save``); :meth:`load` reads it back."""
         save_component("loss_network", self.settings(), self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> LossNetwork:
+    def load(cls, path: str | os.PathLike[str]) -> LossNetwork:
         blob = read_component(path, "loss_network")
         settings = dict(blob["settings"])
         if settings.get("init") == "cross_entropy":  # the weights are restored; skip the start's fit
@@ -152,7 +156,7 @@ class LossNetwork(nn.Module):
         return net
 
 
-def _cross_entropy_weights(knots, activation: str) -> list[float]:
+def _cross_entropy_weights(knots: Sequence[float], activation: str) -> list[float]:
     """Non-negative hinge weights w_k whose Σ_k w_k·act(t_k − p) has the slope of −log p (capped
     at 1/CE_MIN_P) over p in [0, 1]: least squares on the slopes (``scipy.optimize.nnls``)."""
     from scipy.optimize import nnls
@@ -164,13 +168,13 @@ def _cross_entropy_weights(knots, activation: str) -> list[float]:
     else:
         slope = (t[None, :] > p[:, None]).astype(float)
     weights, _ = nnls(slope, 1.0 / np.maximum(p, CE_MIN_P))
-    return weights.tolist()
+    return [float(v) for v in weights]
 
 
-def save_loss_network(net: LossNetwork, path: str | os.PathLike) -> None:
+def save_loss_network(net: LossNetwork, path: str | os.PathLike[str]) -> None:
     """Weights and shape in one file (``torch.save``); :func:`load_loss_network` reads it back."""
     net.save(path)
 
 
-def load_loss_network(path: str | os.PathLike) -> LossNetwork:
+def load_loss_network(path: str | os.PathLike[str]) -> LossNetwork:
     return LossNetwork.load(path)

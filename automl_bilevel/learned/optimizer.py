@@ -15,15 +15,22 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
 from ..gradient import DifferentiableProblem, GradientResult
-from ..lifecycle import search
+from ..lifecycle import Run, search
 from ..runtime import resolve_device
 from .storage import read_component, save_component
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..hypergrad import InnerOptimizer
 
 Loss = Callable[[Tensor], Tensor]
 
@@ -40,7 +47,9 @@ def preprocess(g: Tensor, p: float = 10.0) -> Tensor:
 class LSTMOptimizer(nn.Module):
     """Coordinatewise LSTM optimizer: ``step(g, state) -> (update, state)`` with w ← w + update."""
 
-    def __init__(self, hidden: int = 20, layers: int = 2, p: float = 10.0, output_scale: float = 0.1, seed: int = 0):
+    def __init__(
+        self, hidden: int = 20, layers: int = 2, p: float = 10.0, output_scale: float = 0.1, seed: int = 0
+    ) -> None:
         super().__init__()
         if int(hidden) < 1 or int(layers) < 1:
             raise ValueError(f"hidden and layers must be >= 1, got {hidden}, {layers}")
@@ -60,18 +69,20 @@ class LSTMOptimizer(nn.Module):
     def settings(self) -> dict[str, int | float]:
         return {"hidden": self.hidden, "layers": self.layers, "p": self.p, "output_scale": self.output_scale}
 
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Weights and settings in one file (``torch.save``); :meth:`load` reads it back."""
         save_component("learned_optimizer", self.settings(), self, path)
 
     @classmethod
-    def load(cls, path) -> LSTMOptimizer:
+    def load(cls, path: str | os.PathLike[str]) -> LSTMOptimizer:
         blob = read_component(path, "learned_optimizer")
         net = cls(**blob["settings"])
         net.load_state_dict(blob["state_dict"])
         return net
 
-    def zero_state(self, n: int, dtype=torch.float32, device=None) -> Tensor:
+    def zero_state(
+        self, n: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> Tensor:
         """The LSTM's zero state for ``n`` coordinates (on the network's device unless ``device``)."""
         device = next(self.parameters()).device if device is None else device
         return torch.zeros(n, self.n_slots, dtype=dtype, device=device)
@@ -80,23 +91,26 @@ class LSTMOptimizer(nn.Module):
         """``g``: (n,) gradient; ``state``: (n, n_slots). Returns the update (n,) and the new state."""
         x = preprocess(g, self.p).to(state.dtype)
         hs = state.view(len(g), self.layers, 2, self.hidden)
-        new = []
+        new: list[Tensor] = []
         for i, cell in enumerate(self.cells):
             h, c = cell(x, (hs[:, i, 0], hs[:, i, 1]))
             new += [h, c]
             x = h
-        return self.output_scale * self.out(x).squeeze(-1), torch.cat(new, dim=1)
+        out: Tensor = self.out(x)
+        return self.output_scale * out.squeeze(-1), torch.cat(new, dim=1)
 
 
 class LearnedOptimizer:
     """An :class:`LSTMOptimizer` in the functional-optimizer protocol of ``automl_bilevel.hypergrad``
     (``n_slots`` vectors of the weights' size, ``update(w, slots, g, hp, t)``)."""
 
-    def __init__(self, net: LSTMOptimizer):
+    def __init__(self, net: LSTMOptimizer) -> None:
         self.net = net
         self.n_slots = net.n_slots
 
-    def update(self, w, slots, g, hp, t):
+    def update(
+        self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp: Mapping[str, Tensor], t: int
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
         where = next(self.net.parameters()).device  # the network must be where the weights are
         if where != w.device:
             raise ValueError(
@@ -134,7 +148,7 @@ def top_eigenvalue(loss: Loss, w: Tensor, iters: int = 20, generator: torch.Gene
     """The largest-magnitude Hessian eigenvalue by power iteration on Hessian-vector products; the
     last Rayleigh quotient vᵀHv keeps its graph (differentiable in ``w``)."""
     w = _leaf(w)
-    v = torch.randn(w.shape, generator=generator).to(w.dtype)
+    v: Tensor = torch.randn(w.shape, generator=generator).to(w.dtype)  # declared: Tensor.norm is unannotated
     v = v / v.norm()
     for _ in range(int(iters)):
         hv = _hvp(loss, w, v, create_graph=False).detach()
@@ -169,7 +183,12 @@ def local_entropy(
     return 0.5 * gamma * ((w - mean) ** 2).sum()
 
 
-REGULARIZERS = {"trace": hessian_trace, "eigenvalue": top_eigenvalue, "entropy": local_entropy}
+#: each is called as ``regularizer(loss, w, generator=..., **options)``
+REGULARIZERS: dict[str, Callable[..., Tensor]] = {
+    "trace": hessian_trace,
+    "eigenvalue": top_eigenvalue,
+    "entropy": local_entropy,
+}
 
 
 # -- optimizees and meta-training ------------------------------------------------------------------
@@ -181,15 +200,15 @@ class MLPOptimizee:
 
     def __init__(
         self,
-        X,
-        y,
+        X: npt.ArrayLike,
+        y: npt.ArrayLike,
         hidden: tuple[int, ...] = (20,),
         n_classes: int = 10,
         activation: str = "sigmoid",
         batch_size: int = 128,
         seed: int = 0,
-        device="cpu",
-    ):
+        device: str | torch.device = "cpu",
+    ) -> None:
         activations = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
         if activation not in activations:
             raise ValueError(f"activation must be one of {sorted(activations)}, got {activation!r}")
@@ -225,7 +244,7 @@ class MLPOptimizee:
                 h = self.act(h)
         return h
 
-    def batch(self, t: int | None):
+    def batch(self, t: int | None) -> tuple[Tensor, Tensor]:
         if t is None:
             return self.X, self.y
         idx = torch.randint(0, len(self.y), (self.batch_size,), generator=self.gen).to(self.device)
@@ -235,13 +254,15 @@ class MLPOptimizee:
         X, y = self.batch(t)
         return nn.functional.cross_entropy(self.forward(w, X), y)
 
-    def accuracy(self, w: Tensor, X, y) -> float:
+    def accuracy(self, w: Tensor, X: npt.ArrayLike, y: npt.ArrayLike) -> float:
         with torch.no_grad():
             pred = self.forward(w, torch.as_tensor(X, dtype=torch.float32, device=self.device)).argmax(1)
         return float((pred.cpu() == torch.as_tensor(y)).float().mean())
 
 
-def train_optimizee(optimizer, optimizee: MLPOptimizee, steps: int, diverge: float = 1e3) -> tuple[Tensor, list[float]]:
+def train_optimizee(
+    optimizer: InnerOptimizer, optimizee: MLPOptimizee, steps: int, diverge: float = 1e3
+) -> tuple[Tensor, list[float]]:
     """Train with a functional optimizer (``LearnedOptimizer``, ``hypergrad.SGD``/``Adam``); returns
     the final weights and the mini-batch losses. Raises FloatingPointError if training diverges (a
     non-finite state, or a loss above ``diverge`` times the first one)."""
@@ -249,7 +270,7 @@ def train_optimizee(optimizer, optimizee: MLPOptimizee, steps: int, diverge: flo
 
     losses: list[float] = []
 
-    def inner_loss(w, hp, t):
+    def inner_loss(w: Tensor, hp: Mapping[str, Tensor], t: int | None) -> Tensor:
         value = optimizee.loss(w, t)
         losses.append(float(value.detach()))
         return value
@@ -286,10 +307,10 @@ class OptimizerMetaTraining(DifferentiableProblem):
         horizon: int = 100,
         regularizer: str | None = None,
         alpha: float = 0.0,
-        reg_options: dict | None = None,
+        reg_options: Mapping[str, Any] | None = None,
         diverge: float = 1e3,
         seed: int = 0,
-    ):
+    ) -> None:
         if regularizer is not None and regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer must be one of {sorted(REGULARIZERS)} or None, got {regularizer!r}")
         if int(unroll) < 1 or int(horizon) < 1:
@@ -300,14 +321,14 @@ class OptimizerMetaTraining(DifferentiableProblem):
         self._names = [k for k, _ in net.named_parameters()]
         self._cache: dict[int, MLPOptimizee] = {}
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_cache": {}}
 
     @property
-    def trainable(self):
+    def trainable(self) -> frozenset[str]:
         return frozenset("param:" + k for k in self._names)
 
-    def outer_variables(self):
+    def outer_variables(self) -> dict[str, Tensor]:
         out = {"param:" + k: p.detach().clone() for k, p in self.net.named_parameters()}
         out.update(
             w=torch.zeros(0),
@@ -318,7 +339,7 @@ class OptimizerMetaTraining(DifferentiableProblem):
         )
         return out
 
-    def load(self, outer) -> LSTMOptimizer:
+    def load(self, outer: Mapping[str, Tensor]) -> LSTMOptimizer:
         with torch.no_grad():
             for k, p in self.net.named_parameters():
                 p.copy_(outer["param:" + k])
@@ -329,10 +350,10 @@ class OptimizerMetaTraining(DifferentiableProblem):
             self._cache = {index: self.optimizees(self.seed + index)}  # one at a time: they hold data
         return self._cache[index]
 
-    def after_rejection(self, outer, step):
+    def after_rejection(self, outer: Mapping[str, Tensor], step: int) -> dict[str, Tensor]:
         return {"t": torch.tensor(self.horizon)}  # the next step starts a fresh optimizee
 
-    def value_and_grad(self, outer, *, step):
+    def value_and_grad(self, outer: Mapping[str, Tensor], *, step: int) -> GradientResult:
         net = self.load(outer)
         if int(outer["t"]) >= self.horizon:
             index = step
@@ -366,7 +387,7 @@ class OptimizerMetaTraining(DifferentiableProblem):
                 raise FloatingPointError(
                     f"meta-loss {float(meta_loss):.3g} (initial loss {initial:.3g}): the optimizee diverged"
                 )
-            objective.backward()
+            torch.autograd.backward(objective)  # objective.backward(), which torch leaves unannotated
         grads = {
             "param:" + k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
             for k, p in net.named_parameters()
@@ -392,13 +413,13 @@ def meta_train_optimizer(
     meta_lr: float = 1e-3,
     regularizer: str | None = None,
     alpha: float = 0.0,
-    reg_options: dict | None = None,
+    reg_options: Mapping[str, Any] | None = None,
     clip: float = 1.0,
     diverge: float = 1e3,
     seed: int = 0,
-    run=None,
-    checkpoint=None,
-) -> dict:
+    run: Run | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> dict[str, Any]:
     """Meta-train ``net`` in place through the one search loop (see :class:`OptimizerMetaTraining`):
     Adam at ``meta_lr`` with gradient clipping; a diverging step is rejected with its reason and the
     next one starts a fresh optimizee. With ``run`` (an :class:`automl_bilevel.lifecycle.Run`) the steps

@@ -9,12 +9,14 @@ from typing import Any
 import torch
 
 
-def save_component(kind: str, settings: Mapping[str, Any], module: torch.nn.Module, path) -> None:
+def save_component(
+    kind: str, settings: Mapping[str, Any], module: torch.nn.Module, path: str | os.PathLike[str]
+) -> None:
     """Saved from any device; :func:`read_component` loads the weights on the CPU."""
     torch.save({"kind": kind, "settings": dict(settings), "state_dict": module.state_dict()}, path)
 
 
-def read_component(path, kind: str) -> dict:
+def read_component(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
     """A file written by :func:`save_component`, checked to hold ``kind``."""
     what = kind.replace("_", " ")
     try:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from ..problem import Split
 
 
 def sample_tasks(
-    X, y, n_tasks: int, n_train: int | tuple[int, int] = (10, 100), n_val: int = 1000, seed: int = 0
+    X: npt.ArrayLike,
+    y: npt.ArrayLike,
+    n_tasks: int,
+    n_train: int | tuple[int, int] = (10, 100),
+    n_val: int = 1000,
+    seed: int = 0,
 ) -> list[Split]:
     """``n_tasks`` splits over all classes of (X, y): ``n_train`` training examples (or a size drawn
     from the range, at least one per class) and ``n_val`` validation examples, disjoint."""

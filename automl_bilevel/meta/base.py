@@ -30,11 +30,13 @@ class MetaLearner(nn.Module):
     #: what ``forward`` returns: ``"logits"`` (cross-entropy) or ``"scores"`` in (0, 1) (MSE to one-hot)
     output = "logits"
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28):
+    def __init__(self, in_channels: int = 1, image_size: int = 28) -> None:
         super().__init__()
         self.in_channels, self.image_size = int(in_channels), int(image_size)
 
-    def forward(self, support_x, support_y, query_x, n_way: int) -> torch.Tensor:  # pragma: no cover
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, n_way: int
+    ) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def loss_from_output(self, out: torch.Tensor, query_y: torch.Tensor) -> torch.Tensor:
@@ -42,7 +44,14 @@ class MetaLearner(nn.Module):
             return F.mse_loss(out, F.one_hot(query_y, out.shape[1]).to(out.dtype))
         return F.cross_entropy(out, query_y)
 
-    def meta_loss(self, support_x, support_y, query_x, query_y, n_way: int) -> MetaLoss:
-        out = self(support_x, support_y, query_x, n_way)
+    def meta_loss(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        query_y: torch.Tensor,
+        n_way: int,
+    ) -> MetaLoss:
+        out: torch.Tensor = self(support_x, support_y, query_x, n_way)
         loss = self.loss_from_output(out, query_y)
         return MetaLoss(loss, float(loss.detach()), out.detach())

@@ -10,9 +10,12 @@ applied to each split afterwards, so no rotated copy of a held-out class is ever
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 
@@ -20,7 +23,7 @@ class EpisodeError(ValueError):
     """The data cannot give the requested episodes (too few classes or examples, bad shapes)."""
 
 
-def as_images(X, image_shape: tuple[int, ...] | None = None) -> np.ndarray:
+def as_images(X: npt.ArrayLike, image_shape: Sequence[int] | None = None) -> npt.NDArray[np.float32]:
     """Images as float32 (n, C, H, W): from (n, H, W), (n, C, H, W), or flat (n, d) with ``image_shape``.
 
     uint8 input is scaled to [0, 1]."""
@@ -53,7 +56,9 @@ def as_images(X, image_shape: tuple[int, ...] | None = None) -> np.ndarray:
     return arr
 
 
-def class_split(labels: np.ndarray, parts: tuple[float, ...] | tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
+def class_split(
+    labels: npt.ArrayLike, parts: tuple[float, ...] | tuple[int, ...], seed: int = 0
+) -> list[npt.NDArray[Any]]:
     """Split the distinct classes into disjoint groups: fractions summing to 1, or class counts."""
     classes = np.unique(labels)
     rng = np.random.default_rng(seed)
@@ -67,14 +72,17 @@ def class_split(labels: np.ndarray, parts: tuple[float, ...] | tuple[int, ...], 
             raise EpisodeError(f"class fractions must sum to 1, got {parts}")
         counts = [int(round(p * len(classes))) for p in parts]
         counts[-1] = len(classes) - sum(counts[:-1])
-    out, start = [], 0
+    out: list[npt.NDArray[Any]] = []
+    start = 0
     for c in counts:
         out.append(np.sort(order[start : start + c]))
         start += c
     return out
 
 
-def rotate_classes(images: np.ndarray, labels: np.ndarray, rotations: tuple[int, ...] = (0, 90, 180, 270)):
+def rotate_classes(
+    images: npt.NDArray[Any], labels: npt.NDArray[Any], rotations: tuple[int, ...] = (0, 90, 180, 270)
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Each class at each rotation becomes a new class: label ``base * len(rotations) + r``."""
     if any(r % 90 for r in rotations):
         raise EpisodeError(f"rotations must be multiples of 90 degrees, got {rotations}")
@@ -91,7 +99,7 @@ class Episode:
     support_y: torch.Tensor
     query_x: torch.Tensor
     query_y: torch.Tensor
-    classes: np.ndarray  # the original labels of classes 0..N-1
+    classes: npt.NDArray[Any]  # the original labels of classes 0..N-1
 
     @property
     def n_way(self) -> int:
@@ -101,7 +109,16 @@ class Episode:
 class EpisodeSampler:
     """N-way K-shot episodes with Q queries per class from labelled images (n, C, H, W)."""
 
-    def __init__(self, images, labels, n_way: int, k_shot: int, q_queries: int, seed: int = 0, device=None):
+    def __init__(
+        self,
+        images: npt.ArrayLike,
+        labels: npt.ArrayLike,
+        n_way: int,
+        k_shot: int,
+        q_queries: int,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.images = torch.as_tensor(as_images(images), device=device)  # moved once; episodes are views of it
         labels = np.asarray(labels)
         if len(labels) != len(self.images):
@@ -125,7 +142,7 @@ class EpisodeSampler:
         self.index = {c: np.flatnonzero(labels == c) for c in self.classes}
         self.rng = np.random.default_rng(seed)
 
-    def sample(self, exclude: np.ndarray | None = None, rng: np.random.Generator | None = None) -> Episode:
+    def sample(self, exclude: npt.ArrayLike | None = None, rng: np.random.Generator | None = None) -> Episode:
         """One episode; ``rng`` (else the sampler's own generator) makes every draw, so an episode can be
         a pure function of a seed (``np.random.default_rng([seed, step])``)."""
         rng = self.rng if rng is None else rng
@@ -133,12 +150,12 @@ class EpisodeSampler:
         if len(pool) < self.n_way:
             raise EpisodeError(f"only {len(pool)} classes left to draw {self.n_way} from")
         classes = rng.choice(pool, self.n_way, replace=False)
-        s_idx, q_idx = [], []
+        s_parts, q_parts = [], []
         for c in classes:
             pick = rng.choice(self.index[c], self.k_shot + self.q_queries, replace=False)
-            s_idx.append(pick[: self.k_shot])
-            q_idx.append(pick[self.k_shot :])
-        s_idx, q_idx = np.concatenate(s_idx), np.concatenate(q_idx)
+            s_parts.append(pick[: self.k_shot])
+            q_parts.append(pick[self.k_shot :])
+        s_idx, q_idx = torch.as_tensor(np.concatenate(s_parts)), torch.as_tensor(np.concatenate(q_parts))
         dev = self.images.device
         ys = torch.arange(self.n_way, device=dev).repeat_interleave(self.k_shot)
         yq = torch.arange(self.n_way, device=dev).repeat_interleave(self.q_queries)

@@ -13,9 +13,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+from collections.abc import Sequence
 from numbers import Integral, Real
+from typing import Any, Self
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
@@ -27,9 +30,9 @@ from ..checkpoint import Checkpoint
 from ..events import RunContext, TrackingSettings, run_params
 from ..gradient import GradientOuterOptimizer
 from ..lifecycle import Run
-from ..registry import CapabilityError, get_registry
+from ..registry import CapabilityError, Registry, get_registry
 from ..runtime import resolve_device
-from ..specs import Component
+from ..specs import Component, Registered
 from ..trials import history_table
 from .base import MetaLearner
 from .episodes import EpisodeError, EpisodeSampler, as_images, class_split, rotate_classes
@@ -37,24 +40,29 @@ from .problem import EpisodicProblem
 from .training import evaluate_episodes
 
 
-class AdaptedClassifier(ClassifierMixin, BaseEstimator):
+class AdaptedClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sklearn ships no type information
     """A meta-learner adapted to one support set: predicts among the support set's classes."""
 
     def __init__(
-        self, model: MetaLearner | None = None, support_x=None, support_y=None, classes=None, image_shape=None
-    ):
+        self,
+        model: MetaLearner | None = None,
+        support_x: torch.Tensor | None = None,
+        support_y: torch.Tensor | None = None,
+        classes: npt.NDArray[Any] | None = None,
+        image_shape: Sequence[int] | None = None,
+    ) -> None:
         self.model, self.support_x, self.support_y, self.classes = model, support_x, support_y, classes
         self.image_shape = image_shape
 
-    def __sklearn_is_fitted__(self):
+    def __sklearn_is_fitted__(self) -> bool:
         return self.model is not None
 
     @property
-    def classes_(self):
+    def classes_(self) -> npt.NDArray[Any] | None:
         return self.classes
 
-    def predict_proba(self, X):
-        if self.model is None:
+    def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        if self.model is None or self.support_x is None or self.classes is None:
             raise NotFittedError("this AdaptedClassifier has no meta-learner; get one from MetaLearnerClassifier.adapt")
         Xq = torch.as_tensor(as_images(X, self.image_shape))
         if Xq.shape[1:] != self.support_x.shape[1:]:
@@ -63,16 +71,19 @@ class AdaptedClassifier(ClassifierMixin, BaseEstimator):
             )
         self.model.eval()
         with torch.no_grad():
-            out = self.model(self.support_x, self.support_y, Xq, len(self.classes))
+            out: torch.Tensor = self.model(self.support_x, self.support_y, Xq, len(self.classes))
         if self.model.output == "scores":
             out = torch.log(out.clamp_min(1e-12))
         return torch.softmax(out, dim=1).numpy().astype(np.float64)
 
-    def predict(self, X):
-        return self.classes[self.predict_proba(X).argmax(1)]
+    def predict(self, X: npt.ArrayLike) -> npt.NDArray[Any]:
+        proba = self.predict_proba(X)  # raises NotFittedError without classes
+        assert self.classes is not None  # predict_proba raised NotFittedError otherwise
+        labels: npt.NDArray[Any] = self.classes[proba.argmax(1)]
+        return labels
 
 
-class MetaLearnerClassifier(BaseEstimator):
+class MetaLearnerClassifier(BaseEstimator):  # type: ignore[misc]  # sklearn ships no type information
     """Episodic meta-learning for N-way K-shot classification.
 
     Parameters
@@ -119,7 +130,7 @@ class MetaLearnerClassifier(BaseEstimator):
     step whose point is kept), n_iter_, stop_reason_, mlflow_run_id_, run_info_, interrupted_.
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: dict[str, list[Any]] = {
         "method": [str, MetaLearner],
         "method_params": [None, dict],
         "l2g": ["boolean"],
@@ -151,35 +162,35 @@ class MetaLearnerClassifier(BaseEstimator):
 
     def __init__(
         self,
-        method="protonet",
+        method: str | MetaLearner = "protonet",
         *,
-        method_params=None,
-        l2g=False,
-        l2g_lr=0.1,
-        l2g_weight=1.0,
-        n_way=5,
-        k_shot=1,
-        q_queries=15,
-        meta_iters=1000,
-        meta_lr=1e-3,
-        timeout=None,
-        val_fraction=0.2,
-        val_every=50,
-        val_episodes=50,
-        rotations=False,
-        image_shape=None,
-        tracking=True,
-        tracking_uri=None,
-        experiment_name="automl-bilevel-meta",
-        random_state=None,
-        verbose=0,
-        device="cpu",
-        optimizer="hypergradient",
-        optimizer_params=None,
-        n_workers=1,
-        dask_address=None,
-        checkpoint=None,
-    ):
+        method_params: dict[str, Any] | None = None,
+        l2g: bool = False,
+        l2g_lr: float = 0.1,
+        l2g_weight: float = 1.0,
+        n_way: int = 5,
+        k_shot: int = 1,
+        q_queries: int = 15,
+        meta_iters: int = 1000,
+        meta_lr: float = 1e-3,
+        timeout: float | None = None,
+        val_fraction: float = 0.2,
+        val_every: int = 50,
+        val_episodes: int = 50,
+        rotations: bool = False,
+        image_shape: Sequence[int] | None = None,
+        tracking: bool = True,
+        tracking_uri: str | None = None,
+        experiment_name: str = "automl-bilevel-meta",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+        device: str = "cpu",
+        optimizer: str | GradientOuterOptimizer = "hypergradient",
+        optimizer_params: dict[str, Any] | None = None,
+        n_workers: int = 1,
+        dask_address: str | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.method, self.method_params, self.l2g, self.l2g_lr, self.l2g_weight = (
             method,
             method_params,
@@ -197,7 +208,13 @@ class MetaLearnerClassifier(BaseEstimator):
         self.n_workers, self.dask_address, self.checkpoint = n_workers, dask_address, checkpoint
 
     # -- data -------------------------------------------------------------------------------------
-    def _samplers(self, images, labels, seed, device=None):
+    def _samplers(
+        self,
+        images: npt.NDArray[np.float32],
+        labels: npt.NDArray[Any],
+        seed: int,
+        device: torch.device | str | None = None,
+    ) -> tuple[EpisodeSampler, EpisodeSampler | None]:
         parts = (1.0 - self.val_fraction, self.val_fraction) if self.val_fraction > 0 else (1.0,)
         groups = class_split(labels, parts, seed)
         out = []
@@ -213,7 +230,7 @@ class MetaLearnerClassifier(BaseEstimator):
                 raise EpisodeError(f"{where} classes ({len(classes)} base classes): {exc}") from None
         return out[0], (out[1] if len(out) > 1 else None)
 
-    def _build(self, images, registry):
+    def _build(self, images: npt.NDArray[np.float32], registry: Registry) -> tuple[MetaLearner, Registered | None]:
         in_channels, size = images.shape[1], images.shape[2]
         if images.shape[2] != images.shape[3]:
             raise EpisodeError(f"square images expected, got {images.shape[2]}x{images.shape[3]}")
@@ -221,13 +238,13 @@ class MetaLearnerClassifier(BaseEstimator):
             if self.method_params:
                 raise ValueError("method_params cannot be combined with a MetaLearner instance")
             return copy.deepcopy(self.method), None  # the parameter itself is never trained
-        model, reg = registry.make(
+        model, reg = registry.make(  # the registry builds what the method registered: a MetaLearner
             "meta_learner", self.method, {"in_channels": in_channels, "image_size": size, **(self.method_params or {})}
         )
         return model, reg
 
     # -- fit ----------------------------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> Self:
         """Meta-train through the one search loop: each outer step is one trial of the chosen gradient
         outer optimizer (``hypergradient``: Adam at ``meta_lr`` on the meta-loss gradient). With
         ``checkpoint``, fitting again with a larger ``meta_iters`` continues exactly where it stopped."""
@@ -315,7 +332,7 @@ class MetaLearnerClassifier(BaseEstimator):
             self.history_ = history_table(result.trials)
             for key in ("train_accuracy", "meta_val_accuracy"):
                 self.history_[key] = [t.metrics.get(key) for t in result.trials]
-            self.best_val_accuracy_ = best.metrics["meta_val_accuracy"] if validated else None
+            self.best_val_accuracy_ = best.metrics["meta_val_accuracy"] if validated and best is not None else None
             self.best_iteration_ = best.number if best is not None else -1
             self.n_iter_ = len(result.trials)
             self.stop_reason_ = result.stop_reason
@@ -326,7 +343,9 @@ class MetaLearnerClassifier(BaseEstimator):
             raise KeyboardInterrupt
         return self
 
-    def _fingerprint(self, images, labels, optimizer) -> dict:
+    def _fingerprint(
+        self, images: npt.NDArray[np.float32], labels: npt.NDArray[Any], optimizer: Component
+    ) -> dict[str, Any]:
         """What a checkpoint must match to be continued: method, settings (not the budget), data."""
         params = {
             k: v
@@ -349,7 +368,7 @@ class MetaLearnerClassifier(BaseEstimator):
         return {"method": method, "params": params, "optimizer": optimizer.name, "data": digest.hexdigest()}
 
     # -- use ----------------------------------------------------------------------------------------
-    def adapt(self, X_support, y_support, n_way: int | None = None) -> AdaptedClassifier:
+    def adapt(self, X_support: npt.ArrayLike, y_support: npt.ArrayLike, n_way: int | None = None) -> AdaptedClassifier:
         """A classifier for the classes of the support set (each must have at least one example)."""
         check_is_fitted(self, "model_")
         sx = as_images(X_support, self.image_shape)
@@ -368,15 +387,15 @@ class MetaLearnerClassifier(BaseEstimator):
 
     def evaluate(
         self,
-        X,
-        y,
+        X: npt.ArrayLike,
+        y: npt.ArrayLike,
         *,
         n_way: int | None = None,
         k_shot: int | None = None,
         q_queries: int | None = None,
         n_episodes: int = 600,
-        random_state=None,
-    ) -> dict:
+        random_state: int | np.random.RandomState | None = None,
+    ) -> dict[str, Any]:
         """N-way K-shot accuracy on the classes of (X, y): mean and 95% CI half-width over episodes."""
         check_is_fitted(self, "model_")
         images = as_images(X, self.image_shape)

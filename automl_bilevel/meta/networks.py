@@ -25,7 +25,7 @@ class ConvEncoder(nn.Module):
         flatten: bool = True,
         pool_blocks: int | None = None,
         image_size: int | None = None,
-    ):
+    ) -> None:
         super().__init__()
         pool_blocks = depth if pool_blocks is None else pool_blocks
         if image_size is not None and image_size // 2**pool_blocks < 1:
@@ -39,14 +39,14 @@ class ConvEncoder(nn.Module):
         self.flatten = flatten
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.blocks(x)
+        z: torch.Tensor = self.blocks(x)
         return z.flatten(1) if self.flatten else z
 
 
 class RelationModule(nn.Module):
     """g(concat(query map, class map)) -> relation score in (0, 1) (Sung et al. 2018)."""
 
-    def __init__(self, channels: int = 64, hidden: int = 8, spatial: int = 1):
+    def __init__(self, channels: int = 64, hidden: int = 8, spatial: int = 1) -> None:
         super().__init__()
         self.conv = nn.Sequential(
             conv_block(2 * channels, channels, pool=spatial >= 2), conv_block(channels, channels, pool=spatial >= 4)

@@ -38,7 +38,7 @@ class EpisodicProblem(DifferentiableProblem):
         val_every: int = 50,
         val_episodes: int = 50,
         n_steps: int | None = None,
-    ):
+    ) -> None:
         self.model, self.train, self.val = model, train, val
         self.seed, self.l2g, self.l2g_lr, self.l2g_weight = int(seed), bool(l2g), float(l2g_lr), float(l2g_weight)
         self.val_every, self.val_episodes, self.n_steps = int(val_every), int(val_episodes), n_steps
@@ -67,10 +67,10 @@ class EpisodicProblem(DifferentiableProblem):
         last = self.n_steps is not None and step == self.n_steps - 1
         return self.val is not None and ((step + 1) % self.val_every == 0 or last)
 
-    def value_and_grad(self, outer, *, step):
+    def value_and_grad(self, outer: Mapping[str, Tensor], *, step: int) -> GradientResult:
         model = self.load(outer)
         metrics: dict[str, float] = {}
-        if self.validates(step):  # the point being evaluated, before this step's update
+        if self.val is not None and self.validates(step):  # the point being evaluated, before this step's update
             acc, _ = evaluate_episodes(model, self.val, self.val_episodes, rng=np.random.default_rng([self.seed, 1]))
             metrics.update(meta_val_accuracy=acc, val_value=1.0 - acc)
         rng = np.random.default_rng([self.seed, 0, step])
@@ -87,7 +87,7 @@ class EpisodicProblem(DifferentiableProblem):
                 objective, value, logits = ml.objective, ml.value, ml.logits
             if not np.isfinite(value):
                 raise FloatingPointError(f"non-finite meta-loss {value}")
-            objective.backward()
+            torch.autograd.backward(objective)  # objective.backward(), which torch leaves unannotated
         metrics["train_accuracy"] = _accuracy(logits, a.query_y)
         grads = {
             PARAM + k: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..checkpoint import Checkpoint
-from ..components import InnerLearner, OuterObjective, Task
+from ..components import FittedModel, InnerLearner, OuterObjective, Task
 from ..engine import SearchResult
 from ..events import RunContext, TrackingSettings, plain
 from ..lifecycle import Run
@@ -32,6 +33,9 @@ from ..registry import check_compatible, get_registry
 from ..space import as_configspace, describe
 from ..specs import Component
 from .episodes import EpisodeError, as_images, class_split, rotate_classes
+
+if TYPE_CHECKING:
+    from .estimator import MetaLearnerClassifier
 
 #: MetaLearnerClassifier settings a trial may set; any other key goes to ``method_params``
 ESTIMATOR_SETTINGS = frozenset(
@@ -42,7 +46,7 @@ ESTIMATOR_SETTINGS = frozenset(
 class _Fitted:
     """A meta-trained estimator as the inner learner's fitted model."""
 
-    def __init__(self, estimator: Any):
+    def __init__(self, estimator: MetaLearnerClassifier) -> None:
         self.estimator = estimator
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # the FittedModel protocol; few-shot needs a support set
@@ -54,13 +58,22 @@ class MetaTrainingLearner(InnerLearner):
     ``base`` settings updated by the trial's configuration (estimator settings, else ``method_params``);
     a ``budget`` in (0, 1] scales ``meta_iters``."""
 
-    def __init__(self, base: Mapping[str, Any]):
+    def __init__(self, base: Mapping[str, Any]) -> None:
         self.base = dict(base)
 
     def param_names(self, task: Task) -> set[str] | None:
         return None  # estimator settings or the method's parameters: checked when the method is built
 
-    def fit(self, X, y, config, *, task, seed, budget=None):
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        config: Mapping[str, Any],
+        *,
+        task: Task,
+        seed: int,
+        budget: float | None = None,
+    ) -> _Fitted:
         from .estimator import MetaLearnerClassifier
 
         settings = {k: v for k, v in config.items() if k in ESTIMATOR_SETTINGS}
@@ -79,17 +92,21 @@ class FewShotError(OuterObjective):
     """1 − N-way K-shot accuracy on the classes of the validation data, over ``n_episodes`` seeded
     episodes (the same for every trial)."""
 
-    def __init__(self, n_episodes: int = 100, seed: int = 0):
+    def __init__(self, n_episodes: int = 100, seed: int = 0) -> None:
         self.n_episodes, self.seed = int(n_episodes), int(seed)
 
-    def __call__(self, model, X, y, *, task):
+    def __call__(self, model: FittedModel, X: np.ndarray, y: np.ndarray, *, task: Task) -> float:
+        if not isinstance(model, _Fitted):
+            raise TypeError(
+                f"FewShotError scores a meta-trained learner (MetaTrainingLearner), got {type(model).__name__}"
+            )
         res = model.estimator.evaluate(X, y, n_episodes=self.n_episodes, random_state=self.seed)
-        return 1.0 - res["accuracy"]
+        return 1.0 - float(res["accuracy"])
 
 
 def tune_meta_learner(
-    X,
-    y,
+    X: npt.ArrayLike,
+    y: npt.ArrayLike,
     *,
     search_space: Mapping[str, Any] | Any,
     method: str = "protonet",
@@ -102,7 +119,7 @@ def tune_meta_learner(
     timeout: float | None = None,
     n_workers: int = 1,
     dask_address: str | None = None,
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     tracking: bool = True,
     tracking_uri: str | None = None,
     experiment_name: str = "automl-bilevel-meta",

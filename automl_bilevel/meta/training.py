@@ -26,15 +26,18 @@ def _accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
     return float((out.argmax(1) == y).float().mean())
 
 
-def l2g_loss(model: MetaLearner, a: Episode, b: Episode, inner_lr: float, weight: float = 1.0):
-    """L_A(θ) + weight · L_B(θ − inner_lr ∇L_A(θ)), differentiable in θ (second order)."""
-    params = {k: v for k, v in model.named_parameters() if v.requires_grad}
+def l2g_loss(
+    model: MetaLearner, a: Episode, b: Episode, inner_lr: float, weight: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_A(θ) + weight · L_B(θ − inner_lr ∇L_A(θ)), differentiable in θ (second order); also the
+    query output on A (detached)."""
+    params: dict[str, torch.Tensor] = {k: v for k, v in model.named_parameters() if v.requires_grad}
     buffers = dict(model.named_buffers())
-    out_a = functional_call(model, (params, buffers), (a.support_x, a.support_y, a.query_x, a.n_way))
+    out_a: torch.Tensor = functional_call(model, (params, buffers), (a.support_x, a.support_y, a.query_x, a.n_way))
     loss_a = model.loss_from_output(out_a, a.query_y)
     grads = torch.autograd.grad(loss_a, list(params.values()), create_graph=True, allow_unused=True)
     fast = {k: (p - inner_lr * g if g is not None else p) for (k, p), g in zip(params.items(), grads, strict=True)}
-    out_b = functional_call(model, (fast, buffers), (b.support_x, b.support_y, b.query_x, b.n_way))
+    out_b: torch.Tensor = functional_call(model, (fast, buffers), (b.support_x, b.support_y, b.query_x, b.n_way))
     loss_b = model.loss_from_output(out_b, b.query_y)
     return loss_a + weight * loss_b, out_a.detach()
 
@@ -47,11 +50,11 @@ def evaluate_episodes(
     its 95% confidence half-width (1.96 σ / √n)."""
     was = model.training
     model.eval()
-    accs = []
+    accs: list[float] = []
     for _ in range(int(n_episodes)):
         ep = sampler.sample(rng=rng)
         accs.append(_accuracy(model(ep.support_x, ep.support_y, ep.query_x, ep.n_way), ep.query_y))
     model.train(was)
-    accs = np.asarray(accs)
-    half = 1.96 * accs.std(ddof=1) / math.sqrt(len(accs)) if len(accs) > 1 else math.nan
-    return float(accs.mean()), float(half)
+    arr = np.asarray(accs)
+    half = 1.96 * arr.std(ddof=1) / math.sqrt(len(arr)) if len(arr) > 1 else math.nan
+    return float(arr.mean()), float(half)

@@ -16,23 +16,31 @@ The inner learner is any registered differentiable learner (the torch learners)
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 from ConfigSpace import ConfigurationSpace
 
-from ..components import Task
+from ..components import InnerLearner, Task
 from ..engine import RunSession, SearchResult, run_search
-from ..events import TrialFinished
-from ..lifecycle import search
+from ..events import RunFinished, RunStarted, TrialFinished
+from ..lifecycle import Run, search
 from ..problem import BilevelProblem, Split
 from ..registry import get_registry
+from ..trials import Trial
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
 
 
-def flip_labels(y: np.ndarray, fraction: float, n_classes: int, rng: np.random.Generator):
+def flip_labels(
+    y: npt.ArrayLike, fraction: float, n_classes: int, rng: np.random.Generator
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
     """Flip ``fraction`` of the labels to a uniformly random *wrong* class; returns (y_noisy, mask)."""
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
@@ -44,7 +52,7 @@ def flip_labels(y: np.ndarray, fraction: float, n_classes: int, rng: np.random.G
     return y, mask
 
 
-def flag_scores(weights: np.ndarray, flipped: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def flag_scores(weights: npt.ArrayLike, flipped: npt.NDArray[np.bool_], threshold: float = 0.5) -> dict[str, float]:
     """Precision, recall and F1 of flagging ``weight < threshold`` as a flipped label."""
     flagged = np.asarray(weights) < threshold
     tp = int(np.sum(flagged & flipped))
@@ -63,21 +71,21 @@ class CleaningResult:
 
 
 def hyperclean(
-    X_train,
-    y_train,
-    X_val,
-    y_val,
+    X_train: npt.ArrayLike,
+    y_train: npt.ArrayLike,
+    X_val: npt.ArrayLike,
+    y_val: npt.ArrayLike,
     *,
-    learner=None,
+    learner: InnerLearner | None = None,
     outer_steps: int = 100,
     outer_lr: float = 0.1,
     mode: str = "reverse",
     init: float = 1.0,
     seed: int = 0,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
-    run=None,
-    checkpoint=None,
-    **mode_options,
+    run: Run | None = None,
+    checkpoint: Checkpoint | None = None,
+    **mode_options: Any,
 ) -> CleaningResult:
     """Per-example weights of the training set that minimise the validation cross-entropy of the
     learner trained on the weighted training loss: the ``hypergradient`` optimizer (Adam at
@@ -89,7 +97,14 @@ def hyperclean(
         learner, _ = registry.make(
             "learner",
             "logistic",
-            dict(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=1e-5, epochs=100, batch_size=len(X_train)),
+            dict(
+                optimizer="sgd",
+                momentum=0.9,
+                lr=0.1,
+                weight_decay=1e-5,
+                epochs=100,
+                batch_size=int(np.shape(X_train)[0]),
+            ),
         )
     n_classes = int(max(np.max(y_train), np.max(y_val))) + 1
     task = Task("classification", int(np.shape(X_train)[1]), n_classes)
@@ -124,7 +139,7 @@ def hyperclean(
     return CleaningResult(weights, [_record(t) for t in res.trials], time.perf_counter() - t0, res)
 
 
-def _record(trial) -> dict[str, Any]:
+def _record(trial: Trial) -> dict[str, Any]:
     return {
         "step": trial.number,
         "val_loss": trial.value,
@@ -137,15 +152,23 @@ def _record(trial) -> dict[str, Any]:
 class _StepCallback:
     """A run listener that hands each outer step to a plain callback."""
 
-    def __init__(self, callback: Callable[[int, dict[str, Any]], None]):
+    def __init__(self, callback: Callable[[int, dict[str, Any]], None]) -> None:
         self.callback = callback
 
-    def handle(self, event) -> None:
+    def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None:
         if isinstance(event, TrialFinished):
             self.callback(event.trial.number, _record(event.trial))
 
 
-def mnist_experiment(n_train=5000, n_val=5000, n_test=10000, outer_steps=100, seed=0, verbose=True, data_dir=None):
+def mnist_experiment(
+    n_train: int = 5000,
+    n_val: int = 5000,
+    n_test: int = 10000,
+    outer_steps: int = 100,
+    seed: int = 0,
+    verbose: bool = True,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, float], dict[str, float], CleaningResult]:
     """The MNIST protocol of the module docstring: returns (test accuracies, flag scores, result)."""
     from automl_bilevel.data import load_idx_dataset
 
@@ -157,16 +180,18 @@ def mnist_experiment(n_train=5000, n_val=5000, n_test=10000, outer_steps=100, se
     tr, va, te = perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
     y_noisy, flipped = flip_labels(y[tr], 0.5, 10, rng)
 
-    def learner(n):  # the same inner problem for every method: full-batch SGD with momentum, 100 steps
-        return get_registry().make(
+    # the same inner problem for every method: full-batch SGD with momentum, 100 steps
+    def learner(n: int) -> InnerLearner:
+        made: InnerLearner = get_registry().make(
             "learner",
             "logistic",
             dict(optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=1e-5, epochs=100, batch_size=n),
         )[0]
+        return made
 
     task = Task("classification", 784, 10)
 
-    def test_acc(Xf, yf, weights=None):
+    def test_acc(Xf: npt.NDArray[Any], yf: npt.NDArray[Any], weights: npt.NDArray[Any] | None = None) -> float:
         cfg = {} if weights is None else {"example_weights": weights}
         model = learner(len(Xf)).fit(Xf, yf, cfg, task=task, seed=seed)
         return float(np.mean(model.predict(X[te]) == y[te]))

@@ -15,29 +15,36 @@ examples with the loss network as its training loss. The outer variable is the l
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from ConfigSpace import ConfigurationSpace
+from torch import Tensor
 
-from ..components import Task
+from ..components import DifferentiableInnerProblem, DifferentiableLearner, InnerLearner, Task
 from ..engine import SearchResult
 from ..evolution import vector_to_module
 from ..gradient import DifferentiableProblem, GradientResult
 from ..hypergrad import hypergradient
 from ..learned.loss import LossNetwork
-from ..lifecycle import search
+from ..lifecycle import Run, search
 from ..problem import BilevelProblem, Split
 from ..registry import get_registry
 
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
 
-def mlp_learner(loss, *, inner_steps: int = 20, lr: float = 0.1, hidden_units: int = 100):
+
+def mlp_learner(
+    loss: str | LossNetwork, *, inner_steps: int = 20, lr: float = 0.1, hidden_units: int = 100
+) -> InnerLearner:
     """The inner learner of the paper: 784-h-h-10 MLP, ``inner_steps`` full-batch SGD steps (the
     registered ``mlp`` learner, resolved through the registry like any plugin)."""
-    learner, _ = get_registry().make(
+    learner: InnerLearner = get_registry().make(
         "learner",
         "mlp",
         dict(
@@ -52,12 +59,18 @@ def mlp_learner(loss, *, inner_steps: int = 20, lr: float = 0.1, hidden_units: i
             standardize=False,
             loss=loss,
         ),
-    )
+    )[0]
     return learner
 
 
 def evaluate_loss(
-    loss, tasks: Sequence[Split], *, n_classes: int, inner_steps: int = 20, lr: float = 0.1, seed: int = 0
+    loss: str | LossNetwork,
+    tasks: Sequence[Split],
+    *,
+    n_classes: int,
+    inner_steps: int = 20,
+    lr: float = 0.1,
+    seed: int = 0,
 ) -> list[float]:
     """Validation accuracy of an MLP trained with ``loss`` ('default', 'mse' or a LossNetwork) on each task."""
     learner = mlp_learner(loss, inner_steps=inner_steps, lr=lr)
@@ -81,10 +94,10 @@ def evolve_loss_network(
     lr: float = 0.1,
     seed: int = 0,
     timeout: float | None = None,
-    run=None,
+    run: Run | None = None,
     net: LossNetwork | None = None,
-    strategy_options: dict | None = None,
-    checkpoint=None,
+    strategy_options: Mapping[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[LossNetwork, SearchResult]:
     """Evolve a loss network (``net``, else a new cross-entropy start) with the ``es`` optimizer
     (``strategy_options`` go to it, e.g. OpenAI-ES's ``lr``) through the one loop (tracked in ``run``,
@@ -136,7 +149,7 @@ class LossNetworkProblem(DifferentiableProblem):
         eval_every: int = 10,
         seed: int = 0,
         n_steps: int | None = None,
-    ):
+    ) -> None:
         if int(tasks_per_step) < 1 or int(eval_every) < 1 or not tasks:
             raise ValueError(
                 f"need tasks_per_step >= 1, eval_every >= 1 and some tasks, got {tasks_per_step}, "
@@ -146,21 +159,24 @@ class LossNetworkProblem(DifferentiableProblem):
         self.n_classes, self.inner_steps, self.lr = int(n_classes), int(inner_steps), float(lr)
         self.tasks_per_step, self.eval_every, self.seed = int(tasks_per_step), int(eval_every), int(seed)
         self.n_steps = n_steps
-        self.mode = {"mode": "reverse"} if truncate is None else {"mode": "truncated", "truncate": int(truncate)}
-        self.learner = mlp_learner(net, inner_steps=inner_steps, lr=lr)
+        self.mode: dict[str, Any] = (
+            {"mode": "reverse"} if truncate is None else {"mode": "truncated", "truncate": int(truncate)}
+        )
+        # the registered mlp learner has the differentiable capability
+        self.learner = cast(DifferentiableLearner, mlp_learner(net, inner_steps=inner_steps, lr=lr))
         self.task = Task("classification", self.tasks[0].X_train.shape[1], self.n_classes)
 
-    def outer_variables(self):
+    def outer_variables(self) -> dict[str, Tensor]:
         return {"loss_net": self.net.flat().float().clone()}
 
-    def export(self, outer):
+    def export(self, outer: Mapping[str, Tensor]) -> dict[str, Any]:
         return {}  # the network's weights are stored with the run, not as a trial's configuration
 
-    def network(self, outer) -> LossNetwork:
+    def network(self, outer: Mapping[str, Tensor]) -> LossNetwork:
         vector_to_module(outer["loss_net"].detach().double().numpy(), self.net)
         return self.net
 
-    def value_and_grad(self, outer, *, step):
+    def value_and_grad(self, outer: Mapping[str, Tensor], *, step: int) -> GradientResult:
         theta = outer["loss_net"].detach()
         metrics: dict[str, float] = {}
         last = self.n_steps is not None and step == self.n_steps - 1
@@ -178,7 +194,9 @@ class LossNetworkProblem(DifferentiableProblem):
                 )
             )
             metrics.update(held_out_accuracy=acc, val_value=1.0 - acc)
-        k, grads, values = self.tasks_per_step, [], []
+        k = self.tasks_per_step
+        grads: list[Tensor] = []
+        values: list[float] = []
         for j in range(k):
             split = self.tasks[(step * k + j) % len(self.tasks)]
             dt = self.learner.differentiable(
@@ -190,7 +208,13 @@ class LossNetworkProblem(DifferentiableProblem):
             )
             Xv, yv = dt.tensor(split.X_val), dt.targets(split.y_val)
 
-            def outer_loss(w, hp, dt=dt, Xv=Xv, yv=yv):
+            def outer_loss(
+                w: Tensor,
+                hp: Mapping[str, Tensor],
+                dt: DifferentiableInnerProblem = dt,
+                Xv: Tensor = Xv,
+                yv: Tensor = yv,
+            ) -> Tensor:
                 return F.cross_entropy(dt.outputs(w, Xv), yv)
 
             res = hypergradient(dt.dynamics, outer_loss, dt.z0, dt.constants, **self.mode)
@@ -202,7 +226,7 @@ class LossNetworkProblem(DifferentiableProblem):
 @dataclass
 class ML3Result:
     values: list[float] = field(default_factory=list)  # mean validation cross-entropy per accepted step
-    rejected: list[tuple[int, str]] = field(default_factory=list)
+    rejected: list[tuple[int, str | None]] = field(default_factory=list)
     held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, accuracy on held-out tasks)
     best_step: int = 0
     search: SearchResult | None = None
@@ -223,8 +247,8 @@ def train_loss_network_ml3(
     eval_every: int = 10,
     seed: int = 0,
     net: LossNetwork | None = None,
-    run=None,
-    checkpoint=None,
+    run: Run | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[LossNetwork, ML3Result]:
     """Train a loss network by hypergradients of the validation cross-entropy (ML3) through the one
     loop (:class:`LossNetworkProblem` moved by the ``hypergradient`` optimizer: Adam at ``outer_lr``,
