@@ -9,10 +9,12 @@ stratified subsample for classifiers, keeping every class).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from ConfigSpace import ConfigurationSpace
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -77,18 +79,18 @@ class SklearnModel:
     estimator: BaseEstimator
     task: Task
 
-    def predict(self, X):
+    def predict(self, X: np.ndarray) -> np.ndarray:
         return self.estimator.predict(X)
 
     @property
-    def predict_proba(self):
+    def predict_proba(self) -> Callable[[np.ndarray], np.ndarray]:
         """``hasattr(model, "predict_proba")`` is False when the estimator has none (the error says why)."""
         reason = no_predict_proba(self.estimator)
         if reason:
             raise AttributeError(reason)
         return self._predict_proba
 
-    def _predict_proba(self, X):
+    def _predict_proba(self, X: np.ndarray) -> np.ndarray:
         p = self.estimator.predict_proba(X)
         out = np.zeros((len(p), self.task.n_outputs))
         out[:, np.asarray(self.estimator.classes_, dtype=int)] = p
@@ -96,7 +98,7 @@ class SklearnModel:
 
 
 class SklearnLearner(InnerLearner):
-    def __init__(self, estimator: BaseEstimator | None = None):
+    def __init__(self, estimator: BaseEstimator | None = None) -> None:
         if estimator is not None and not (hasattr(estimator, "fit") and hasattr(estimator, "get_params")):
             raise TypeError(f"estimator must be a scikit-learn estimator, got {estimator!r}")
         self.estimator = estimator
@@ -110,17 +112,19 @@ class SklearnLearner(InnerLearner):
             return self.estimator
         return LogisticRegression(max_iter=1000) if task.is_classifier else Ridge()
 
-    def missing_predict_proba(self, task):
+    def missing_predict_proba(self, task: Task) -> str | None:
         return no_predict_proba(self._estimator(task)) if task.is_classifier else None
 
-    def config_space(self, task):
+    def config_space(self, task: Task) -> ConfigurationSpace:
         return as_configspace(DEFAULT_SPACES.get(type(self._estimator(task)).__name__, {}))
 
-    def param_names(self, task):
+    def param_names(self, task: Task) -> set[str]:
         return set(self._estimator(task).get_params(deep=True))
 
     @staticmethod
-    def subsample(X, y, budget: float, *, task: Task, seed: int):
+    def subsample(
+        X: np.ndarray, y: np.ndarray, budget: float, *, task: Task, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The first ``budget`` fraction of a seeded permutation, with at least one example per class."""
         if not 0 < float(budget) <= 1:
             raise ValueError(f"budget must be in (0, 1], got {budget}")
@@ -135,7 +139,16 @@ class SklearnLearner(InnerLearner):
             keep = np.union1d(keep, np.fromiter(first.values(), dtype=int))
         return X[keep], y[keep]
 
-    def fit(self, X, y, config, *, task, seed, budget=None):
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        config: Mapping[str, Any],
+        *,
+        task: Task,
+        seed: int,
+        budget: float | None = None,
+    ) -> SklearnModel:
         if budget is not None:
             X, y = self.subsample(X, y, budget, task=task, seed=seed)
         est = clone(self._estimator(task)).set_params(**dict(config))
@@ -145,7 +158,7 @@ class SklearnLearner(InnerLearner):
 
 
 @hookimpl
-def bilevel_register_learners():
+def bilevel_register_learners() -> list[LearnerSpec]:
     return [
         LearnerSpec(
             "sklearn",

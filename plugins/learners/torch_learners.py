@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -31,14 +31,17 @@ from ConfigSpace import Categorical, ConfigurationSpace, Float, Integer
 from torch import nn
 from torch.func import functional_call, vmap
 
-from automl_bilevel import InnerLearner, LearnerSpec, Task, hookimpl
+from automl_bilevel import InnerLearner, LearnerSpec, OuterObjective, Split, Task, hookimpl
+from automl_bilevel.components import DifferentiableLearner
 from automl_bilevel.evolution import vector_to_module
 from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
 from automl_bilevel.learned.loss import LossNetwork
 from automl_bilevel.learned.optimizer import LearnedOptimizer, LSTMOptimizer
 from automl_bilevel.runtime import resolve_device
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
@@ -62,7 +65,7 @@ class TorchPredictor:
         with torch.no_grad():
             return self.module.eval()(Xs.to(self.device)).cpu()
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         if self.device.type != "cpu":  # pickles load anywhere, also where there is no GPU
             state["module"] = copy.deepcopy(self.module).cpu()
@@ -84,11 +87,13 @@ class _PrecomputedPredictor(TorchPredictor):
     """A population member's outputs on one validation set, computed in a batch: ``predict`` and
     ``predict_proba`` post-process them exactly as :class:`TorchPredictor` does."""
 
-    def __init__(self, outputs: torch.Tensor, X, task: Task, y_mean=0.0, y_scale=1.0):
+    def __init__(
+        self, outputs: torch.Tensor, X: np.ndarray, task: Task, y_mean: float = 0.0, y_scale: float = 1.0
+    ) -> None:
         super().__init__(nn.Identity(), np.zeros(1), np.ones(1), task, y_mean, y_scale)
         self.outputs, self.X = outputs, X
 
-    def _outputs(self, X):
+    def _outputs(self, X: np.ndarray) -> torch.Tensor:
         if X is not self.X and not np.array_equal(np.asarray(X), np.asarray(self.X)):
             raise ValueError("a population member's outputs were computed on its validation set only")
         return self.outputs
@@ -108,11 +113,11 @@ class DifferentiableTask:
         s: Mapping[str, Any],
         steps: int,
         seed: int,
-        x_mean,
-        x_scale,
-        y_mean=0.0,
-        y_scale=1.0,
-    ):
+        x_mean: np.ndarray,
+        x_scale: np.ndarray,
+        y_mean: float = 0.0,
+        y_scale: float = 1.0,
+    ) -> None:
         self.device = resolve_device(s.get("device", "cpu"))
         dev = self.device
         module = module.to(dev)
@@ -134,26 +139,27 @@ class DifferentiableTask:
                 order = torch.randperm(n, generator=gen)
                 self.batches += [order[i * bs : (i + 1) * bs] for i in range(per_epoch)]
             self.batches = [b.to(dev) for b in self.batches[:steps]]  # moved once, not per step
+        optimizer, loss = s["optimizer"], s.get("loss")
         self.optimizer = (
-            LearnedOptimizer(_on(s["optimizer"], dev))
-            if isinstance(s["optimizer"], LSTMOptimizer)
-            else make_optimizer(s["optimizer"], lr="lr", momentum="momentum")
+            LearnedOptimizer(_on(optimizer, dev))
+            if isinstance(optimizer, LSTMOptimizer)
+            else make_optimizer(optimizer, lr="lr", momentum="momentum")
         )
         self.dynamics = InnerDynamics(self.inner_loss, self.optimizer, w0.numel(), steps)
         self.z0 = self.dynamics.init(w0)
-        self.constants = {k: torch.tensor(float(s[k]), device=dev) for k in ("lr", "weight_decay", "momentum")}
+        constants = {k: torch.tensor(float(s[k]), device=dev) for k in ("lr", "weight_decay", "momentum")}
+        # a Mapping to readers (as the DifferentiableInnerProblem protocol declares it), filled below
+        self.constants: Mapping[str, torch.Tensor] = constants
         if s.get("l2_per_feature") is not None:
-            self.constants["l2_per_feature"] = torch.as_tensor(
-                np.asarray(s["l2_per_feature"], dtype=np.float32), device=dev
-            )
-        self.loss_network = _on(s["loss"], dev) if isinstance(s.get("loss"), LossNetwork) else None
-        self.mse = s.get("loss") == "mse"
+            constants["l2_per_feature"] = torch.as_tensor(np.asarray(s["l2_per_feature"], dtype=np.float32), device=dev)
+        self.loss_network = _on(loss, dev) if isinstance(loss, LossNetwork) else None
+        self.mse = loss == "mse"
         if (self.loss_network is not None or self.mse) and not task.is_classifier:
             raise ValueError("loss='mse' and learned loss networks are for classifiers (probabilities vs one-hot)")
         if self.loss_network is not None:
             flat = s.get("loss_net")
             flat = self.loss_network.flat() if flat is None else torch.as_tensor(np.asarray(flat, dtype=np.float32))
-            self.constants["loss_net"] = flat.float().to(dev)
+            constants["loss_net"] = flat.float().to(dev)
         if s.get("example_weights") is not None:
             if self.loss_network is not None or self.mse:
                 raise ValueError(
@@ -164,7 +170,7 @@ class DifferentiableTask:
                 raise ValueError(
                     f"example_weights has shape {ex.shape}, expected ({len(Xt)},): one per training example"
                 )
-            self.constants["example_weights"] = torch.as_tensor(ex, device=dev)
+            constants["example_weights"] = torch.as_tensor(ex, device=dev)
 
     def params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         return {
@@ -175,12 +181,12 @@ class DifferentiableTask:
     def outputs(self, w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         return functional_call(self.module, self.params(w), (X,))
 
-    def per_example_loss(self, out, y):
+    def per_example_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.task.is_classifier:
             return nn.functional.cross_entropy(out, y, reduction="none")
         return (out[:, 0] - y) ** 2
 
-    def inner_loss(self, w, hp, t):
+    def inner_loss(self, w: torch.Tensor, hp: Mapping[str, torch.Tensor], t: int | None) -> torch.Tensor:
         idx = self.batches[t] if (self.batches is not None and t is not None and t < len(self.batches)) else None
         X, y = (self.Xt, self.yt) if idx is None else (self.Xt[idx], self.yt[idx])
         out = self.outputs(w, X)
@@ -201,7 +207,7 @@ class DifferentiableTask:
             loss = losses.mean()
         return self._regularised(loss, w, hp)
 
-    def _regularised(self, loss, w, hp):
+    def _regularised(self, loss: torch.Tensor, w: torch.Tensor, hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
         # Python scalars only multiply tensors of rank >= 1: under vmap(jvp(...)) a Python float times a
         # batched 0-dim tensor is promoted to float64 (seen with torch 2.13), which breaks forward mode.
         loss = loss + (0.5 * w * w).sum() * hp["weight_decay"]
@@ -210,13 +216,13 @@ class DifferentiableTask:
             loss = loss + (0.5 * hp["l2_per_feature"][None, :] * W * W).sum()
         return loss
 
-    def tensor(self, X) -> torch.Tensor:
+    def tensor(self, X: np.ndarray) -> torch.Tensor:
         """New inputs, scaled like the training data, on the task's device."""
         return torch.as_tensor(
             (np.asarray(X, dtype=np.float64) - self.x_mean) / self.x_scale, dtype=torch.float32, device=self.device
         )
 
-    def targets(self, y) -> torch.Tensor:
+    def targets(self, y: np.ndarray) -> torch.Tensor:
         """New targets, encoded like the training targets, on the task's device."""
         if self.task.is_classifier:
             return torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
@@ -231,18 +237,19 @@ class DifferentiableTask:
         return TorchPredictor(self.module.eval(), self.x_mean, self.x_scale, self.task, self.y_mean, self.y_scale)
 
 
-def _on(module: nn.Module, device: torch.device) -> nn.Module:
+def _on(module: M, device: torch.device) -> M:
     """``module`` itself when it is on ``device`` already, else a copy there (the caller's stays put)."""
     first = next(module.parameters(), None)
     return module if first is None or first.device == device else copy.deepcopy(module).to(device)
 
 
-class TorchLearner(InnerLearner):
+class TorchLearner(InnerLearner, DifferentiableLearner):
     """Shared training of the torch learners (functional, so it can be differentiated); subclasses
-    build the module."""
+    build the module. (Subclassing the ``DifferentiableLearner`` protocol has mypy check that
+    ``differentiable`` and what it returns keep to the protocols.)"""
 
     #: hyperparameters a gradient-based outer optimizer can move, with their kinds
-    DIFFERENTIABLE = {
+    DIFFERENTIABLE: dict[str, str] = {
         "lr": "positive",
         "weight_decay": "positive",
         "momentum": "unit",
@@ -257,13 +264,13 @@ class TorchLearner(InnerLearner):
         weight_decay: float = 1e-4,
         epochs: int = 100,
         batch_size: int = 256,
-        optimizer: str = "adam",
+        optimizer: str | LSTMOptimizer = "adam",
         momentum: float = 0.9,
         standardize: bool = True,
-        loss="default",
+        loss: str | LossNetwork = "default",
         device: str = "cpu",
-    ):
-        self.settings = dict(
+    ) -> None:
+        self.settings: dict[str, Any] = dict(
             lr=lr,
             weight_decay=weight_decay,
             epochs=epochs,
@@ -309,7 +316,7 @@ class TorchLearner(InnerLearner):
             out["loss_net"] = "vector"
         return out
 
-    def vector_hyperparameters(self, task: Task):
+    def vector_hyperparameters(self, task: Task) -> dict[str, np.ndarray]:
         """With a learned loss: its weights, ``loss_net`` (what the ``es`` optimizer evolves)."""
         loss = self.settings["loss"]
         return {"loss_net": loss.flat().double().cpu().numpy()} if isinstance(loss, LossNetwork) else {}
@@ -336,7 +343,17 @@ class TorchLearner(InnerLearner):
     def steps_per_epoch(self, n: int, s: Mapping[str, Any]) -> int:
         return math.ceil(n / min(int(s["batch_size"]), n))
 
-    def differentiable(self, X, y, config, *, task, seed, budget=None, steps: int | None = None) -> DifferentiableTask:
+    def differentiable(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        config: Mapping[str, Any],
+        *,
+        task: Task,
+        seed: int,
+        budget: float | None = None,
+        steps: int | None = None,
+    ) -> DifferentiableTask:
         """The inner problem on (X, y) as a :class:`DifferentiableTask` (``steps`` overrides epochs)."""
         s = self.resolve(config)
         X = np.asarray(X, dtype=np.float64)
@@ -359,15 +376,15 @@ class TorchLearner(InnerLearner):
 
     def evaluate_population(
         self,
-        splits,
-        vectors,
-        objective,
+        splits: Sequence[Split],
+        vectors: np.ndarray,
+        objective: OuterObjective,
         *,
-        task,
-        seed,
+        task: Task,
+        seed: int,
         name: str = "loss_net",
         config: Mapping[str, Any] | None = None,
-        budget=None,
+        budget: float | None = None,
     ) -> np.ndarray:
         """The objective of each row of ``vectors`` (values of the vector hyperparameter ``name``,
         e.g. a population of loss networks), averaged over ``splits``: what evaluating each member
@@ -395,7 +412,12 @@ class TorchLearner(InnerLearner):
             base = {k: v for k, v in dt.constants.items() if k != name}
             Xv = dt.tensor(split.X_val)
 
-            def member(vec, dt=dt, base=base, Xv=Xv):
+            def member(
+                vec: torch.Tensor,
+                dt: DifferentiableTask = dt,
+                base: dict[str, torch.Tensor] = base,
+                Xv: torch.Tensor = Xv,
+            ) -> tuple[torch.Tensor, torch.Tensor]:
                 hp = {**base, name: vec}
                 z = dt.z0
                 for t in range(dt.dynamics.T):
@@ -416,7 +438,16 @@ class TorchLearner(InnerLearner):
         out[~np.isfinite(out)] = math.nan
         return out
 
-    def fit(self, X, y, config, *, task, seed, budget=None):
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        config: Mapping[str, Any],
+        *,
+        task: Task,
+        seed: int,
+        budget: float | None = None,
+    ) -> TorchPredictor:
         dt = self.differentiable(X, y, config, task=task, seed=seed, budget=budget)
         try:
             z = dt.dynamics.run(dt.z0, dt.constants)
@@ -438,7 +469,7 @@ class LogisticLearner(TorchLearner):
             ]
         )
 
-    def build_module(self, task, s):
+    def build_module(self, task: Task, s: Mapping[str, Any]) -> nn.Module:
         return nn.Linear(task.n_features, task.n_outputs)
 
 
@@ -454,14 +485,14 @@ class MLPLearner(TorchLearner):
         epochs: int = 50,
         batch_size: int = 128,
         lr: float = 1e-3,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, **kwargs)
         self.settings.update(hidden_units=hidden_units, n_layers=n_layers, activation=activation)
         self._check(self.settings)
 
     @staticmethod
-    def _check(s):
+    def _check(s: Mapping[str, Any]) -> None:
         TorchLearner._check(s)
         if "hidden_units" in s:
             if int(s["hidden_units"]) < 1 or int(s["n_layers"]) < 0:
@@ -482,8 +513,9 @@ class MLPLearner(TorchLearner):
             ]
         )
 
-    def build_module(self, task, s):
-        layers, width = [], task.n_features
+    def build_module(self, task: Task, s: Mapping[str, Any]) -> nn.Module:
+        layers: list[nn.Module] = []
+        width = task.n_features
         for _ in range(int(s["n_layers"])):
             layers += [nn.Linear(width, int(s["hidden_units"])), ACTIVATIONS[s["activation"]]()]
             width = int(s["hidden_units"])
@@ -495,7 +527,7 @@ _CAPS = frozenset({"differentiable", "multi_fidelity"})
 
 
 @hookimpl
-def bilevel_register_learners():
+def bilevel_register_learners() -> list[LearnerSpec]:
     return [
         LearnerSpec(
             "logistic",

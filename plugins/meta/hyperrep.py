@@ -11,6 +11,8 @@ reverse, checkpoint, forward or implicit).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +36,7 @@ class HyperRepresentation(MetaLearner):
         inner_lr: float = 1.0,
         learn_inner_lr: bool = True,
         mode: str = "reverse",
-    ):
+    ) -> None:
         super().__init__(in_channels, image_size)
         if int(inner_steps) < 1 or not inner_lr > 0:
             raise ValueError(f"inner_steps must be >= 1 and inner_lr > 0, got {inner_steps}, {inner_lr}")
@@ -51,7 +53,7 @@ class HyperRepresentation(MetaLearner):
 
     # the inner problem, in the hypergradient library's terms: w = flat (W, b) of the linear head
     def _dynamics(self, n_way: int, dim: int, support_y: torch.Tensor) -> InnerDynamics:
-        def inner_loss(w, hp, t):
+        def inner_loss(w: torch.Tensor, hp: Mapping[str, torch.Tensor], t: int | None) -> torch.Tensor:
             return F.cross_entropy(self.head(w, hp["support"]), support_y)
 
         return InnerDynamics(inner_loss, SGD(lr="lr"), n_way * (dim + 1), self.inner_steps)
@@ -59,7 +61,9 @@ class HyperRepresentation(MetaLearner):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.encoder(x), dim=1)
 
-    def forward(self, support_x, support_y, query_x, n_way):
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, n_way: int
+    ) -> torch.Tensor:
         """Plain autograd through the unrolled inner steps (used at test time and by L2G)."""
         z = self.features(torch.cat([support_x, query_x]))
         fs, fq = z[: len(support_x)], z[len(support_x) :]
@@ -76,13 +80,20 @@ class HyperRepresentation(MetaLearner):
                     w = w.detach().requires_grad_(True)
         return self.head(w, fq)
 
-    def meta_loss(self, support_x, support_y, query_x, query_y, n_way):
+    def meta_loss(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        query_y: torch.Tensor,
+        n_way: int,
+    ) -> MetaLoss:
         z = self.features(torch.cat([support_x, query_x]))
         fs, fq = z[: len(support_x)], z[len(support_x) :]
         lr = self.log_lr.exp()
         dyn = self._dynamics(n_way, z.shape[1], support_y)
 
-        def outer_loss(w, hp):
+        def outer_loss(w: torch.Tensor, hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
             return F.cross_entropy(self.head(w, hp["query"]), query_y)
 
         hp = {"support": fs, "query": fq, "lr": lr}
@@ -95,14 +106,15 @@ class HyperRepresentation(MetaLearner):
             alpha=float(lr.detach()),
         )
         # a surrogate whose gradient in the encoder and log_lr is the hypergradient (chain rule)
-        surrogate = sum((hp[k] * res.grads[k].to(hp[k].dtype)).sum() for k in hp)
+        # (a tensor, not sum()'s start value 0: hp is never empty)
+        surrogate = cast(torch.Tensor, sum((hp[k] * res.grads[k].to(hp[k].dtype)).sum() for k in hp))
         with torch.no_grad():
             logits = self.head(dyn.weights(res.z), fq)
         return MetaLoss(surrogate, float(res.value), logits)
 
 
 @hookimpl
-def bilevel_register_meta_learners():
+def bilevel_register_meta_learners() -> list[MetaLearnerSpec]:
     return [
         MetaLearnerSpec(
             "hyperrep",

@@ -15,11 +15,13 @@ class ProtoNet(MetaLearner):
     """Logits are negative squared Euclidean distances from a query's embedding to each class's
     mean support embedding (its prototype)."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, width: int = 64, depth: int = 4):
+    def __init__(self, in_channels: int = 1, image_size: int = 28, width: int = 64, depth: int = 4) -> None:
         super().__init__(in_channels, image_size)
         self.encoder = ConvEncoder(in_channels, width, depth, image_size=image_size)
 
-    def forward(self, support_x, support_y, query_x, n_way):
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, n_way: int
+    ) -> torch.Tensor:
         z = self.encoder(torch.cat([support_x, query_x]))
         zs, zq = z[: len(support_x)], z[len(support_x) :]
         protos = torch.zeros(n_way, z.shape[1], dtype=z.dtype, device=z.device).index_add(0, support_y, zs)
@@ -34,7 +36,9 @@ class RelationNet(MetaLearner):
 
     output = "scores"
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, width: int = 64, depth: int = 4, hidden: int = 8):
+    def __init__(
+        self, in_channels: int = 1, image_size: int = 28, width: int = 64, depth: int = 4, hidden: int = 8
+    ) -> None:
         super().__init__(in_channels, image_size)
         pool_blocks = min(2, depth)
         self.encoder = ConvEncoder(
@@ -45,7 +49,9 @@ class RelationNet(MetaLearner):
             spatial //= 2
         self.relation = RelationModule(width, hidden, spatial=max(spatial, 1))
 
-    def forward(self, support_x, support_y, query_x, n_way):
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, n_way: int
+    ) -> torch.Tensor:
         z = self.encoder(torch.cat([support_x, query_x]))
         zs, zq = z[: len(support_x)], z[len(support_x) :]
         cls = torch.zeros((n_way,) + zs.shape[1:], dtype=z.dtype, device=z.device).index_add(0, support_y, zs)
@@ -58,7 +64,7 @@ class RelationNet(MetaLearner):
 
 
 @hookimpl
-def bilevel_register_meta_learners():
+def bilevel_register_meta_learners() -> list[MetaLearnerSpec]:
     return [
         MetaLearnerSpec("protonet", ProtoNet, "Prototypical Networks on a 4-block conv encoder"),
         MetaLearnerSpec("relationnet", RelationNet, "Relation Networks on a 4-block conv encoder"),

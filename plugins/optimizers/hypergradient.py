@@ -16,6 +16,9 @@ and an outer state saved with a checkpoint, so a resumed run continues exactly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from automl_bilevel import OptimizerSpec, hookimpl
 from automl_bilevel.gradient import GradientOuterOptimizer
 from automl_bilevel.hypergrad import MODES, SOLVERS
@@ -34,12 +37,12 @@ class HypergradientOptimizer(GradientOuterOptimizer):
         solver: str = "cg",
         solver_iters: int = 100,
         tensor_hyperparameters: tuple[str, ...] | list[str] = (),
-        tensor_init: dict | None = None,
+        tensor_init: Mapping[str, Any] | None = None,
         patience: int | None = None,
         min_delta: float = 0.0,
         max_backoffs: int = 8,
         backoff: float = 0.5,
-    ):
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if solver not in SOLVERS:
@@ -69,7 +72,7 @@ class HypergradientOptimizer(GradientOuterOptimizer):
 
 
 @hookimpl
-def bilevel_register_optimizers():
+def bilevel_register_optimizers() -> list[OptimizerSpec]:
     return [
         OptimizerSpec(
             "hypergradient",

@@ -8,25 +8,36 @@ same sequence again and skips what its earlier run evaluated.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
-from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspace, config_dict, hookimpl
+from automl_bilevel import (
+    BilevelProblem,
+    OptimizerSpec,
+    OuterOptimizer,
+    Proposal,
+    Trial,
+    as_configspace,
+    config_dict,
+    hookimpl,
+)
 
 
 class RandomSearch(OuterOptimizer):
-    def __init__(self, start_with_default: bool = False):
+    def __init__(self, start_with_default: bool = False) -> None:
         self.start_with_default = bool(start_with_default)
 
-    def setup(self, problem, seed):
+    def setup(self, problem: BilevelProblem, seed: int) -> None:
         super().setup(problem, seed)
         self.space = as_configspace(problem.space, seed=seed)
         self._size = self.space.estimate_size() if len(self.space) else 1
-        self._seen: set[tuple] = set()
+        self._seen: set[tuple[tuple[str, str], ...]] = set()
         self._asked = 0
 
-    def _key(self, cfg):
+    def _key(self, cfg: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         return tuple(sorted((k, repr(v)) for k, v in cfg.items()))
 
-    def ask(self, n=1):
+    def ask(self, n: int = 1) -> list[Proposal]:
         out = []
         for _ in range(n):
             if math.isfinite(self._size) and len(self._seen) >= self._size:
@@ -44,12 +55,12 @@ class RandomSearch(OuterOptimizer):
             out.append(Proposal(cfg))
         return out
 
-    def tell(self, proposal, trial):
+    def tell(self, proposal: Proposal, trial: Trial) -> None:
         self._seen.add(self._key(proposal.config))  # replayed trials are not proposed again
 
 
 @hookimpl
-def bilevel_register_optimizers():
+def bilevel_register_optimizers() -> list[OptimizerSpec]:
     return [
         OptimizerSpec(
             "random", RandomSearch, "random search over the ConfigSpace", capabilities=frozenset({"parallel"})

@@ -30,16 +30,30 @@ import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ConfigSpace import Configuration
 
-from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspace, config_dict, hookimpl
+from automl_bilevel import (
+    BilevelProblem,
+    OptimizerSpec,
+    OuterOptimizer,
+    Proposal,
+    Trial,
+    as_configspace,
+    config_dict,
+    hookimpl,
+)
+
+if TYPE_CHECKING:  # smac is imported when an optimizer is set up, not with the plugin
+    from smac.runhistory import TrialValue
 
 FACADES = ("hpo", "bb", "mf", "hb")
 
 
-def _facade_class(name: str):
+def _facade_class(name: str) -> Any:
+    """The facade class (a ``type[AbstractFacade]`` whose class methods take facade-specific keywords:
+    ``get_intensifier(eta=...)`` for the multi-fidelity ones, ``max_config_calls=`` for the others)."""
     import smac
 
     return {
@@ -63,7 +77,7 @@ class SMACOptimizer(OuterOptimizer):
         random_probability: float | None = None,
         n_trials: int | None = None,
         logging_level: int = 40,
-    ):
+    ) -> None:
         if facade not in FACADES:
             raise ValueError(f"facade must be one of {FACADES}, got {facade!r}")
         if not 0 < float(min_budget) < 1:
@@ -89,7 +103,7 @@ class SMACOptimizer(OuterOptimizer):
         """Checked by the host next to the registered spec: budgets need a multi-fidelity learner."""
         return frozenset({"multi_fidelity"}) if self.multi_fidelity else frozenset()
 
-    def setup(self, problem, seed):
+    def setup(self, problem: BilevelProblem, seed: int) -> None:
         from smac import Scenario
 
         super().setup(problem, seed)
@@ -98,15 +112,16 @@ class SMACOptimizer(OuterOptimizer):
             raise ValueError("SMAC needs a search space with at least one hyperparameter")
         self._dir = Path(tempfile.mkdtemp(prefix="automl_bilevel_smac_"))
         weakref.finalize(self, shutil.rmtree, str(self._dir), True)
-        n_trials = int(self.n_trials or getattr(self, "n_iter", None) or 100)
-        budgets = dict(min_budget=self.min_budget, max_budget=1.0) if self.multi_fidelity else {}
+        n_trials = int(self.n_trials or self.n_iter or 100)
         self.scenario = Scenario(
             self.space,
             output_directory=self._dir / "smac",
             deterministic=True,
             n_trials=max(n_trials, 1),
             seed=int(seed) % (2**31 - 1),
-            **budgets,
+            # budgets only for multi-fidelity facades (None is Scenario's default: no budgets)
+            min_budget=self.min_budget if self.multi_fidelity else None,
+            max_budget=1.0 if self.multi_fidelity else None,
         )
         cls = _facade_class(self.facade)
         extra = [Configuration(self.space, values=dict(c)) for c in (self.initial_design or [])]
@@ -136,14 +151,14 @@ class SMACOptimizer(OuterOptimizer):
         self._costs = (math.inf, -math.inf)  # lowest and highest successful cost
         self.smac = cls(self.scenario, None, overwrite=True, logging_level=self.logging_level, **kwargs)
 
-    def ask(self, n=1):
+    def ask(self, n: int = 1) -> list[Proposal]:
         out = []
         for _ in range(n):
             info = self.smac.ask()
             out.append(Proposal(config_dict(info.config), budget=info.budget, info=info))
         return out
 
-    def _value(self, trial):
+    def _value(self, trial: Trial) -> TrialValue:
         """A failed trial costs a little more than the worst success so far (an infinite cost would
         break the Gaussian-process model)."""
         from smac.runhistory import StatusType, TrialValue
@@ -160,10 +175,10 @@ class SMACOptimizer(OuterOptimizer):
             additional_info={"error": trial.error or ""},
         )
 
-    def tell(self, proposal, trial):
+    def tell(self, proposal: Proposal, trial: Trial) -> None:
         self.smac.tell(proposal.info, self._value(trial), save=False)
 
-    def replay(self, trials):
+    def replay(self, trials: list[Trial]) -> None:
         from smac.runhistory import TrialInfo
 
         for trial in trials:
@@ -177,13 +192,13 @@ class SMACOptimizer(OuterOptimizer):
             self.smac.tell(TrialInfo(cfg, seed=0, budget=budget), self._value(trial), save=False)
 
 
-def _mf(**kwargs):
+def _mf(**kwargs: Any) -> SMACOptimizer:
     kwargs.setdefault("facade", "mf")
     return SMACOptimizer(**kwargs)
 
 
 @hookimpl
-def bilevel_register_optimizers():
+def bilevel_register_optimizers() -> list[OptimizerSpec]:
     return [
         OptimizerSpec(
             "smac",

@@ -41,10 +41,28 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from automl_bilevel import RunFinished, RunStarted, TrialFinished, __version__, best_trial, hookimpl
+from automl_bilevel import (
+    RunContext,
+    RunFinished,
+    RunListener,
+    RunStarted,
+    Trial,
+    TrialFinished,
+    __version__,
+    best_trial,
+    hookimpl,
+)
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from matplotlib.figure import Figure
+
+    from mlflow import MlflowClient
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 MAX_PARAM = 6000
@@ -169,7 +187,7 @@ class Spool:
     kill leaves at most a torn last line, which readers skip.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
         self.path = self.folder / SPOOL_FILE
 
@@ -237,7 +255,7 @@ class RunWriter:
     Used by the live background writer and by ``automl-bilevel sync``.
     """
 
-    def __init__(self, client, experiment_id: str, run_id: str, trials_are_steps: bool):
+    def __init__(self, client: MlflowClient, experiment_id: str, run_id: str, trials_are_steps: bool) -> None:
         self.client = client
         self.experiment_id = experiment_id
         self.run_id = run_id
@@ -284,7 +302,7 @@ class RunWriter:
                 seen[n] = r
         return removed
 
-    def write_trials(self, records: list[dict[str, Any]], should_stop=None) -> None:
+    def write_trials(self, records: list[dict[str, Any]], should_stop: Callable[[], bool] | None = None) -> None:
         """Write ``records``; ``should_stop()`` is asked before each trial (a second Ctrl-C must not
         wait for a whole batch)."""
         from mlflow.entities import Metric, Param
@@ -402,12 +420,42 @@ def _lower_thread_priority() -> None:
         pass
 
 
+class _Done(Protocol):
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+    def is_set(self) -> bool: ...
+
+
+class _Abort(Protocol):
+    def set(self) -> None: ...
+
+
+class Writer(Protocol):
+    """What the listener drives: :class:`BackgroundWriter` (a thread) or :class:`ProcessWriter` (a process).
+    ``put`` a trial record or the end; ``done`` is set once the writer has stopped; ``abort.set()`` stops
+    writing trials (the parent is still ended); ``completed``: everything was written."""
+
+    @property
+    def done(self) -> _Done: ...
+
+    @property
+    def abort(self) -> _Abort: ...
+
+    @property
+    def completed(self) -> bool: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    def put(self, item: Any) -> None: ...
+
+
 class BackgroundWriter:
     """A daemon thread that drains a queue of trial records (and the end) into a :class:`RunWriter`."""
 
-    def __init__(self, writer: RunWriter):
+    def __init__(self, writer: RunWriter) -> None:
         self.writer = writer
-        self.queue: queue.Queue = queue.Queue()
+        self.queue: queue.Queue[Any] = queue.Queue()
         self.abort = threading.Event()  # stop writing trials: end the parent, leave the rest spooled
         self.done = threading.Event()
         self.completed = False  # everything was written, the parent included
@@ -420,7 +468,7 @@ class BackgroundWriter:
     def put(self, item: Any) -> None:
         self.queue.put(item)
 
-    def _gather(self, pending: list, wait: float | None) -> Any:
+    def _gather(self, pending: list[Any], wait: float | None) -> Any:
         """Move queued items into ``pending``; return the end item if it came."""
         end = None
         try:
@@ -498,7 +546,7 @@ def writer_kind(n_iter: int) -> str:
 
 
 class _ProcessDone:
-    def __init__(self, proc):
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -515,7 +563,7 @@ class _ProcessDone:
 
 
 class _ProcessAbort:
-    def __init__(self, proc):
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
 
     def set(self) -> None:
@@ -531,7 +579,7 @@ class ProcessWriter:
     lock with the search, runs at a lower priority, and ends the run itself (KILLED) if this process
     dies first. Same interface as :class:`BackgroundWriter`."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path) -> None:
         import subprocess
 
         self.folder = Path(folder)
@@ -587,7 +635,9 @@ def follow(folder: Path, parent_pid: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     spool = Spool(folder)
-    head, writer, end = None, None, None
+    head: dict[str, Any] | None = None
+    writer: RunWriter | None = None
+    end: dict[str, Any] | None = None
     pending: list[dict[str, Any]] = []
     offset, buf = 0, b""
     delay, next_try = 0.0, 0.0
@@ -624,7 +674,8 @@ def follow(folder: Path, parent_pid: int) -> int:
             )
             writer.dirty = True  # read back what exists before creating anything
         if writer is None or (not pending and end is None):
-            if not data and orphaned_until is not None:
+            # (without a writer, no run header has been read: there is nothing to end yet)
+            if writer is not None and not data and orphaned_until is not None:
                 end = {
                     "kind": "finish",
                     "status": "KILLED",
@@ -645,7 +696,7 @@ def follow(folder: Path, parent_pid: int) -> int:
                 if stop["abort"]:
                     break
                 del pending[: len(batch)]
-            else:
+            elif end is not None:
                 writer.finish(end, folder / "artifacts")
                 spool.remove()
                 return 0
@@ -684,7 +735,7 @@ def _active_parent(uri: str) -> tuple[str, str] | None:
 
 
 class MlflowListener:
-    def __init__(self, context):
+    def __init__(self, context: RunContext) -> None:
         from mlflow.entities import Param
 
         from mlflow import MlflowClient
@@ -716,7 +767,7 @@ class MlflowListener:
         parent = nest[0] if nest else os.environ.get("MLFLOW_RUN_ID")  # `mlflow run` sets MLFLOW_RUN_ID
         if parent:
             tags["mlflow.parentRunId"] = parent
-        resumed = int(getattr(context, "resumed_trials", 0) or 0)
+        resumed = int(context.resumed_trials or 0)
         if resumed:
             tags["automl_bilevel.resumed_trials"] = str(resumed)
         run = self.client.create_run(self.experiment_id, run_name=context.name, tags=tags)
@@ -743,6 +794,7 @@ class MlflowListener:
                     "objective": context.objective,
                 },
             )
+            self.writer: Writer
             if self.writer_kind == "process":
                 self.writer = ProcessWriter(self.spool.folder)
             else:
@@ -754,7 +806,7 @@ class MlflowListener:
             if not isinstance(exc, Exception):
                 raise
             raise TrackingError(f"MLflow run {self.run_id} could not be set up: {type(exc).__name__}: {exc}") from exc
-        self.info = {
+        self.info: Mapping[str, Any] = {
             "mlflow_run_id": self.run_id,
             "mlflow_experiment_id": self.experiment_id,
             "mlflow_tracking_uri": self.uri,
@@ -766,7 +818,7 @@ class MlflowListener:
         atexit.register(self._at_exit)
 
     # -- events ---------------------------------------------------------------------------
-    def handle(self, event):
+    def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None:
         if isinstance(event, TrialFinished):
             self._trial(event)
         elif isinstance(event, RunFinished):
@@ -785,7 +837,7 @@ class MlflowListener:
             return
         self.finished = True
         # a trial whose event an interruption cut off is still in the run's trials: write it too
-        done: list = []
+        done: list[Trial] = []
         for t in event.trials:
             done.append(t)
             if t.number not in self.seen:
@@ -918,7 +970,7 @@ class MlflowListener:
                 }
                 (learned / f"{name}.json").write_text(json.dumps(info, indent=1, default=_jsonable))
 
-    def _save_model(self, model, path: Path) -> None:
+    def _save_model(self, model: Any, path: Path) -> None:
         """The fitted estimator as an MLflow model with a signature and an input example (one row of
         zeros of the fitted width: the run's data is not kept), logged as an MLflow 3 logged model
         when the run ends (:meth:`RunWriter.finish`)."""
@@ -960,7 +1012,7 @@ def _robust_limits(values: list[float]) -> tuple[float, float] | None:
     return float(lo - pad), float(hi + pad)
 
 
-def save_trace_plot(trials, path: Path, *, steps: bool, ylabel: str, title: str):
+def save_trace_plot(trials: Sequence[Trial], path: Path, *, steps: bool, ylabel: str, title: str) -> Figure:
     """The objective per trial and the best so far; integer trial ticks; a log axis for positive values
     spanning decades, else limits at the 95th percentile so one outlier does not flatten the rest."""
     import matplotlib
@@ -973,7 +1025,8 @@ def save_trace_plot(trials, path: Path, *, steps: bool, ylabel: str, title: str)
     ax = fig.add_subplot()
     xs = [t.number for t in trials if t.ok]
     ys = [t.value for t in trials if t.ok]
-    best, cur = [], math.inf
+    best: list[float] = []
+    cur = math.inf
     for t in trials:
         cur = min(cur, t.value) if t.ok else cur
         best.append(cur)
@@ -1014,7 +1067,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def spool_folders(where: str | os.PathLike | None, uri: str | None = None) -> list[Path]:
+def spool_folders(where: str | os.PathLike[str] | None, uri: str | None = None) -> list[Path]:
     """The spool folders under ``where`` (a run's folder, or a root holding several)."""
     root = Path(where) if where is not None else spool_root(resolve_uri(uri))
     if (root / SPOOL_FILE).is_file():
@@ -1045,7 +1098,7 @@ def sync_spool(folder: Path, uri: str | None = None, force: bool = False) -> dic
     client = MlflowClient(tracking_uri=target)
     writer = RunWriter(client, head["experiment_id"], head["run_id"], bool(head.get("trials_are_steps")))
     writer.reconcile()
-    trials = {}
+    trials: dict[int, dict[str, Any]] = {}
     for rec in records:
         if rec["kind"] == "trial":
             trials[rec["number"]] = rec
@@ -1076,17 +1129,17 @@ def sync_spool(folder: Path, uri: str | None = None, force: bool = False) -> dic
 
 
 @hookimpl
-def bilevel_run_listener(context):
+def bilevel_run_listener(context: RunContext) -> RunListener | None:
     if not context.tracking.enabled:
         return None
     return MlflowListener(context)
 
 
 @hookimpl
-def bilevel_sync_spool(path, uri, force):
+def bilevel_sync_spool(path: str | None, uri: str | None, force: bool) -> list[dict[str, Any]]:
     if path is None and not spool_root(resolve_uri(uri)).is_dir():
         return []
-    out = []
+    out: list[dict[str, Any]] = []
     for folder in spool_folders(path, uri):
         try:
             out.append(sync_spool(folder, uri, force))

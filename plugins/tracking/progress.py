@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
 
-from automl_bilevel import RunFinished, RunStarted, TrialFinished, hookimpl
+from automl_bilevel import RunContext, RunFinished, RunListener, RunStarted, TrialFinished, hookimpl
 
 
 def duration(seconds: float) -> str:
@@ -27,11 +28,16 @@ def duration(seconds: float) -> str:
 
 
 class ProgressBar:
-    info: dict = {}
+    info: Mapping[str, Any] = {}
 
     def __init__(
-        self, context, stream=None, width: int = 30, clock: Callable[[], float] = time.monotonic, every: float = 5.0
-    ):
+        self,
+        context: RunContext,
+        stream: TextIO | None = None,
+        width: int = 30,
+        clock: Callable[[], float] = time.monotonic,
+        every: float = 5.0,
+    ) -> None:
         self.context = context
         self.stream = stream or sys.stderr
         self.width = width
@@ -71,7 +77,7 @@ class ProgressBar:
         self.stream.write(("\r" + text + "\033[K") if self.tty else text + "\n")
         self.stream.flush()
 
-    def handle(self, event):
+    def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None:
         if isinstance(event, RunStarted):
             ctx = event.context
             size = f"{ctx.n_iter} {self.unit}" if ctx.n_iter else f"{self.unit} until stopped"
@@ -97,6 +103,6 @@ class ProgressBar:
 
 
 @hookimpl
-def bilevel_run_listener(context):
+def bilevel_run_listener(context: RunContext) -> RunListener | None:
     """A progress bar with the best value so far and the time left (stderr; verbose=1 and the CLI)."""
     return ProgressBar(context) if context.tracking.progress else None
