@@ -25,7 +25,7 @@ its outer state with the checkpoint (gradient methods: outer variables, optimize
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -37,7 +37,7 @@ from .trials import Evaluation, Trial
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .problem import BilevelProblem
+    from .problem import BilevelProblem, Split
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,27 @@ class DifferentiableObjective(Protocol):
     model's raw outputs, as a differentiable scalar tensor."""
 
     def loss_tensor(self, outputs: torch.Tensor, y: torch.Tensor, *, task: Task) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class PopulationLearner(Protocol):
+    """A learner that evaluates a whole population of one vector hyperparameter (e.g. loss networks)
+    as one batched run: row ``i`` of the result is what fitting with row ``i`` of ``vectors`` and
+    scoring with ``objective`` gives, averaged over ``splits``. The ``es`` optimizer uses it to
+    evaluate a generation at once."""
+
+    def evaluate_population(
+        self,
+        splits: Sequence[Split],
+        vectors: np.ndarray,
+        objective: OuterObjective,
+        *,
+        task: Task,
+        seed: int,
+        name: str = ...,
+        config: Mapping[str, Any] | None = ...,
+        budget: float | None = ...,
+    ) -> np.ndarray: ...
 
 
 #: The protocol a component with the ``differentiable`` capability must satisfy, by kind.

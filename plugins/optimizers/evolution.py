@@ -30,14 +30,49 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from automl_bilevel import Evaluation, OptimizerSpec, OuterOptimizer, Proposal, as_configspace, hookimpl
-from automl_bilevel.evolution import STRATEGIES, make_strategy
+from automl_bilevel import (
+    BilevelProblem,
+    Evaluation,
+    OptimizerSpec,
+    OuterOptimizer,
+    Proposal,
+    Trial,
+    as_configspace,
+    hookimpl,
+)
+from automl_bilevel.components import PopulationLearner
+from automl_bilevel.evolution import STRATEGIES, Strategy, make_strategy
 from automl_bilevel.space import UnitCube
 
 RESAMPLES = 60  # nearby resamples of a forbidden point before drawing a valid one from the space
+
+
+@dataclass
+class _Generation:
+    """One population out for evaluation: its decoded configurations and the fitness told so far."""
+
+    id: int
+    configs: list[dict[str, Any]]
+    fitness: npt.NDArray[np.float64]
+    next: int = 0
+    told: int = 0
+
+
+@dataclass
+class _Batch:
+    """A generation evaluated as one batched run (values per member, or the error all members share)."""
+
+    id: int
+    values: npt.NDArray[np.float64] | None
+    error: Exception | None
+    seconds: float
 
 
 class EvolutionStrategy(OuterOptimizer):
@@ -51,7 +86,7 @@ class EvolutionStrategy(OuterOptimizer):
         lr: float = 0.05,
         start: str = "default",
         batched: bool = True,
-    ):
+    ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if population_size is not None and int(population_size) < 2:
@@ -65,36 +100,32 @@ class EvolutionStrategy(OuterOptimizer):
         self.strategy, self.population_size, self.mu, self.batched = strategy, population_size, mu, batched
         self.sigma0, self.lr, self.start = sigma0, float(lr), start
 
-    def setup(self, problem, seed):
+    def setup(self, problem: BilevelProblem, seed: int) -> None:
         super().setup(problem, seed)
         self.space = as_configspace(problem.space, seed=seed)
         self.cube = UnitCube(self.space)
-        vectors = (
-            problem.learner.vector_hyperparameters(problem.task)
-            if hasattr(problem.learner, "vector_hyperparameters")
-            else {}
-        )
+        vectors = problem.learner.vector_hyperparameters(problem.task)
         self.vectors = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in vectors.items()}
         if self.cube.dim == 0 and not self.vectors:
             raise ValueError(
                 "the es optimizer needs a search space with at least one non-constant hyperparameter "
                 "or a learner with vector_hyperparameters"
             )
-        self.es = None
-        self._pool: list[tuple[float, dict]] = []  # replayed (value, config)
-        self._gen: dict | None = None
+        self.es: Strategy | None = None
+        self._pool: list[tuple[float, dict[str, Any]]] = []  # replayed (value, config)
+        self._gen: _Generation | None = None
         self._gen_id = 0
-        self._batch: dict | None = None
+        self._batch: _Batch | None = None
         self.rng = np.random.default_rng(seed)
 
     # -- strategy ---------------------------------------------------------------------------
-    def _encode(self, config) -> np.ndarray:
+    def _encode(self, config: Any) -> npt.NDArray[np.float64]:
         parts = [self.cube.encode(config)] + [
             np.asarray(config.get(k, v), dtype=np.float64).ravel() for k, v in self.vectors.items()
         ]
         return np.concatenate(parts)
 
-    def _make_strategy(self):
+    def _make_strategy(self) -> Strategy:
         if self._pool:
             x0 = self._encode(min(self._pool, key=lambda p: p[0])[1])
         else:
@@ -102,7 +133,7 @@ class EvolutionStrategy(OuterOptimizer):
             if self.start == "random":
                 x0[: self.cube.dim] = self.rng.random(self.cube.dim)
         # unit-cube coordinates are clipped by the decoder; vectors are unbounded
-        opts: dict = {"bounds": None if self.vectors else (0.0, 1.0), "seed": self.seed}
+        opts: dict[str, Any] = {"bounds": None if self.vectors else (0.0, 1.0), "seed": self.seed}
         if self.population_size is not None:
             opts["population_size"] = int(self.population_size)
         if self.strategy == "mu_plus_lambda":
@@ -113,7 +144,7 @@ class EvolutionStrategy(OuterOptimizer):
             opts.update(sigma0=self.sigma0 or 0.1, lr=self.lr)
         return make_strategy(self.strategy, x0, **opts)
 
-    def _decode(self, x: np.ndarray) -> dict:
+    def _decode(self, x: npt.NDArray[np.float64]) -> dict[str, Any]:
         d, out = self.cube.dim, {}
         for name, init in self.vectors.items():
             out[name] = x[d : d + init.size].copy()
@@ -129,96 +160,87 @@ class EvolutionStrategy(OuterOptimizer):
         # (which draws only allowed configurations, from the search's seeded RNG)
         return {**self.cube.decode(self.cube.encode(dict(self.space.sample_configuration()))), **out}
 
-    def _new_generation(self):
+    def _new_generation(self) -> _Generation:
         if self.es is None:
             self.es = self._make_strategy()
         X = self.es.ask()
         self._gen_id += 1
-        self._gen = {
-            "id": self._gen_id,
-            "configs": [self._decode(x) for x in X],
-            "next": 0,
-            "fitness": np.full(len(X), np.nan),
-            "told": 0,
-        }
+        self._gen = _Generation(self._gen_id, [self._decode(x) for x in X], np.full(len(X), np.nan))
+        return self._gen
 
     # -- ask / tell ---------------------------------------------------------------------------
-    def ask(self, n=1):
-        if self._gen is None:
-            self._new_generation()
-        g, out = self._gen, []
-        while len(out) < n and g["next"] < len(g["configs"]):
-            i = g["next"]
-            out.append(Proposal(g["configs"][i], info=(g["id"], i)))
-            g["next"] += 1
+    def ask(self, n: int = 1) -> list[Proposal]:
+        g = self._gen if self._gen is not None else self._new_generation()
+        out: list[Proposal] = []
+        while len(out) < n and g.next < len(g.configs):
+            out.append(Proposal(g.configs[g.next], info=(g.id, g.next)))
+            g.next += 1
         return out  # empty while the rest of this generation is still being evaluated
 
-    def _batchable(self, problem) -> bool:
+    def _batchable(self, problem: BilevelProblem) -> bool:
         return (
             self.batched
             and self.cube.dim == 0
             and len(self.vectors) == 1
-            and callable(getattr(problem.learner, "evaluate_population", None))
+            and isinstance(problem.learner, PopulationLearner)
         )
 
-    def evaluate(self, problem, proposal):
-        g = self._gen
+    def evaluate(self, problem: BilevelProblem, proposal: Proposal) -> Evaluation:
+        g, learner = self._gen, problem.learner
         if (
             not self._batchable(problem)
+            or not isinstance(learner, PopulationLearner)
             or proposal.info is None
             or g is None
-            or proposal.info[0] != g["id"]
+            or proposal.info[0] != g.id
             or proposal.budget is not None
         ):
             return super().evaluate(problem, proposal)
         gid, i = proposal.info
-        if self._batch is None or self._batch["id"] != gid:
+        if self._batch is None or self._batch.id != gid:
             name = next(iter(self.vectors))
             t0 = time.perf_counter()
+            values: npt.NDArray[np.float64] | None = None
+            error: Exception | None = None
             try:
-                values = problem.learner.evaluate_population(
+                values = learner.evaluate_population(
                     problem.splits,
-                    np.stack([c[name] for c in g["configs"]]),
+                    np.stack([c[name] for c in g.configs]),
                     problem.objective,
                     task=problem.task,
                     seed=problem.seed,
                     name=name,
                     config={},
                 )
-                error = None
             except Exception as exc:  # every member fails with the reason (as one by one would)
-                values, error = None, exc
-            self._batch = {
-                "id": gid,
-                "values": values,
-                "error": error,
-                "seconds": (time.perf_counter() - t0) / len(g["configs"]),
-            }
+                error = exc
+            self._batch = _Batch(gid, values, error, (time.perf_counter() - t0) / len(g.configs))
         batch = self._batch
-        if batch["error"] is not None:
-            raise batch["error"]
-        value = float(batch["values"][i])
+        if batch.error is not None:
+            raise batch.error
+        assert batch.values is not None  # set whenever no error was recorded
+        value = float(batch.values[i])
         if not math.isfinite(value):
             raise FloatingPointError("inner training diverged or the objective is not finite (batched generation)")
-        return Evaluation(value, {"fit_time": batch["seconds"], "batched": 1.0})
+        return Evaluation(value, {"fit_time": batch.seconds, "batched": 1.0})
 
-    def remote_evaluator(self):
+    def remote_evaluator(self) -> Callable[[BilevelProblem, Proposal], Evaluation]:
         """On Dask workers members are evaluated one by one (the default fit and score)."""
         from automl_bilevel.parallel import evaluate_problem
 
         return evaluate_problem
 
-    def tell(self, proposal, trial):
+    def tell(self, proposal: Proposal, trial: Trial) -> None:
         g = self._gen
-        if proposal.info is None or g is None or proposal.info[0] != g["id"]:
+        if proposal.info is None or g is None or proposal.info[0] != g.id or self.es is None:
             return
-        g["fitness"][proposal.info[1]] = trial.value if trial.ok else math.inf
-        g["told"] += 1
-        if g["told"] == len(g["configs"]):
-            self.es.tell(g["fitness"])
+        g.fitness[proposal.info[1]] = trial.value if trial.ok else math.inf
+        g.told += 1
+        if g.told == len(g.configs):
+            self.es.tell(g.fitness)
             self._gen = None
 
-    def replay(self, trials):
+    def replay(self, trials: list[Trial]) -> None:
         self._pool = [(t.value, dict(t.config)) for t in trials if t.ok]
 
     @property
@@ -227,7 +249,7 @@ class EvolutionStrategy(OuterOptimizer):
 
 
 @hookimpl
-def bilevel_register_optimizers():
+def bilevel_register_optimizers() -> list[OptimizerSpec]:
     return [
         OptimizerSpec(
             "es",
