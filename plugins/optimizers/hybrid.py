@@ -40,14 +40,16 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from ConfigSpace.hyperparameters import FloatHyperparameter
 
 from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspace, config_dict, hookimpl
 from automl_bilevel.components import DifferentiableLearner
+from automl_bilevel.problem import BilevelProblem
 from automl_bilevel.trials import Evaluation, Trial, best_trial
 
 #: kinds of differentiable hyperparameters that live in the ConfigSpace as floats
@@ -159,8 +161,8 @@ def evaluate_hybrid(problem: Any, proposal: Proposal, settings: Mapping[str, Any
     """Evaluate one hybrid proposal: ``point.steps`` hypergradient steps on the sub-problem, in a nested
     search loop (stateless: a pure function of the problem, the proposal and the settings)."""
     from automl_bilevel.engine import run_search
-    from automl_bilevel.problem import BilevelProblem
-    from automl_bilevel_plugins.optimizers.hypergradient import HypergradientOptimizer
+
+    from .hypergradient import HypergradientOptimizer
 
     point = proposal.info
     if not isinstance(point, HybridPoint):
@@ -243,9 +245,10 @@ class HybridOptimizer(OuterOptimizer):
         truncate: int | None = None,
         max_backoffs: int = 8,
         backoff: float = 0.5,
-    ):
+    ) -> None:
         from automl_bilevel.registry import get_registry
-        from automl_bilevel_plugins.optimizers.hypergradient import HypergradientOptimizer
+
+        from .hypergradient import HypergradientOptimizer
 
         if not isinstance(blackbox, str):
             raise TypeError(f"blackbox must be the name of a registered optimizer, got {blackbox!r}")
@@ -284,7 +287,7 @@ class HybridOptimizer(OuterOptimizer):
         self.continuous = None if continuous is None else list(continuous)
         self.steps, self.warm_start = int(steps), bool(warm_start)
         self.tensor_init = {k: np.asarray(v, dtype=np.float64) for k, v in (tensor_init or {}).items()}
-        self.settings = dict(
+        self.settings: dict[str, Any] = dict(
             mode=mode,
             outer_lr=float(outer_lr),
             outer_optimizer=outer_optimizer,
@@ -297,7 +300,7 @@ class HybridOptimizer(OuterOptimizer):
         )
 
     # -- set-up ---------------------------------------------------------------------------------------
-    def setup(self, problem, seed):
+    def setup(self, problem: BilevelProblem, seed: int) -> None:
         super().setup(problem, seed)
         learner = problem.learner
         if not isinstance(learner, DifferentiableLearner):
@@ -342,14 +345,15 @@ class HybridOptimizer(OuterOptimizer):
         best = best_trial(self.trials) if self.warm_start else None
         if best is not None:
             for k, v in self.tuned.get(best.number, {}).items():
-                if k in start:  # a scalar: clipped into its range (the journal checks it against the space)
-                    start[k] = min(max(float(v), float(self.space[k].lower)), float(self.space[k].upper))
+                hp = self.space[k] if k in start and k in self.space else None
+                if isinstance(hp, FloatHyperparameter):  # a scalar: clipped into its range (the journal checks it)
+                    start[k] = min(max(float(v), float(hp.lower)), float(hp.upper))
                 elif k in self.settings["tensor_hyperparameters"]:
                     start[k] = v
         return start
 
-    def ask(self, n=1):
-        out = []
+    def ask(self, n: int = 1) -> list[Proposal]:
+        out: list[Proposal] = []
         for inner in self.bb.ask(n):
             bb_config = config_dict(inner.config)
             defaults = {k: self.space[k].default_value for k in self.names}
@@ -362,25 +366,27 @@ class HybridOptimizer(OuterOptimizer):
             out.append(Proposal(config, budget=inner.budget, info=HybridPoint(token, bb_config, start, steps)))
         return out
 
-    def evaluate(self, problem, proposal):
+    def evaluate(self, problem: BilevelProblem, proposal: Proposal) -> Evaluation:
         return evaluate_hybrid(problem, proposal, self.settings)
 
-    def remote_evaluator(self):
+    def remote_evaluator(self) -> Callable[[BilevelProblem, Proposal], Evaluation]:
         return functools.partial(evaluate_hybrid, settings=dict(self.settings))  # picklable, for Dask workers
 
     def _bb_trial(self, trial: Trial) -> Trial:
         """The trial as the black-box optimizer sees it: its own hyperparameters only."""
         return replace(trial, config={k: v for k, v in trial.config.items() if k in self.bb_space}, extra=None)
 
-    def tell(self, proposal, trial):
-        point: HybridPoint = proposal.info
+    def tell(self, proposal: Proposal, trial: Trial) -> None:
+        point = proposal.info
+        if not isinstance(point, HybridPoint):
+            raise TypeError(f"a hybrid proposal carries a HybridPoint, got {type(point).__name__}")
         inner = self._pending.pop(point.token)
         if trial.ok and isinstance(trial.extra, Mapping):
             self.tuned[trial.number] = dict(trial.extra)
         self.trials.append(replace(trial, extra=None))
         self.bb.tell(inner, self._bb_trial(trial))
 
-    def replay(self, trials):
+    def replay(self, trials: list[Trial]) -> None:
         """Trials of an interrupted run: told to the black-box part; tuned scalars from their metrics."""
         self._replay(
             trials,
@@ -400,11 +406,11 @@ class HybridOptimizer(OuterOptimizer):
         self.trials = [replace(t, extra=None) for t in trials]
         self.tuned = {int(k): dict(v) for k, v in tuned.items()}
 
-    def should_stop(self):
+    def should_stop(self) -> bool:
         return self.bb.should_stop()
 
     # -- results --------------------------------------------------------------------------------------
-    def best_config(self):
+    def best_config(self) -> dict[str, Any] | None:
         """The best trial's black-box values with its tuned continuous values (what the refit uses)."""
         best = best_trial(self.trials)
         if best is None:
@@ -412,7 +418,7 @@ class HybridOptimizer(OuterOptimizer):
         return {**{k: v for k, v in best.config.items() if k in self.bb_space}, **self.tuned.get(best.number, {})}
 
     # -- checkpoint -----------------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The told trials (for the black-box part's replay) and every trial's tuned values, tensors
         included: the journal's metrics hold only their means."""
         return {
@@ -432,13 +438,13 @@ class HybridOptimizer(OuterOptimizer):
             "tuned": {k: dict(v) for k, v in self.tuned.items()},
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         trials = [Trial(**rec) for rec in state["trials"]]
         self._replay(trials, state["tuned"])
 
 
 @hookimpl
-def bilevel_register_optimizers():
+def bilevel_register_optimizers() -> list[OptimizerSpec]:
     return [
         OptimizerSpec(
             "hybrid",
