@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal
 
 from .checkpoint import Checkpoint
 from .components import OuterOptimizer
@@ -95,7 +96,9 @@ class Run:
             best=best,
         )
 
-    def __exit__(self, kind, exc, tb) -> bool:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if exc is None:
             self.finish()
         elif isinstance(exc, KeyboardInterrupt):
