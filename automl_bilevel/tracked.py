@@ -81,13 +81,15 @@ class TrackedRun(Run):
 
     def finish(
         self,
-        artifacts: Mapping[str, Any] | None = None,
         status: str = "FINISHED",
-        trials: Iterable[Trial] | None = None,
+        *,
+        artifacts: Mapping[str, Any] | None = None,
         error: str | None = None,
         best: Trial | None = None,
+        trials: Iterable[Trial] | None = None,
     ) -> None:
-        """End the run (once); ``trials`` replaces the recorded steps."""
+        """End the run (once); ``trials`` replaces the recorded steps. The arguments are
+        :meth:`Run.finish`'s, in the same order, so a ``TrackedRun`` works wherever a ``Run`` does."""
         if trials is not None:
             self.trials = list(trials)
         super().finish(status, artifacts=artifacts, error=error, best=best)
