@@ -33,7 +33,7 @@ class AllTrialsFailedError(RuntimeError):
 class RunSession:
     """Holds the listeners of one run; sends each event to all of them; ``finish`` once."""
 
-    def __init__(self, listeners: Iterable[tuple[str, Any]] = ()):
+    def __init__(self, listeners: Iterable[tuple[str, Any]] = ()) -> None:
         self.listeners = list(listeners)
         self.finished = False
 

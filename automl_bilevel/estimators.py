@@ -298,7 +298,8 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         return checked
 
     def predict(self, X: ArrayLike) -> np.ndarray:
-        return self.model_.predict(self._check_X(X))
+        checked = self._check_X(X)  # first: an unfitted estimator raises NotFittedError
+        return self.model_.predict(checked)
 
 
 class BilevelClassifier(ClassifierMixin, _BilevelEstimator):  # type: ignore[misc]  # untyped scikit-learn mixin

@@ -128,7 +128,7 @@ def _check_config(config: dict[str, Any], where: str, space: Any) -> None:
 
 
 class Journal:
-    def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any], space: Any = None):
+    def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any], space: Any = None) -> None:
         self.path = check_path(path)
         # normalise through JSON so a fingerprint compares equal to its stored copy
         self.fingerprint = json.loads(_dump(fingerprint))

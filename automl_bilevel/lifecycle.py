@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .checkpoint import Checkpoint
 from .components import OuterOptimizer
@@ -27,9 +27,12 @@ from .events import RunContext
 from .parallel import make_executor
 from .trials import Trial
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import Registry
+
 
 class Run:
-    def __init__(self, context: RunContext, registry: Any = None):
+    def __init__(self, context: RunContext, registry: Registry | None = None) -> None:
         if registry is None:
             from .registry import get_registry
 

@@ -140,7 +140,7 @@ class UnitCube:
     a forbidden combination raises ``ForbiddenValueError``.
     """
 
-    def __init__(self, space: ConfigurationSpace):
+    def __init__(self, space: ConfigurationSpace) -> None:
         from ConfigSpace.hyperparameters import CategoricalHyperparameter, OrdinalHyperparameter
 
         self.space = space

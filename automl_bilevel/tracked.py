@@ -38,7 +38,7 @@ class TrackedRun(Run):
         experiment_name: str = "automl-bilevel",
         trials_are_steps: bool = True,
         verbose: bool = False,
-    ):
+    ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a tracked run needs a non-empty name, got {name!r}")
         if int(n_iter) < 0:
