@@ -6,6 +6,7 @@ Public API; see the README for a tour.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from .components import FittedModel, InnerLearner, OuterObjective, OuterOptimizer, Proposal, Task
 from .engine import AllTrialsFailedError, RunSession, SearchResult, run_search
@@ -28,7 +29,7 @@ from .tracked import TrackedRun
 from .trials import COMPLETE, FAILED, Evaluation, Trial, best_trial
 
 
-def __getattr__(name):  # estimators import scikit-learn machinery: load on first use
+def __getattr__(name: str) -> Any:  # estimators import scikit-learn machinery: load on first use
     if name in ("BilevelClassifier", "BilevelRegressor"):
         from . import estimators
 

@@ -32,7 +32,7 @@ STATE_FORMAT = "automl_bilevel.outer_state"
 class Checkpoint:
     """A journal and the optimizer's outer state; opened once per run with :meth:`open`."""
 
-    def __init__(self, path: str | os.PathLike, fingerprint: Mapping[str, Any]):
+    def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any]) -> None:
         self.journal = Journal(path, fingerprint)
         self.state_path = Path(f"{os.fspath(path)}.state")
         self.seed: int | None = None

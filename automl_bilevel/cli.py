@@ -17,8 +17,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
+from typing import Any, Self, TextIO
 
 from . import __version__
 
@@ -35,17 +36,18 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _params(p: dict) -> str:
+def _params(p: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in p.items()) or "(none)"
 
 
-def cmd_plugins(args) -> int:
-    from .registry import get_registry
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .registry import Registry, get_plugin_manager
 
-    reg = get_registry()
+    pm = get_plugin_manager()
+    reg = Registry.from_plugin_manager(pm)
     records = reg.records()
-    for name in sorted(i.plugin_name for i in reg.pm.hook.bilevel_run_listener.get_hookimpls()):
-        package, version = reg.pm.plugin_origins.get(name, (None, None))
+    for name in sorted(i.plugin_name for i in pm.hook.bilevel_run_listener.get_hookimpls()):
+        package, version = pm.plugin_origins.get(name, (None, None))
         records.append(
             {
                 "kind": "listener",
@@ -53,7 +55,7 @@ def cmd_plugins(args) -> int:
                 "plugin": name,
                 "package": package,
                 "version": version,
-                "description": (reg.pm.get_plugin(name).__doc__ or "").strip().splitlines()[0],
+                "description": (pm.get_plugin(name).__doc__ or "").strip().splitlines()[0],
             }
         )
     failed = [{"plugin": e.plugin, "package": e.package, "error": e.error} for e in reg.load_errors]
@@ -72,7 +74,7 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def print_results(res: dict[str, Any], out=None) -> None:
+def print_results(res: dict[str, Any], out: TextIO | None = None) -> None:
     out = out or sys.stdout
     lines = [
         ("experiment", f"{res['experiment']}  [{res['source']}]"),
@@ -132,20 +134,20 @@ class _SigtermAsInterrupt:
     """While active, SIGTERM raises KeyboardInterrupt in the main thread, so the search loop, the
     estimator and the tracking plugin treat it exactly like Ctrl-C. ``signum`` is the last signal."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.signum: int | None = None
-        self._old = None
+        self._old: Callable[[int, FrameType | None], Any] | int | None = None
 
-    def _handler(self, signum, frame):
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
         raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGTERM, self._handler)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self._old is not None:
             signal.signal(signal.SIGTERM, self._old)
 
@@ -154,7 +156,7 @@ class _SigtermAsInterrupt:
         return 128 + (self.signum or signal.SIGINT)
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from .experiment import Experiment
 
     _check_json_out(args.json_out)
@@ -179,13 +181,14 @@ def cmd_run(args) -> int:
         return sig.exit_code if res["interrupted"] else 0
 
 
-def cmd_sync(args) -> int:
-    from .registry import get_registry
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .registry import Registry, get_plugin_manager
 
-    reg = get_registry()
+    pm = get_plugin_manager()
+    Registry.from_plugin_manager(pm)  # a plugin whose registration is broken is skipped (and warned about)
     results = [
         r
-        for answer in reg.pm.hook.bilevel_sync_spool(path=args.spool, uri=args.tracking_uri, force=args.force)
+        for answer in pm.hook.bilevel_sync_spool(path=args.spool, uri=args.tracking_uri, force=args.force)
         if answer
         for r in answer
     ]
@@ -231,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
     except (ValueError, TypeError, FileNotFoundError, ConnectionError, RuntimeError) as exc:
         print(f"automl-bilevel: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace
@@ -59,6 +59,20 @@ class FittedModel(Protocol):
     ``predict_proba`` has exactly ``task.n_outputs`` columns."""
 
     def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+
+class ProbabilisticModel(FittedModel, Protocol):
+    """A fitted classifier with class probabilities: ``predict_proba`` has ``task.n_outputs`` columns
+    summing to 1 (what ``val_loss`` scores). Test with :func:`has_predict_proba`."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+
+def has_predict_proba(model: object) -> TypeGuard[ProbabilisticModel]:
+    """Whether ``model`` has a callable ``predict_proba``. Not ``isinstance`` against a runtime-checkable
+    protocol: scikit-learn hides ``predict_proba`` behind a descriptor that raises ``AttributeError``
+    when the model has none (``SVC(probability=False)``), and such an isinstance check still sees it."""
+    return callable(getattr(model, "predict_proba", None))
 
 
 class InnerLearner(ABC):
@@ -100,6 +114,12 @@ class InnerLearner(ABC):
         """Why the models this learner fits for ``task`` have no ``predict_proba``, with what to use
         instead, or ``None`` when they have one (or the learner cannot tell before fitting). An
         objective that needs probabilities (``val_loss``) is then refused before any trial."""
+        return None
+
+    def learned_components(self, config: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """What the refit with ``config`` learned that is worth storing with the run besides the model
+        (a loss network, a learned optimizer), by name: objects with ``save(path)`` and ``settings()``.
+        ``None`` (the default): nothing."""
         return None
 
 
@@ -185,6 +205,16 @@ class PopulationLearner(Protocol):
 
 #: The protocol a component with the ``differentiable`` capability must satisfy, by kind.
 DIFFERENTIABLE_PROTOCOLS: dict[str, type] = {"learner": DifferentiableLearner, "objective": DifferentiableObjective}
+
+
+@runtime_checkable
+class DeclaresRequirements(Protocol):
+    """An optimizer instance whose settings add capabilities it needs beyond its registration's
+    ``requires`` (a facade such as the hybrid optimizer, or SMAC with a budget schedule needing
+    ``multi_fidelity``): an attribute or property ``requires``, checked before a run."""
+
+    @property
+    def requires(self) -> frozenset[str] | None: ...
 
 
 @dataclass(frozen=True)

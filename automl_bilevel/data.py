@@ -11,6 +11,7 @@ import gzip
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +28,9 @@ SKLEARN_DATASETS = {
     "breast_cancer": "classification",
     "diabetes": "regression",
 }
-_IDX_DTYPES = {
-    0x08: np.uint8,
-    0x09: np.int8,
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
     0x0C: np.dtype(">i4"),
     0x0D: np.dtype(">f4"),
@@ -41,7 +42,7 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset's files are not where we looked; the message says where we looked and what to do."""
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one IDX file (gzip-compressed or plain) into an array of its stored shape."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -51,14 +52,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
     ndim = data[3]
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    dtype = _IDX_DTYPES[data[2]]
     body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header says shape {shape} but holds {body.size} values (truncated file?)")
     return body.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
-def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """Where to look. A ``data_dir`` given is the only place: a wrong one must not silently fall
     back to another copy of the data."""
     if data_dir is not None:
@@ -70,7 +71,8 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list
     here = Path(__file__).resolve().parents[1]
     for base in (here, Path.cwd()):
         roots += [base / "shared" / "data" / name, base.parent / "shared" / "data" / name]
-    seen, out = set(), []
+    seen: set[Path] = set()
+    out: list[Path] = []
     for r in roots:
         if r not in seen:
             seen.add(r)
@@ -78,7 +80,7 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list
     return out
 
 
-def find_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+def find_idx_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
     if name not in IDX_DATASETS:
         raise ValueError(f"unknown IDX dataset {name!r}; known: {', '.join(IDX_DATASETS)}")
     needed = [f for pair in IDX_FILES.values() for f in pair]
@@ -100,7 +102,9 @@ def find_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     )
 
 
-def load_idx_dataset(name: str = "mnist", split: str = "train", data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+def load_idx_dataset(
+    name: str = "mnist", split: str = "train", data_dir: str | os.PathLike[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Images (n, 28, 28) uint8 and labels (n,) of MNIST or Fashion-MNIST."""
     if split not in IDX_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -111,7 +115,7 @@ def load_idx_dataset(name: str = "mnist", split: str = "train", data_dir=None) -
     return images, labels.astype(np.int64)
 
 
-def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str]:
+def load_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, str]:
     """A CSV file with a header row: numeric feature columns, the target last. The separator is
     detected (comma, semicolon, tab, ...). Problems are reported by column name."""
     import csv
@@ -160,7 +164,9 @@ def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str]:
     return X, y, task
 
 
-def load_dataset(name: str, data_dir=None, max_samples: int | None = None, seed: int = 0):
+def load_dataset(
+    name: str, data_dir: str | os.PathLike[str] | None = None, max_samples: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(X, y, task kind) for a named dataset, a CSV path (last column = target), for the CLI."""
     if max_samples is not None and (
         not isinstance(max_samples, (int, np.integer)) or isinstance(max_samples, bool) or max_samples < 1

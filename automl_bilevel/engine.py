@@ -17,7 +17,7 @@ from typing import Any
 
 from .checkpoint import Checkpoint
 from .components import OuterOptimizer, Proposal
-from .events import RunContext, RunFinished, RunStarted, TrialFinished
+from .events import RunContext, RunFinished, RunListener, RunStarted, TrialFinished
 from .parallel import Executor, Outcome, SequentialExecutor
 from .runtime import problem_work, thread_policy
 from .space import config_dict
@@ -33,7 +33,7 @@ class AllTrialsFailedError(RuntimeError):
 class RunSession:
     """Holds the listeners of one run; sends each event to all of them; ``finish`` once."""
 
-    def __init__(self, listeners: Iterable[tuple[str, Any]] = ()):
+    def __init__(self, listeners: Iterable[tuple[str, Any]] = ()) -> None:
         self.listeners = list(listeners)
         self.finished = False
 
@@ -41,7 +41,8 @@ class RunSession:
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for _, listener in self.listeners:
-            out.update(getattr(listener, "info", None) or {})
+            if isinstance(listener, RunListener):  # a listener without ``info`` adds nothing
+                out.update(listener.info or {})
         return out
 
     def emit(self, event: Any) -> None:

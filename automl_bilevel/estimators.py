@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Self, cast
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.utils import check_random_state
@@ -31,13 +33,14 @@ from .problem import BilevelProblem, Split
 from .registry import check_compatible, get_registry
 from .runtime import thread_policy
 from .space import as_configspace, check_names, describe
+from .specs import Component
 from .trials import history_table
 
 
-class _BilevelEstimator(BaseEstimator):
+class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type information
     _task_kind = "classification"
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: dict[str, list[Any]] = {
         "learner": [str, InnerLearner],
         "objective": [str, OuterObjective],
         "optimizer": [str, OuterOptimizer],
@@ -62,28 +65,28 @@ class _BilevelEstimator(BaseEstimator):
 
     def __init__(
         self,
-        learner="logistic",
-        objective="val_loss",
-        optimizer="random",
+        learner: str | InnerLearner = "logistic",
+        objective: str | OuterObjective = "val_loss",
+        optimizer: str | OuterOptimizer = "random",
         *,
-        search_space=None,
-        n_iter=20,
-        learner_params=None,
-        objective_params=None,
-        optimizer_params=None,
-        validation_fraction=0.2,
-        cv=None,
-        timeout=None,
-        n_workers=1,
-        n_jobs=None,
-        dask_address=None,
-        checkpoint=None,
-        tracking=True,
-        tracking_uri=None,
-        experiment_name="automl-bilevel",
-        random_state=None,
-        verbose=0,
-    ):
+        search_space: Mapping[str, Any] | ConfigurationSpace | None = None,
+        n_iter: int = 20,
+        learner_params: Mapping[str, Any] | None = None,
+        objective_params: Mapping[str, Any] | None = None,
+        optimizer_params: Mapping[str, Any] | None = None,
+        validation_fraction: float = 0.2,
+        cv: int | None = None,
+        timeout: float | None = None,
+        n_workers: int = 1,
+        n_jobs: int | None = None,
+        dask_address: str | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        tracking: bool = True,
+        tracking_uri: str | None = None,
+        experiment_name: str = "automl-bilevel",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
         self.learner = learner
         self.objective = objective
         self.optimizer = optimizer
@@ -126,14 +129,17 @@ class _BilevelEstimator(BaseEstimator):
         return [Split(Xtr, ytr, Xva, yva)]
 
     # -- fit ------------------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Run the outer optimizer on a validation split of (X, y), then refit on all of it.
 
         Ctrl-C stops the search: the estimator is refitted with the best configuration found so
         far, the tracking run ends as KILLED, and KeyboardInterrupt is raised again.
         """
         self._validate_params()
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=self._task_kind == "regression")
+        X, y = cast(
+            tuple[np.ndarray, np.ndarray],
+            validate_data(self, X, y, dtype=np.float64, y_numeric=self._task_kind == "regression"),
+        )
         if X.shape[0] < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples, got {X.shape[0]} sample")
         y_enc, n_outputs = self._encode_targets(y)
@@ -146,7 +152,8 @@ class _BilevelEstimator(BaseEstimator):
         optimizer = registry.make("optimizer", self.optimizer, self.optimizer_params)
         check_compatible(task, learner, objective, optimizer)
         self._check_parallel(optimizer)
-        space = self._build_space(learner.obj, task, seed)
+        inner: InnerLearner = learner.obj
+        space = self._build_space(inner, task, seed)
         checkpoint = None
         if self.checkpoint is not None:  # a resumed search keeps the seed (and so the split) it began with
             checkpoint = Checkpoint(self.checkpoint, self._fingerprint(X, y_enc, learner, objective, optimizer, space))
@@ -193,13 +200,12 @@ class _BilevelEstimator(BaseEstimator):
             self.n_trials_ = len(result.trials)
             self.stop_reason_ = result.stop_reason
             with thread_policy(work=float(X.size)):  # the refit: threads sized to the work (runtime.py)
-                self.model_ = learner.obj.fit(X, y_enc, self.best_params_, task=task, seed=seed)
+                self.model_ = inner.fit(X, y_enc, self.best_params_, task=task, seed=seed)
             self.learner_ = learner.obj
             self.search_space_ = space
             self.interrupted_ = result.status == "KILLED"
             run.model = self
-            learned = getattr(learner.obj, "learned_components", None)
-            run.finish(result.status, artifacts=learned(self.best_params_) if learned else None)
+            run.finish(result.status, artifacts=inner.learned_components(self.best_params_))
         if self.interrupted_:
             warnings.warn(
                 f"search interrupted after {len(result.trials)} trials; refitted with the best so far",
@@ -212,7 +218,7 @@ class _BilevelEstimator(BaseEstimator):
     def _n_workers(self) -> int:
         """``n_workers``, or ``n_jobs`` (scikit-learn's name for it; -1: one worker per CPU) when given."""
         if self.n_jobs is None:
-            return self.n_workers
+            return int(self.n_workers)
         if self.n_jobs == 0:
             raise ValueError("n_jobs=0 means no worker; use n_jobs=1 (sequential), more, or -1 (one worker per CPU)")
         n = self.n_jobs if self.n_jobs > 0 else max((os.cpu_count() or 1) + 1 + self.n_jobs, 1)
@@ -221,9 +227,9 @@ class _BilevelEstimator(BaseEstimator):
                 f"n_jobs={self.n_jobs} and n_workers={self.n_workers} disagree; n_jobs is scikit-learn's "
                 "name for n_workers (trials evaluated at once): give one of them"
             )
-        return n
+        return int(n)
 
-    def _check_parallel(self, optimizer) -> None:
+    def _check_parallel(self, optimizer: Component) -> None:
         if self._n_workers() == 1 and self.dask_address is None:
             return
         if self.dask_address is not None:  # an unreachable scheduler fails here, before a run exists
@@ -234,7 +240,15 @@ class _BilevelEstimator(BaseEstimator):
                 "use n_workers=1 and no dask_address"
             )
 
-    def _fingerprint(self, X, y, learner, objective, optimizer, space) -> dict[str, Any]:
+    def _fingerprint(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        learner: Component,
+        objective: Component,
+        optimizer: Component,
+        space: ConfigurationSpace,
+    ) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: components, their settings, space, data."""
         names = {c.kind: c.name for c in (learner, objective, optimizer)}
         digest = hashlib.sha1(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
@@ -257,7 +271,9 @@ class _BilevelEstimator(BaseEstimator):
         check_names(space, learner.param_names(task), f"learner {self.learner!r}")
         return space
 
-    def _context(self, task, learner, objective, optimizer, space) -> RunContext:
+    def _context(
+        self, task: Task, learner: Component, objective: Component, optimizer: Component, space: ConfigurationSpace
+    ) -> RunContext:
         plugins = {c.kind: c.info() for c in (learner, objective, optimizer)}
         return RunContext(
             name=f"{type(self).__name__}-{plugins['learner']['name']}-{plugins['optimizer']['name']}",
@@ -276,16 +292,17 @@ class _BilevelEstimator(BaseEstimator):
         )
 
     # -- predict --------------------------------------------------------------------------
-    def _check_X(self, X):
+    def _check_X(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "model_")
-        return validate_data(self, X, dtype=np.float64, reset=False)
+        checked: np.ndarray = validate_data(self, X, dtype=np.float64, reset=False)
+        return checked
 
-    def predict(self, X):
-        X = self._check_X(X)
-        return self.model_.predict(X)
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        checked = self._check_X(X)  # first: an unfitted estimator raises NotFittedError
+        return self.model_.predict(checked)
 
 
-class BilevelClassifier(ClassifierMixin, _BilevelEstimator):
+class BilevelClassifier(ClassifierMixin, _BilevelEstimator):  # type: ignore[misc]  # untyped scikit-learn mixin
     """A classifier whose hyperparameters are found by a bilevel outer optimizer.
 
     Parameters
@@ -331,7 +348,7 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):
     model_ (refitted on all data), classes_, mlflow_run_id_, run_info_, interrupted_.
     """
 
-    def _encode_targets(self, y):
+    def _encode_targets(self, y: np.ndarray) -> tuple[np.ndarray, int]:
         check_classification_targets(y)
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
@@ -342,18 +359,21 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):
             )
         return y_enc.astype(np.int64), len(self.classes_)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         pred = super().predict(X)
-        return self.classes_[pred]
+        labels: np.ndarray = self.classes_[pred]
+        return labels
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         X = self._check_X(X)
+        # hasattr, not a runtime-checkable protocol: see components.has_predict_proba
         if not hasattr(self.model_, "predict_proba"):
             raise AttributeError(f"the fitted {type(self.model_).__name__} has no predict_proba")
-        return self.model_.predict_proba(X)
+        proba: np.ndarray = self.model_.predict_proba(X)
+        return proba
 
 
-class BilevelRegressor(RegressorMixin, _BilevelEstimator):
+class BilevelRegressor(RegressorMixin, _BilevelEstimator):  # type: ignore[misc]  # untyped scikit-learn mixin
     """A regressor whose hyperparameters are found by a bilevel outer optimizer.
 
     Same parameters and attributes as :class:`BilevelClassifier` (without ``classes_``); the
@@ -364,28 +384,28 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):
 
     def __init__(
         self,
-        learner="mlp",
-        objective="val_loss",
-        optimizer="random",
+        learner: str | InnerLearner = "mlp",
+        objective: str | OuterObjective = "val_loss",
+        optimizer: str | OuterOptimizer = "random",
         *,
-        search_space=None,
-        n_iter=20,
-        learner_params=None,
-        objective_params=None,
-        optimizer_params=None,
-        validation_fraction=0.2,
-        cv=None,
-        timeout=None,
-        n_workers=1,
-        n_jobs=None,
-        dask_address=None,
-        checkpoint=None,
-        tracking=True,
-        tracking_uri=None,
-        experiment_name="automl-bilevel",
-        random_state=None,
-        verbose=0,
-    ):
+        search_space: Mapping[str, Any] | ConfigurationSpace | None = None,
+        n_iter: int = 20,
+        learner_params: Mapping[str, Any] | None = None,
+        objective_params: Mapping[str, Any] | None = None,
+        optimizer_params: Mapping[str, Any] | None = None,
+        validation_fraction: float = 0.2,
+        cv: int | None = None,
+        timeout: float | None = None,
+        n_workers: int = 1,
+        n_jobs: int | None = None,
+        dask_address: str | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        tracking: bool = True,
+        tracking_uri: str | None = None,
+        experiment_name: str = "automl-bilevel",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(
             learner,
             objective,
@@ -409,5 +429,5 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):
             verbose=verbose,
         )
 
-    def _encode_targets(self, y):
+    def _encode_targets(self, y: np.ndarray) -> tuple[np.ndarray, int]:
         return np.asarray(y, dtype=np.float64), 1

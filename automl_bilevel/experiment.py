@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sklearn.model_selection import train_test_split
 
 from .data import load_dataset
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .estimators import BilevelClassifier, BilevelRegressor
 
 SCHEMA = {
     "name": None,
@@ -57,7 +61,7 @@ def _is_num(v: Any) -> bool:
 # (check, what it must be) per key: a value of the wrong type is an error, never silently coerced
 _STR = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 _TABLE = (lambda v: isinstance(v, dict), "a table")
-TYPES: dict[str, dict[str, tuple]] = {
+TYPES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
     "data": {
         "dataset": _STR,
         "test_size": (lambda v: _is_num(v) and 0 < v < 1, "a number between 0 and 1 (exclusive)"),
@@ -147,7 +151,9 @@ class Experiment:
             source=source,
         )
 
-    def build_estimator(self, task: str, *, verbose: int = 1, overrides: dict[str, Any] | None = None):
+    def build_estimator(
+        self, task: str, *, verbose: int = 1, overrides: dict[str, Any] | None = None
+    ) -> BilevelClassifier | BilevelRegressor:
         from .estimators import BilevelClassifier, BilevelRegressor
 
         params = {k: v for k, v in self.estimator.items() if k != "task"}
@@ -159,8 +165,9 @@ class Experiment:
             experiment_name=self.tracking.get("experiment", "automl-bilevel"),
         )
         params.update(overrides or {})
-        cls = BilevelClassifier if task == "classification" else BilevelRegressor
-        return cls(**params)
+        if task == "classification":
+            return BilevelClassifier(**params)
+        return BilevelRegressor(**params)
 
     def run(self, *, verbose: int = 1, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Load data, fit on the train split, score on the test split; a results dict.

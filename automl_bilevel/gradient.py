@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .components import DifferentiableLearner, DifferentiableObjective, OuterOptimizer, Proposal
+from .components import (
+    DifferentiableInnerProblem,
+    DifferentiableLearner,
+    DifferentiableObjective,
+    OuterOptimizer,
+    Proposal,
+)
 from .trials import Evaluation, Trial
 
 #: outer optimizers a gradient method can use on its variables
@@ -131,8 +137,8 @@ def _kinds(
                 raise ValueError(f"{name!r} (one weight per training example) needs one split, not cv")
             kinds[name] = BoxTensor(tensor_init.get(name, 1.0), shape=(len(problem.splits[0].y_train),))
         elif kind == "vector":  # a network's weights (a loss network), free, starting where the learner has them
-            init = np.asarray(learner.vector_hyperparameters(problem.task)[name], dtype=np.float64)
-            kinds[name] = BoxTensor(tensor_init.get(name, init), shape=init.shape, low=-math.inf, high=math.inf)
+            start = np.asarray(learner.vector_hyperparameters(problem.task)[name], dtype=np.float64)
+            kinds[name] = BoxTensor(tensor_init.get(name, start), shape=start.shape, low=-math.inf, high=math.inf)
         else:
             tensors = sorted(k for k, v in diff.items() if v.endswith(("per_feature", "per_example", "vector")))
             raise ValueError(
@@ -165,7 +171,7 @@ class HyperparameterProblem(DifferentiableProblem):
         solver: str = "cg",
         solver_iters: int = 100,
         budget: float | None = None,
-    ):
+    ) -> None:
         if not isinstance(problem.learner, DifferentiableLearner):
             raise TypeError(
                 f"{type(problem.learner).__name__} does not implement the DifferentiableLearner "
@@ -182,13 +188,16 @@ class HyperparameterProblem(DifferentiableProblem):
             raise ValueError(f"tensor_init names {sorted(unknown)}, which are not tensor_hyperparameters")
         self.kinds, self.fixed = _kinds(problem, tuple(tensor_hyperparameters), dict(tensor_init or {}))
         self.inner_steps, self.budget = inner_steps, budget  # budget: the learner's multi-fidelity fraction
-        self.how = dict(mode=mode, truncate=truncate, every=checkpoint_every, solver=solver, iters=solver_iters)
-        self._tasks: list | None = None
+        self.how: dict[str, Any] = dict(
+            mode=mode, truncate=truncate, every=checkpoint_every, solver=solver, iters=solver_iters
+        )
+        self._tasks: list[tuple[DifferentiableInnerProblem, Tensor, Tensor]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_tasks": None}  # rebuilt where it is evaluated
 
-    def tasks(self) -> list:
+    def tasks(self) -> list[tuple[DifferentiableInnerProblem, Tensor, Tensor]]:
+        """Per split: the learner's inner problem and the validation data as tensors (built once)."""
         if self._tasks is None:
             p = self.problem
             self._tasks = []
@@ -208,28 +217,37 @@ class HyperparameterProblem(DifferentiableProblem):
     def outer_variables(self) -> dict[str, Tensor]:
         return {k: kind.raw0().float() for k, kind in self.kinds.items()}
 
-    def project(self, outer):
+    def project(self, outer: Mapping[str, Tensor]) -> None:
         with torch.no_grad():
             for k, kind in self.kinds.items():
                 kind.project(outer[k])
 
-    def export(self, outer):
+    def export(self, outer: Mapping[str, Tensor]) -> dict[str, Any]:
         return {**self.fixed, **{k: kind.export(outer[k].detach()) for k, kind in self.kinds.items()}}
 
-    def value_and_grad(self, outer, *, step):
+    def value_and_grad(self, outer: Mapping[str, Tensor], *, step: int) -> GradientResult:
         from .hypergrad import hypergradient
 
         p = self.problem
         raw = {k: outer[k].detach().clone().requires_grad_(True) for k in self.kinds}
         with torch.enable_grad():
             values = {k: kind.value(raw[k]) for k, kind in self.kinds.items()}
-        total, g_values, info = 0.0, {k: torch.zeros_like(v) for k, v in values.items()}, {}
+        total = 0.0
+        g_values = {k: torch.zeros_like(v) for k, v in values.items()}
+        info: dict[str, Any] = {}
         tasks = self.tasks()
+        objective: DifferentiableObjective = p.objective  # checked in __init__
         for dt, Xv, yv in tasks:
             hp = {**dt.constants, **{k: v.detach() for k, v in values.items()}}
 
-            def outer_loss(w, hp_, dt=dt, Xv=Xv, yv=yv):
-                return p.objective.loss_tensor(dt.outputs(w, Xv), yv, task=p.task)
+            def outer_loss(
+                w: Tensor,
+                hp_: Mapping[str, Tensor],
+                dt: DifferentiableInnerProblem = dt,
+                Xv: Tensor = Xv,
+                yv: Tensor = yv,
+            ) -> Tensor:
+                return objective.loss_tensor(dt.outputs(w, Xv), yv, task=p.task)
 
             res = hypergradient(dt.dynamics, outer_loss, dt.z0, hp, alpha=float(hp["lr"]), **self.how)
             total += res.value / len(tasks)
@@ -261,7 +279,7 @@ def gradient_view(problem: Any, options: Mapping[str, Any]) -> DifferentiablePro
     of a bilevel problem (cached on the problem, so each process builds it once)."""
     if isinstance(problem, DifferentiableProblem):
         return problem
-    cache = problem.__dict__.setdefault("_views", {})
+    cache: dict[str, HyperparameterProblem] = problem.__dict__.setdefault("_views", {})
     key = repr(sorted(options.items()))
     if key not in cache:
         cache[key] = HyperparameterProblem(problem, **options)
@@ -309,7 +327,7 @@ class GradientOuterOptimizer(OuterOptimizer):
         max_backoffs: int = 8,
         backoff: float = 0.5,
         options: Mapping[str, Any] | None = None,
-    ):
+    ) -> None:
         if not (isinstance(outer_lr, (int, float)) and outer_lr > 0):
             raise ValueError(f"outer_lr must be positive, got {outer_lr!r}")
         if outer_optimizer not in OUTER_OPTIMIZERS:
@@ -324,17 +342,18 @@ class GradientOuterOptimizer(OuterOptimizer):
         self.options = dict(options or {})
 
     # -- set-up ---------------------------------------------------------------------------------------
-    def setup(self, problem, seed):
+    def setup(self, problem: Any, seed: int) -> None:
         super().setup(problem, seed)
         self.view = gradient_view(problem, self.options)
-        self.vars = {k: v.detach().clone() for k, v in self.view.outer_variables().items()}
+        self.vars: dict[str, Tensor] = {k: v.detach().clone() for k, v in self.view.outer_variables().items()}
         trainable = self.view.trainable
         for k in trainable:
             self.vars[k].requires_grad_(True)
         self.opt = self.make_torch_optimizer([self.vars[k] for k in sorted(trainable)])
         self.step = 0
         self.prev = _clone(self.vars)
-        self.best_value, self.best_vars, self.best_step = math.inf, None, -1
+        self.best_value, self.best_step = math.inf, -1
+        self.best_vars: dict[str, Tensor] | None = None
         self.since_best, self.backoffs, self.failures_in_row = 0, 0, 0
         self.selects_by_val, self.pending = False, False
 
@@ -346,7 +365,7 @@ class GradientOuterOptimizer(OuterOptimizer):
         return torch.optim.SGD(params, lr=self.outer_lr)
 
     # -- ask / evaluate / tell ------------------------------------------------------------------------
-    def ask(self, n=1):
+    def ask(self, n: int = 1) -> list[Proposal]:
         if self.pending:  # the next step needs this one's gradient
             return []
         self.pending = True
@@ -357,10 +376,10 @@ class GradientOuterOptimizer(OuterOptimizer):
             )
         ]
 
-    def evaluate(self, problem, proposal):
+    def evaluate(self, problem: Any, proposal: Proposal) -> Evaluation:
         return evaluate_point(problem, proposal, self.options)
 
-    def remote_evaluator(self):
+    def remote_evaluator(self) -> Callable[[Any, Proposal], Evaluation]:
         return functools.partial(evaluate_point, options=dict(self.options))  # picklable, for Dask workers
 
     def _load(self, values: Mapping[str, Tensor]) -> None:
@@ -378,7 +397,7 @@ class GradientOuterOptimizer(OuterOptimizer):
             raise ValueError(f"a problem returned new state for trainable variables {sorted(trained)}")
         self._load(state)
 
-    def tell(self, proposal, trial):
+    def tell(self, proposal: Proposal, trial: Trial) -> None:
         self.pending = False
         self.step += 1
         if not trial.ok:  # reject: back to the previous point, smaller outer steps
@@ -412,7 +431,7 @@ class GradientOuterOptimizer(OuterOptimizer):
         self.view.project(self.vars)
         self._apply_state(res.state)
 
-    def should_stop(self):
+    def should_stop(self) -> bool:
         if self.failures_in_row > self.max_backoffs:
             return True
         return self.patience is not None and self.since_best >= self.patience
@@ -423,13 +442,13 @@ class GradientOuterOptimizer(OuterOptimizer):
         one, else by value); the current ones if no step completed."""
         return _clone(self.best_vars if self.best_vars is not None else self.vars)
 
-    def best_config(self):
+    def best_config(self) -> dict[str, Any] | None:
         if self.best_vars is None:
             return None
         return self.view.export(self.best_vars)
 
     # -- checkpoint -----------------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         return {
             "vars": _clone(self.vars),
             "prev": _clone(self.prev),
@@ -444,7 +463,7 @@ class GradientOuterOptimizer(OuterOptimizer):
             "selects_by_val": self.selects_by_val,
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         missing = set(self.vars) ^ set(state["vars"])
         if missing:
             raise ValueError(f"the saved outer state has other variables (differs in {sorted(missing)})")

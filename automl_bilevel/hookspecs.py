@@ -8,7 +8,7 @@ implementation only the arguments it names), never lose or rename one. None of t
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -22,7 +22,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def bilevel_register_learners() -> Iterable[LearnerSpec]:
+def bilevel_register_learners() -> Iterable[LearnerSpec]:  # type: ignore[empty-body]  # a spec: pluggy never runs its body
     """Return the inner learners this plugin provides, as :class:`LearnerSpec` records.
 
     Called once when the registry is built. Names must be unique across all plugins.
@@ -30,17 +30,17 @@ def bilevel_register_learners() -> Iterable[LearnerSpec]:
 
 
 @hookspec
-def bilevel_register_objectives() -> Iterable[ObjectiveSpec]:
+def bilevel_register_objectives() -> Iterable[ObjectiveSpec]:  # type: ignore[empty-body]  # a spec: pluggy never runs its body
     """Return the outer objectives this plugin provides, as :class:`ObjectiveSpec` records."""
 
 
 @hookspec
-def bilevel_register_optimizers() -> Iterable[OptimizerSpec]:
+def bilevel_register_optimizers() -> Iterable[OptimizerSpec]:  # type: ignore[empty-body]  # a spec: pluggy never runs its body
     """Return the outer optimizers this plugin provides, as :class:`OptimizerSpec` records."""
 
 
 @hookspec
-def bilevel_register_meta_learners() -> Iterable[MetaLearnerSpec]:
+def bilevel_register_meta_learners() -> Iterable[MetaLearnerSpec]:  # type: ignore[empty-body]  # a spec: pluggy never runs its body
     """Return the meta-learners (episodic few-shot learners) this plugin provides, as
     :class:`MetaLearnerSpec` records."""
 
@@ -58,7 +58,7 @@ def bilevel_run_listener(context: RunContext) -> RunListener | None:
 
 
 @hookspec
-def bilevel_sync_spool(path: str | None, uri: str | None, force: bool) -> list[dict] | None:
+def bilevel_sync_spool(path: str | None, uri: str | None, force: bool) -> list[dict[str, Any]] | None:
     """Write the runs a tracking plugin kept locally (its spool) because the store could not take
     them; ``path`` is a spool folder (``None``: the plugin's default one), ``uri`` overrides the store
     recorded with each run, ``force`` writes a run whose process still seems to be alive.

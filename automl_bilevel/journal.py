@@ -98,7 +98,7 @@ def _check_record(rec: Any, where: str, space: Any) -> Trial:
     )
 
 
-def _check_config(config: dict, where: str, space: Any) -> None:
+def _check_config(config: dict[str, Any], where: str, space: Any) -> None:
     """Every key a hyperparameter of ``space`` with a legal value; vector hyperparameters (lists of
     numbers, not part of the ConfigSpace) are let through."""
     from ConfigSpace import Configuration
@@ -128,7 +128,7 @@ def _check_config(config: dict, where: str, space: Any) -> None:
 
 
 class Journal:
-    def __init__(self, path: str | os.PathLike, fingerprint: Mapping[str, Any], space: Any = None):
+    def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any], space: Any = None) -> None:
         self.path = check_path(path)
         # normalise through JSON so a fingerprint compares equal to its stored copy
         self.fingerprint = json.loads(_dump(fingerprint))
@@ -171,7 +171,7 @@ class Journal:
             )
         if not complete and len(lines) == 1:  # a header without its newline: complete it
             self._write("\n")
-        trials = []
+        trials: list[Trial] = []
         for i, line in enumerate(lines[1:], start=2):
             try:
                 rec = json.loads(line)

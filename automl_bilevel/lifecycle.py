@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
 
 from .checkpoint import Checkpoint
 from .components import OuterOptimizer
@@ -26,9 +27,12 @@ from .events import RunContext
 from .parallel import make_executor
 from .trials import Trial
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import Registry
+
 
 class Run:
-    def __init__(self, context: RunContext, registry: Any = None):
+    def __init__(self, context: RunContext, registry: Registry | None = None) -> None:
         if registry is None:
             from .registry import get_registry
 
@@ -95,7 +99,9 @@ class Run:
             best=best,
         )
 
-    def __exit__(self, kind, exc, tb) -> bool:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if exc is None:
             self.finish()
         elif isinstance(exc, KeyboardInterrupt):

@@ -21,9 +21,9 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from .trials import Evaluation
 
@@ -86,10 +86,10 @@ class Executor(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources this executor created."""
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -98,17 +98,17 @@ class SequentialExecutor(Executor):
 
     slots = 1
 
-    def __init__(self):
-        self._queue: deque = deque()
+    def __init__(self) -> None:
+        self._queue: deque[Proposal] = deque()
 
-    def submit(self, proposal):
+    def submit(self, proposal: Proposal) -> None:
         self._queue.append(proposal)
 
-    def next_done(self):
+    def next_done(self) -> tuple[Proposal, Outcome]:
         proposal = self._queue.popleft()
         return proposal, evaluate_safely(self.optimizer.evaluate, self.problem, proposal)
 
-    def cancel(self):
+    def cancel(self) -> None:
         self._queue.clear()
 
 
@@ -120,7 +120,7 @@ def _limit_threads() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _remote(evaluate: EvaluateFn, problem, proposal) -> Outcome:
+def _remote(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Proposal) -> Outcome:
     _limit_threads()
     return evaluate_safely(evaluate, problem, proposal)
 
@@ -153,7 +153,7 @@ def check_address(address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
 
 
 @contextlib.contextmanager
-def _main_not_reimported():
+def _main_not_reimported() -> Iterator[None]:
     """Let spawned worker processes start without re-running the caller's script.
 
     Dask starts workers with the ``spawn`` method, which imports the main module again in each new
@@ -190,13 +190,13 @@ class DaskExecutor(Executor):
 
     def __init__(
         self, n_workers: int | None = None, *, address: str | None = None, client: Any = None, allowed_failures: int = 0
-    ):
+    ) -> None:
         from distributed import Client, LocalCluster
 
         if n_workers is not None and int(n_workers) < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         self._own_client = client is None
-        self._cluster = None
+        self._cluster: Any = None
         self._hide_main = contextlib.ExitStack()
         if client is None and address is None:
             import dask
@@ -208,7 +208,7 @@ class DaskExecutor(Executor):
             # dashboard; its HTTP endpoints on a free local port, not on 8787.
             try:
                 with dask.config.set({"distributed.scheduler.allowed-failures": int(allowed_failures)}):
-                    self._cluster = LocalCluster(
+                    self._cluster = LocalCluster(  # type: ignore[no-untyped-call]  # distributed is untyped
                         n_workers=int(n_workers or 2),
                         threads_per_worker=1,
                         processes=True,
@@ -219,32 +219,32 @@ class DaskExecutor(Executor):
             except BaseException:
                 self._hide_main.close()
                 raise
-            client = Client(self._cluster, set_as_default=False)
+            client = Client(self._cluster, set_as_default=False)  # type: ignore[no-untyped-call]  # untyped
         elif client is None:
-            client = Client(address, set_as_default=False, timeout="20s")
+            client = Client(address, set_as_default=False, timeout="20s")  # type: ignore[no-untyped-call]  # untyped
         self.client = client
         threads = sum(client.nthreads().values()) or 1
         self.slots = int(n_workers) if n_workers else threads
-        self._in_flight: dict[str, tuple[Any, float, Any]] = {}
+        self._in_flight: dict[str, tuple[Proposal, float, Any]] = {}
         self._resubmits: dict[int, int] = {}
 
-    def start(self, optimizer, problem):
+    def start(self, optimizer: OuterOptimizer, problem: BilevelProblem) -> None:
         super().start(optimizer, problem)
         self._evaluate = remote_evaluator(optimizer)
         [self._problem] = self.client.scatter([problem], broadcast=True, hash=False)
 
-    def submit(self, proposal):
+    def submit(self, proposal: Proposal) -> None:
         fut = self.client.submit(_remote, self._evaluate, self._problem, proposal, pure=False)
         self._in_flight[fut.key] = (proposal, time.perf_counter(), fut)
 
-    def next_done(self):
+    def next_done(self) -> tuple[Proposal, Outcome]:
         from distributed import wait
 
         while True:
             futures = [f for _, _, f in self._in_flight.values()]
             try:
                 with self.client.as_current():
-                    done, _ = wait(futures, return_when="FIRST_COMPLETED")
+                    done, _ = wait(futures, return_when="FIRST_COMPLETED")  # type: ignore[no-untyped-call]  # untyped
             except Exception:  # FuturesCancelledError: see _resubmit_cancelled
                 if not any(f.cancelled() for f in futures):
                     raise
@@ -263,7 +263,7 @@ class DaskExecutor(Executor):
             outcome = Outcome(None, f"{type(exc).__name__} on a Dask worker: {exc}", time.perf_counter() - t0)
         return proposal, outcome
 
-    def _resubmit_cancelled(self):
+    def _resubmit_cancelled(self) -> tuple[Proposal, Outcome] | None:
         """A worker that dies takes the scattered problem with it when it held the only copy, and
         Dask cancels the evaluations waiting on it ("lost dependencies"). Those proposals did
         nothing wrong: scatter the problem again and resubmit them; a proposal cancelled
@@ -283,13 +283,13 @@ class DaskExecutor(Executor):
             self.submit(proposal)
         return None
 
-    def cancel(self):
+    def cancel(self) -> None:
         futures = [f for _, _, f in self._in_flight.values()]
         self._in_flight.clear()
         if futures:
             self.client.cancel(futures)
 
-    def close(self):
+    def close(self) -> None:
         try:
             self.cancel()
             if self._own_client:
@@ -304,8 +304,7 @@ def remote_evaluator(optimizer: OuterOptimizer) -> EvaluateFn:
     """The picklable evaluation function for ``optimizer`` on another process."""
     from .components import OuterOptimizer
 
-    fn = getattr(optimizer, "remote_evaluator", None)
-    custom = fn() if fn is not None else None
+    custom = optimizer.remote_evaluator()
     if custom is not None:
         return custom
     if type(optimizer).evaluate is not OuterOptimizer.evaluate:

@@ -20,7 +20,14 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .components import DIFFERENTIABLE_PROTOCOLS, InnerLearner, OuterObjective, OuterOptimizer, Task
+from .components import (
+    DIFFERENTIABLE_PROTOCOLS,
+    DeclaresRequirements,
+    InnerLearner,
+    OuterObjective,
+    OuterOptimizer,
+    Task,
+)
 from .specs import LEARNER_CAPABILITIES, SPEC_TYPES, TASKS, Component, PluginInfo, Registered
 
 ENTRY_POINT_GROUP = "automl_bilevel"
@@ -50,17 +57,34 @@ class LoadError:
     error: str
 
 
+#: plugin name -> (distribution name, version) of the package that installed it
+PluginOrigins = dict[str, tuple[str | None, str | None]]
+
+
+class BilevelPluginManager(pluggy.PluginManager):
+    """pluggy's manager plus what loading the entry points found: the plugins that failed to import
+    (``load_errors``) and where each loaded plugin came from (``plugin_origins``)."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.load_errors: list[LoadError] = []
+        self.plugin_origins: PluginOrigins = {}
+
+
+def plugin_origins(pm: pluggy.PluginManager | None) -> PluginOrigins:
+    """Where each plugin of ``pm`` came from; empty for a manager not made by :func:`get_plugin_manager`."""
+    return pm.plugin_origins if isinstance(pm, BilevelPluginManager) else {}
+
+
 def blocked_plugins(env: Mapping[str, str] | None = None) -> set[str]:
     raw = (env if env is not None else os.environ).get(DISABLE_ENV, "")
     return {p.strip() for p in raw.split(",") if p.strip()}
 
 
-def get_plugin_manager(*, load_entry_points: bool = True, blocked: Iterable[str] | None = None) -> pluggy.PluginManager:
+def get_plugin_manager(*, load_entry_points: bool = True, blocked: Iterable[str] | None = None) -> BilevelPluginManager:
     """A new plugin manager with the hookspecs and every installed, unblocked plugin loaded."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm = BilevelPluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    pm.load_errors = []  # type: ignore[attr-defined]
-    pm.plugin_origins = {}  # type: ignore[attr-defined]  # plugin name -> (package, version)
     for name in blocked_plugins() | set(blocked or ()):
         pm.set_blocked(name)
     if load_entry_points:
@@ -86,7 +110,7 @@ def get_plugin_manager(*, load_entry_points: bool = True, blocked: Iterable[str]
 
 def _origin(pm: pluggy.PluginManager, plugin: Any) -> PluginInfo:
     name = pm.get_name(plugin) or repr(plugin)
-    package, version = getattr(pm, "plugin_origins", {}).get(name, (None, None))
+    package, version = plugin_origins(pm).get(name, (None, None))
     return PluginInfo(name, package, version)
 
 
@@ -101,11 +125,11 @@ def _check_spec(kind: str, spec: Any, origin: PluginInfo) -> None:
         raise PluginError(f"{who}: {kind} name must be a non-empty identifier-like string, got {spec.name!r}")
     if not callable(spec.factory):
         raise PluginError(f"{who}: {kind} {spec.name!r} has a factory that is not callable: {spec.factory!r}")
-    for attr in ("tasks", "capabilities", "requires"):
-        value = getattr(spec, attr, frozenset())
+    for attr in ("tasks", "capabilities", "requires"):  # not every kind of record has all three
+        value: object = getattr(spec, attr, frozenset())
         if not isinstance(value, frozenset) or not all(isinstance(v, str) for v in value):
             raise PluginError(f"{who}: {kind} {spec.name!r} field {attr} must be a frozenset of strings, got {value!r}")
-    tasks = getattr(spec, "tasks", TASKS)
+    tasks: frozenset[str] = getattr(spec, "tasks", TASKS)
     if not tasks or not tasks <= TASKS:
         raise PluginError(f"{who}: {kind} {spec.name!r} declares tasks {sorted(tasks)}; allowed: {sorted(TASKS)}")
 
@@ -135,8 +159,8 @@ class Registry:
         record, or registers a name another plugin already has is reported by name (a warning and
         ``load_errors``) and skipped whole, like a plugin that fails to import: the rest still works.
         Built-in plugins are registered first, so a third-party plugin cannot shadow one of them."""
-        reg = cls({k: {} for k in SPEC_TYPES}, list(getattr(pm, "load_errors", [])), pm)
-        builtin = {n for n, (package, _) in getattr(pm, "plugin_origins", {}).items() if package == _HOST_PACKAGE}
+        reg = cls({k: {} for k in SPEC_TYPES}, list(pm.load_errors if isinstance(pm, BilevelPluginManager) else []), pm)
+        builtin = {n for n, (package, _) in plugin_origins(pm).items() if package == _HOST_PACKAGE}
         plugins = sorted(pm.get_plugins(), key=lambda p: (pm.get_name(p) not in builtin, pm.get_name(p) or ""))
         for plugin in plugins:
             origin = _origin(pm, plugin)
@@ -288,7 +312,7 @@ def get_registry(blocked: Iterable[str] | None = None) -> Registry:
 def capabilities(component: Component, needed: frozenset[str] = frozenset()) -> frozenset[str]:
     """What a learner or objective can do: its declared capabilities; a differentiable one must
     implement the kind's protocol, and an instance that implements it has the capability."""
-    declared = component.declared("capabilities")
+    declared: frozenset[str] = component.declared("capabilities")
     protocol = DIFFERENTIABLE_PROTOCOLS.get(component.kind)
     if protocol is not None:
         if "differentiable" in declared & needed and not isinstance(component.obj, protocol):
@@ -307,7 +331,8 @@ def check_compatible(task: Task, learner: Component, objective: Component, optim
         if task.kind not in tasks:
             raise CapabilityError(f"{component.who} does not support {task.kind}; it supports {sorted(tasks)}")
     # what the registered spec requires, plus what this instance's settings require (a facade)
-    needed = optimizer.declared("requires") | frozenset(getattr(optimizer.obj, "requires", None) or ())
+    extra = optimizer.obj.requires if isinstance(optimizer.obj, DeclaresRequirements) else None
+    needed: frozenset[str] = optimizer.declared("requires") | frozenset(extra or ())
     for component in (learner, objective):
         missing = needed - capabilities(component, needed)
         if component.kind == "objective":
@@ -323,9 +348,8 @@ def check_predict_proba(task: Task, learner: Component, objective: Component) ->
     """Refuse, before any trial, an objective that scores ``predict_proba`` (``val_loss``) with a
     learner whose models have none (``sklearn`` with ``RidgeClassifier``): the learner's
     ``missing_predict_proba(task)`` says why not, and what to use instead."""
-    if not task.is_classifier or not getattr(objective.obj, "needs_predict_proba", False):
+    if not task.is_classifier or not (isinstance(objective.obj, OuterObjective) and objective.obj.needs_predict_proba):
         return
-    missing = getattr(learner.obj, "missing_predict_proba", None)
-    reason = missing(task) if callable(missing) else None
+    reason = learner.obj.missing_predict_proba(task) if isinstance(learner.obj, InnerLearner) else None
     if reason:
         raise CapabilityError(f"{objective.who} scores predict_proba, which the models of {learner.who} lack: {reason}")

@@ -107,7 +107,7 @@ def _set_threads(n: int) -> Iterator[int]:
     previous = torch.get_num_threads()
     with contextlib.ExitStack() as stack:
         try:
-            from threadpoolctl import threadpool_limits
+            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # ships no type information
         except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
             pass
         else:
@@ -151,8 +151,8 @@ def thread_policy(*, concurrent: int = 1, work: float | None = None, threads: in
 def problem_work(problem: Any) -> float | None:
     """The work of one evaluation of a bilevel problem: the largest training set's
     ``n_samples * n_features`` (``None`` when the problem has no arrays to measure)."""
-    sizes = [getattr(getattr(split, "X_train", None), "size", None) for split in getattr(problem, "splits", ()) or ()]
-    sizes = [int(s) for s in sizes if s is not None]
+    found = [getattr(getattr(split, "X_train", None), "size", None) for split in getattr(problem, "splits", ()) or ()]
+    sizes = [int(s) for s in found if s is not None]
     return float(max(sizes)) if sizes else None
 
 

@@ -33,7 +33,9 @@ class InvalidSearchSpaceError(ValueError):
     """A search space entry is malformed (bad bounds, unknown name, ...)."""
 
 
-def _bounded(name: str, low: Any, high: Any, log: bool, default: Any = None, kind: str | None = None):
+def _bounded(
+    name: str, low: Any, high: Any, log: bool, default: Any = None, kind: str | None = None
+) -> Hyperparameter[Any, Any]:
     for b in (low, high):
         if isinstance(b, bool) or not isinstance(b, (int, float, np.integer, np.floating)):
             raise InvalidSearchSpaceError(f"{name!r}: bounds must be numbers, got {low!r}, {high!r}")
@@ -51,7 +53,7 @@ def _bounded(name: str, low: Any, high: Any, log: bool, default: Any = None, kin
     return Float(name, (float(low), float(high)), log=log, default=None if default is None else float(default))
 
 
-def _hyperparameter(name: str, value: Any) -> Hyperparameter:
+def _hyperparameter(name: str, value: Any) -> Hyperparameter[Any, Any]:
     if isinstance(value, Hyperparameter):
         if value.name != name:
             raise InvalidSearchSpaceError(f"key {name!r} holds hyperparameter named {value.name!r}")
@@ -138,7 +140,7 @@ class UnitCube:
     a forbidden combination raises ``ForbiddenValueError``.
     """
 
-    def __init__(self, space: ConfigurationSpace):
+    def __init__(self, space: ConfigurationSpace) -> None:
         from ConfigSpace.hyperparameters import CategoricalHyperparameter, OrdinalHyperparameter
 
         self.space = space

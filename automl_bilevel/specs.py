@@ -7,7 +7,7 @@ checks every record in one place (:mod:`automl_bilevel.registry`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +91,7 @@ class MetaLearnerSpec(_ComponentSpec):
     capabilities: frozenset[str] = frozenset()
 
 
-SPEC_TYPES = {
+SPEC_TYPES: dict[str, type[_ComponentSpec]] = {
     "learner": LearnerSpec,
     "objective": ObjectiveSpec,
     "optimizer": OptimizerSpec,
@@ -140,7 +140,7 @@ class Component:
     registered: Registered | None
     kind: str
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter((self.obj, self.registered))
 
     def __getitem__(self, i: int) -> Any:

@@ -12,46 +12,57 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import numpy as np
-from ConfigSpace import ConfigurationSpace, Float
+from ConfigSpace import Configuration, ConfigurationSpace, Float
 
-from .components import InnerLearner, OuterObjective, OuterOptimizer, Proposal, Task
-from .engine import run_search
+from .components import FittedModel, InnerLearner, OuterObjective, OuterOptimizer, Proposal, Task, has_predict_proba
+from .engine import SearchResult, run_search
 from .problem import BilevelProblem, Split
 from .space import as_configspace, config_dict
 from .trials import FAILED, Trial
 
 
-def _data(task: str, n: int = 90, d: int = 5, k: int = 3, seed: int = 0):
+def _data(task: str, n: int = 90, d: int = 5, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, Task]:
     rng = np.random.default_rng(seed)
     if task == "classification":
         centers = rng.normal(scale=3.0, size=(k, d))
-        y = np.arange(n) % k
-        X = centers[y] + rng.normal(size=(n, d))
-        return X, y.astype(np.int64), Task(task, d, k)
+        labels = np.arange(n) % k
+        X = centers[labels] + rng.normal(size=(n, d))
+        return X, labels.astype(np.int64), Task(task, d, k)
     X = rng.normal(size=(n, d))
     y = X @ rng.normal(size=d) + 0.1 * rng.normal(size=n)
     return X, y, Task(task, d, 1)
 
 
-def _fitted(learner: InnerLearner, X, y, cfg, *, task: Task, seed: int, budget: float | None = None, what: str):
+def _fitted(
+    learner: InnerLearner,
+    X: np.ndarray,
+    y: np.ndarray,
+    cfg: Mapping[str, Any],
+    *,
+    task: Task,
+    seed: int,
+    budget: float | None = None,
+    what: str,
+) -> FittedModel:
     """``learner.fit`` with its result checked to be a model, not ``None`` or something without predict."""
     model = learner.fit(X, y, cfg, task=task, seed=seed, budget=budget)
     assert model is not None, (
         f"{type(learner).__name__}.fit returned None ({what}); it must return the fitted model, an object "
         "with predict(X) (and predict_proba(X) for classifiers)"
     )
-    assert callable(getattr(model, "predict", None)), (
+    assert isinstance(model, FittedModel) and callable(model.predict), (
         f"{type(learner).__name__}.fit returned {type(model).__name__} ({what}), which has no predict(X)"
     )
     return model
 
 
-def _outputs(model, X, task: Task) -> np.ndarray:
+def _outputs(model: FittedModel, X: np.ndarray, task: Task) -> np.ndarray:
     """What a model says about X: a classifier's probabilities when it has them, else its predictions."""
-    if task.is_classifier and callable(getattr(model, "predict_proba", None)):
+    if task.is_classifier and has_predict_proba(model):
         return np.asarray(model.predict_proba(X), dtype=float)
     return np.asarray(model.predict(X), dtype=float)
 
@@ -90,8 +101,8 @@ def check_learner(
         assert set(np.unique(pred)) <= set(range(t.n_outputs)), (
             f"classifiers predict encoded labels 0..{t.n_outputs - 1}, got {sorted(set(np.unique(pred)))[:5]}"
         )
-        why_not = getattr(learner, "missing_predict_proba", lambda task: None)(t)
-        if callable(getattr(model, "predict_proba", None)):
+        why_not = learner.missing_predict_proba(t)
+        if has_predict_proba(model):
             p = np.asarray(model.predict_proba(X))
             assert p.shape == (len(X), t.n_outputs), f"predict_proba must have {t.n_outputs} columns, got {p.shape}"
             assert np.allclose(p.sum(axis=1), 1.0, atol=1e-6), "predict_proba rows must sum to 1"
@@ -131,21 +142,40 @@ def check_learner(
         _fitted(learner, X, y, cfg, task=t, seed=0, budget=0.25, what="budget=0.25").predict(X)
 
 
+class _Point:
+    """The "model" of :class:`_Quadratic`: its validation value, which :class:`_Value` scores."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.full(len(X), self.value)
+
+
 class _Quadratic(InnerLearner):
     """A learner whose validation value is (x - 0.3)² + (y - 0.6)²: known optimum, no training."""
 
-    def config_space(self, task):
+    def config_space(self, task: Task) -> ConfigurationSpace:
         return ConfigurationSpace(space=[Float("x", (0.0, 1.0)), Float("y", (0.0, 1.0))])
 
-    def fit(self, X, y, config, *, task, seed, budget=None):
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        config: Mapping[str, Any],
+        *,
+        task: Task,
+        seed: int,
+        budget: float | None = None,
+    ) -> _Point:
         if config.get("x", 0.0) > 0.95:
             raise RuntimeError("deliberate failure for x > 0.95")
-        return (float(config["x"]) - 0.3) ** 2 + (float(config["y"]) - 0.6) ** 2
+        return _Point((float(config["x"]) - 0.3) ** 2 + (float(config["y"]) - 0.6) ** 2)
 
 
 class _Value(OuterObjective):
-    def __call__(self, model, X, y, *, task):
-        return float(model)
+    def __call__(self, model: FittedModel, X: np.ndarray, y: np.ndarray, *, task: Task) -> float:
+        return float(cast(_Point, model).value)
 
 
 def quadratic_problem(seed: int = 0) -> BilevelProblem:
@@ -159,7 +189,7 @@ class _Collect(logging.Filter):
     """Keeps the engine's "trial N failed" warnings of a check out of the user's stderr (the check's
     problem fails on purpose) and remembers them for its own messages."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.messages: list[str] = []
 
@@ -186,7 +216,7 @@ def check_optimizer(factory: Callable[[], OuterOptimizer], n_iter: int = 30) -> 
         _as_config(problem.space, p.config).check_valid_configuration()
         opt.tell(p, Trial(0, dict(p.config), math.nan, FAILED, error="RuntimeError: synthetic"))
 
-    def run(seed: int):
+    def run(seed: int) -> SearchResult:
         return run_search(quadratic_problem(seed), factory(), n_iter=n_iter, seed=seed)
 
     log = logging.getLogger("automl_bilevel")
@@ -216,7 +246,5 @@ def check_optimizer(factory: Callable[[], OuterOptimizer], n_iter: int = 30) -> 
     )
 
 
-def _as_config(space, cfg):
-    from ConfigSpace import Configuration
-
+def _as_config(space: ConfigurationSpace, cfg: Mapping[str, Any]) -> Configuration:
     return Configuration(space, values=dict(cfg))

@@ -38,7 +38,7 @@ class TrackedRun(Run):
         experiment_name: str = "automl-bilevel",
         trials_are_steps: bool = True,
         verbose: bool = False,
-    ):
+    ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a tracked run needs a non-empty name, got {name!r}")
         if int(n_iter) < 0:
@@ -81,13 +81,15 @@ class TrackedRun(Run):
 
     def finish(
         self,
-        artifacts: Mapping[str, Any] | None = None,
         status: str = "FINISHED",
-        trials: Iterable[Trial] | None = None,
+        *,
+        artifacts: Mapping[str, Any] | None = None,
         error: str | None = None,
         best: Trial | None = None,
+        trials: Iterable[Trial] | None = None,
     ) -> None:
-        """End the run (once); ``trials`` replaces the recorded steps."""
+        """End the run (once); ``trials`` replaces the recorded steps. The arguments are
+        :meth:`Run.finish`'s, in the same order, so a ``TrackedRun`` works wherever a ``Run`` does."""
         if trials is not None:
             self.trials = list(trials)
         super().finish(status, artifacts=artifacts, error=error, best=best)

@@ -49,7 +49,7 @@ def best_trial(trials: Sequence[Trial]) -> Trial | None:
     return min(done, key=lambda t: (t.value, t.number))
 
 
-def history_table(trials: Sequence[Trial]) -> dict[str, list]:
+def history_table(trials: Sequence[Trial]) -> dict[str, list[Any]]:
     """Trials as a dict of columns (like ``cv_results_``; ``pandas.DataFrame(history)`` works).
 
     As in Optuna's ``Study.trials_dataframe()``, every hyperparameter has its own column
@@ -58,7 +58,8 @@ def history_table(trials: Sequence[Trial]) -> dict[str, list]:
     configuration as one dict, ``budget`` the fraction of the full training a trial had
     (``None``: all of it; multi-fidelity optimizers evaluate one configuration at several budgets).
     """
-    best_so_far, cur = [], math.inf
+    best_so_far: list[float] = []
+    cur = math.inf
     for t in trials:
         if t.ok:
             cur = min(cur, t.value)
@@ -66,7 +67,7 @@ def history_table(trials: Sequence[Trial]) -> dict[str, list]:
     names: dict[str, None] = {}  # every hyperparameter name, in order of first appearance
     for t in trials:
         names.update(dict.fromkeys(t.config))
-    table = {
+    table: dict[str, list[Any]] = {
         "number": [t.number for t in trials],
         "value": [t.value for t in trials],
         "best_value": best_so_far,
