@@ -107,7 +107,7 @@ def _set_threads(n: int) -> Iterator[int]:
     previous = torch.get_num_threads()
     with contextlib.ExitStack() as stack:
         try:
-            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # ships no type information
+            from threadpoolctl import threadpool_limits
         except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
             pass
         else:

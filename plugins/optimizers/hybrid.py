@@ -48,7 +48,7 @@ import numpy as np
 from ConfigSpace.hyperparameters import FloatHyperparameter
 
 from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspace, config_dict, hookimpl
-from automl_bilevel.components import DifferentiableLearner
+from automl_bilevel.components import DeclaresRequirements, DifferentiableLearner
 from automl_bilevel.problem import BilevelProblem
 from automl_bilevel.trials import Evaluation, Trial, best_trial
 
@@ -283,7 +283,8 @@ class HybridOptimizer(OuterOptimizer):
         self.bb = made.obj
         #: what the host checks next to the registered spec: what the black-box part needs (a multi-fidelity
         #: facade needs a multi-fidelity learner)
-        self.requires = made.declared("requires") | frozenset(getattr(self.bb, "requires", None) or ())
+        extra = self.bb.requires if isinstance(self.bb, DeclaresRequirements) else None
+        self.requires = made.declared("requires") | frozenset(extra or ())
         self.continuous = None if continuous is None else list(continuous)
         self.steps, self.warm_start = int(steps), bool(warm_start)
         self.tensor_init = {k: np.asarray(v, dtype=np.float64) for k, v in (tensor_init or {}).items()}
