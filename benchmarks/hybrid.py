@@ -32,12 +32,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
+# single-threaded everywhere (torch, numpy's BLAS, SMAC's random forest): each method takes one core at
+# most, so the load of other jobs on the shared machine hits every method alike (set before the imports)
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import RESULTS, machine, write  # noqa: E402
@@ -133,6 +139,7 @@ def methods(steps: int):
 
 
 def run_one(method, seed, seconds, quick, steps):
+    load_start = os.getloadavg()
     learner, split, (Xte, yte) = problem_for(seed, quick)
     problem = BilevelProblem(learner, ValidationLoss(), space(), TASK, [split], seed)
     trials, best_cfg, wall = methods(steps)[method](problem, seconds, seed)
@@ -146,14 +153,20 @@ def run_one(method, seed, seconds, quick, steps):
             test = float(np.mean(model.predict(Xte) == yte))
         except Exception as exc:  # recorded, the benchmark goes on
             refit_error = f"{type(exc).__name__}: {exc}"
+    within = [v for t, v in curve if t <= seconds]
     return {
         "method": method,
         "seed": seed,
         "n_trials": len(trials),
         "n_failed": sum(not t.ok for t in trials),
         "best_val": best,
+        # the best value among trials whose evaluations ended within the budget (the engine checks its
+        # timeout between trials, so a long last trial may run past the budget)
+        "best_val_at_budget": within[-1] if within else math.inf,
         "test_accuracy": test,
         "wall": wall,
+        "load_start": load_start,
+        "load_end": os.getloadavg(),
         "refit_error": refit_error,
         "curve": curve,
         "best_config": {
@@ -192,6 +205,133 @@ def plot(runs, suffix):
     return path.name
 
 
+def rotated(names: list[str], seed: int) -> list[str]:
+    """The methods of one seed in a rotating order: each method runs at a different position in each seed,
+    so a change of the machine's load during a seed does not hit the same method every time."""
+    k = seed % len(names)
+    return names[k:] + names[:k]
+
+
+def _mean_std(xs) -> tuple[float, float]:
+    a = np.array(list(xs), float)
+    a = a[np.isfinite(a)]
+    return (float(a.mean()), float(a.std())) if len(a) else (math.nan, math.nan)
+
+
+def compare(runs, reference: str, key: str, lower_is_better: bool) -> dict[str, dict]:
+    """``reference`` against every other method on ``key``: means ± std, ratio ours/theirs, whether the
+    mean ± std intervals are apart ("beyond the spread"), and the per-seed paired difference."""
+    by = {m: {r["seed"]: r[key] for r in runs if r["method"] == m} for m in dict.fromkeys(r["method"] for r in runs)}
+    ours_ = by.get(reference, {})
+    out = {}
+    for m, theirs in by.items():
+        if m == reference:
+            continue
+        (a, sa), (b, sb) = _mean_std(ours_.values()), _mean_std(theirs.values())
+        seeds = sorted(set(ours_) & set(theirs))
+        diff = [ours_[s] - theirs[s] for s in seeds if math.isfinite(ours_[s]) and math.isfinite(theirs[s])]
+        better = (lambda x: x < 0) if lower_is_better else (lambda x: x > 0)
+        if min(len(ours_), len(theirs)) < 2:
+            verdict = "n/a (one seed)"
+        elif a - sa > b + sb or b - sb > a + sa:
+            verdict = f"{reference} better" if better(a - b) else f"{m} better"
+        else:
+            verdict = "within the spread"
+        out[m] = {
+            "ratio": a / b if b else math.nan,
+            "verdict": verdict,
+            "paired_diff": _mean_std(diff),
+            "seeds_reference_better": int(sum(better(d) for d in diff)),
+            "seeds": len(diff),
+        }
+    return out
+
+
+def report(runs, argv, args, seeds, seconds, load) -> None:
+    suffix = "_quick" if args.quick else ""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    png = plot(runs, suffix)
+    rows = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        rs = [r for r in runs if r["method"] == method]
+        rows[method] = {
+            "best_val": _mean_std([r["best_val"] for r in rs]),
+            "best_val_at_budget": _mean_std([r["best_val_at_budget"] for r in rs]),
+            "test_accuracy": _mean_std([r["test_accuracy"] for r in rs]),
+            "n_trials": float(np.mean([r["n_trials"] for r in rs])),
+            "wall": _mean_std([r["wall"] for r in rs]),
+            "seeds": len(rs),
+        }
+    cmp = {
+        "best_val": compare(runs, "hybrid", "best_val", True),
+        "best_val_at_budget": compare(runs, "hybrid", "best_val_at_budget", True),
+        "test_accuracy": compare(runs, "hybrid", "test_accuracy", False),
+    }
+    done_seeds = sorted({r["seed"] for r in runs})
+    cmd = " ".join(["python benchmarks/hybrid.py"] + (argv if argv is not None else sys.argv[1:]))
+    lines = [
+        "# Hybrid search on a mixed space (Fashion-MNIST MLP)",
+        "",
+        f"`{cmd}`: {len(done_seeds)} of {len(seeds)} seed(s), {seconds:g} s per method and seed, torch, BLAS "
+        f"and OpenMP single-threaded; {'500' if args.quick else '2000'} training and as many validation "
+        "images; test accuracy after refitting the best configuration on train + validation. Black-box "
+        "methods search the space without the 784 pixel weights; `hypergradient` keeps the architecture at "
+        "its defaults. The methods of one seed run one after the other in a rotating order (seed s starts "
+        "with the (s mod 7)-th method). Mean ± std over seeds. "
+        f"Load average (1/5/15 min) at start {load['start']}, at end {load.get('end', 'n/a')}.",
+        "",
+        "The budget is checked between trials (the engine's `timeout`; SMAC3's `walltime_limit`, Optuna's "
+        "`timeout` alike): a trial started before the budget ends is counted. *at budget* counts only "
+        "trials whose evaluations ended within the budget (cumulative evaluation time); *wall* is the time "
+        "each method really took.",
+        "",
+        "| method | best validation cross-entropy | at budget | test accuracy | trials | wall (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for method, row in rows.items():
+        lines.append(
+            f"| {method} | {row['best_val'][0]:.4f} ± {row['best_val'][1]:.4f} | "
+            f"{row['best_val_at_budget'][0]:.4f} ± {row['best_val_at_budget'][1]:.4f} | "
+            f"{row['test_accuracy'][0]:.4f} ± {row['test_accuracy'][1]:.4f} | {row['n_trials']:.0f} | "
+            f"{row['wall'][0]:.1f} ± {row['wall'][1]:.1f} |"
+        )
+    if "hybrid" in rows and len(rows) > 1:
+        lines += [
+            "",
+            "`hybrid` against each method: ratio of means hybrid/theirs; verdict: *better* only when the "
+            "mean ± std intervals do not overlap; paired: mean ± std over seeds of hybrid − theirs (same "
+            "data split per seed), and in how many seeds hybrid is better.",
+            "",
+            "| vs | val ratio | val verdict | val paired diff (seeds) | test ratio | test verdict | "
+            "test paired diff (seeds) |",
+            "|---|---:|---|---:|---:|---|---:|",
+        ]
+        for m in cmp["best_val"]:
+            v, t = cmp["best_val"][m], cmp["test_accuracy"][m]
+            lines.append(
+                f"| {m} | {v['ratio']:.3f} | {v['verdict']} | {v['paired_diff'][0]:+.4f} ± {v['paired_diff'][1]:.4f}"
+                f" ({v['seeds_reference_better']}/{v['seeds']}) | {t['ratio']:.4f} | {t['verdict']} | "
+                f"{t['paired_diff'][0]:+.4f} ± {t['paired_diff'][1]:.4f} ({t['seeds_reference_better']}/{t['seeds']}) |"
+            )
+    lines += ["", f"![anytime curves]({png})", ""]
+    payload = {
+        "machine": machine(),
+        "command": cmd,
+        "seeds": seeds,
+        "seeds_done": done_seeds,
+        "seconds": seconds,
+        "steps": args.steps,
+        "order": "rotating: seed s runs methods[s % n:] + methods[:s % n]",
+        "load_average": load,
+        "runs": runs,
+        "summary": rows,
+        "hybrid_vs": cmp,
+    }
+    j, m = write(f"hybrid{suffix}", payload, "\n".join(lines))
+    print("\n".join(lines))
+    print(f"wrote {j} and {m}", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -203,63 +343,26 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
     warnings.filterwarnings("ignore")
     seeds = list(range(args.seeds or (1 if args.quick else 5)))
     seconds = args.seconds or (5.0 if args.quick else 60.0)
+    load = {"start": [round(x, 2) for x in os.getloadavg()]}
     runs = []
     for seed in seeds:
-        for method in args.methods:
+        for method in rotated(list(args.methods), seed):
             r = run_one(method, seed, seconds, args.quick, args.steps)
             runs.append(r)
             print(
-                f"{method:14s} seed {seed}: best val {r['best_val']:.4f} test {r['test_accuracy']:.4f} "
-                f"trials {r['n_trials']:4d} ({r['n_failed']} failed) wall {r['wall']:.1f} s",
+                f"{method:14s} seed {seed}: best val {r['best_val']:.4f} (at budget {r['best_val_at_budget']:.4f}) "
+                f"test {r['test_accuracy']:.4f} trials {r['n_trials']:4d} ({r['n_failed']} failed) "
+                f"wall {r['wall']:.1f} s load {r['load_start'][0]:.2f}->{r['load_end'][0]:.2f}",
                 flush=True,
             )
-    suffix = "_quick" if args.quick else ""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    png = plot(runs, suffix)
-    rows = {}
-    for method in dict.fromkeys(r["method"] for r in runs):
-        rs = [r for r in runs if r["method"] == method]
-        v, a = np.array([r["best_val"] for r in rs], float), np.array([r["test_accuracy"] for r in rs], float)
-        rows[method] = {
-            "best_val": (float(np.nanmean(v)), float(np.nanstd(v))),
-            "test_accuracy": (float(np.nanmean(a)), float(np.nanstd(a))),
-            "n_trials": float(np.mean([r["n_trials"] for r in rs])),
-            "seeds": len(rs),
-        }
-    cmd = " ".join(["python benchmarks/hybrid.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = [
-        "# Hybrid search on a mixed space (Fashion-MNIST MLP)",
-        "",
-        f"`{cmd}`: {len(seeds)} seed(s), {seconds:g} s per method and seed, torch single-threaded; "
-        f"{'500' if args.quick else '2000'} training and as many validation images; test accuracy after "
-        "refitting the best configuration on train + validation. Black-box methods search the space "
-        "without the 784 pixel weights; `hypergradient` keeps the architecture at its defaults. "
-        "Mean ± std over seeds.",
-        "",
-        "| method | best validation cross-entropy | test accuracy | trials |",
-        "|---|---:|---:|---:|",
-    ]
-    for method, row in rows.items():
-        lines.append(
-            f"| {method} | {row['best_val'][0]:.4f} ± {row['best_val'][1]:.4f} | "
-            f"{row['test_accuracy'][0]:.4f} ± {row['test_accuracy'][1]:.4f} | {row['n_trials']:.0f} |"
-        )
-    lines += ["", f"Anytime curve: [{png}]({png})", ""]
-    payload = {
-        "machine": machine(),
-        "command": cmd,
-        "seeds": seeds,
-        "seconds": seconds,
-        "steps": args.steps,
-        "runs": runs,
-        "summary": rows,
-    }
-    j, m = write(f"hybrid{suffix}", payload, "\n".join(lines))
-    print("\n".join(lines))
-    print(f"wrote {j} and {m}")
+        if seed != seeds[-1]:  # partial results after each seed, in case the run is cut short
+            report(runs, argv, args, seeds, seconds, load)
+    load["end"] = [round(x, 2) for x in os.getloadavg()]
+    report(runs, argv, args, seeds, seconds, load)
 
 
 if __name__ == "__main__":
