@@ -265,8 +265,20 @@ def compare(runs, reference: str, key: str, lower_is_better: bool) -> dict[str, 
     return out
 
 
-def report(runs, argv, args, seeds, seconds, load) -> None:
-    name = args.out or ("hybrid_quick" if args.quick else "hybrid")
+def best_at(curve, t: float) -> float:
+    """The best value among trials whose evaluations ended by evaluation time ``t``."""
+    within = [v for s, v in curve if s <= t]
+    return within[-1] if within else math.inf
+
+
+def last_improvement(curve, seconds: float) -> float:
+    """Evaluation time of the last improvement within the budget."""
+    prev = [math.inf] + [v for _, v in curve[:-1]]
+    times = [t for (t, v), p in zip(curve, prev, strict=True) if v < p and t <= seconds]
+    return times[-1] if times else math.nan
+
+
+def report(runs, cmd, name, quick, n_methods, seeds, seconds, steps, load) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     png = plot(runs, name)
     rows = {}
@@ -279,6 +291,11 @@ def report(runs, argv, args, seeds, seconds, load) -> None:
             "test_accuracy": _mean_std([r["test_accuracy"] for r in rs]),
             "n_trials": float(np.mean([r["n_trials"] for r in rs])),
             "wall": _mean_std([r["wall"] for r in rs]),
+            # has the method flattened? its gain over the second half of the budget, and when it last improved
+            "gain_second_half": _mean_std(
+                [best_at(r["curve"], seconds / 2) - best_at(r["curve"], seconds) for r in rs]
+            ),
+            "last_improvement": _mean_std([last_improvement(r["curve"], seconds) for r in rs]),
             "seeds": len(rs),
         }
     ref = next((m for m in ("hybrid", "hybrid_tuned") if m in rows), "hybrid")
@@ -288,16 +305,15 @@ def report(runs, argv, args, seeds, seconds, load) -> None:
         "test_accuracy": compare(runs, ref, "test_accuracy", False),
     }
     done_seeds = sorted({r["seed"] for r in runs})
-    cmd = " ".join(["python benchmarks/hybrid.py"] + (argv if argv is not None else sys.argv[1:]))
     lines = [
         "# Hybrid search on a mixed space (Fashion-MNIST MLP)",
         "",
         f"`{cmd}`: {len(done_seeds)} of {len(seeds)} seed(s), {seconds:g} s per method and seed, torch, BLAS "
-        f"and OpenMP single-threaded; {'500' if args.quick else '2000'} training and as many validation "
+        f"and OpenMP single-threaded; {'500' if quick else '2000'} training and as many validation "
         "images; test accuracy after refitting the best configuration on train + validation. Black-box "
         "methods search the space without the 784 pixel weights; `hypergradient` keeps the architecture at "
         "its defaults. The methods of one seed run one after the other in a rotating order (seed s starts "
-        f"with the (s mod {len(args.methods)})-th method). Mean ± std over seeds. "
+        f"with the (s mod {n_methods})-th method). Mean ± std over seeds. "
         f"Load average (1/5/15 min) at start {load['start']}, at end {load.get('end', 'n/a')}.",
         "",
         "The budget is checked between trials (the engine's `timeout`; SMAC3's `walltime_limit`, Optuna's "
@@ -339,6 +355,18 @@ def report(runs, argv, args, seeds, seconds, load) -> None:
                 f" ({v['seeds_reference_better']}/{v['seeds']}) | {t['ratio']:.4f} | {t['verdict']} | "
                 f"{t['paired_diff'][0]:+.4f} ± {t['paired_diff'][1]:.4f} ({t['seeds_reference_better']}/{t['seeds']}) |"
             )
+    lines += [
+        "",
+        f"Have the methods flattened by {seconds:g} s? Gain in validation cross-entropy over the second half of "
+        "the budget (best at half the budget − best at the budget, evaluation time) and the evaluation time "
+        "of the last improvement within the budget, mean ± std over seeds:",
+        "",
+        "| method | gain in the second half | last improvement (s) |",
+        "|---|---:|---:|",
+    ]
+    for method, row in rows.items():
+        g, li = row["gain_second_half"], row["last_improvement"]
+        lines.append(f"| {method} | {g[0]:.4f} ± {g[1]:.4f} | {li[0]:.1f} ± {li[1]:.1f} |")
     lines += ["", f"![anytime curves]({png})", ""]
     payload = {
         "machine": machine(),
@@ -346,7 +374,8 @@ def report(runs, argv, args, seeds, seconds, load) -> None:
         "seeds": seeds,
         "seeds_done": done_seeds,
         "seconds": seconds,
-        "steps": args.steps,
+        "steps": steps,
+        "n_methods": n_methods,
         "order": "rotating: seed s runs methods[s % n:] + methods[:s % n]",
         "load_average": load,
         "runs": runs,
@@ -367,7 +396,26 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3, help="hypergradient steps per hybrid trial")
     ap.add_argument("--methods", nargs="*", default=DEFAULT_METHODS, choices=list(methods(1)))
     ap.add_argument("--out", default=None, help="results name (default hybrid, or hybrid_quick with --quick)")
+    ap.add_argument("--rerender", metavar="JSON", help="re-make the markdown and PNG of a results JSON, run nothing")
     args = ap.parse_args(argv)
+    name = args.out or ("hybrid_quick" if args.quick else "hybrid")
+    if args.rerender:
+        import json
+
+        p = json.loads(Path(args.rerender).read_text())
+        report(
+            p["runs"],
+            p["command"],
+            args.out or Path(args.rerender).stem,
+            "--quick" in p["command"],
+            p.get("n_methods") or len({r["method"] for r in p["runs"]}),
+            p["seeds"],
+            p["seconds"],
+            p["steps"],
+            p["load_average"],
+        )
+        return
+    cmd = " ".join(["python benchmarks/hybrid.py"] + (argv if argv is not None else sys.argv[1:]))
     import torch
 
     torch.set_num_threads(1)
@@ -388,9 +436,9 @@ def main(argv=None):
                 flush=True,
             )
         if seed != seeds[-1]:  # partial results after each seed, in case the run is cut short
-            report(runs, argv, args, seeds, seconds, load)
+            report(runs, cmd, name, args.quick, len(args.methods), seeds, seconds, args.steps, load)
     load["end"] = [round(x, 2) for x in os.getloadavg()]
-    report(runs, argv, args, seeds, seconds, load)
+    report(runs, cmd, name, args.quick, len(args.methods), seeds, seconds, args.steps, load)
 
 
 if __name__ == "__main__":
