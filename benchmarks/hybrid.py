@@ -194,28 +194,46 @@ def run_one(method, seed, seconds, quick, steps):
     }
 
 
-def plot(runs, name):
+def plot(runs, name, seconds):
+    """Anytime curves: the mean over seeds of the best validation value so far, drawn from the time every
+    seed has a finished trial (before, a mean over fewer seeds would jump), with the seeds' min-max band;
+    left all of it, right zoomed on the last stretch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    finals = []
     for method in dict.fromkeys(r["method"] for r in runs):
         rs = [r for r in runs if r["method"] == method]
-        grid = np.linspace(0, max(r["wall"] for r in rs), 100)
+        grid = np.linspace(0, max(r["wall"] for r in rs), 200)
         ys = []
         for r in rs:
             c = np.array(r["curve"]) if r["curve"] else np.array([[0.0, np.nan]])
             i = np.searchsorted(c[:, 0], grid, side="right") - 1
             ys.append(np.where(i >= 0, c[np.clip(i, 0, None), 1], np.nan))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ax.plot(grid, np.nanmean(ys, axis=0), label=method)
-    ax.set_xlabel("evaluation time (s)")
-    ax.set_ylabel("best validation cross-entropy")
-    ax.set_title("Fashion-MNIST MLP, mixed space")
-    ax.legend(fontsize=8)
+        ys = np.array(ys)
+        ok = np.all(np.isfinite(ys), axis=0)
+        if not ok.any():
+            continue
+        filled = np.where(ok, ys, 0.0)  # columns where a seed has no value yet are not drawn
+        mean, lo, hi = (np.where(ok, f(filled, axis=0), np.nan) for f in (np.mean, np.min, np.max))
+        finals.append(mean[ok][-1])
+        for ax in axes:
+            (line,) = ax.plot(grid, mean, label=method)
+            if ax is axes[1]:
+                ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.08)
+    for ax in axes:
+        ax.axvline(seconds, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("evaluation time (s); dotted: the budget")
+        ax.set_ylabel("best validation cross-entropy (mean over seeds)")
+    if finals:
+        axes[1].set_ylim(min(finals) - 0.03, max(finals) + 0.04)
+        axes[1].set_xlim(seconds / 4, None)
+    axes[0].set_title("Fashion-MNIST MLP, mixed space")
+    axes[1].set_title("zoomed; band: min-max over seeds")
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     path = RESULTS / f"{name}.png"
     fig.savefig(path, dpi=90)
@@ -280,7 +298,7 @@ def last_improvement(curve, seconds: float) -> float:
 
 def report(runs, cmd, name, quick, n_methods, seeds, seconds, steps, load) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    png = plot(runs, name)
+    png = plot(runs, name, seconds)
     rows = {}
     for method in dict.fromkeys(r["method"] for r in runs):
         rs = [r for r in runs if r["method"] == method]
