@@ -20,8 +20,13 @@ Methods, each given the same wall-clock budget per seed:
 After the budget, each method's best configuration is refitted on train + validation and scored on
 the test set.
 
-    python benchmarks/hybrid.py            # 5 seeds, 60 s per method and seed: about 35 minutes
+    python benchmarks/hybrid.py            # 5 seeds, 60 s per method and seed: about 41 minutes
     python benchmarks/hybrid.py --quick    # 1 seed, 5 s per method, small data: under a minute
+    python benchmarks/hybrid.py --methods hybrid_tuned hybrid hypergradient smac --out hybrid_tuned
+    python benchmarks/hybrid.py --rerender benchmarks/results/hybrid.json   # tables and PNG again
+
+The methods of a seed run in a rotating order, single-threaded, with the load average recorded per
+run: on a shared machine, load changes then hit every method alike on average.
 
 Writes benchmarks/results/hybrid[_quick].json, .md and an anytime-curve PNG. Torch runs
 single-threaded; SMAC spends about 0.25 s of its own per trial on these machines, which dominates
@@ -316,7 +321,7 @@ def report(runs, cmd, name, quick, n_methods, seeds, seconds, steps, load) -> No
             "last_improvement": _mean_std([last_improvement(r["curve"], seconds) for r in rs]),
             "seeds": len(rs),
         }
-    ref = next((m for m in ("hybrid", "hybrid_tuned") if m in rows), "hybrid")
+    ref = next((m for m in ("hybrid_tuned", "hybrid") if m in rows), "hybrid")
     cmp = {
         "best_val": compare(runs, ref, "best_val", True),
         "best_val_at_budget": compare(runs, ref, "best_val_at_budget", True),
