@@ -20,8 +20,13 @@ Methods, each given the same wall-clock budget per seed:
 After the budget, each method's best configuration is refitted on train + validation and scored on
 the test set.
 
-    python benchmarks/hybrid.py            # 5 seeds, 60 s per method and seed: about 35 minutes
+    python benchmarks/hybrid.py            # 5 seeds, 60 s per method and seed: about 41 minutes
     python benchmarks/hybrid.py --quick    # 1 seed, 5 s per method, small data: under a minute
+    python benchmarks/hybrid.py --methods hybrid_tuned hybrid hypergradient smac --out hybrid_tuned
+    python benchmarks/hybrid.py --rerender benchmarks/results/hybrid.json   # tables and PNG again
+
+The methods of a seed run in a rotating order, single-threaded, with the load average recorded per
+run: on a shared machine, load changes then hit every method alike on average.
 
 Writes benchmarks/results/hybrid[_quick].json, .md and an anytime-curve PNG. Torch runs
 single-threaded; SMAC spends about 0.25 s of its own per trial on these machines, which dominates
@@ -32,12 +37,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
+# single-threaded everywhere (torch, numpy's BLAS, SMAC's random forest): each method takes one core at
+# most, so the load of other jobs on the shared machine hits every method alike (set before the imports)
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import RESULTS, machine, write  # noqa: E402
@@ -104,7 +115,9 @@ def hypergradient_fixed_architecture(problem, seconds, seed):
     )
 
 
-#: the learner's default architecture and inner optimizer: the first configuration of hybrid, smac and random
+#: the learner's default architecture and inner optimizer, given to hybrid, smac (as an extra configuration of
+#: SMAC's initial design, which SMAC evaluates *after* its Sobol points: 40 for hybrid's 4-dimensional black-box
+#: space, 50 for smac's, with the 200-trial hint) and random (its first configuration)
 DEFAULT = {"n_layers": 1, "hidden_units": 64, "activation": "relu", "optimizer": "adam"}
 
 
@@ -117,6 +130,19 @@ def methods(steps: int):
                 steps=steps,
                 warm_start=True,
                 tensor_hyperparameters=["l2_per_feature"],
+            )
+        ),
+        # not in the default list: hybrid with its black-box part's design reduced to the default configuration
+        # (evaluated first; SMAC's model proposes from the second trial on) and outer steps 3x as large (a
+        # trial has only `steps` of them); run with --methods hybrid_tuned ... --out NAME
+        "hybrid_tuned": ours(
+            lambda: HybridOptimizer(
+                "smac",
+                {"n_trials": N_TRIALS_HINT, "n_initial": 0, "initial_design": [DEFAULT]},
+                steps=steps,
+                warm_start=True,
+                tensor_hyperparameters=["l2_per_feature"],
+                outer_lr=0.3,
             )
         ),
         "hypergradient": hypergradient_fixed_architecture,
@@ -132,7 +158,11 @@ def methods(steps: int):
     }
 
 
+DEFAULT_METHODS = ["hybrid", "hypergradient", "smac", "random", "es", "smac3_direct", "optuna_tpe"]
+
+
 def run_one(method, seed, seconds, quick, steps):
+    load_start = os.getloadavg()
     learner, split, (Xte, yte) = problem_for(seed, quick)
     problem = BilevelProblem(learner, ValidationLoss(), space(), TASK, [split], seed)
     trials, best_cfg, wall = methods(steps)[method](problem, seconds, seed)
@@ -146,14 +176,20 @@ def run_one(method, seed, seconds, quick, steps):
             test = float(np.mean(model.predict(Xte) == yte))
         except Exception as exc:  # recorded, the benchmark goes on
             refit_error = f"{type(exc).__name__}: {exc}"
+    within = [v for t, v in curve if t <= seconds]
     return {
         "method": method,
         "seed": seed,
         "n_trials": len(trials),
         "n_failed": sum(not t.ok for t in trials),
         "best_val": best,
+        # the best value among trials whose evaluations ended within the budget (the engine checks its
+        # timeout between trials, so a long last trial may run past the budget)
+        "best_val_at_budget": within[-1] if within else math.inf,
         "test_accuracy": test,
         "wall": wall,
+        "load_start": load_start,
+        "load_end": os.getloadavg(),
         "refit_error": refit_error,
         "curve": curve,
         "best_config": {
@@ -163,33 +199,216 @@ def run_one(method, seed, seconds, quick, steps):
     }
 
 
-def plot(runs, suffix):
+def plot(runs, name, seconds):
+    """Anytime curves: the mean over seeds of the best validation value so far, drawn from the time every
+    seed has a finished trial (before, a mean over fewer seeds would jump), with the seeds' min-max band;
+    left all of it, right zoomed on the last stretch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    finals = []
     for method in dict.fromkeys(r["method"] for r in runs):
         rs = [r for r in runs if r["method"] == method]
-        grid = np.linspace(0, max(r["wall"] for r in rs), 100)
+        grid = np.linspace(0, max(r["wall"] for r in rs), 200)
         ys = []
         for r in rs:
             c = np.array(r["curve"]) if r["curve"] else np.array([[0.0, np.nan]])
             i = np.searchsorted(c[:, 0], grid, side="right") - 1
             ys.append(np.where(i >= 0, c[np.clip(i, 0, None), 1], np.nan))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ax.plot(grid, np.nanmean(ys, axis=0), label=method)
-    ax.set_xlabel("evaluation time (s)")
-    ax.set_ylabel("best validation cross-entropy")
-    ax.set_title("Fashion-MNIST MLP, mixed space")
-    ax.legend(fontsize=8)
+        ys = np.array(ys)
+        ok = np.all(np.isfinite(ys), axis=0)
+        if not ok.any():
+            continue
+        filled = np.where(ok, ys, 0.0)  # columns where a seed has no value yet are not drawn
+        mean, lo, hi = (np.where(ok, f(filled, axis=0), np.nan) for f in (np.mean, np.min, np.max))
+        finals.append(mean[ok][-1])
+        for ax in axes:
+            (line,) = ax.plot(grid, mean, label=method)
+            if ax is axes[1]:
+                ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.08)
+    for ax in axes:
+        ax.axvline(seconds, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("evaluation time (s); dotted: the budget")
+        ax.set_ylabel("best validation cross-entropy (mean over seeds)")
+    if finals:
+        axes[1].set_ylim(min(finals) - 0.03, max(finals) + 0.04)
+        axes[1].set_xlim(seconds / 4, None)
+    axes[0].set_title("Fashion-MNIST MLP, mixed space")
+    axes[1].set_title("zoomed; band: min-max over seeds")
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
-    path = RESULTS / f"hybrid{suffix}.png"
+    path = RESULTS / f"{name}.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path.name
+
+
+def rotated(names: list[str], seed: int) -> list[str]:
+    """The methods of one seed in a rotating order: each method runs at a different position in each seed,
+    so a change of the machine's load during a seed does not hit the same method every time."""
+    k = seed % len(names)
+    return names[k:] + names[:k]
+
+
+def _mean_std(xs) -> tuple[float, float]:
+    a = np.array(list(xs), float)
+    a = a[np.isfinite(a)]
+    return (float(a.mean()), float(a.std())) if len(a) else (math.nan, math.nan)
+
+
+def compare(runs, reference: str, key: str, lower_is_better: bool) -> dict[str, dict]:
+    """``reference`` against every other method on ``key``: means ± std, ratio ours/theirs, whether the
+    mean ± std intervals are apart ("beyond the spread"), and the per-seed paired difference."""
+    by = {m: {r["seed"]: r[key] for r in runs if r["method"] == m} for m in dict.fromkeys(r["method"] for r in runs)}
+    ours_ = by.get(reference, {})
+    out = {}
+    for m, theirs in by.items():
+        if m == reference:
+            continue
+        (a, sa), (b, sb) = _mean_std(ours_.values()), _mean_std(theirs.values())
+        seeds = sorted(set(ours_) & set(theirs))
+        diff = [ours_[s] - theirs[s] for s in seeds if math.isfinite(ours_[s]) and math.isfinite(theirs[s])]
+        better = (lambda x: x < 0) if lower_is_better else (lambda x: x > 0)
+        if min(len(ours_), len(theirs)) < 2:
+            verdict = "n/a (one seed)"
+        elif a - sa > b + sb or b - sb > a + sa:
+            verdict = f"{reference} better" if better(a - b) else f"{m} better"
+        else:
+            verdict = "within the spread"
+        out[m] = {
+            "ratio": a / b if b else math.nan,
+            "verdict": verdict,
+            "paired_diff": _mean_std(diff),
+            "seeds_reference_better": int(sum(better(d) for d in diff)),
+            "seeds": len(diff),
+        }
+    return out
+
+
+def best_at(curve, t: float) -> float:
+    """The best value among trials whose evaluations ended by evaluation time ``t``."""
+    within = [v for s, v in curve if s <= t]
+    return within[-1] if within else math.inf
+
+
+def last_improvement(curve, seconds: float) -> float:
+    """Evaluation time of the last improvement within the budget."""
+    prev = [math.inf] + [v for _, v in curve[:-1]]
+    times = [t for (t, v), p in zip(curve, prev, strict=True) if v < p and t <= seconds]
+    return times[-1] if times else math.nan
+
+
+def report(runs, cmd, name, quick, n_methods, seeds, seconds, steps, load) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    png = plot(runs, name, seconds)
+    rows = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        rs = [r for r in runs if r["method"] == method]
+        rows[method] = {
+            "best_val": _mean_std([r["best_val"] for r in rs]),
+            "best_val_at_budget": _mean_std([r["best_val_at_budget"] for r in rs]),
+            "seeds_with_a_trial_within_budget": sum(math.isfinite(r["best_val_at_budget"]) for r in rs),
+            "test_accuracy": _mean_std([r["test_accuracy"] for r in rs]),
+            "n_trials": float(np.mean([r["n_trials"] for r in rs])),
+            "wall": _mean_std([r["wall"] for r in rs]),
+            # has the method flattened? its gain over the second half of the budget, and when it last improved
+            "gain_second_half": _mean_std(
+                [best_at(r["curve"], seconds / 2) - best_at(r["curve"], seconds) for r in rs]
+            ),
+            "last_improvement": _mean_std([last_improvement(r["curve"], seconds) for r in rs]),
+            "seeds": len(rs),
+        }
+    ref = next((m for m in ("hybrid_tuned", "hybrid") if m in rows), "hybrid")
+    cmp = {
+        "best_val": compare(runs, ref, "best_val", True),
+        "best_val_at_budget": compare(runs, ref, "best_val_at_budget", True),
+        "test_accuracy": compare(runs, ref, "test_accuracy", False),
+    }
+    done_seeds = sorted({r["seed"] for r in runs})
+    lines = [
+        "# Hybrid search on a mixed space (Fashion-MNIST MLP)",
+        "",
+        f"`{cmd}`: {len(done_seeds)} of {len(seeds)} seed(s), {seconds:g} s per method and seed, torch, BLAS "
+        f"and OpenMP single-threaded; {'500' if quick else '2000'} training and as many validation "
+        "images; test accuracy after refitting the best configuration on train + validation. Black-box "
+        "methods search the space without the 784 pixel weights; `hypergradient` keeps the architecture at "
+        "its defaults. The methods of one seed run one after the other in a rotating order (seed s starts "
+        f"with the (s mod {n_methods})-th method). Mean ± std over seeds. "
+        f"Load average (1/5/15 min) at start {load['start']}, at end {load.get('end', 'n/a')}.",
+        "",
+        "The budget is checked between trials (the engine's `timeout`; SMAC3's `walltime_limit`, Optuna's "
+        "`timeout` alike): a trial started before the budget ends is counted. *at budget* counts only "
+        "trials whose evaluations ended within the budget (cumulative evaluation time); *wall* is the time "
+        "each method really took.",
+        "",
+        "| method | best validation cross-entropy | at budget | test accuracy | trials | wall (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for method, row in rows.items():
+        lines.append(
+            f"| {method} | {row['best_val'][0]:.4f} ± {row['best_val'][1]:.4f} | "
+            f"{row['best_val_at_budget'][0]:.4f} ± {row['best_val_at_budget'][1]:.4f}"
+            + (
+                f" ({row['seeds_with_a_trial_within_budget']} of {row['seeds']} seeds)"
+                if row["seeds_with_a_trial_within_budget"] < row["seeds"]
+                else ""
+            )
+            + " | "
+            f"{row['test_accuracy'][0]:.4f} ± {row['test_accuracy'][1]:.4f} | {row['n_trials']:.0f} | "
+            f"{row['wall'][0]:.1f} ± {row['wall'][1]:.1f} |"
+        )
+    if ref in rows and len(rows) > 1:
+        lines += [
+            "",
+            f"`{ref}` against each method: ratio of means {ref}/theirs; verdict: *better* only when the "
+            f"mean ± std intervals do not overlap; paired: mean ± std over seeds of {ref} − theirs (same "
+            f"data split per seed), and in how many seeds {ref} is better.",
+            "",
+            "| vs | val ratio | val verdict | val paired diff (seeds) | test ratio | test verdict | "
+            "test paired diff (seeds) |",
+            "|---|---:|---|---:|---:|---|---:|",
+        ]
+        for m in cmp["best_val"]:
+            v, t = cmp["best_val"][m], cmp["test_accuracy"][m]
+            lines.append(
+                f"| {m} | {v['ratio']:.3f} | {v['verdict']} | {v['paired_diff'][0]:+.4f} ± {v['paired_diff'][1]:.4f}"
+                f" ({v['seeds_reference_better']}/{v['seeds']}) | {t['ratio']:.4f} | {t['verdict']} | "
+                f"{t['paired_diff'][0]:+.4f} ± {t['paired_diff'][1]:.4f} ({t['seeds_reference_better']}/{t['seeds']}) |"
+            )
+    lines += [
+        "",
+        f"Have the methods flattened by {seconds:g} s? Gain in validation cross-entropy over the second half of "
+        "the budget (best at half the budget − best at the budget, evaluation time) and the evaluation time "
+        "of the last improvement within the budget, mean ± std over seeds:",
+        "",
+        "| method | gain in the second half | last improvement (s) |",
+        "|---|---:|---:|",
+    ]
+    for method, row in rows.items():
+        g, li = row["gain_second_half"], row["last_improvement"]
+        lines.append(f"| {method} | {g[0]:.4f} ± {g[1]:.4f} | {li[0]:.1f} ± {li[1]:.1f} |")
+    lines += ["", f"![anytime curves]({png})", ""]
+    payload = {
+        "machine": machine(),
+        "command": cmd,
+        "seeds": seeds,
+        "seeds_done": done_seeds,
+        "seconds": seconds,
+        "steps": steps,
+        "n_methods": n_methods,
+        "order": "rotating: seed s runs methods[s % n:] + methods[:s % n]",
+        "load_average": load,
+        "runs": runs,
+        "summary": rows,
+        "reference": ref,
+        "reference_vs": cmp,
+    }
+    j, m = write(name, payload, "\n".join(lines))
+    print("\n".join(lines))
+    print(f"wrote {j} and {m}", flush=True)
 
 
 def main(argv=None):
@@ -198,68 +417,51 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None, help="budget per method and seed (default 60; quick 5)")
     ap.add_argument("--steps", type=int, default=3, help="hypergradient steps per hybrid trial")
-    ap.add_argument("--methods", nargs="*", default=list(methods(1)))
+    ap.add_argument("--methods", nargs="*", default=DEFAULT_METHODS, choices=list(methods(1)))
+    ap.add_argument("--out", default=None, help="results name (default hybrid, or hybrid_quick with --quick)")
+    ap.add_argument("--rerender", metavar="JSON", help="re-make the markdown and PNG of a results JSON, run nothing")
     args = ap.parse_args(argv)
+    name = args.out or ("hybrid_quick" if args.quick else "hybrid")
+    if args.rerender:
+        import json
+
+        p = json.loads(Path(args.rerender).read_text())
+        report(
+            p["runs"],
+            p["command"],
+            args.out or Path(args.rerender).stem,
+            "--quick" in p["command"],
+            p.get("n_methods") or len({r["method"] for r in p["runs"]}),
+            p["seeds"],
+            p["seconds"],
+            p["steps"],
+            p["load_average"],
+        )
+        return
+    cmd = " ".join(["python benchmarks/hybrid.py"] + (argv if argv is not None else sys.argv[1:]))
     import torch
 
     torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
     warnings.filterwarnings("ignore")
     seeds = list(range(args.seeds or (1 if args.quick else 5)))
     seconds = args.seconds or (5.0 if args.quick else 60.0)
+    load = {"start": [round(x, 2) for x in os.getloadavg()]}
     runs = []
     for seed in seeds:
-        for method in args.methods:
+        for method in rotated(list(args.methods), seed):
             r = run_one(method, seed, seconds, args.quick, args.steps)
             runs.append(r)
             print(
-                f"{method:14s} seed {seed}: best val {r['best_val']:.4f} test {r['test_accuracy']:.4f} "
-                f"trials {r['n_trials']:4d} ({r['n_failed']} failed) wall {r['wall']:.1f} s",
+                f"{method:14s} seed {seed}: best val {r['best_val']:.4f} (at budget {r['best_val_at_budget']:.4f}) "
+                f"test {r['test_accuracy']:.4f} trials {r['n_trials']:4d} ({r['n_failed']} failed) "
+                f"wall {r['wall']:.1f} s load {r['load_start'][0]:.2f}->{r['load_end'][0]:.2f}",
                 flush=True,
             )
-    suffix = "_quick" if args.quick else ""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    png = plot(runs, suffix)
-    rows = {}
-    for method in dict.fromkeys(r["method"] for r in runs):
-        rs = [r for r in runs if r["method"] == method]
-        v, a = np.array([r["best_val"] for r in rs], float), np.array([r["test_accuracy"] for r in rs], float)
-        rows[method] = {
-            "best_val": (float(np.nanmean(v)), float(np.nanstd(v))),
-            "test_accuracy": (float(np.nanmean(a)), float(np.nanstd(a))),
-            "n_trials": float(np.mean([r["n_trials"] for r in rs])),
-            "seeds": len(rs),
-        }
-    cmd = " ".join(["python benchmarks/hybrid.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = [
-        "# Hybrid search on a mixed space (Fashion-MNIST MLP)",
-        "",
-        f"`{cmd}`: {len(seeds)} seed(s), {seconds:g} s per method and seed, torch single-threaded; "
-        f"{'500' if args.quick else '2000'} training and as many validation images; test accuracy after "
-        "refitting the best configuration on train + validation. Black-box methods search the space "
-        "without the 784 pixel weights; `hypergradient` keeps the architecture at its defaults. "
-        "Mean ± std over seeds.",
-        "",
-        "| method | best validation cross-entropy | test accuracy | trials |",
-        "|---|---:|---:|---:|",
-    ]
-    for method, row in rows.items():
-        lines.append(
-            f"| {method} | {row['best_val'][0]:.4f} ± {row['best_val'][1]:.4f} | "
-            f"{row['test_accuracy'][0]:.4f} ± {row['test_accuracy'][1]:.4f} | {row['n_trials']:.0f} |"
-        )
-    lines += ["", f"Anytime curve: [{png}]({png})", ""]
-    payload = {
-        "machine": machine(),
-        "command": cmd,
-        "seeds": seeds,
-        "seconds": seconds,
-        "steps": args.steps,
-        "runs": runs,
-        "summary": rows,
-    }
-    j, m = write(f"hybrid{suffix}", payload, "\n".join(lines))
-    print("\n".join(lines))
-    print(f"wrote {j} and {m}")
+        if seed != seeds[-1]:  # partial results after each seed, in case the run is cut short
+            report(runs, cmd, name, args.quick, len(args.methods), seeds, seconds, args.steps, load)
+    load["end"] = [round(x, 2) for x in os.getloadavg()]
+    report(runs, cmd, name, args.quick, len(args.methods), seeds, seconds, args.steps, load)
 
 
 if __name__ == "__main__":
