@@ -207,6 +207,7 @@ def main(argv=None):
     ap.add_argument("--val-episodes", type=int, default=None)
     ap.add_argument("--snapshot-every", type=int, default=None)
     ap.add_argument("--save-runs", default=None, help="pickle the trained runs here (a path outside the repo)")
+    ap.add_argument("--from-runs", default=None, help="report the runs pickled by --save-runs")
     ap.add_argument("--note", default="", help="a sentence for the report (e.g. why the budget is lower)")
     ap.add_argument("--jobs", type=int, default=None, help="parallel processes (one torch thread each)")
     args = ap.parse_args(argv)
@@ -238,12 +239,17 @@ def main(argv=None):
     t_start = time.perf_counter()
     load_start = os.getloadavg()
     job_list = [(label, cfg) for label in METHODS]
-    if jobs > 1:
+    if args.from_runs:  # report runs saved by --save-runs (same settings) without training again
+        with open(args.from_runs, "rb") as fh:
+            runs = pickle.load(fh)
+    elif jobs > 1:
         with mp.get_context("fork").Pool(jobs, maxtasksperchild=1) as pool:
             runs = {r["method"]: r for r in pool.imap_unordered(_train, job_list, chunksize=1)}
     else:
         runs = {r["method"]: r for r in map(_train, job_list)}
-    if args.save_runs:  # the trained runs (snapshots included), so a failed report loses no training
+    if (
+        args.save_runs and not args.from_runs
+    ):  # the trained runs (snapshots included), so a failed report loses no training
         with open(args.save_runs, "wb") as fh:
             pickle.dump(runs, fh)
 
@@ -334,13 +340,14 @@ def main(argv=None):
     if "--note" in given:  # the note is printed below the command, not inside it
         i = given.index("--note")
         del given[i : i + 2]
+    given = [a for a in given if not a.startswith("--from-runs") and a != args.from_runs]
     cmd = " ".join(["python benchmarks/fewshot.py", *given])
     E = cfg["train_episodes"]
     lines = [
         "# Few-shot classification on unseen classes: equal episodes and equal wall-clock",
         "",
         f"`{cmd}`: 5-way {cfg['k']}-shot, {cfg['q']} queries per class; every method meta-trained for {E} "
-        f"episodes (Adam 1e-3, CPU, one torch thread per process, {jobs} processes in parallel), "
+        f"episodes (Adam 1e-3, CPU, one torch thread per process, {jobs} process(es) in parallel), "
         f"meta-validated every {cfg['val_every']} episodes on {cfg['val_episodes']} fixed episodes "
         "(best state kept); tested on "
         f"{cfg['test_episodes']} episodes; accuracy ± 95% CI half-width. Fashion-MNIST base classes split "
@@ -351,7 +358,7 @@ def main(argv=None):
         f"{os.getloadavg()[0]:.1f}; the seconds below are wall-clock under that shared load.",
         "",
     ]
-    if E < 3000:
+    if E < 3000 and not q:
         lines += [f"**Budget below the issue's 3,000 episodes: {E} episodes per method.** {args.note}", ""]
     lines += [
         "## Equal episodes",
