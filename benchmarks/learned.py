@@ -41,6 +41,7 @@ from automl_bilevel.learned import (  # noqa: E402
     sample_tasks,
     train_optimizee,
 )
+from automl_bilevel.problem import Split  # noqa: E402
 from automl_bilevel.recipes.metaloss import evaluate_loss, evolve_loss_network, train_loss_network_ml3  # noqa: E402
 
 
@@ -84,7 +85,11 @@ def part_losses(q, out, args):
         "fashion_mnist": sample_tasks(tx, ty, n_test, n_train=(10, 100), n_val=n_val, seed=1),
         "mnist": sample_tasks(mx, my, n_test, n_train=(10, 100), n_val=n_val, seed=2),
     }
-    es_tasks = train[: min(len(train), args.es_tasks)]
+    # the ES fitness: the first es_tasks training tasks, each with its first es_val validation examples
+    es_tasks = [
+        Split(t.X_train, t.y_train, t.X_val[: args.es_val], t.y_val[: args.es_val])
+        for t in train[: min(len(train), args.es_tasks)]
+    ]
     n_eval = 40 if q else args.es_evals
     pop = 10 if q else args.es_population
     searches, learned = {}, {}
@@ -99,6 +104,7 @@ def part_losses(q, out, args):
             sigma0=0.003,
             strategy=strategy,
             strategy_options=options,
+            timeout=None if q else args.es_timeout,
         )
         seconds = time.perf_counter() - t0
         searches[name] = {
@@ -177,6 +183,7 @@ def part_losses(q, out, args):
         "outer": searches,
         "n_train_tasks": len(train),
         "n_es_tasks": len(es_tasks),
+        "n_es_val": len(es_tasks[0].X_val),
         "n_test_tasks": n_test,
         "n_val": n_val,
     }
@@ -195,7 +202,8 @@ def losses_lines(r):
         f"`{r['command']}`" if "command" in r else "",
         "",
         f"Outer loops on Fashion-MNIST training tasks: (μ+λ)-ES and OpenAI-ES (lr 1e-3) on {n_es} of the "
-        f"{r['n_train_tasks']} training tasks (fitness = mean validation error on them), {es['evaluations']} and "
+        f"{r['n_train_tasks']} training tasks (fitness = mean validation error on their first "
+        f"{r.get('n_es_val', r.get('n_val', 1000))} validation examples), {es['evaluations']} and "
         f"{eo['evaluations']} evaluations in populations of {es.get('population', 20)}, σ0 = 0.003 "
         f"({es['seconds']:.0f} s and {eo['seconds']:.0f} s, {es.get('evals_per_s', 0):.2f} and "
         f"{eo.get('evals_per_s', 0):.2f} evaluations/s; {es.get('batched_trials', '?')} and "
@@ -359,7 +367,11 @@ def main(argv=None):
     )
     ap.add_argument("--es-evals", type=int, default=8000, help="evaluations per ES variant (part A)")
     ap.add_argument("--es-population", type=int, default=20, help="ES population size (part A)")
-    ap.add_argument("--es-tasks", type=int, default=4, help="training tasks in the ES fitness (part A)")
+    ap.add_argument("--es-tasks", type=int, default=3, help="training tasks in the ES fitness (part A)")
+    ap.add_argument("--es-val", type=int, default=300, help="validation examples per ES-fitness task (part A)")
+    ap.add_argument(
+        "--es-timeout", type=float, default=None, help="stop each ES variant after this many seconds (part A)"
+    )
     args = ap.parse_args(argv)
     import torch
 
