@@ -41,7 +41,6 @@ from automl_bilevel.learned import (  # noqa: E402
     sample_tasks,
     train_optimizee,
 )
-from automl_bilevel.problem import Split  # noqa: E402
 from automl_bilevel.recipes.metaloss import evaluate_loss, evolve_loss_network, train_loss_network_ml3  # noqa: E402
 
 
@@ -85,11 +84,11 @@ def part_losses(q, out, args):
         "fashion_mnist": sample_tasks(tx, ty, n_test, n_train=(10, 100), n_val=n_val, seed=1),
         "mnist": sample_tasks(mx, my, n_test, n_train=(10, 100), n_val=n_val, seed=2),
     }
-    # the ES fitness: the first es_tasks training tasks, each with its first es_val validation examples
-    es_tasks = [
-        Split(t.X_train, t.y_train, t.X_val[: args.es_val], t.y_val[: args.es_val])
-        for t in train[: min(len(train), args.es_tasks)]
-    ]
+    # the ES fitness: es_tasks further Fashion-MNIST training tasks of es_size training examples and es_val
+    # validation examples (small, so that 8000 evaluations per variant fit on a shared CPU)
+    es_tasks = (
+        train if q else sample_tasks(fx, fy, args.es_tasks, n_train=tuple(args.es_size), n_val=args.es_val, seed=3)
+    )
     n_eval = 40 if q else args.es_evals
     pop = 10 if q else args.es_population
     searches, learned = {}, {}
@@ -184,6 +183,8 @@ def part_losses(q, out, args):
         "n_train_tasks": len(train),
         "n_es_tasks": len(es_tasks),
         "n_es_val": len(es_tasks[0].X_val),
+        "es_size": "10–100" if q else "–".join(map(str, args.es_size)),
+        "es_train_examples": [len(t.X_train) for t in es_tasks],
         "n_test_tasks": n_test,
         "n_val": n_val,
     }
@@ -201,15 +202,16 @@ def losses_lines(r):
         "",
         f"`{r['command']}`" if "command" in r else "",
         "",
-        f"Outer loops on Fashion-MNIST training tasks: (μ+λ)-ES and OpenAI-ES (lr 1e-3) on {n_es} of the "
-        f"{r['n_train_tasks']} training tasks (fitness = mean validation error on their first "
-        f"{r.get('n_es_val', r.get('n_val', 1000))} validation examples), {es['evaluations']} and "
+        f"Outer loops on Fashion-MNIST training tasks: (μ+λ)-ES and OpenAI-ES (lr 1e-3) with fitness = mean "
+        f"validation error on {n_es} tasks of {r.get('es_size', '10–100')} training and "
+        f"{r.get('n_es_val', r.get('n_val', 1000))} validation examples, {es['evaluations']} and "
         f"{eo['evaluations']} evaluations in populations of {es.get('population', 20)}, σ0 = 0.003 "
         f"({es['seconds']:.0f} s and {eo['seconds']:.0f} s, {es.get('evals_per_s', 0):.2f} and "
         f"{eo.get('evals_per_s', 0):.2f} evaluations/s; {es.get('batched_trials', '?')} and "
         f"{eo.get('batched_trials', '?')} of them evaluated in batched generations, {es['failed']} and "
-        f"{eo['failed']} failed; training-task error from {es['start_error']:.3f} to {es['best_error']:.3f} and "
-        f"{eo['best_error']:.3f}); ML3 {ml['steps']} outer steps of 4 tasks on all {r['n_train_tasks']} "
+        f"{eo['failed']} failed; fitness from {es['start_error']:.3f} at the start to {es['best_error']:.3f} and "
+        f"{eo['best_error']:.3f}). ML3: {ml['steps']} outer steps of 4 tasks cycling through "
+        f"{r['n_train_tasks']} training tasks of 10–100 training and {r.get('n_val', 1000)} validation examples "
         f"({ml['seconds']:.0f} s, {len(ml['rejected'])} rejected), best of {len(ml['held_out'])} checks on "
         f"held-out tasks (step {ml['best_step']}). All learned losses start from `mln_start`, the network's "
         "cross-entropy start, and train at inner lr 0.1 (the recipe's).",
@@ -217,7 +219,8 @@ def losses_lines(r):
     ]
     if "best_lr" in r:
         lines += [
-            "Baselines `cross_entropy` and `mse` at their best inner lr on the training tasks, from the grid "
+            f"Baselines `cross_entropy` and `mse` at their best inner lr on the {r['n_train_tasks']} training "
+            "tasks (those of ML3), from the grid "
             + ", ".join(f"{lr:g}" for lr in LR_GRID)
             + " (mean training-task accuracy: "
             + "; ".join(
@@ -367,7 +370,10 @@ def main(argv=None):
     )
     ap.add_argument("--es-evals", type=int, default=8000, help="evaluations per ES variant (part A)")
     ap.add_argument("--es-population", type=int, default=20, help="ES population size (part A)")
-    ap.add_argument("--es-tasks", type=int, default=3, help="training tasks in the ES fitness (part A)")
+    ap.add_argument("--es-tasks", type=int, default=4, help="training tasks in the ES fitness (part A)")
+    ap.add_argument(
+        "--es-size", type=int, nargs=2, default=(10, 40), help="training examples of the ES-fitness tasks (part A)"
+    )
     ap.add_argument("--es-val", type=int, default=300, help="validation examples per ES-fitness task (part A)")
     ap.add_argument(
         "--es-timeout", type=float, default=None, help="stop each ES variant after this many seconds (part A)"
