@@ -9,7 +9,8 @@ B. Learned optimizer (L2O-DM) meta-trained on MNIST 784-20-10 sigmoid MLPs, with
    flatness regularizer, against Adam and SGD: test accuracy and final training loss after N steps
    on MNIST MLPs of unseen width (40) and depth (two hidden layers) and on Fashion-MNIST, 5 seeds.
 
-    python benchmarks/learned.py            # about 15 minutes
+    python benchmarks/learned.py            # about an hour and a half
+    python benchmarks/learned.py --part A   # part A alone (kept: part B's results in the results file)
     python benchmarks/learned.py --quick    # under a minute
 
 Writes benchmarks/results/learned[_quick].json and .md. Torch single-threaded.
@@ -18,6 +19,8 @@ Writes benchmarks/results/learned[_quick].json and .md. Torch single-threaded.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine, write  # noqa: E402
+from _harness import RESULTS, machine, write  # noqa: E402
 
 from automl_bilevel.data import load_idx_dataset  # noqa: E402
 from automl_bilevel.hypergrad import SGD, Adam  # noqa: E402
@@ -51,37 +54,72 @@ def ms(values):
     return float(np.nanmean(v)), float(np.nanstd(v))
 
 
-def part_losses(q, out):
+LR_GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+
+
+def accuracies(loss, tasks, lr):
+    """Validation accuracy per task of an MLP trained with ``loss`` at inner step size ``lr``; NaN
+    where the inner training diverges."""
+    try:
+        return evaluate_loss(loss, tasks, n_classes=10, lr=lr)
+    except FloatingPointError:
+        return [math.nan] * len(tasks)
+
+
+def paired(a, b):
+    """Per-task differences a - b: mean, std, wins of a, losses of a."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return float(np.mean(d)), float(np.std(d)), int(np.sum(d > 0)), int(np.sum(d < 0))
+
+
+def part_losses(q, out, args):
     fx, fy = flat("fashion-mnist", "train")
     tx, ty = flat("fashion-mnist", "test")
     mx, my = flat("mnist", "test")
     n_val = 300 if q else 1000
     train = sample_tasks(fx, fy, 3 if q else 8, n_train=(10, 100), n_val=n_val, seed=0)
     held = sample_tasks(fx, fy, 2 if q else 8, n_train=(10, 100), n_val=n_val, seed=5)
+    n_test = 4 if q else 20
     tests = {
-        "fashion_mnist": sample_tasks(tx, ty, 4 if q else 20, n_train=(10, 100), n_val=n_val, seed=1),
-        "mnist": sample_tasks(mx, my, 4 if q else 20, n_train=(10, 100), n_val=n_val, seed=2),
+        "fashion_mnist": sample_tasks(tx, ty, n_test, n_train=(10, 100), n_val=n_val, seed=1),
+        "mnist": sample_tasks(mx, my, n_test, n_train=(10, 100), n_val=n_val, seed=2),
     }
-    n_eval = 30 if q else 400
+    # the ES fitness: es_tasks further Fashion-MNIST training tasks of es_size training examples and es_val
+    # validation examples (small, so that 8000 evaluations per variant fit on a shared CPU)
+    es_tasks = (
+        train if q else sample_tasks(fx, fy, args.es_tasks, n_train=tuple(args.es_size), n_val=args.es_val, seed=3)
+    )
+    n_eval = 40 if q else args.es_evals
+    pop = 10 if q else args.es_population
     searches, learned = {}, {}
-    for name, strategy, options in (("mln_es", "mu_plus_lambda", {}), ("mln_es_openai", "openai", {"lr": 1e-3})):
+    variants = {"mln_es": ("mu_plus_lambda", {}), "mln_es_openai": ("openai", {"lr": 1e-3})}
+    for name, (strategy, options) in variants.items():
         t0 = time.perf_counter()
         learned[name], res = evolve_loss_network(
-            train,
+            es_tasks,
             n_classes=10,
             n_evaluations=n_eval,
-            population_size=20,
+            population_size=pop,
             sigma0=0.003,
             strategy=strategy,
             strategy_options=options,
+            timeout=None if q else args.es_timeout,
         )
+        seconds = time.perf_counter() - t0
         searches[name] = {
-            "seconds": time.perf_counter() - t0,
+            "strategy": strategy,
+            "seconds": seconds,
             "evaluations": len(res.trials),
+            "evals_per_s": len(res.trials) / seconds,
+            "population": pop,
+            "generations": len(res.trials) // pop,
+            "batched_trials": sum(t.ok and t.metrics.get("batched") == 1.0 for t in res.trials),
             "failed": sum(not t.ok for t in res.trials),
             "start_error": res.trials[0].value,
             "best_error": res.best.value,
+            "best_trial": res.best.number,
         }
+        print(f"{name}: {searches[name]}", flush=True)
     t0 = time.perf_counter()
     learned["mln_ml3"], ml3 = train_loss_network_ml3(
         train,
@@ -99,38 +137,134 @@ def part_losses(q, out):
         "held_out": ml3.held_out,
         "best_step": ml3.best_step,
     }
-    losses = {"cross_entropy": "default", "mse": "mse", "mln_start": LossNetwork(10), **learned}
-    rows = []
-    for name, loss in losses.items():
-        row = {"loss": name}
+    # baselines: each fixed loss at its best inner step size on the training tasks
+    grid, best_lr = {}, {}
+    for loss in ("cross_entropy", "mse"):
+        key = "default" if loss == "cross_entropy" else loss
+        grid[loss] = {str(lr): ms(accuracies(key, train, lr)) for lr in LR_GRID}
+        best_lr[loss] = max(LR_GRID, key=lambda lr, g=grid[loss]: -np.inf if np.isnan(g[str(lr)][0]) else g[str(lr)][0])
+        print(f"{loss} lr grid on the training tasks: {grid[loss]} -> {best_lr[loss]}", flush=True)
+    losses = {
+        "cross_entropy": ("default", best_lr["cross_entropy"]),
+        "mse": ("mse", best_lr["mse"]),
+        "cross_entropy_lr0.1": ("default", 0.1),
+        "mse_lr0.1": ("mse", 0.1),
+        "mln_start": (LossNetwork(10), 0.1),
+        **{k: (v, 0.1) for k, v in learned.items()},
+    }
+    rows, per_task = [], {}
+    for name, (loss, lr) in losses.items():
+        row = {"loss": name, "lr": lr}
+        per_task[name] = {}
         for domain, tasks in tests.items():
-            row[domain] = ms(evaluate_loss(loss, tasks, n_classes=10))
+            per_task[name][domain] = accuracies(loss, tasks, lr)
+            row[domain] = ms(per_task[name][domain])
         rows.append(row)
         print(
-            f"loss {name:20s} " + "  ".join(f"{d} {m:.3f} ± {s:.3f}" for d, (m, s) in ((d, row[d]) for d in tests)),
+            f"loss {name:20s} lr {lr:<5g} "
+            + "  ".join(f"{d} {m:.3f} ± {s:.3f}" for d, (m, s) in ((d, row[d]) for d in tests)),
             flush=True,
         )
-    out["losses"] = {"rows": rows, "outer": searches, "n_train_tasks": len(train), "n_test_tasks": len(tests["mnist"])}
-    es, ml = searches["mln_es"], searches["mln_ml3"]
+    comparisons = []
+    for name in ("mln_start", *learned):
+        for base in ("cross_entropy", "mse"):
+            for domain in tests:
+                m, s, w, loss_ = paired(per_task[name][domain], per_task[base][domain])
+                comparisons.append(
+                    {"loss": name, "baseline": base, "domain": domain, "mean": m, "std": s, "wins": w, "losses": loss_}
+                )
+    out["losses"] = {
+        "rows": rows,
+        "per_task": per_task,
+        "comparisons": comparisons,
+        "lr_grid": grid,
+        "best_lr": best_lr,
+        "outer": searches,
+        "n_train_tasks": len(train),
+        "n_es_tasks": len(es_tasks),
+        "n_es_val": len(es_tasks[0].X_val),
+        "es_size": "10–100" if q else "–".join(map(str, args.es_size)),
+        "es_train_examples": [len(t.X_train) for t in es_tasks],
+        "n_test_tasks": n_test,
+        "n_val": n_val,
+    }
+    return losses_lines(out["losses"])
+
+
+def losses_lines(r):
+    """Part A's markdown from its results."""
+    s = r["outer"]
+    es, eo, ml = s["mln_es"], s["mln_es_openai"], s["mln_ml3"]
+    n_es = r.get("n_es_tasks", r["n_train_tasks"])
+    domains = ("fashion_mnist", "mnist")
     lines = [
         "## A. Meta-loss network (20 SGD steps, 784-100-100-10 MLP, 10–100 training examples)",
         "",
-        f"Outer loops on {len(train)} Fashion-MNIST training tasks: (μ+λ)-ES and OpenAI-ES {es['evaluations']} "
-        f"evaluations each ({es['seconds']:.0f} s and {searches['mln_es_openai']['seconds']:.0f} s), σ0 = 0.003; "
-        f"ML3 {ml['steps']} outer steps of 4 tasks ({ml['seconds']:.0f} s, {len(ml['rejected'])} rejected), best of "
-        f"{len(ml['held_out'])} checks on {len(held)} held-out tasks (step {ml['best_step']}). All start from "
-        "`mln_start`, the network's cross-entropy start. Validation accuracy, mean ± std over "
-        f"{len(tests['mnist'])} unseen tasks per domain. The source paper reports 0.646 (MLN) vs 0.592 (CE) vs "
-        "0.481 (MSE) on Fashion-MNIST.",
+        f"`{r['command']}`" if "command" in r else "",
         "",
-        "| loss | Fashion-MNIST tasks | MNIST tasks |",
-        "|---|---:|---:|",
+        f"Outer loops on Fashion-MNIST training tasks: (μ+λ)-ES and OpenAI-ES (lr 1e-3) with fitness = mean "
+        f"validation error on {n_es} tasks of {r.get('es_size', '10–100')} training and "
+        f"{r.get('n_es_val', r.get('n_val', 1000))} validation examples, {es['evaluations']} and "
+        f"{eo['evaluations']} evaluations in populations of {es.get('population', 20)}, σ0 = 0.003 "
+        f"({es['seconds']:.0f} s and {eo['seconds']:.0f} s, {es.get('evals_per_s', 0):.2f} and "
+        f"{eo.get('evals_per_s', 0):.2f} evaluations/s; {es.get('batched_trials', '?')} and "
+        f"{eo.get('batched_trials', '?')} of them evaluated in batched generations, {es['failed']} and "
+        f"{eo['failed']} failed; fitness from {es['start_error']:.3f} at the start to {es['best_error']:.3f} and "
+        f"{eo['best_error']:.3f}). ML3: {ml['steps']} outer steps of 4 tasks cycling through "
+        f"{r['n_train_tasks']} training tasks of 10–100 training and {r.get('n_val', 1000)} validation examples "
+        f"({ml['seconds']:.0f} s, {len(ml['rejected'])} rejected), best of {len(ml['held_out'])} checks on "
+        f"held-out tasks (step {ml['best_step']}). All learned losses start from `mln_start`, the network's "
+        "cross-entropy start, and train at inner lr 0.1 (the recipe's).",
+        "",
+    ]
+    if "best_lr" in r:
+        lines += [
+            f"Baselines `cross_entropy` and `mse` at their best inner lr on the {r['n_train_tasks']} training "
+            "tasks (those of ML3), from the grid "
+            + ", ".join(f"{lr:g}" for lr in LR_GRID)
+            + " (mean training-task accuracy: "
+            + "; ".join(
+                f"{loss} " + ", ".join(f"{lr} {v[0]:.3f}" for lr, v in g.items()) for loss, g in r["lr_grid"].items()
+            )
+            + f"): cross-entropy lr {r['best_lr']['cross_entropy']:g}, MSE lr {r['best_lr']['mse']:g}. "
+            "The `_lr0.1` rows are both at the recipe's lr.",
+            "",
+        ]
+    lines += [
+        f"Validation accuracy ({r.get('n_val', 1000)} examples per task), mean ± std over {r['n_test_tasks']} "
+        "unseen tasks per domain (Fashion-MNIST test-set images, MNIST). The source paper reports 0.646 (MLN) "
+        "vs 0.592 (CE) vs 0.481 (MSE) on Fashion-MNIST.",
+        "",
+        "| loss | inner lr | Fashion-MNIST tasks | MNIST tasks |",
+        "|---|---:|---:|---:|",
     ]
     lines += [
-        f"| {r['loss']} | {r['fashion_mnist'][0]:.3f} ± {r['fashion_mnist'][1]:.3f} | "
-        f"{r['mnist'][0]:.3f} ± {r['mnist'][1]:.3f} |"
-        for r in rows
+        f"| {x['loss']} | {x.get('lr', 0.1):g} | "
+        + " | ".join(f"{x[d][0]:.3f} ± {x[d][1]:.3f}" for d in domains)
+        + " |"
+        for x in r["rows"]
     ]
+    if "comparisons" in r:
+        lines += [
+            "",
+            "Paired per-task differences (learned loss − baseline at its best lr, the same tasks and seeds): "
+            "mean ± std, wins/losses out of the tasks; **bold** where |mean| exceeds the std of the differences.",
+            "",
+            "| loss | vs | Fashion-MNIST | MNIST |",
+            "|---|---|---:|---:|",
+        ]
+        for name in dict.fromkeys(c["loss"] for c in r["comparisons"]):
+            for base in ("cross_entropy", "mse"):
+                cells = []
+                for d in domains:
+                    c = next(
+                        c for c in r["comparisons"] if c["loss"] == name and c["baseline"] == base and c["domain"] == d
+                    )
+                    txt = f"{c['mean']:+.3f} ± {c['std']:.3f}"
+                    if abs(c["mean"]) > c["std"]:
+                        txt = f"**{txt}**"
+                    cells.append(f"{txt} ({c['wins']}/{c['losses']})")
+                lines.append(f"| {name} | {base} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -196,20 +330,30 @@ def part_optimizers(q, out):
                 flush=True,
             )
     out["optimizers"] = {"rows": rows, "meta_training": meta, "steps": steps, "seeds": len(seeds)}
+    return optimizers_lines(out["optimizers"])
+
+
+def optimizers_lines(r):
+    """Part B's markdown from its results."""
+    meta, rows = r["meta_training"], r["rows"]
     lines = [
         "",
-        f"## B. Learned optimizer (meta-trained on MNIST 784-20-10 sigmoid; {steps} steps, "
-        f"{len(seeds)} seeds, batch 128)",
+        f"## B. Learned optimizer (meta-trained on MNIST 784-20-10 sigmoid; {r['steps']} steps, "
+        f"{r['seeds']} seeds, batch 128)",
         "",
+    ]
+    if "command" in r:
+        lines += [f"`{r['command']}`", ""]
+    lines += [
         "Meta-training: " + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in meta.items()) + ".",
         "",
         "| setting | optimizer | test accuracy | training loss (last 10 steps) |",
         "|---|---|---:|---:|",
     ]
     lines += [
-        f"| {r['setting']} | {r['optimizer']} | {r['test_accuracy'][0]:.3f} ± {r['test_accuracy'][1]:.3f} | "
-        f"{r['train_loss'][0]:.3f} ± {r['train_loss'][1]:.3f} |"
-        for r in rows
+        f"| {x['setting']} | {x['optimizer']} | {x['test_accuracy'][0]:.3f} ± {x['test_accuracy'][1]:.3f} | "
+        f"{x['train_loss'][0]:.3f} ± {x['train_loss'][1]:.3f} |"
+        for x in rows
     ]
     return lines
 
@@ -217,17 +361,49 @@ def part_optimizers(q, out):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--part",
+        choices=("A", "B", "all"),
+        default="all",
+        help="run part A (loss networks) or B (optimizers) alone; the other part's results are kept from the "
+        "existing results file",
+    )
+    ap.add_argument("--es-evals", type=int, default=8000, help="evaluations per ES variant (part A)")
+    ap.add_argument("--es-population", type=int, default=20, help="ES population size (part A)")
+    ap.add_argument("--es-tasks", type=int, default=4, help="training tasks in the ES fitness (part A)")
+    ap.add_argument(
+        "--es-size", type=int, nargs=2, default=(10, 40), help="training examples of the ES-fitness tasks (part A)"
+    )
+    ap.add_argument("--es-val", type=int, default=300, help="validation examples per ES-fitness task (part A)")
+    ap.add_argument(
+        "--es-timeout", type=float, default=None, help="stop each ES variant after this many seconds (part A)"
+    )
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    out: dict = {"machine": machine()}
+    name = f"learned{'_quick' if args.quick else ''}"
     cmd = " ".join(["python benchmarks/learned.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = ["# Learned losses and optimizers", "", f"`{cmd}`", ""]
-    lines += part_losses(args.quick, out)
-    lines += part_optimizers(args.quick, out)
+    previous = RESULTS / f"{name}.json"
+    out: dict = json.loads(previous.read_text()) if args.part != "all" and previous.exists() else {}
+    old_cmd = out.get("command")
+    out["machine"] = machine()
+    if args.part in ("A", "all"):
+        part_losses(args.quick, out, args)
+        out["losses"]["command"] = cmd
+    if args.part in ("B", "all"):
+        part_optimizers(args.quick, out)
+        out["optimizers"]["command"] = cmd
+    for part in ("losses", "optimizers"):  # results kept from an earlier run name the command that made them
+        if part in out and "command" not in out[part] and old_cmd:
+            out[part]["command"] = old_cmd
+    lines = ["# Learned losses and optimizers", ""]
+    if "losses" in out:
+        lines += losses_lines(out["losses"])
+    if "optimizers" in out:
+        lines += optimizers_lines(out["optimizers"])
     out["command"] = cmd
-    j, m = write(f"learned{'_quick' if args.quick else ''}", out, "\n".join(lines) + "\n")
+    j, m = write(name, out, "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {j} and {m}")
 

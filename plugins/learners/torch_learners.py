@@ -210,7 +210,8 @@ class DifferentiableTask:
     def _regularised(self, loss: torch.Tensor, w: torch.Tensor, hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
         # Python scalars only multiply tensors of rank >= 1: under vmap(jvp(...)) a Python float times a
         # batched 0-dim tensor is promoted to float64 (seen with torch 2.13), which breaks forward mode.
-        loss = loss + (0.5 * w * w).sum() * hp["weight_decay"]
+        if "weight_decay" in hp:  # absent only where it is a constant 0 (evaluate_population): nothing to add
+            loss = loss + (0.5 * w * w).sum() * hp["weight_decay"]
         if "l2_per_feature" in hp:
             W = self.params(w)[self.first_weight]
             loss = loss + (0.5 * hp["l2_per_feature"][None, :] * W * W).sum()
@@ -410,6 +411,10 @@ class TorchLearner(InnerLearner, DifferentiableLearner):
             if dt.constants[name].shape != V.shape[1:]:
                 raise ValueError(f"{name!r} has {dt.constants[name].numel()} entries, the vectors {V.shape[1]}")
             base = {k: v for k, v in dt.constants.items() if k != name}
+            if float(base["weight_decay"]) == 0.0:
+                # a zero weight decay adds exactly 0 to the loss and its gradient; skipping it saves two
+                # passes over the (members x weights) state per step
+                del base["weight_decay"]
             Xv = dt.tensor(split.X_val)
 
             def member(

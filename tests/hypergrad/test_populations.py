@@ -50,6 +50,18 @@ def test_batched_equals_one_by_one(setting, objective):
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-4, atol=1e-6)  # float32, summed in another order
 
 
+def test_batched_equals_one_by_one_with_weight_decay(setting):
+    """A zero weight decay is skipped in the batched path; a non-zero one is applied as one by one."""
+    tasks, learner, population = setting
+    decayed = MLPLearner(**{**learner.settings, "weight_decay": 0.05})
+    problem = BilevelProblem(decayed, ValidationLoss(), ConfigurationSpace(), TASK, tasks, seed=3)
+    one_by_one = np.array([problem.evaluate({"loss_net": v}).value for v in population])
+    batched = decayed.evaluate_population(tasks, population, ValidationLoss(), task=TASK, seed=3)
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-4, atol=1e-6)
+    plain = learner.evaluate_population(tasks, population, ValidationLoss(), task=TASK, seed=3)
+    assert np.abs(batched - plain).max() > 1e-3  # the decay changed the training
+
+
 def test_a_diverging_member_is_nan_and_the_others_are_kept(setting):
     tasks, learner, population = setting
     bad = population.copy()
