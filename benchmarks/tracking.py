@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# the end-to-end column measures writing every trial: no bounded flush (the default 60 s would leave the
+# rest of a 500-trial thread-writer run in the spool, for `automl-bilevel sync`)
+os.environ.setdefault("AUTOML_BILEVEL_FLUSH_TIMEOUT", "1800")
 
 import numpy as np  # noqa: E402
 
@@ -51,7 +54,14 @@ from automl_bilevel import (  # noqa: E402
     run_search,
 )
 
-SPACE = {"max_depth": (2, 20), "min_samples_leaf": (1, 10), "criterion": ["gini", "entropy"]}
+# a float keeps the space infinite: random search draws distinct configurations only, and the 380 of a
+# purely discrete space would end a 500-trial search early
+SPACE = {
+    "max_depth": (2, 20),
+    "min_samples_leaf": (1, 10),
+    "criterion": ["gini", "entropy"],
+    "max_features": (0.5, 1.0),
+}
 
 
 def make_problem(trial_ms: float, seed: int = 0):
@@ -71,7 +81,7 @@ def make_problem(trial_ms: float, seed: int = 0):
         times = []
         for depth in (5, 10, 20, 8, 12):
             t0 = time.perf_counter()
-            problem.evaluate({"max_depth": depth, "min_samples_leaf": 3, "criterion": "gini"})
+            problem.evaluate({"max_depth": depth, "min_samples_leaf": 3, "criterion": "gini", "max_features": 0.75})
             times.append(time.perf_counter() - t0)
         ms = 1000 * statistics.median(times)
         if abs(ms - trial_ms) / trial_ms < 0.15:
@@ -108,6 +118,7 @@ def search(problem, n: int, mode: str, uri: str | None, seed: int = 0) -> dict:
     t2 = time.perf_counter()
     session.finish(res.status, res.trials, t2 - t1)
     t3 = time.perf_counter()
+    assert len(res.trials) == n, f"the search ran {len(res.trials)} of {n} trials ({res.stop_reason})"
     run_id = session.info.get("mlflow_run_id")
     if run_id:  # check what the store holds: every trial once, the run ended
         from mlflow import MlflowClient
