@@ -170,6 +170,21 @@ def test_ml3_training_lowers_the_validation_loss(digits):
     assert np.mean(res.values[-3:]) < np.mean(res.values[:3])
 
 
+def test_ml3_numbers_rejected_steps_like_held_out_checks_and_l2o(digits):
+    """A rejected step is reported by its step number from 0, as held-out checks and L2O's rejected
+    steps are (it was reported one higher)."""
+    X, y = digits
+    tasks = sample_tasks(X, y, 2, n_train=40, n_val=100, seed=0)
+    _, res = train_loss_network_ml3(
+        tasks[:1], n_classes=10, outer_steps=4, outer_lr=1e6, inner_steps=5, held_out=tasks[1:], eval_every=1
+    )
+    assert res.search is not None
+    failed = [t.number for t in res.search.trials if not t.ok]
+    assert failed, "an outer learning rate of 1e6 must make some step diverge"
+    assert [step for step, _ in res.rejected] == failed
+    assert {step for step, _ in res.held_out} <= set(range(4)) and max(failed) <= 3
+
+
 def test_sample_tasks_refuses_impossible_sizes(digits):
     X, y = digits
     with pytest.raises(ValueError, match="one training example per class"):

@@ -226,7 +226,7 @@ class LossNetworkProblem(DifferentiableProblem):
 @dataclass
 class ML3Result:
     values: list[float] = field(default_factory=list)  # mean validation cross-entropy per accepted step
-    rejected: list[tuple[int, str | None]] = field(default_factory=list)
+    rejected: list[tuple[int, str | None]] = field(default_factory=list)  # (step, reason), steps from 0
     held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, accuracy on held-out tasks)
     best_step: int = 0
     search: SearchResult | None = None
@@ -277,7 +277,7 @@ def train_loss_network_ml3(
     problem.network(final)
     out = ML3Result(
         values=[t.value for t in res.trials if t.ok],
-        rejected=[(t.number + 1, t.error) for t in res.trials if not t.ok],
+        rejected=[(t.number, t.error) for t in res.trials if not t.ok],  # the step, numbered as held_out's
         held_out=[(t.number, t.metrics["held_out_accuracy"]) for t in res.trials if "held_out_accuracy" in t.metrics],
         best_step=max(opt.best_step, 0) if held_out else len(res.trials),
         search=res,
