@@ -18,6 +18,7 @@ from typing import Any
 from .checkpoint import Checkpoint
 from .components import OuterOptimizer, Proposal
 from .events import RunContext, RunFinished, RunListener, RunStarted, TrialFinished
+from .interrupts import deferred
 from .parallel import Executor, Outcome, SequentialExecutor
 from .runtime import problem_work, thread_policy
 from .space import config_dict
@@ -173,12 +174,13 @@ def run_search(
                 trial = make_trial(len(result.trials), proposal, outcome)
                 if trial.error:
                     log.warning("trial %d failed: %s", trial.number, trial.error)
-                optimizer.tell(proposal, trial)
-                trial = replace(trial, extra=None)  # what tell needed (a gradient) is not kept
-                result.trials.append(trial)
-                session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
-                if checkpoint is not None:  # after the listeners (tracking spools it first): none is lost
-                    checkpoint.record(trial, optimizer)
+                with deferred():  # told, kept, tracked and journaled, or none of them: a resume repeats nothing
+                    optimizer.tell(proposal, trial)
+                    trial = replace(trial, extra=None)  # what tell needed (a gradient) is not kept
+                    result.trials.append(trial)
+                    session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
+                    if checkpoint is not None:  # after the listeners (tracking spools it first): none is lost
+                        checkpoint.record(trial, optimizer)
                 if timeout is not None and time.perf_counter() - t0 >= timeout and in_flight:
                     executor.cancel()  # the budget is spent: what is still running is dropped
                     in_flight, stop = 0, "timeout"
