@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -57,32 +57,31 @@ from automl_bilevel import (
     hookimpl,
 )
 
+from .store import (
+    BATCH_TRIALS,
+    LOGGED_MODEL_DIR,
+    MAX_PARAM,
+    SPOOL_FILE,
+    SPOOL_TAG,
+    RunWriter,
+    Spool,
+    TrackingError,
+    _jsonable,
+    _pid_alive,
+    flush_timeout,
+)
+
 if TYPE_CHECKING:
     import subprocess
 
     from matplotlib.figure import Figure
 
-    from mlflow import MlflowClient
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-MAX_PARAM = 6000
-BATCH_TRIALS = 100  # trials per writer batch (the parent's metrics of a batch go in one log_batch)
 SPOOL_ENV = "AUTOML_BILEVEL_SPOOL_DIR"
-FLUSH_TIMEOUT_ENV = "AUTOML_BILEVEL_FLUSH_TIMEOUT"
-DEFAULT_FLUSH_TIMEOUT = 60.0
 ABORT_WAIT = 10.0  # after a second Ctrl-C: seconds left to end the parent run
-TRIAL_TAG = "automl_bilevel.trial"
-SPOOL_TAG = "automl_bilevel.spool"
-SPOOL_FILE = "spool.jsonl"
-LOGGED_MODEL_DIR = "logged_model"  # in a run's spool folder: the model, logged as "model" at the end
-MODEL_NAME = "model"
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 log = logging.getLogger("automl_bilevel.tracking")
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; raised before the run starts."""
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -146,87 +145,12 @@ def spool_root(uri: str) -> Path:
     return Path(cache) / "automl_bilevel" / "spool"
 
 
-def flush_timeout() -> float:
-    raw = os.environ.get(FLUSH_TIMEOUT_ENV)
-    if raw is None:
-        return DEFAULT_FLUSH_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        raise TrackingError(f"{FLUSH_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
-    if not value >= 0:
-        raise TrackingError(f"{FLUSH_TIMEOUT_ENV}={raw!r} must be >= 0 seconds")
-    return value
-
-
 def _flat_params(prefix: str, value: Any, out: dict[str, str]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             _flat_params(f"{prefix}.{k}" if prefix else str(k), v, out)
     else:
         out[prefix] = str(value)[:MAX_PARAM]
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    return repr(value)
-
-
-# -- the spool ------------------------------------------------------------------------------------
-class Spool:
-    """One parent run's records, as JSON lines in ``<root>/<run_id>/spool.jsonl``.
-
-    Each record is one ``os.write`` on an ``O_APPEND`` file: a signal lands between records, and a
-    kill leaves at most a torn last line, which readers skip.
-    """
-
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
-        self.path = self.folder / SPOOL_FILE
-
-    @classmethod
-    def create(cls, root: Path, run_id: str, header: dict[str, Any]) -> Spool:
-        spool = cls(Path(root) / run_id)
-        spool.folder.mkdir(parents=True, exist_ok=True)
-        spool.append({"kind": "run", **header})
-        return spool
-
-    def append(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, default=_jsonable) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-
-    def records(self) -> list[dict[str, Any]]:
-        lines = self.path.read_bytes().split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        out = []
-        for i, line in enumerate(lines, start=1):
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict) or "kind" not in rec:
-                    raise ValueError("not a spool record")
-            except ValueError:
-                if i == len(lines):  # the last write was cut short by a kill
-                    break
-                raise TrackingError(f"{self.path}:{i}: corrupt spool record") from None
-            out.append(rec)
-        if not out or out[0].get("kind") != "run":
-            raise TrackingError(f"{self.path}: not an automl_bilevel spool (no run header)")
-        return out
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def trial_record(event: TrialFinished, replayed: bool = False) -> dict[str, Any]:
@@ -246,164 +170,6 @@ def trial_record(event: TrialFinished, replayed: bool = False) -> dict[str, Any]
         "time_ms": int(time.time() * 1000),
         "replayed": bool(replayed),
     }
-
-
-# -- writing one parent run, idempotently ---------------------------------------------------------
-class RunWriter:
-    """Writes one parent run's trials and end to the store; safe to repeat after any failure.
-
-    Used by the live background writer and by ``automl-bilevel sync``.
-    """
-
-    def __init__(self, client: MlflowClient, experiment_id: str, run_id: str, trials_are_steps: bool) -> None:
-        self.client = client
-        self.experiment_id = experiment_id
-        self.run_id = run_id
-        self.trials_are_steps = trials_are_steps
-        self.children: dict[int, str] = {}  # trial number -> child run id (created, maybe unfinished)
-        self.done: set[int] = set()  # trials whose child is complete
-        self.dirty = False  # a call failed: what exists must be read back before creating more
-
-    def existing_children(self) -> list[Any]:
-        runs, token = [], None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}'", max_results=1000, page_token=token
-            )
-            runs += [r for r in page if TRIAL_TAG in r.data.tags]
-            token = page.token
-            if not token:
-                return runs
-
-    def reconcile(self) -> None:
-        """Read back which children exist (a request may have succeeded although its answer was lost)."""
-        self.children.clear()
-        for r in sorted(self.existing_children(), key=lambda r: r.info.start_time or 0):
-            n = int(r.data.tags[TRIAL_TAG])
-            if n in self.children:
-                continue  # a duplicate: removed by dedupe()
-            self.children[n] = r.info.run_id
-            if r.info.status in TERMINAL:  # a child is ended only after its metrics and params are in
-                self.done.add(n)
-        self.dirty = False
-
-    def dedupe(self) -> int:
-        """Delete children that repeat a trial number (an HTTP retry of a create that had succeeded)."""
-        seen: dict[int, Any] = {}
-        removed = 0
-        for r in sorted(
-            self.existing_children(), key=lambda r: (r.info.status not in TERMINAL, r.info.start_time or 0)
-        ):
-            n = int(r.data.tags[TRIAL_TAG])
-            if n in seen:
-                self.client.delete_run(r.info.run_id)
-                removed += 1
-            else:
-                seen[n] = r
-        return removed
-
-    def write_trials(self, records: list[dict[str, Any]], should_stop: Callable[[], bool] | None = None) -> None:
-        """Write ``records``; ``should_stop()`` is asked before each trial (a second Ctrl-C must not
-        wait for a whole batch)."""
-        from mlflow.entities import Metric, Param
-
-        try:
-            if self.dirty:
-                self.reconcile()
-            parent_metrics = []
-            for rec in records:
-                if should_stop is not None and should_stop():
-                    break
-                n, ts = rec["number"], rec["time_ms"]
-                step = {"value": rec["value"], **rec["metrics"]}
-                if rec.get("best_value") is not None:
-                    step["best_value"] = rec["best_value"]
-                parent_metrics += [Metric(k, float(v), ts, n) for k, v in step.items() if _finite(v)]
-                if self.trials_are_steps or n in self.done:
-                    continue
-                cid = self.children.get(n)
-                if cid is None:
-                    tags = {
-                        "mlflow.parentRunId": self.run_id,
-                        TRIAL_TAG: str(n),
-                        "automl_bilevel.status": rec["status"],
-                    }
-                    if rec.get("replayed"):
-                        tags["automl_bilevel.replayed"] = "true"
-                    if rec.get("error"):
-                        tags["automl_bilevel.error"] = rec["error"][:5000]
-                    cid = self.client.create_run(
-                        self.experiment_id,
-                        run_name=f"trial-{n}",
-                        start_time=ts - int(rec["duration"] * 1000),
-                        tags=tags,
-                    ).info.run_id
-                    self.children[n] = cid
-                metrics = [
-                    Metric(k, float(v), ts, 0)
-                    for k, v in {"value": rec["value"], "duration": rec["duration"], **rec["metrics"]}.items()
-                    if _finite(v)
-                ]
-                params = [Param(str(k), str(v)[:MAX_PARAM]) for k, v in rec["config"].items()]
-                if rec.get("budget") is not None:
-                    params.append(Param("budget", str(rec["budget"])))
-                self.client.log_batch(cid, metrics=metrics, params=params)
-                self.client.set_terminated(cid, "FINISHED" if rec["ok"] else "FAILED", end_time=ts)
-                self.done.add(n)
-            for i in range(0, len(parent_metrics), 1000):  # MLflow caps a batch at 1000 metrics
-                self.client.log_batch(self.run_id, metrics=parent_metrics[i : i + 1000])
-        except BaseException:
-            self.dirty = True
-            raise
-
-    def finish(self, rec: dict[str, Any], artifact_dir: Path | None) -> None:
-        """The run's end: summary metrics and tags, the files in ``artifact_dir``, the terminal status."""
-        from mlflow.entities import Metric, RunTag
-
-        if not self.trials_are_steps:
-            self.dedupe()
-        ts = rec["time_ms"]
-        tags = [RunTag("automl_bilevel.status", rec["status"])]
-        if rec.get("error"):
-            tags.append(RunTag("automl_bilevel.error", rec["error"][:5000]))
-        self.client.log_batch(
-            self.run_id,
-            metrics=[Metric(f"final.{k}", float(v), ts, 0) for k, v in rec["summary"].items() if _finite(v)],
-            tags=tags,
-        )
-        if artifact_dir is not None and artifact_dir.is_dir():
-            for entry in sorted(artifact_dir.iterdir()):
-                if entry.is_dir():
-                    self.client.log_artifacts(self.run_id, str(entry), artifact_path=entry.name)
-                else:
-                    self.client.log_artifact(self.run_id, str(entry))
-            model_dir = artifact_dir.parent / LOGGED_MODEL_DIR
-            if model_dir.is_dir():
-                self.log_model(model_dir)
-        self.client.set_terminated(self.run_id, rec["status"], end_time=ts)
-
-    def log_model(self, local: Path) -> str:
-        """The saved model as an MLflow 3 logged model named ``model`` of this run (once): listed with
-        the experiment's models, loadable as ``runs:/<run_id>/model`` or ``models:/<model_id>``, and
-        registrable."""
-        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-        from mlflow.models import Model
-
-        for m in self.client.search_logged_models(
-            experiment_ids=[self.experiment_id], filter_string=f"name = '{MODEL_NAME}'"
-        ):
-            if m.source_run_id == self.run_id and m.status == LoggedModelStatus.READY:
-                return m.model_id
-        lm = self.client.create_logged_model(
-            self.experiment_id, name=MODEL_NAME, source_run_id=self.run_id, tags={"automl_bilevel.version": __version__}
-        )
-        meta = Model.load(str(local / "MLmodel"))
-        meta.model_id, meta.run_id, meta.artifact_path = lm.model_id, self.run_id, lm.artifact_location
-        meta.save(str(local / "MLmodel"))
-        self.client.log_model_artifacts(lm.model_id, str(local))
-        self.client.finalize_logged_model(lm.model_id, LoggedModelStatus.READY)
-        self.client.log_outputs(self.run_id, [LoggedModelOutput(lm.model_id, step=0)])
-        return lm.model_id
 
 
 # -- the background writer ------------------------------------------------------------------------
@@ -582,7 +348,7 @@ class ProcessWriter:
                 [
                     sys.executable,
                     "-m",
-                    "automl_bilevel_plugins.tracking.mlflow_tracking",
+                    "automl_bilevel_plugins.tracking.store",
                     "follow",
                     str(self.folder),
                     str(os.getpid()),
@@ -609,103 +375,6 @@ class ProcessWriter:
         except OSError:
             return None
         return lines[-1][:500] if lines else None
-
-
-def follow(folder: Path, parent_pid: int) -> int:
-    """Write a spool to its store while it grows; end when its run has ended and all is written
-    (exit 0, the spool removed). SIGTERM: end the parent run now and leave the rest spooled (exit 3).
-    If the process that writes the spool dies without ending the run, end it KILLED."""
-    import signal
-
-    from mlflow import MlflowClient
-
-    stop = {"abort": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("abort", True))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    spool = Spool(folder)
-    head: dict[str, Any] | None = None
-    writer: RunWriter | None = None
-    end: dict[str, Any] | None = None
-    pending: list[dict[str, Any]] = []
-    offset, buf = 0, b""
-    delay, next_try = 0.0, 0.0
-    orphaned_until = None  # once the search process is gone: how long to keep trying the store
-    while not stop["abort"]:
-        if orphaned_until is None and not _pid_alive(parent_pid):
-            orphaned_until = time.monotonic() + flush_timeout()
-        elif orphaned_until is not None and time.monotonic() > orphaned_until:
-            print("the search process is gone and the store still fails: giving up; the spool stays", file=sys.stderr)
-            return 4
-        with open(spool.path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-        offset += len(data)
-        *lines, buf = (buf + data).split(b"\n")
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            kind = rec.get("kind")
-            if kind == "run":
-                head = rec
-            elif kind == "trial":
-                pending.append(rec)
-            elif kind == "finish":
-                end = rec
-        if head is not None and writer is None:
-            writer = RunWriter(
-                MlflowClient(tracking_uri=head["uri"]),
-                head["experiment_id"],
-                head["run_id"],
-                bool(head.get("trials_are_steps")),
-            )
-            writer.dirty = True  # read back what exists before creating anything
-        if writer is None or (not pending and end is None):
-            # (without a writer, no run header has been read: there is nothing to end yet)
-            if writer is not None and not data and orphaned_until is not None:
-                end = {
-                    "kind": "finish",
-                    "status": "KILLED",
-                    "time_ms": int(time.time() * 1000),
-                    "error": "the process ended before the run did",
-                    "summary": {},
-                }
-            else:
-                time.sleep(0.1)
-                continue
-        if time.monotonic() < next_try:
-            time.sleep(0.05)
-            continue
-        try:
-            if pending:
-                batch = pending[:BATCH_TRIALS]
-                writer.write_trials(batch, lambda: stop["abort"])
-                if stop["abort"]:
-                    break
-                del pending[: len(batch)]
-            elif end is not None:
-                writer.finish(end, folder / "artifacts")
-                spool.remove()
-                return 0
-            delay = 0.0
-        except Exception as exc:
-            print(
-                f"{time.strftime('%H:%M:%S')} tracking store failed: {type(exc).__name__}: {exc}",
-                file=sys.stderr,
-                flush=True,
-            )
-            delay = min(max(2 * delay, 0.5), 5.0)
-            next_try = time.monotonic() + delay
-    if writer is not None:  # aborted: end the parent at least
-        status = end["status"] if end else "KILLED"
-        try:
-            writer.client.set_tag(writer.run_id, SPOOL_TAG, str(folder))
-            writer.client.set_terminated(writer.run_id, status, end_time=end["time_ms"] if end else None)
-        except Exception as exc:
-            print(f"could not end run {writer.run_id}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-    return 3
 
 
 # -- the listener ---------------------------------------------------------------------------------
@@ -1046,16 +715,6 @@ def save_trace_plot(trials: Sequence[Trial], path: Path, *, steps: bool, ylabel:
 
 
 # -- sync -----------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def spool_folders(where: str | os.PathLike[str] | None, uri: str | None = None) -> list[Path]:
     """The spool folders under ``where`` (a run's folder, or a root holding several)."""
     root = Path(where) if where is not None else spool_root(resolve_uri(uri))
@@ -1135,9 +794,3 @@ def bilevel_sync_spool(path: str | None, uri: str | None, force: bool) -> list[d
         except Exception as exc:  # one run that cannot be written does not stop the others
             out.append({"spool": str(folder), "error": f"{type(exc).__name__}: {exc}"})
     return out
-
-
-if __name__ == "__main__":  # the writer process (ProcessWriter)
-    if len(sys.argv) == 4 and sys.argv[1] == "follow":
-        sys.exit(follow(Path(sys.argv[2]), int(sys.argv[3])))
-    sys.exit("usage: python -m automl_bilevel_plugins.tracking.mlflow_tracking follow SPOOL_FOLDER PID")
