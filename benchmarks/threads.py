@@ -127,6 +127,7 @@ def main(argv=None):
     pol_idle, pol_busy = stats["policy / idle"], stats["policy / busy"]
     ratio_min = pol_busy["min"] / pol_idle["min"] if pol_busy["min"] and pol_idle["min"] else None
     ratio_med = pol_busy["median"] / pol_idle["median"] if pol_busy["median"] and pol_idle["median"] else None
+    load_med = statistics.median(r["load1"] for v in runs.values() for r in v)
     job = "automl-bilevel run --no-tracking" + ("" if n_iter is None else f" --n-iter {n_iter}")
     name = ("threads_quick" if args.quick else "threads") + ("_own_session" if args.own_session else "")
     lines = [
@@ -137,13 +138,13 @@ def main(argv=None):
         + (
             "started in its own session (as another user's job would be). "
             if args.own_session
-            else "started in the benchmark's own session: with Linux's autogroup scheduling (on here) the job and the "
-            "neighbour share one session's CPU share, so even a perfect job slows about 2x. "
+            else "started in the benchmark's own session (with Linux's autogroup scheduling the job and the "
+            "neighbour then share one session's CPU share when the cores are oversubscribed by other work). "
         )
         + '"torch default" sets `AUTOML_BILEVEL_THREADS` to the core count, which is what the package did '
-        f"before the thread policy; runs over {cap:.0f} s are killed. The machine was shared with other "
-        'engineers\' work during the measurement (load averages in the JSON file), so "idle" means '
-        "no competitor added by the benchmark.",
+        f"before the thread policy; runs over {cap:.0f} s are killed. Load averages of the machine at each run "
+        f"are in the JSON file (median 1-min load {load_med:.2f} on {cores} cores, the benchmark's own "
+        'processes included); "idle" means no competitor added by the benchmark.',
         "",
         "| threads | machine | runs | min (s) | median (s) | CPU time, median (s) |",
         "|---|---|---:|---:|---:|---:|",
