@@ -335,7 +335,8 @@ class _ProcessAbort:
 class ProcessWriter:
     """The writer as a separate process that follows the spool file (``python -m
     automl_bilevel_plugins.tracking.store follow FOLDER PID``): it shares no interpreter lock with
-    the search, and ends the run itself (KILLED) if this process dies first. Same interface as :class:`BackgroundWriter`."""
+    the search, and ends the run itself (KILLED) if this process dies first. Same interface as
+    :class:`BackgroundWriter`."""
 
     def __init__(self, folder: Path) -> None:
         import subprocess
