@@ -18,6 +18,7 @@ Writes benchmarks/results/populations[_quick].json and .md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -91,7 +92,8 @@ def main(argv=None):
         f"benchmarks/learned.py ({len(tasks)} Fashion-MNIST tasks of 10-100 training and {n_val} validation "
         f"examples, 784-100-100-10 MLP, 20 full-batch SGD steps, {flat.size}-weight loss network); one "
         "evaluation = one member on every task; one thread, best of "
-        f"{repeats}. The machine was shared with other engineers' jobs during the measurement.",
+        f"{repeats}. 1-min load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
+        "(this benchmark's own thread included).",
         "",
         "| population | one by one (evals/s) | batched (evals/s) | speed-up | max fitness difference "
         "| members differing |",
