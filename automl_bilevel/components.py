@@ -24,6 +24,7 @@ its outer state with the checkpoint (gradient methods: outer variables, optimize
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -116,9 +117,9 @@ class InnerLearner(ABC):
         objective that needs probabilities (``val_loss``) is then refused before any trial."""
         return None
 
-    def learned_components(self, config: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    def learned_components(self, config: Mapping[str, Any]) -> Mapping[str, LearnedComponent] | None:
         """What the refit with ``config`` learned that is worth storing with the run besides the model
-        (a loss network, a learned optimizer), by name: objects with ``save(path)`` and ``settings()``.
+        (a loss network, a learned optimizer), by name, as :class:`LearnedComponent` objects.
         ``None`` (the default): nothing."""
         return None
 
@@ -215,6 +216,16 @@ class DeclaresRequirements(Protocol):
 
     @property
     def requires(self) -> frozenset[str] | None: ...
+
+
+@runtime_checkable
+class LearnedComponent(Protocol):
+    """A learned piece of a model stored with a run (a loss network, a learned optimizer): it writes
+    itself to one file and says with which settings it was built (``settings()``, JSON-able values)."""
+
+    def save(self, path: str | os.PathLike[str]) -> None: ...
+
+    def settings(self) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .checkpoint import Checkpoint
-from .components import OuterOptimizer, Proposal
+from .components import LearnedComponent, OuterOptimizer, Proposal
 from .events import RunContext, RunFinished, RunListener, RunStarted, TrialFinished
 from .interrupts import deferred
 from .parallel import Executor, Outcome, SequentialExecutor
@@ -70,13 +70,21 @@ class RunSession:
         duration: float,
         model: Any = None,
         error: str | None = None,
-        artifacts: Mapping[str, Any] | None = None,
+        artifacts: Mapping[str, LearnedComponent] | None = None,
         best: Trial | None = None,
     ) -> None:
         """Send the one RunFinished of this run (later calls do nothing). ``best`` is the trial whose
-        result the run keeps, when that is not simply the lowest value (validation-selected steps)."""
+        result the run keeps, when that is not simply the lowest value (validation-selected steps).
+        ``artifacts`` that are not :class:`LearnedComponent` objects are refused before anything is
+        sent (the run stays open, so it can still be finished)."""
         if self.finished:
             return
+        wrong = {k: type(v).__name__ for k, v in (artifacts or {}).items() if not isinstance(v, LearnedComponent)}
+        if wrong:
+            raise TypeError(
+                f"artifacts must be learned components with save(path) and settings() "
+                f"(automl_bilevel.components.LearnedComponent); these are not: {wrong}"
+            )
         self.finished = True
         trials = tuple(trials)
         self.emit(

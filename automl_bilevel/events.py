@@ -12,11 +12,14 @@ from __future__ import annotations
 import getpass
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from .trials import Trial
+
+if TYPE_CHECKING:
+    from .components import LearnedComponent
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,8 @@ class RunFinished:
     model: Any = None
     error: str | None = None
     #: learned components to store with the run (a loss network, a learned optimizer), by name:
-    #: objects with ``save(path)`` and ``settings()``
-    artifacts: Mapping[str, Any] = field(default_factory=dict)
+    #: :class:`~automl_bilevel.components.LearnedComponent` objects (``save(path)``, ``settings()``)
+    artifacts: Mapping[str, LearnedComponent] = field(default_factory=dict)
 
 
 @runtime_checkable

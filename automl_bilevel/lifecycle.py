@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .checkpoint import Checkpoint
-from .components import OuterOptimizer
+from .components import LearnedComponent, OuterOptimizer
 from .engine import RunSession, SearchResult, run_search
 from .events import RunContext
 from .parallel import make_executor
@@ -84,7 +84,7 @@ class Run:
         self,
         status: str = "FINISHED",
         *,
-        artifacts: Mapping[str, Any] | None = None,
+        artifacts: Mapping[str, LearnedComponent] | None = None,
         error: str | None = None,
         best: Trial | None = None,
     ) -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .components import LearnedComponent
 from .events import RunContext, TrackingSettings, TrialFinished, plain
 from .lifecycle import Run
 from .trials import COMPLETE, FAILED, Trial, best_trial
@@ -83,7 +84,7 @@ class TrackedRun(Run):
         self,
         status: str = "FINISHED",
         *,
-        artifacts: Mapping[str, Any] | None = None,
+        artifacts: Mapping[str, LearnedComponent] | None = None,
         error: str | None = None,
         best: Trial | None = None,
         trials: Iterable[Trial] | None = None,

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
 
 from automl_bilevel import BilevelClassifier, CapabilityError, Task, TrackedRun, get_registry
-from automl_bilevel.components import DeclaresRequirements, has_predict_proba
+from automl_bilevel.components import DeclaresRequirements, LearnedComponent, has_predict_proba
 from automl_bilevel.engine import RunSession
 from automl_bilevel.events import RunFinished
 from automl_bilevel.registry import BilevelPluginManager, Registry, check_compatible, get_plugin_manager
@@ -62,9 +62,22 @@ def test_learned_components_of_the_learner_go_to_the_run(monkeypatch):
     assert get_registry().make("learner", "sklearn").obj.learned_components({}) is None  # the default: nothing
     seen = []
 
+    class Net:  # a LearnedComponent: save(path) and settings()
+        def __init__(self, config):
+            self.config = dict(config)
+
+        def save(self, path):
+            pass
+
+        def settings(self):
+            return self.config
+
+        def __eq__(self, other):
+            return isinstance(other, Net) and other.config == self.config
+
     class WithNet(LogisticLearner):
         def learned_components(self, config):
-            return {"net": ("weights for", dict(config))}
+            return {"net": Net(config)}
 
     real = RunSession.finish
 
@@ -75,10 +88,27 @@ def test_learned_components_of_the_learner_go_to_the_run(monkeypatch):
 
     monkeypatch.setattr(RunSession, "finish", record)
     est = BilevelClassifier(WithNet(epochs=5), n_iter=2, tracking=False, random_state=0).fit(X, Y)
-    assert seen == [{"net": ("weights for", est.best_params_)}]
+    assert seen == [{"net": Net(est.best_params_)}]
     seen.clear()
     BilevelClassifier("sklearn", n_iter=2, tracking=False, random_state=0).fit(X, Y)  # keeps the default
     assert seen == [None]
+
+
+def test_learned_components_are_a_protocol_and_anything_else_is_refused_at_finish():
+    from automl_bilevel.learned.loss import LossNetwork
+    from automl_bilevel.learned.optimizer import LSTMOptimizer
+
+    assert isinstance(LossNetwork(3), LearnedComponent) and isinstance(LSTMOptimizer(), LearnedComponent)
+    run = TrackedRun("contract", n_iter=1, tracking=False)
+    rec = Recorder()
+    run.session.listeners.append(("rec", rec))
+    run.step(1.0)
+    with pytest.raises(TypeError, match=r"LearnedComponent.*'weights': 'ndarray'"):
+        run.finish(artifacts={"weights": np.zeros(3)})  # no save/settings: refused, nothing sent
+    assert not [e for e in rec.events if isinstance(e, RunFinished)]
+    run.finish(artifacts={"loss_network": LossNetwork(3)})  # the run is still open and finishes once
+    [end] = [e for e in rec.events if isinstance(e, RunFinished)]
+    assert end.status == "FINISHED" and list(end.artifacts) == ["loss_network"] and len(end.trials) == 1
 
 
 def test_tracked_run_finish_takes_the_status_first_like_run_finish():

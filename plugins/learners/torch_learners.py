@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from automl_bilevel import InnerLearner, LearnerSpec, OuterObjective, Split, Task, hookimpl
-from automl_bilevel.components import DifferentiableLearner
+from automl_bilevel.components import DifferentiableLearner, LearnedComponent
 from automl_bilevel.evolution import vector_to_module
 from automl_bilevel.hypergrad import InnerDynamics, make_optimizer
 from automl_bilevel.learned.loss import LossNetwork
@@ -322,11 +322,11 @@ class TorchLearner(InnerLearner, DifferentiableLearner):
         loss = self.settings["loss"]
         return {"loss_net": loss.flat().double().cpu().numpy()} if isinstance(loss, LossNetwork) else {}
 
-    def learned_components(self, config: Mapping[str, Any]) -> dict[str, Any]:
+    def learned_components(self, config: Mapping[str, Any]) -> dict[str, LearnedComponent]:
         """The learned loss (with ``config``'s ``loss_net`` weights, if any) and learned optimizer this
-        learner trains with, by name; trackers store each with the run (objects with ``save``)."""
+        learner trains with, by name; trackers store each with the run."""
         s = self.resolve(config)
-        out: dict[str, Any] = {}
+        out: dict[str, LearnedComponent] = {}
         if isinstance(s.get("loss"), LossNetwork):
             net = copy.deepcopy(s["loss"])
             if s.get("loss_net") is not None:

@@ -624,7 +624,7 @@ class MlflowListener:
                 component.save(str(learned / f"{name}.pt"))
                 info = {
                     "class": f"{type(component).__module__}.{type(component).__qualname__}",
-                    "settings": dict(component.settings()) if hasattr(component, "settings") else {},
+                    "settings": dict(component.settings()),
                 }
                 (learned / f"{name}.json").write_text(json.dumps(info, indent=1, default=_jsonable))
 
