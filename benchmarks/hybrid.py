@@ -22,6 +22,7 @@ the test set.
 
     python benchmarks/hybrid.py            # 5 seeds, 60 s per method and seed: about 41 minutes
     python benchmarks/hybrid.py --quick    # 1 seed, 5 s per method, small data: under a minute
+    python benchmarks/hybrid.py --seconds 120 --jobs 2   # 2 runs side by side, one core each: about 40 minutes
     python benchmarks/hybrid.py --methods hybrid_tuned hybrid hypergradient smac --out hybrid_tuned
     python benchmarks/hybrid.py --rerender benchmarks/results/hybrid.json   # tables and PNG again
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -66,6 +68,16 @@ from automl_bilevel_plugins.optimizers.random_search import RandomSearch  # noqa
 from automl_bilevel_plugins.optimizers.smac_optimizer import SMACOptimizer  # noqa: E402
 
 N_TRIALS_HINT = 200
+
+
+def hybrid_hint(steps: int) -> int:
+    """SMAC's trial hint for hybrid's black-box part. SMAC sizes its initial design by the hint (10 per
+    hyperparameter, at most a quarter of the hint); a hybrid trial costs about ``steps + 1`` plain fits, so
+    it makes that many times fewer trials than ``smac`` in the same time and gets that many times smaller a
+    hint. With the plain hint its 40-point Sobol design outlasted the whole budget (the first full run)."""
+    return max(8, N_TRIALS_HINT // (steps + 1))
+
+
 TASK = Task("classification", 784, 10)
 
 
@@ -126,7 +138,7 @@ def methods(steps: int):
         "hybrid": ours(
             lambda: HybridOptimizer(
                 "smac",
-                {"n_trials": N_TRIALS_HINT, "initial_design": [DEFAULT]},
+                {"n_trials": hybrid_hint(steps), "initial_design": [DEFAULT]},
                 steps=steps,
                 warm_start=True,
                 tensor_hyperparameters=["l2_per_feature"],
@@ -138,14 +150,34 @@ def methods(steps: int):
         "hybrid_tuned": ours(
             lambda: HybridOptimizer(
                 "smac",
-                {"n_trials": N_TRIALS_HINT, "n_initial": 0, "initial_design": [DEFAULT]},
+                {"n_trials": hybrid_hint(steps), "n_initial": 0, "initial_design": [DEFAULT]},
                 steps=steps,
                 warm_start=True,
                 tensor_hyperparameters=["l2_per_feature"],
                 outer_lr=0.3,
             )
         ),
+        # not in the default list either: multi-fidelity (SMAC's successive halving at eta 3 from a third of
+        # the budget: a low-fidelity trial is 1 hypergradient step through 20 epochs, a full one 3 through 60)
+        "hybrid_mf": ours(
+            lambda: HybridOptimizer(
+                "smac",
+                {"facade": "mf", "min_budget": 1 / 3, "eta": 3, "n_trials": hybrid_hint(steps)},
+                steps=steps,
+                warm_start=True,
+                tensor_hyperparameters=["l2_per_feature"],
+            )
+        ),
+        # nor this: hybrid without the 784 pixel weights (its gradient part tunes lr, weight decay and momentum
+        # only), to see what the pixel weights, tuned on the validation images, do to the test accuracy
+        "hybrid_scalar": ours(
+            lambda: HybridOptimizer(
+                "smac", {"n_trials": hybrid_hint(steps), "initial_design": [DEFAULT]}, steps=steps, warm_start=True
+            )
+        ),
         "hypergradient": hypergradient_fixed_architecture,
+        # the black-box baseline with the same multi-fidelity schedule (a low-fidelity trial: 20 epochs)
+        "smac_mf": ours(lambda: SMACOptimizer("mf", min_budget=1 / 3, eta=3, n_trials=N_TRIALS_HINT)),
         "smac": ours(
             lambda: SMACOptimizer(
                 n_trials=N_TRIALS_HINT, initial_design=[{**DEFAULT, "lr": 1e-2, "weight_decay": 1e-4}]
@@ -246,6 +278,15 @@ def plot(runs, name, seconds):
     return path.name
 
 
+def single_threaded() -> None:
+    """torch single-threaded (BLAS and OpenMP are, from the environment set at import); warnings off."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+    warnings.filterwarnings("ignore")
+
+
 def rotated(names: list[str], seed: int) -> list[str]:
     """The methods of one seed in a rotating order: each method runs at a different position in each seed,
     so a change of the machine's load during a seed does not hit the same method every time."""
@@ -301,7 +342,7 @@ def last_improvement(curve, seconds: float) -> float:
     return times[-1] if times else math.nan
 
 
-def report(runs, cmd, name, quick, n_methods, seeds, seconds, steps, load) -> None:
+def report(runs, cmd, name, quick, n_methods, seeds, seconds, steps, load, reference=None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     png = plot(runs, name, seconds)
     rows = {}
@@ -321,13 +362,14 @@ def report(runs, cmd, name, quick, n_methods, seeds, seconds, steps, load) -> No
             "last_improvement": _mean_std([last_improvement(r["curve"], seconds) for r in rs]),
             "seeds": len(rs),
         }
-    ref = next((m for m in ("hybrid_tuned", "hybrid") if m in rows), "hybrid")
+    ref = reference or next((m for m in ("hybrid_tuned", "hybrid") if m in rows), "hybrid")
     cmp = {
         "best_val": compare(runs, ref, "best_val", True),
         "best_val_at_budget": compare(runs, ref, "best_val_at_budget", True),
         "test_accuracy": compare(runs, ref, "test_accuracy", False),
     }
     done_seeds = sorted({r["seed"] for r in runs})
+    jobs = int(m.group(1)) if (m := re.search(r"--jobs[ =](\d+)", cmd)) else 1
     lines = [
         "# Hybrid search on a mixed space (Fashion-MNIST MLP)",
         "",
@@ -335,8 +377,14 @@ def report(runs, cmd, name, quick, n_methods, seeds, seconds, steps, load) -> No
         f"and OpenMP single-threaded; {'500' if quick else '2000'} training and as many validation "
         "images; test accuracy after refitting the best configuration on train + validation. Black-box "
         "methods search the space without the 784 pixel weights; `hypergradient` keeps the architecture at "
-        "its defaults. The methods of one seed run one after the other in a rotating order (seed s starts "
-        f"with the (s mod {n_methods})-th method). Mean ± std over seeds. "
+        "its defaults. The runs start seed by seed, the methods of one seed in a rotating order (seed s starts "
+        f"with the (s mod {n_methods})-th method)"
+        + (
+            f"; {jobs} run side by side, each in its own single-threaded process on its own core. "
+            if jobs > 1
+            else ", one after the other. "
+        )
+        + "Mean ± std over seeds. "
         f"Load average (1/5/15 min) at start {load['start']}, at end {load.get('end', 'n/a')}.",
         "",
         "The budget is checked between trials (the engine's `timeout`; SMAC3's `walltime_limit`, Optuna's "
@@ -418,6 +466,17 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=None, help="budget per method and seed (default 60; quick 5)")
     ap.add_argument("--steps", type=int, default=3, help="hypergradient steps per hybrid trial")
     ap.add_argument("--methods", nargs="*", default=DEFAULT_METHODS, choices=list(methods(1)))
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs side by side, one process and one core each (default 1; at most the machine's cores)",
+    )
+    ap.add_argument(
+        "--reference",
+        default=None,
+        help="the method compared against each other one (default hybrid_tuned if it ran, else hybrid)",
+    )
     ap.add_argument("--out", default=None, help="results name (default hybrid, or hybrid_quick with --quick)")
     ap.add_argument("--rerender", metavar="JSON", help="re-make the markdown and PNG of a results JSON, run nothing")
     args = ap.parse_args(argv)
@@ -436,32 +495,47 @@ def main(argv=None):
             p["seconds"],
             p["steps"],
             p["load_average"],
+            args.reference or p.get("reference"),
         )
         return
     cmd = " ".join(["python benchmarks/hybrid.py"] + (argv if argv is not None else sys.argv[1:]))
-    import torch
-
-    torch.set_num_threads(1)
-    torch.set_num_interop_threads(1)
-    warnings.filterwarnings("ignore")
+    if not 1 <= args.jobs <= (os.cpu_count() or 1):
+        ap.error(f"--jobs must be between 1 and the machine's {os.cpu_count()} cores, got {args.jobs}")
+    single_threaded()
     seeds = list(range(args.seeds or (1 if args.quick else 5)))
     seconds = args.seconds or (5.0 if args.quick else 60.0)
     load = {"start": [round(x, 2) for x in os.getloadavg()]}
-    runs = []
-    for seed in seeds:
-        for method in rotated(list(args.methods), seed):
-            r = run_one(method, seed, seconds, args.quick, args.steps)
-            runs.append(r)
-            print(
-                f"{method:14s} seed {seed}: best val {r['best_val']:.4f} (at budget {r['best_val_at_budget']:.4f}) "
-                f"test {r['test_accuracy']:.4f} trials {r['n_trials']:4d} ({r['n_failed']} failed) "
-                f"wall {r['wall']:.1f} s load {r['load_start'][0]:.2f}->{r['load_end'][0]:.2f}",
-                flush=True,
-            )
-        if seed != seeds[-1]:  # partial results after each seed, in case the run is cut short
-            report(runs, cmd, name, args.quick, len(args.methods), seeds, seconds, args.steps, load)
+    jobs = [(method, seed) for seed in seeds for method in rotated(list(args.methods), seed)]
+    runs: list[dict] = []
+
+    def done(r: dict) -> None:
+        runs.append(r)
+        print(
+            f"{r['method']:14s} seed {r['seed']}: best val {r['best_val']:.4f} (at budget "
+            f"{r['best_val_at_budget']:.4f}) test {r['test_accuracy']:.4f} trials {r['n_trials']:4d} "
+            f"({r['n_failed']} failed) wall {r['wall']:.1f} s load {r['load_start'][0]:.2f}->{r['load_end'][0]:.2f}",
+            flush=True,
+        )
+        if sum(x["seed"] == r["seed"] for x in runs) == len(args.methods) and len(runs) < len(jobs):
+            # partial results after each seed, in case the run is cut short
+            runs.sort(key=lambda x: jobs.index((x["method"], x["seed"])))
+            report(runs, cmd, name, args.quick, len(args.methods), seeds, seconds, args.steps, load, args.reference)
+
+    if args.jobs == 1:
+        for method, seed in jobs:
+            done(run_one(method, seed, seconds, args.quick, args.steps))
+    else:  # the same runs, in the same order of submission, args.jobs at a time in single-threaded processes
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=single_threaded) as pool:
+            futures = [pool.submit(run_one, m, s, seconds, args.quick, args.steps) for m, s in jobs]
+            for f in as_completed(futures):
+                done(f.result())
+    runs.sort(key=lambda x: jobs.index((x["method"], x["seed"])))
     load["end"] = [round(x, 2) for x in os.getloadavg()]
-    report(runs, cmd, name, args.quick, len(args.methods), seeds, seconds, args.steps, load)
+    report(runs, cmd, name, args.quick, len(args.methods), seeds, seconds, args.steps, load, args.reference)
 
 
 if __name__ == "__main__":
