@@ -25,6 +25,8 @@ the test set.
     python benchmarks/hybrid.py --seconds 120 --jobs 2   # 2 runs side by side, one core each: about 40 minutes
     python benchmarks/hybrid.py --methods hybrid_tuned hybrid hypergradient smac --out hybrid_tuned
     python benchmarks/hybrid.py --rerender benchmarks/results/hybrid.json   # tables and PNG again
+    python benchmarks/hybrid.py --trace hybrid_mf 0 --seconds 120   # every trial of one run, and the kept
+                                                                    # configuration's validation and test scores
 
 The methods of a seed run in a rotating order, single-threaded, with the load average recorded per
 run: on a shared machine, load changes then hit every method alike on average.
@@ -191,6 +193,55 @@ def methods(steps: int):
 
 
 DEFAULT_METHODS = ["hybrid", "hypergradient", "smac", "random", "es", "smac3_direct", "optuna_tpe"]
+
+
+def trace(method, seed, seconds, quick, steps) -> str:
+    """One method on one seed, every trial listed (budget, value, each outer step's value, tuned values,
+    the discrete choices), then the kept configuration trained on the training images alone: its
+    validation and test cross-entropy and accuracy, i.e. how much of the validation gain carries over."""
+    learner, split, (Xte, yte) = problem_for(seed, quick)
+    problem = BilevelProblem(learner, ValidationLoss(), space(), TASK, [split], seed)
+    trials, best_cfg, wall = methods(steps)[method](problem, seconds, seed)
+    discrete = ("n_layers", "hidden_units", "activation", "optimizer")
+    lines = [
+        f"# Trace: {method}, seed {seed}, {seconds:g} s (`python benchmarks/hybrid.py --trace {method} {seed}"
+        f"{' --quick' if quick else ''} --seconds {seconds:g}`)",
+        "",
+        "| trial | budget | value | outer steps | tuned | discrete |",
+        "|---:|---:|---:|---|---|---|",
+    ]
+    for t in trials:
+        steps_ = ", ".join(f"{v:.4f}" for k, v in sorted(t.metrics.items()) if k.startswith("outer_value."))
+        tuned = ", ".join(f"{k[6:]} {v:.4g}" for k, v in t.metrics.items() if k.startswith("tuned."))
+        disc = ", ".join(f"{k} {t.config[k]}" for k in discrete if k in t.config)
+        lines.append(f"| {t.number} | {t.budget or 1:.3g} | {t.value:.4f} | {steps_} | {tuned} | {disc} |")
+    if best_cfg is not None:
+        obj = ValidationLoss()
+        model = learner.fit(split.X_train, split.y_train, dict(best_cfg), task=TASK, seed=seed)
+        ce_val, ce_test = obj(model, split.X_val, split.y_val, task=TASK), obj(model, Xte, yte, task=TASK)
+        acc_val = float(np.mean(model.predict(split.X_val) == split.y_val))
+        acc_test = float(np.mean(model.predict(Xte) == yte))
+        shown = {
+            k: (
+                v
+                if np.ndim(v) == 0
+                else f"array{np.shape(v)} min {np.min(v):.3g} mean {np.mean(v):.3g} max {np.max(v):.3g}"
+            )
+            for k, v in best_cfg.items()
+        }
+        lines += [
+            "",
+            f"Kept configuration: {shown}",
+            "",
+            "Trained on the training images alone (the model the search scored):",
+            "",
+            "| | cross-entropy | accuracy |",
+            "|---|---:|---:|",
+            f"| validation | {ce_val:.4f} | {acc_val:.4f} |",
+            f"| test | {ce_test:.4f} | {acc_test:.4f} |",
+            f"| test − validation | {ce_test - ce_val:+.4f} | {acc_test - acc_val:+.4f} |",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def run_one(method, seed, seconds, quick, steps):
@@ -497,10 +548,27 @@ def main(argv=None):
         default=None,
         help="the method compared against each other one (default hybrid_tuned if it ran, else hybrid)",
     )
+    ap.add_argument(
+        "--trace",
+        nargs=2,
+        metavar=("METHOD", "SEED"),
+        help="run one method on one seed and write every trial and the kept configuration's validation and "
+        "test scores (hybrid_trace_METHOD_SEED.md)",
+    )
     ap.add_argument("--out", default=None, help="results name (default hybrid, or hybrid_quick with --quick)")
     ap.add_argument("--rerender", metavar="JSON", help="re-make the markdown and PNG of a results JSON, run nothing")
     args = ap.parse_args(argv)
     name = args.out or ("hybrid_quick" if args.quick else "hybrid")
+    if args.trace:
+        single_threaded()
+        method, seed = args.trace[0], int(args.trace[1])
+        if method not in methods(1):
+            ap.error(f"--trace: unknown method {method!r} (one of {sorted(methods(1))})")
+        text = trace(method, seed, args.seconds or (5.0 if args.quick else 60.0), args.quick, args.steps)
+        out = RESULTS / f"{args.out or f'hybrid_trace_{method}_{seed}'}.md"
+        out.write_text(text)
+        print(text, f"wrote {out}", sep="\n")
+        return
     if args.rerender:
         import json
 
