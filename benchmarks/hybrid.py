@@ -130,8 +130,8 @@ def hypergradient_fixed_architecture(problem, seconds, seed):
 
 
 #: the learner's default architecture and inner optimizer, given to hybrid, smac (as an extra configuration of
-#: SMAC's initial design, which SMAC evaluates *after* its Sobol points: 40 for hybrid's 4-dimensional black-box
-#: space, 50 for smac's, with the 200-trial hint) and random (its first configuration)
+#: SMAC's initial design, which SMAC evaluates *after* its Sobol points: 12 for hybrid's 4-dimensional black-box
+#: space with its hint of 50, 50 for smac's with the 200-trial hint) and random (its first configuration)
 DEFAULT = {"n_layers": 1, "hidden_units": 64, "activation": "relu", "optimizer": "adam"}
 
 
