@@ -343,6 +343,21 @@ def single_threaded() -> None:
     warnings.filterwarnings("ignore")
 
 
+def worker_init(parent: int) -> None:
+    """A pool worker: single-threaded, and gone within a second once the benchmark's process is (a killed
+    benchmark would otherwise leave its workers running their queued methods on the machine)."""
+    import threading
+
+    single_threaded()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def rotated(names: list[str], seed: int) -> list[str]:
     """The methods of one seed in a rotating order: each method runs at a different position in each seed,
     so a change of the machine's load during a seed does not hit the same method every time."""
@@ -617,7 +632,7 @@ def main(argv=None):
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=single_threaded) as pool:
+        with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(run_one, m, s, seconds, args.quick, args.steps) for m, s in jobs]
             for f in as_completed(futures):
                 done(f.result())
