@@ -8,12 +8,13 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from .components import FittedModel, InnerLearner, OuterObjective, OuterOptimizer, Proposal, Task
-from .engine import AllTrialsFailedError, RunSession, SearchResult, run_search
-from .events import RunContext, RunFinished, RunListener, RunStarted, TrackingSettings, TrialFinished
-from .hookspecs import hookimpl, hookspec
-from .problem import BilevelProblem, Split
-from .registry import (
+from automl_bilevel.core.components import FittedModel, InnerLearner, OuterObjective, OuterOptimizer, Proposal, Task
+from automl_bilevel.core.events import RunContext, RunFinished, RunListener, RunStarted, TrackingSettings, TrialFinished
+from automl_bilevel.core.problem import BilevelProblem, Split
+from automl_bilevel.core.space import InvalidSearchSpaceError, as_configspace, config_dict
+from automl_bilevel.core.trials import COMPLETE, FAILED, Evaluation, Trial, best_trial
+from automl_bilevel.plugin.hookspecs import hookimpl, hookspec
+from automl_bilevel.plugin.registry import (
     DISABLE_ENV,
     ENTRY_POINT_GROUP,
     CapabilityError,
@@ -23,17 +24,20 @@ from .registry import (
     get_plugin_manager,
     get_registry,
 )
-from .space import InvalidSearchSpaceError, as_configspace, config_dict
-from .specs import LearnerSpec, ObjectiveSpec, OptimizerSpec
-from .tracked import TrackedRun
-from .trials import COMPLETE, FAILED, Evaluation, Trial, best_trial
+from automl_bilevel.plugin.specs import LearnerSpec, ObjectiveSpec, OptimizerSpec
+from automl_bilevel.run.engine import AllTrialsFailedError, RunSession, SearchResult, run_search
+from automl_bilevel.run.tracked import TrackedRun
 
 
 def __getattr__(name: str) -> Any:  # estimators import scikit-learn machinery: load on first use
     if name in ("BilevelClassifier", "BilevelRegressor"):
-        from . import estimators
+        from automl_bilevel.frontends import estimators
 
         return getattr(estimators, name)
+    if name in ("MetaLearnerClassifier", "AdaptedClassifier"):
+        from automl_bilevel.frontends import meta_estimator
+
+        return getattr(meta_estimator, name)
     raise AttributeError(name)
 
 
@@ -43,6 +47,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "AdaptedClassifier",
     "AllTrialsFailedError",
     "BilevelClassifier",
     "BilevelProblem",
@@ -57,6 +62,7 @@ __all__ = [
     "InnerLearner",
     "InvalidSearchSpaceError",
     "LearnerSpec",
+    "MetaLearnerClassifier",
     "ObjectiveSpec",
     "OptimizerSpec",
     "OuterObjective",

@@ -45,9 +45,9 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
 
 from automl_bilevel import BilevelProblem, Split, Task, run_search  # noqa: E402
-from automl_bilevel.data import load_idx_dataset  # noqa: E402
-from automl_bilevel.parallel import DaskExecutor  # noqa: E402
-from automl_bilevel.trials import Trial  # noqa: E402
+from automl_bilevel.core.trials import Trial  # noqa: E402
+from automl_bilevel.frontends.data import load_idx_dataset  # noqa: E402
+from automl_bilevel.run.parallel import DaskExecutor  # noqa: E402
 from automl_bilevel_plugins.learners.sklearn_learner import SklearnLearner  # noqa: E402
 from automl_bilevel_plugins.learners.torch_learners import LogisticLearner, MLPLearner  # noqa: E402
 from automl_bilevel_plugins.objectives.validation import ValidationError, ValidationLoss  # noqa: E402

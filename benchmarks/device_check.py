@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine, write  # noqa: E402
 
 from automl_bilevel import Task  # noqa: E402
-from automl_bilevel.hypergrad import MODES, hypergradient  # noqa: E402
-from automl_bilevel.learned import LearnedOptimizer, LossNetwork, LSTMOptimizer, MLPOptimizee, train_optimizee  # noqa: E402
-from automl_bilevel.runtime import resolve_device  # noqa: E402
+from automl_bilevel.gradient import MODES, hypergradient  # noqa: E402
+from automl_bilevel.methods.learned import LearnedOptimizer, LossNetwork, LSTMOptimizer, MLPOptimizee, train_optimizee  # noqa: E402
+from automl_bilevel.run.runtime import resolve_device  # noqa: E402
 from automl_bilevel_plugins.learners.torch_learners import LogisticLearner, MLPLearner  # noqa: E402
 from automl_bilevel_plugins.meta.hyperrep import HyperRepresentation  # noqa: E402
 from automl_bilevel_plugins.meta.metric import ProtoNet, RelationNet  # noqa: E402
@@ -120,7 +120,7 @@ def paths(quick: bool):
 
     yield "L2O optimizee trained by the LSTM", optimizee
 
-    from automl_bilevel.learned import sample_tasks
+    from automl_bilevel.methods.learned import sample_tasks
     from automl_bilevel_plugins.objectives.validation import ValidationLoss
 
     pop_tasks = sample_tasks(X / 16.0, y, 2, n_train=(20, 60), n_val=150, seed=0)

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine, write  # noqa: E402
 
 from automl_bilevel import run_search  # noqa: E402
-from automl_bilevel.data import load_idx_dataset  # noqa: E402
-from automl_bilevel.meta import EpisodeSampler, EpisodicProblem  # noqa: E402
-from automl_bilevel.meta.episodes import as_images  # noqa: E402
-from automl_bilevel.registry import get_registry  # noqa: E402
+from automl_bilevel.frontends.data import load_idx_dataset  # noqa: E402
+from automl_bilevel.methods.meta import EpisodeSampler, EpisodicProblem  # noqa: E402
+from automl_bilevel.methods.meta.episodes import as_images  # noqa: E402
+from automl_bilevel.plugin.registry import get_registry  # noqa: E402
 
 LR, SEED = 1e-3, 0
 

@@ -45,12 +45,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine, write  # noqa: E402
 
-from automl_bilevel.data import load_idx_dataset  # noqa: E402
-from automl_bilevel.meta import EpisodeSampler, MetaLearnerClassifier, class_split, rotate_classes  # noqa: E402
-from automl_bilevel.meta import estimator as estimator_module  # noqa: E402
-from automl_bilevel.meta.episodes import as_images  # noqa: E402
-from automl_bilevel.meta.problem import EpisodicProblem  # noqa: E402
-from automl_bilevel.meta.training import evaluate_episodes  # noqa: E402
+from automl_bilevel import MetaLearnerClassifier  # noqa: E402
+from automl_bilevel.frontends.data import load_idx_dataset  # noqa: E402
+from automl_bilevel.methods.meta import EpisodeSampler, class_split, rotate_classes  # noqa: E402
+from automl_bilevel.methods.meta import estimator as estimator_module  # noqa: E402
+from automl_bilevel.methods.meta.episodes import as_images  # noqa: E402
+from automl_bilevel.methods.meta.problem import EpisodicProblem  # noqa: E402
+from automl_bilevel.methods.meta.training import evaluate_episodes  # noqa: E402
 
 METHODS = {  # slowest first: the process pool hands them out in this order
     "relationnet+l2g": ("relationnet", True),
@@ -182,7 +183,7 @@ def _state_at(snaps: list[dict[str, Any]], seconds: float) -> dict[str, Any] | N
 def _test_state(job: tuple[str, dict[str, np.ndarray], dict[str, Any]]) -> dict[str, tuple[float, float]]:
     import torch
 
-    from automl_bilevel.registry import get_registry
+    from automl_bilevel.plugin.registry import get_registry
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")

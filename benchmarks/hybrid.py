@@ -60,7 +60,7 @@ from blackbox import anytime_curve, optuna_tpe, smac3_direct  # noqa: E402
 from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float, Integer  # noqa: E402
 
 from automl_bilevel import BilevelProblem, Split, Task, run_search  # noqa: E402
-from automl_bilevel.data import load_idx_dataset  # noqa: E402
+from automl_bilevel.frontends.data import load_idx_dataset  # noqa: E402
 from automl_bilevel_plugins.learners.torch_learners import MLPLearner  # noqa: E402
 from automl_bilevel_plugins.objectives.validation import ValidationLoss  # noqa: E402
 from automl_bilevel_plugins.optimizers.evolution import EvolutionStrategy  # noqa: E402

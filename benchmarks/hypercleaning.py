@@ -1,6 +1,6 @@
 """Data hyper-cleaning benchmark (Franceschi et al. 2017) on MNIST against its simple baselines.
 
-Protocol of ``automl_bilevel.recipes.hypercleaning.mnist_experiment``: 5,000 train (half the labels
+Protocol of ``automl_bilevel.methods.recipes.hypercleaning.mnist_experiment``: 5,000 train (half the labels
 flipped) / 5,000 validation / 10,000 test from the first 20,000 MNIST training images; softmax
 regression with the same inner optimizer and steps for every method. Test accuracy mean ± std over
 seeds, and precision / recall / F1 of the examples flagged as noisy (weight < 0.5).
@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine, write  # noqa: E402
 
-from automl_bilevel.recipes.hypercleaning import mnist_experiment  # noqa: E402
+from automl_bilevel.methods.recipes.hypercleaning import mnist_experiment  # noqa: E402
 
 
 def main(argv=None):

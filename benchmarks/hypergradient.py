@@ -1,4 +1,4 @@
-"""Hypergradient benchmark: every mode of automl_bilevel.hypergrad against plain training, a plain
+"""Hypergradient benchmark: every mode of automl_bilevel.gradient against plain training, a plain
 ``torch.autograd.grad`` unrolled loop and the ``higher`` library, side by side in one run.
 
 Problems (real data):
@@ -32,8 +32,8 @@ from torch.func import functional_call
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine, measure, write  # noqa: E402
 
-from automl_bilevel.data import DatasetNotFoundError, load_idx_dataset  # noqa: E402
-from automl_bilevel.hypergrad import SGD, InnerDynamics, hypergradient  # noqa: E402
+from automl_bilevel.frontends.data import DatasetNotFoundError, load_idx_dataset  # noqa: E402
+from automl_bilevel.gradient import SGD, InnerDynamics, hypergradient  # noqa: E402
 
 try:
     import higher  # noqa: F401

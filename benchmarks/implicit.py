@@ -34,8 +34,8 @@ from torch.func import grad, hessian, jacrev
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import best_of, machine, write  # noqa: E402
 
-from automl_bilevel.hypergrad import SGD, InnerDynamics  # noqa: E402
-from automl_bilevel.hypergrad.modes import implicit  # noqa: E402
+from automl_bilevel.gradient import SGD, InnerDynamics  # noqa: E402
+from automl_bilevel.gradient.modes import implicit  # noqa: E402
 
 try:
     import torchopt  # noqa: F401

@@ -30,9 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import RESULTS, machine, write  # noqa: E402
 
-from automl_bilevel.data import load_idx_dataset  # noqa: E402
-from automl_bilevel.hypergrad import SGD, Adam  # noqa: E402
-from automl_bilevel.learned import (  # noqa: E402
+from automl_bilevel.frontends.data import load_idx_dataset  # noqa: E402
+from automl_bilevel.gradient import SGD, Adam  # noqa: E402
+from automl_bilevel.methods.learned import (  # noqa: E402
     LearnedOptimizer,
     LossNetwork,
     LSTMOptimizer,
@@ -41,7 +41,7 @@ from automl_bilevel.learned import (  # noqa: E402
     sample_tasks,
     train_optimizee,
 )
-from automl_bilevel.recipes.metaloss import evaluate_loss, evolve_loss_network, train_loss_network_ml3  # noqa: E402
+from automl_bilevel.methods.recipes.metaloss import evaluate_loss, evolve_loss_network, train_loss_network_ml3  # noqa: E402
 
 
 def flat(name, split):

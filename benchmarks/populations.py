@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import best_of, machine, write  # noqa: E402
 
 from automl_bilevel import BilevelProblem, Task  # noqa: E402
-from automl_bilevel.data import load_idx_dataset  # noqa: E402
-from automl_bilevel.learned import LossNetwork, sample_tasks  # noqa: E402
-from automl_bilevel.recipes.metaloss import mlp_learner  # noqa: E402
+from automl_bilevel.frontends.data import load_idx_dataset  # noqa: E402
+from automl_bilevel.methods.learned import LossNetwork, sample_tasks  # noqa: E402
+from automl_bilevel.methods.recipes.metaloss import mlp_learner  # noqa: E402
 from automl_bilevel_plugins.objectives.validation import ValidationError  # noqa: E402
 
 

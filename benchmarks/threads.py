@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine, write  # noqa: E402
 
-from automl_bilevel.runtime import THREADS_ENV, available_cores  # noqa: E402
+from automl_bilevel.run.runtime import THREADS_ENV, available_cores  # noqa: E402
 
 CLI = Path(sys.executable).with_name("automl-bilevel")
 BUSY = "while True: pass"

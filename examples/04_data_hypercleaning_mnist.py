@@ -18,7 +18,7 @@ Needs the MNIST IDX files (see the README, "Data"). AUTOML_BILEVEL_EXAMPLE_QUICK
 import os
 import sys
 
-from automl_bilevel.recipes.hypercleaning import mnist_experiment
+from automl_bilevel.methods.recipes.hypercleaning import mnist_experiment
 
 if __name__ == "__main__":
     quick = os.environ.get("AUTOML_BILEVEL_EXAMPLE_QUICK") == "1"

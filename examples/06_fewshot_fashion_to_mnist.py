@@ -18,8 +18,9 @@ import sys
 import numpy as np
 import torch
 
-from automl_bilevel.data import DatasetNotFoundError, load_idx_dataset
-from automl_bilevel.meta import MetaLearnerClassifier, class_split, rotate_classes
+from automl_bilevel import MetaLearnerClassifier
+from automl_bilevel.frontends.data import DatasetNotFoundError, load_idx_dataset
+from automl_bilevel.methods.meta import class_split, rotate_classes
 
 if __name__ == "__main__":
     quick = os.environ.get("AUTOML_BILEVEL_EXAMPLE_QUICK") == "1"

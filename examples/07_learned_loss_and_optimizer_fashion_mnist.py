@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from automl_bilevel import TrackedRun
-from automl_bilevel.data import DatasetNotFoundError, load_idx_dataset
-from automl_bilevel.learned import (
+from automl_bilevel.frontends.data import DatasetNotFoundError, load_idx_dataset
+from automl_bilevel.methods.learned import (
     LearnedOptimizer,
     LSTMOptimizer,
     MLPOptimizee,
@@ -33,7 +33,7 @@ from automl_bilevel.learned import (
     sample_tasks,
     train_optimizee,
 )
-from automl_bilevel.recipes.metaloss import evaluate_loss, evolve_loss_network, train_loss_network_ml3
+from automl_bilevel.methods.recipes.metaloss import evaluate_loss, evolve_loss_network, train_loss_network_ml3
 
 if __name__ == "__main__":
     quick = os.environ.get("AUTOML_BILEVEL_EXAMPLE_QUICK") == "1"

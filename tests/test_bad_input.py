@@ -9,10 +9,10 @@ import pytest
 from sklearn.datasets import load_iris
 
 from automl_bilevel import BilevelClassifier
-from automl_bilevel.cli import main
-from automl_bilevel.data import DatasetNotFoundError, load_dataset
-from automl_bilevel.engine import AllTrialsFailedError
-from automl_bilevel.experiment import Experiment, ExperimentError
+from automl_bilevel.frontends.cli import main
+from automl_bilevel.frontends.data import DatasetNotFoundError, load_dataset
+from automl_bilevel.frontends.experiment import Experiment, ExperimentError
+from automl_bilevel.run.engine import AllTrialsFailedError
 from mlflow import MlflowClient
 
 

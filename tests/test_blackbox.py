@@ -20,8 +20,8 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.svm import SVC
 
 from automl_bilevel import BilevelClassifier, CapabilityError, run_search
+from automl_bilevel.core.space import UnitCube
 from automl_bilevel.evolution import CMAES, MuPlusLambda, OpenAIES, make_strategy
-from automl_bilevel.space import UnitCube
 from automl_bilevel.testing import check_optimizer, quadratic_problem
 from automl_bilevel_plugins.optimizers.evolution import EvolutionStrategy
 from automl_bilevel_plugins.optimizers.smac_optimizer import SMACOptimizer
@@ -150,7 +150,7 @@ def test_es_waits_for_a_generation_before_asking_more():
     opt.setup(quadratic_problem(), 0)
     first = opt.ask(10)
     assert len(first) == 4 and opt.ask(1) == []  # generation 1 still out
-    from automl_bilevel.trials import Trial
+    from automl_bilevel.core.trials import Trial
 
     for i, p in enumerate(first):
         opt.tell(p, Trial(i, p.config, 0.1 * i))
@@ -270,7 +270,7 @@ def test_smac_multi_fidelity_uses_hyperband_budgets_and_needs_a_multi_fidelity_l
     class NoBudget(SVC):
         pass
 
-    from automl_bilevel.components import InnerLearner
+    from automl_bilevel.core.components import InnerLearner
 
     class Plain(InnerLearner):
         def fit(self, X, y, config, *, task, seed, budget=None):  # pragma: no cover - never reached
@@ -341,7 +341,7 @@ class LinearFromVector:
 def test_es_evolves_a_torch_module_given_as_a_vector_hyperparameter():
     import torch
 
-    from automl_bilevel.components import InnerLearner
+    from automl_bilevel.core.components import InnerLearner
     from automl_bilevel.evolution import module_to_vector, vector_to_module
 
     X, y = load_digits(return_X_y=True)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from automl_bilevel.cli import main
-from automl_bilevel.experiment import Experiment, ExperimentError
+from automl_bilevel.frontends.cli import main
+from automl_bilevel.frontends.experiment import Experiment, ExperimentError
 from mlflow import MlflowClient
 
 
@@ -41,7 +41,10 @@ def test_plugins_table_shows_a_plugin_that_failed_to_load(capsys, fake_dist):
 
 def test_console_script_is_installed():
     out = subprocess.run(
-        [sys.executable, "-m", "automl_bilevel.cli", "plugins", "--json"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "automl_bilevel.frontends.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert json.loads(out)["plugins"]
 

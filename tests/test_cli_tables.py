@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from automl_bilevel.cli import main, print_results
+from automl_bilevel.frontends.cli import main, print_results
 
 MF_EXPERIMENT = """
 name = "iris-logreg-mf"

@@ -9,10 +9,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
 
 from automl_bilevel import BilevelClassifier, CapabilityError, Task, TrackedRun, get_registry
-from automl_bilevel.components import DeclaresRequirements, LearnedComponent, has_predict_proba
-from automl_bilevel.engine import RunSession
-from automl_bilevel.events import RunFinished
-from automl_bilevel.registry import BilevelPluginManager, Registry, check_compatible, get_plugin_manager
+from automl_bilevel.core.components import DeclaresRequirements, LearnedComponent, has_predict_proba
+from automl_bilevel.core.events import RunFinished
+from automl_bilevel.plugin.registry import BilevelPluginManager, Registry, check_compatible, get_plugin_manager
+from automl_bilevel.run.engine import RunSession
 from automl_bilevel_plugins.learners.torch_learners import LogisticLearner
 from automl_bilevel_plugins.optimizers.random_search import RandomSearch
 
@@ -95,8 +95,8 @@ def test_learned_components_of_the_learner_go_to_the_run(monkeypatch):
 
 
 def test_learned_components_are_a_protocol_and_anything_else_is_refused_at_finish():
-    from automl_bilevel.learned.loss import LossNetwork
-    from automl_bilevel.learned.optimizer import LSTMOptimizer
+    from automl_bilevel.methods.learned.loss import LossNetwork
+    from automl_bilevel.methods.learned.optimizer import LSTMOptimizer
 
     assert isinstance(LossNetwork(3), LearnedComponent) and isinstance(LSTMOptimizer(), LearnedComponent)
     run = TrackedRun("contract", n_iter=1, tracking=False)

@@ -8,7 +8,14 @@ import struct
 import numpy as np
 import pytest
 
-from automl_bilevel.data import IDX_FILES, DatasetNotFoundError, find_idx_dir, load_dataset, load_idx_dataset, read_idx
+from automl_bilevel.frontends.data import (
+    IDX_FILES,
+    DatasetNotFoundError,
+    find_idx_dir,
+    load_dataset,
+    load_idx_dataset,
+    read_idx,
+)
 
 
 def write_idx(path, arr):
@@ -53,7 +60,7 @@ def test_env_variable_and_argument_find_the_files(tmp_path, monkeypatch):
 def test_missing_files_say_where_we_looked_and_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOML_BILEVEL_DATA", str(tmp_path / "empty"))
     monkeypatch.chdir(tmp_path)
-    import automl_bilevel.data as data
+    import automl_bilevel.frontends.data as data
 
     monkeypatch.setattr(data, "candidate_dirs", lambda name, d=None: [tmp_path / "empty" / name])
     with pytest.raises(DatasetNotFoundError) as err:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from automl_bilevel import hookspecs
+from automl_bilevel.plugin import hookspecs
 
 from .conftest import ROOT
 
@@ -146,8 +146,7 @@ def test_the_readme_gradient_optimizer_works_for_hyperparameters_and_meta_traini
     tunes hyperparameters by hypergradients and meta-trains a ProtoNet, resumably."""
     from sklearn.datasets import load_digits
 
-    from automl_bilevel import BilevelClassifier, get_registry
-    from automl_bilevel.meta import MetaLearnerClassifier
+    from automl_bilevel import BilevelClassifier, MetaLearnerClassifier, get_registry
 
     section = README[
         README.index("### A gradient-based outer optimizer") : README.index("### A complete plugin module")

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from automl_bilevel import RunFinished, RunSession, RunStarted, TrialFinished, run_search
-from automl_bilevel.events import RunContext
+from automl_bilevel.core.events import RunContext
 from automl_bilevel.testing import quadratic_problem
 from automl_bilevel_plugins.optimizers.random_search import RandomSearch
 

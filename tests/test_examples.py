@@ -19,7 +19,7 @@ EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("[0-9][0-9]_*.py"))
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_runs(name, tmp_path, tracking):
     if "mnist" in name:
-        from automl_bilevel.data import DatasetNotFoundError, find_idx_dir
+        from automl_bilevel.frontends.data import DatasetNotFoundError, find_idx_dir
 
         try:
             find_idx_dir("mnist")
@@ -89,7 +89,7 @@ def test_example_plugin_installs_with_pip_and_is_listed(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run(
-        [sys.executable, "-m", "automl_bilevel.cli", "plugins", "--json"],
+        [sys.executable, "-m", "automl_bilevel.frontends.cli", "plugins", "--json"],
         env=env,
         capture_output=True,
         text=True,

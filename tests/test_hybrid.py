@@ -9,7 +9,7 @@ from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float,
 from sklearn.datasets import load_digits
 
 from automl_bilevel import BilevelClassifier, BilevelRegressor, CapabilityError
-from automl_bilevel.registry import UnknownComponentError
+from automl_bilevel.plugin.registry import UnknownComponentError
 from automl_bilevel_plugins.optimizers.hybrid import split_space
 
 SMALL_MLP = {"epochs": 4, "batch_size": 4096, "hidden_units": 12}
@@ -173,7 +173,7 @@ def test_hybrid_on_a_mixed_space_tunes_the_floats_and_refits_with_the_tuned_valu
 
 
 def learner_task(X, y):
-    from automl_bilevel.components import Task
+    from automl_bilevel.core.components import Task
 
     return Task("classification", X.shape[1], len(np.unique(y)))
 
@@ -300,7 +300,7 @@ def test_a_resumed_search_continues_and_refits_with_the_restored_tuned_values(di
 
 
 def test_an_experiment_file_runs_hybrid_through_the_cli_with_outer_steps_in_each_child_run(tmp_path, capsys, tracking):
-    from automl_bilevel.cli import main
+    from automl_bilevel.frontends.cli import main
     from mlflow import MlflowClient
 
     uri, experiment = tracking
@@ -338,9 +338,9 @@ experiment = "{experiment}"
 
 def test_a_budget_scales_the_inner_training_of_the_gradient_part(digits):
     from automl_bilevel import BilevelProblem
-    from automl_bilevel.gradient import HyperparameterProblem
-    from automl_bilevel.problem import Split
-    from automl_bilevel.registry import get_registry
+    from automl_bilevel.core.problem import Split
+    from automl_bilevel.gradient.outer import HyperparameterProblem
+    from automl_bilevel.plugin.registry import get_registry
 
     X, y = digits
     reg = get_registry()
@@ -359,8 +359,8 @@ def test_a_budget_scales_the_inner_training_of_the_gradient_part(digits):
 
 def test_replayed_trials_restore_the_tuned_scalars_from_their_metrics(digits):
     from automl_bilevel import BilevelProblem
-    from automl_bilevel.problem import Split
-    from automl_bilevel.registry import get_registry
+    from automl_bilevel.core.problem import Split
+    from automl_bilevel.plugin.registry import get_registry
 
     est = hybrid(n_iter=3).fit(*digits)
     X, y = digits

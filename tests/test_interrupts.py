@@ -8,8 +8,8 @@ import signal
 import pytest
 
 from automl_bilevel import RunSession, TrialFinished, run_search
-from automl_bilevel.checkpoint import Checkpoint
-from automl_bilevel.interrupts import deferred
+from automl_bilevel.run.checkpoint import Checkpoint
+from automl_bilevel.run.interrupts import deferred
 from automl_bilevel.testing import quadratic_problem
 from automl_bilevel_plugins.optimizers.random_search import RandomSearch
 

@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from automl_bilevel import BilevelClassifier, as_configspace
-from automl_bilevel.journal import Journal, JournalRecordError
+from automl_bilevel.run.journal import Journal, JournalRecordError
 from mlflow import MlflowClient
 
 SPACE = {"C": (0.01, 100.0, "log")}

@@ -10,9 +10,20 @@ import torch
 from sklearn.datasets import load_digits
 
 from automl_bilevel import BilevelClassifier, Task
-from automl_bilevel.hypergrad import hypergradient
-from automl_bilevel.learned import LossNetwork, LossNetworkError, load_loss_network, sample_tasks, save_loss_network
-from automl_bilevel.recipes.metaloss import evaluate_loss, evolve_loss_network, mlp_learner, train_loss_network_ml3
+from automl_bilevel.gradient import hypergradient
+from automl_bilevel.methods.learned import (
+    LossNetwork,
+    LossNetworkError,
+    load_loss_network,
+    sample_tasks,
+    save_loss_network,
+)
+from automl_bilevel.methods.recipes.metaloss import (
+    evaluate_loss,
+    evolve_loss_network,
+    mlp_learner,
+    train_loss_network_ml3,
+)
 
 
 @pytest.fixture(scope="module")

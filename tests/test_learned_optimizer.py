@@ -10,8 +10,8 @@ import torch
 from sklearn.datasets import load_digits
 
 from automl_bilevel import BilevelClassifier
-from automl_bilevel.hypergrad import SGD
-from automl_bilevel.learned import (
+from automl_bilevel.gradient import SGD
+from automl_bilevel.methods.learned import (
     LearnedOptimizer,
     LSTMOptimizer,
     MLPOptimizee,

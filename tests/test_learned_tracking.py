@@ -11,8 +11,8 @@ from sklearn.datasets import load_digits
 
 from automl_bilevel import BilevelClassifier, TrackedRun
 from automl_bilevel.evolution import vector_to_module
-from automl_bilevel.learned import LossNetwork, LSTMOptimizer
-from automl_bilevel.recipes.metaloss import mlp_learner
+from automl_bilevel.methods.learned import LossNetwork, LSTMOptimizer
+from automl_bilevel.methods.recipes.metaloss import mlp_learner
 from mlflow import MlflowClient
 
 

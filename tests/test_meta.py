@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 
 import mlflow
 from automl_bilevel import get_registry
-from automl_bilevel.meta import (
+from automl_bilevel.methods.meta import (
     EpisodeError,
     EpisodeSampler,
     MetaLearner,
@@ -285,7 +285,7 @@ def test_meta_learners_are_plugins(fake_dist):
     assert {"protonet", "relationnet", "hyperrep"} <= set(names)
     src = (
         "from automl_bilevel import hookimpl\n"
-        "from automl_bilevel.specs import MetaLearnerSpec\n"
+        "from automl_bilevel.plugin.specs import MetaLearnerSpec\n"
         "from automl_bilevel_plugins.meta.metric import ProtoNet\n"
         "class Tiny(ProtoNet):\n"
         "    def __init__(self, in_channels=1, image_size=8):\n"
@@ -361,7 +361,7 @@ def test_meta_training_needs_a_gradient_optimizer(digits):
 def test_a_black_box_optimizer_tunes_meta_training_settings_as_an_ordinary_search(digits, tracking, tmp_path):
     # random search over meta_lr and the encoder width: each trial is a short meta-training scored on
     # held-out classes; tracked (a child run per trial) and resumable like any search
-    from automl_bilevel.meta import tune_meta_learner
+    from automl_bilevel.methods.meta import tune_meta_learner
 
     (Xtr, ytr), _ = split_digits(digits)
     uri, exp = tracking

@@ -11,11 +11,11 @@ from sklearn.datasets import load_digits
 
 import mlflow
 from automl_bilevel import BilevelClassifier
-from automl_bilevel.checkpoint import Checkpoint
-from automl_bilevel.learned import LSTMOptimizer, MLPOptimizee, meta_train_optimizer
-from automl_bilevel.learned.loss import LossNetwork
-from automl_bilevel.learned.tasks import sample_tasks
-from automl_bilevel.recipes.metaloss import train_loss_network_ml3
+from automl_bilevel.methods.learned import LSTMOptimizer, MLPOptimizee, meta_train_optimizer
+from automl_bilevel.methods.learned.loss import LossNetwork
+from automl_bilevel.methods.learned.tasks import sample_tasks
+from automl_bilevel.methods.recipes.metaloss import train_loss_network_ml3
+from automl_bilevel.run.checkpoint import Checkpoint
 
 HOST = Path(__file__).resolve().parents[1] / "automl_bilevel"
 

@@ -10,9 +10,9 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from automl_bilevel import BilevelClassifier, Proposal, run_search
-from automl_bilevel.components import InnerLearner, OuterOptimizer
-from automl_bilevel.journal import JournalMismatchError
-from automl_bilevel.parallel import DaskExecutor, SequentialExecutor, make_executor
+from automl_bilevel.core.components import InnerLearner, OuterOptimizer
+from automl_bilevel.run.journal import JournalMismatchError
+from automl_bilevel.run.parallel import DaskExecutor, SequentialExecutor, make_executor
 from automl_bilevel.testing import quadratic_problem
 
 SPACE = {"x": (0.0, 1.0), "y": (0.0, 1.0)}
@@ -63,7 +63,7 @@ class Listed(OuterOptimizer):
 def problem_with(learner):
     p = quadratic_problem(0)
     p.learner = learner
-    from automl_bilevel.components import OuterObjective
+    from automl_bilevel.core.components import OuterObjective
 
     class Value(OuterObjective):
         def __call__(self, model, X, y, *, task):
@@ -193,7 +193,7 @@ class Interrupting(InnerLearner):
 
 
 def objective_value():
-    from automl_bilevel.components import OuterObjective
+    from automl_bilevel.core.components import OuterObjective
 
     class Value(OuterObjective):
         def __call__(self, model, X, y, *, task):

@@ -13,7 +13,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from automl_bilevel import BilevelClassifier
-from automl_bilevel.parallel import DaskExecutor
+from automl_bilevel.run.parallel import DaskExecutor
 from mlflow import MlflowClient
 
 SCRIPT = """

@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from automl_bilevel import BilevelClassifier, get_registry
-from automl_bilevel.cli import main
+from automl_bilevel.frontends.cli import main
 from mlflow import MlflowClient
 
 RAISING = """

@@ -114,8 +114,8 @@ def test_outer_loops_outside_a_fit_report_each_step_as_it_happens(capsys):
     from sklearn.datasets import load_digits
 
     from automl_bilevel import TrackedRun
-    from automl_bilevel.learned import LSTMOptimizer, MLPOptimizee, meta_train_optimizer, sample_tasks
-    from automl_bilevel.recipes.metaloss import train_loss_network_ml3
+    from automl_bilevel.methods.learned import LSTMOptimizer, MLPOptimizee, meta_train_optimizer, sample_tasks
+    from automl_bilevel.methods.recipes.metaloss import train_loss_network_ml3
 
     X, y = load_digits(return_X_y=True)
     X = X / 16.0

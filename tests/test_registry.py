@@ -17,7 +17,7 @@ from automl_bilevel import (
     get_plugin_manager,
     get_registry,
 )
-from automl_bilevel.registry import Registry
+from automl_bilevel.plugin.registry import Registry
 from automl_bilevel.testing import check_learner, check_optimizer
 
 from .conftest import EXAMPLE_PLUGIN

@@ -1,4 +1,4 @@
-"""The thread policy and device resolution (automl_bilevel.runtime)."""
+"""The thread policy and device resolution (automl_bilevel.run.runtime)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from threadpoolctl import threadpool_info
 
 from automl_bilevel import run_search
-from automl_bilevel.runtime import (
+from automl_bilevel.run.runtime import (
     THREADS_ENV,
     WORK_PER_THREAD,
     available_cores,

@@ -6,7 +6,7 @@ import pytest
 from ConfigSpace import ConfigurationSpace, Float
 
 from automl_bilevel import InvalidSearchSpaceError, as_configspace
-from automl_bilevel.space import check_names, config_dict
+from automl_bilevel.core.space import check_names, config_dict
 
 
 def test_dict_shorthand_compiles_to_configspace():

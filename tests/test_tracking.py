@@ -109,7 +109,7 @@ def _closed_port():
     ],
 )
 def test_unreachable_store_fails_before_any_work(iris, uri, message, monkeypatch):
-    import automl_bilevel.lifecycle as lifecycle
+    import automl_bilevel.run.lifecycle as lifecycle
 
     called = []
     monkeypatch.setattr(lifecycle, "run_search", lambda *a, **k: called.append(1))

@@ -38,7 +38,7 @@ experiment = "signals"
 
 def cli() -> list[str]:
     script = Path(sys.executable).with_name("automl-bilevel")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "automl_bilevel.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "automl_bilevel.frontends.cli"]
 
 
 def runs_of(uri: str, experiment: str):

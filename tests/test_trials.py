@@ -8,7 +8,7 @@ import pandas as pd
 from sklearn.datasets import load_iris
 
 from automl_bilevel import COMPLETE, FAILED, BilevelClassifier, Trial
-from automl_bilevel.trials import history_table
+from automl_bilevel.core.trials import history_table
 
 
 def test_history_has_one_params_column_per_hyperparameter():

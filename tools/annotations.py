@@ -55,7 +55,7 @@ def functions(path: Path) -> list[tuple[str, bool]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("paths", nargs="*", default=["automl_bilevel", "plugins"])
+    ap.add_argument("paths", nargs="*", default=["automl_bilevel", "automl_bilevel_plugins"])
     ap.add_argument("--min", type=float, default=None, help="fail when the total share (percent) is below this")
     ap.add_argument("--missing", action="store_true", help="list the functions that lack annotations")
     args = ap.parse_args(argv)

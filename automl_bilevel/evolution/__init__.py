@@ -3,7 +3,7 @@ torch modules to and from flat vectors. The ``es`` plugin drives them through th
 
 from __future__ import annotations
 
-from .strategies import (
+from automl_bilevel.evolution.strategies import (
     CMAES,
     STRATEGIES,
     MuPlusLambda,

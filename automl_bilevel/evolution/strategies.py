@@ -2,7 +2,7 @@
 fitness). Lower fitness is better; a NaN or infinite fitness marks a failed individual, which is
 ranked last and never survives selection while any individual succeeded.
 
-Used by the ``es`` outer optimizer (search spaces through :class:`~automl_bilevel.space.UnitCube`)
+Used by the ``es`` outer optimizer (search spaces through :class:`~automl_bilevel.core.space.UnitCube`)
 and directly for networks as outer variables (a flattened parameter vector).
 
 - :class:`MuPlusLambda`: (μ+λ)-ES with one self-adaptive mutation strength per individual,

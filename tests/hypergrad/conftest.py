@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from automl_bilevel.runtime import threads
+from automl_bilevel.run.runtime import threads
 
 
 @pytest.fixture(autouse=True)

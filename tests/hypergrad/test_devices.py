@@ -11,10 +11,10 @@ import torch
 from sklearn.datasets import load_digits
 
 from automl_bilevel import Task
-from automl_bilevel.hypergrad import hypergradient
-from automl_bilevel.learned import LossNetwork, LSTMOptimizer, MLPOptimizee, train_optimizee
-from automl_bilevel.learned.optimizer import LearnedOptimizer
-from automl_bilevel.runtime import resolve_device
+from automl_bilevel.gradient import hypergradient
+from automl_bilevel.methods.learned import LossNetwork, LSTMOptimizer, MLPOptimizee, train_optimizee
+from automl_bilevel.methods.learned.optimizer import LearnedOptimizer
+from automl_bilevel.run.runtime import resolve_device
 from automl_bilevel_plugins.learners.torch_learners import LogisticLearner, MLPLearner
 
 TASK = Task("classification", 64, 10)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from automl_bilevel.recipes.hypercleaning import flag_scores, flip_labels, hyperclean
+from automl_bilevel.methods.recipes.hypercleaning import flag_scores, flip_labels, hyperclean
 from automl_bilevel_plugins.learners.torch_learners import LogisticLearner
 
 

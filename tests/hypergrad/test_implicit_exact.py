@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, hessian, jacrev
 
-from automl_bilevel.hypergrad import SGD, InnerDynamics, hypergradient
+from automl_bilevel.gradient import SGD, InnerDynamics, hypergradient
 
 D, K = 6, 3
 
@@ -66,7 +66,7 @@ def test_implicit_solvers_reach_the_exact_hypergradient(problem, solver, iters):
 
 
 def test_implicit_at_w_star_given_skips_the_run(problem):
-    from automl_bilevel.hypergrad.modes import implicit
+    from automl_bilevel.gradient.modes import implicit
 
     inner, outer, hp, w, n, exact, L = problem
     dyn = InnerDynamics(inner, SGD(lr=1.0 / L), n, 10_000)  # running 10k steps would be slow: warm_z skips it

@@ -8,7 +8,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from automl_bilevel import Task
-from automl_bilevel.hypergrad import hypergradient
+from automl_bilevel.gradient import hypergradient
 from automl_bilevel_plugins.learners.torch_learners import LogisticLearner, MLPLearner
 
 

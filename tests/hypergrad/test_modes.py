@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import vmap
 
-from automl_bilevel.hypergrad import (
+from automl_bilevel.gradient import (
     SGD,
     Adam,
     BoxTensor,
@@ -250,7 +250,7 @@ def test_a_module_as_outer_variable_against_finite_differences():
     """Hyper-representation in miniature: λ = a representation network, w = a linear head on top."""
     from torch.func import functional_call
 
-    from automl_bilevel.hypergrad import ModuleParams
+    from automl_bilevel.gradient import ModuleParams
 
     X, y, Xv, yv = ridge_data(d=5)
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from ConfigSpace import ConfigurationSpace
 from sklearn.datasets import load_digits
 
 from automl_bilevel import BilevelProblem, Task
-from automl_bilevel.learned import LossNetwork, sample_tasks
+from automl_bilevel.methods.learned import LossNetwork, sample_tasks
 from automl_bilevel_plugins.learners.torch_learners import MLPLearner
 from automl_bilevel_plugins.objectives.validation import ValidationError, ValidationLoss
 
@@ -104,6 +104,6 @@ def test_es_evaluates_each_generation_in_one_batch_with_the_one_by_one_values(se
     np.testing.assert_allclose([t.value for t in batched.trials], [t.value for t in plain.trials], atol=1e-9)
     with pytest.raises(ValueError, match="batched must be True or False"):
         EvolutionStrategy(batched="yes")
-    from automl_bilevel.parallel import evaluate_problem
+    from automl_bilevel.run.parallel import evaluate_problem
 
     assert EvolutionStrategy().remote_evaluator() is evaluate_problem  # Dask workers: one member at a time

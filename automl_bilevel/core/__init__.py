@@ -1,0 +1,1 @@
+"""The core: component contracts, the problem, trials, search spaces and run events."""

@@ -1,0 +1,433 @@
+"""scikit-learn estimators over the bilevel engine: ``BilevelClassifier`` and ``BilevelRegressor``.
+
+``__init__`` only stores its arguments; plugin resolution and validation happen in ``fit``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import replace
+from numbers import Integral, Real
+from typing import Any, Self, cast
+
+import numpy as np
+from ConfigSpace import ConfigurationSpace
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from automl_bilevel.core.components import InnerLearner, OuterObjective, OuterOptimizer, Task
+from automl_bilevel.core.events import RunContext, TrackingSettings, plain, run_params
+from automl_bilevel.core.problem import BilevelProblem, Split
+from automl_bilevel.core.space import as_configspace, check_names, describe
+from automl_bilevel.core.trials import history_table
+from automl_bilevel.plugin.registry import check_compatible, get_registry
+from automl_bilevel.plugin.specs import Component
+from automl_bilevel.run.checkpoint import Checkpoint
+from automl_bilevel.run.engine import AllTrialsFailedError
+from automl_bilevel.run.lifecycle import Run
+from automl_bilevel.run.parallel import check_address
+from automl_bilevel.run.runtime import thread_policy
+
+
+class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type information
+    _task_kind = "classification"
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        "learner": [str, InnerLearner],
+        "objective": [str, OuterObjective],
+        "optimizer": [str, OuterOptimizer],
+        "search_space": [None, dict, ConfigurationSpace],
+        "n_iter": [Interval(Integral, 1, None, closed="left")],
+        "learner_params": [None, dict],
+        "objective_params": [None, dict],
+        "optimizer_params": [None, dict],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "cv": [None, Interval(Integral, 2, None, closed="left")],
+        "timeout": [None, Interval(Real, 0, None, closed="neither")],
+        "n_workers": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [None, Integral],
+        "dask_address": [None, str],
+        "checkpoint": [None, str, os.PathLike],
+        "tracking": ["boolean"],
+        "tracking_uri": [None, str],
+        "experiment_name": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        learner: str | InnerLearner = "logistic",
+        objective: str | OuterObjective = "val_loss",
+        optimizer: str | OuterOptimizer = "random",
+        *,
+        search_space: Mapping[str, Any] | ConfigurationSpace | None = None,
+        n_iter: int = 20,
+        learner_params: Mapping[str, Any] | None = None,
+        objective_params: Mapping[str, Any] | None = None,
+        optimizer_params: Mapping[str, Any] | None = None,
+        validation_fraction: float = 0.2,
+        cv: int | None = None,
+        timeout: float | None = None,
+        n_workers: int = 1,
+        n_jobs: int | None = None,
+        dask_address: str | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        tracking: bool = True,
+        tracking_uri: str | None = None,
+        experiment_name: str = "automl-bilevel",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
+        self.learner = learner
+        self.objective = objective
+        self.optimizer = optimizer
+        self.search_space = search_space
+        self.n_iter = n_iter
+        self.learner_params = learner_params
+        self.objective_params = objective_params
+        self.optimizer_params = optimizer_params
+        self.validation_fraction = validation_fraction
+        self.cv = cv
+        self.timeout = timeout
+        self.n_workers = n_workers
+        self.n_jobs = n_jobs
+        self.dask_address = dask_address
+        self.checkpoint = checkpoint
+        self.tracking = tracking
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- data -----------------------------------------------------------------------------
+    def _encode_targets(self, y: np.ndarray) -> tuple[np.ndarray, int]:
+        raise NotImplementedError
+
+    def _splits(self, X: np.ndarray, y: np.ndarray, seed: int) -> list[Split]:
+        stratify = self._task_kind == "classification" and np.bincount(y).min() >= 2
+        if self.cv is not None:
+            n_folds = min(self.cv, len(y)) if not stratify else min(self.cv, int(np.bincount(y).min()))
+            if n_folds < 2:
+                raise ValueError(f"cv={self.cv} needs at least 2 samples per class; got too few")
+            kf = (StratifiedKFold if stratify else KFold)(n_folds, shuffle=True, random_state=seed)
+            return [Split(X[tr], y[tr], X[va], y[va]) for tr, va in kf.split(X, y)]
+        try:
+            Xtr, Xva, ytr, yva = train_test_split(
+                X, y, test_size=self.validation_fraction, random_state=seed, stratify=y if stratify else None
+            )
+        except ValueError:  # too few samples per class for a stratified split of that size
+            Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=self.validation_fraction, random_state=seed)
+        return [Split(Xtr, ytr, Xva, yva)]
+
+    # -- fit ------------------------------------------------------------------------------
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
+        """Run the outer optimizer on a validation split of (X, y), then refit on all of it.
+
+        Ctrl-C stops the search: the estimator is refitted with the best configuration found so
+        far, the tracking run ends as KILLED, and KeyboardInterrupt is raised again.
+        """
+        self._validate_params()
+        X, y = cast(
+            tuple[np.ndarray, np.ndarray],
+            validate_data(self, X, y, dtype=np.float64, y_numeric=self._task_kind == "regression"),
+        )
+        if X.shape[0] < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 samples, got {X.shape[0]} sample")
+        y_enc, n_outputs = self._encode_targets(y)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        task = Task(self._task_kind, X.shape[1], n_outputs)
+
+        registry = get_registry()
+        learner = registry.make("learner", self.learner, self.learner_params)
+        objective = registry.make("objective", self.objective, self.objective_params)
+        optimizer = registry.make("optimizer", self.optimizer, self.optimizer_params)
+        check_compatible(task, learner, objective, optimizer)
+        self._check_parallel(optimizer)
+        inner: InnerLearner = learner.obj
+        space = self._build_space(inner, task, seed)
+        checkpoint = None
+        if self.checkpoint is not None:  # a resumed search keeps the seed (and so the split) it began with
+            checkpoint = Checkpoint(self.checkpoint, self._fingerprint(X, y_enc, learner, objective, optimizer, space))
+            seed = checkpoint.open(seed, space)  # records checked against the space (file:line)
+            space.seed(seed)
+        problem = BilevelProblem(learner.obj, objective.obj, space, task, self._splits(X, y_enc, seed), seed)
+
+        context = replace(
+            self._context(task, learner, objective, optimizer, space),
+            resumed_trials=len(checkpoint.trials) if checkpoint else 0,
+        )
+        with Run(context, registry) as run:
+            self.run_info_ = run.info
+            self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
+            result = run.search(
+                problem,
+                optimizer.obj,
+                n_iter=self.n_iter,
+                seed=seed,
+                timeout=self.timeout,
+                n_workers=self._n_workers(),
+                dask_address=self.dask_address,
+                checkpoint=checkpoint,
+            )
+            self.trials_ = tuple(result.trials)
+            best = result.best
+            if best is None:
+                if result.status == "KILLED":
+                    raise KeyboardInterrupt
+                errors = sorted({t.error for t in result.trials if t.error})
+                if not result.trials:  # nothing ran: say why instead of "all 0 trials failed"
+                    raise AllTrialsFailedError(
+                        f"no trial finished: the search stopped by {result.stop_reason} "
+                        f"(timeout={self.timeout}) before the first one ended"
+                    )
+                raise AllTrialsFailedError(
+                    f"all {len(result.trials)} trials failed; errors: {'; '.join(errors[:3]) or 'non-finite objective'}"
+                )
+            self.best_params_ = dict(optimizer.obj.best_config() or best.config)
+            self.best_value_ = float(best.value)
+            self.best_score_ = -self.best_value_
+            self.best_trial_ = best
+            self.history_ = history_table(result.trials)
+            self.n_trials_ = len(result.trials)
+            self.stop_reason_ = result.stop_reason
+            with thread_policy(work=float(X.size)):  # the refit: threads sized to the work (runtime.py)
+                self.model_ = inner.fit(X, y_enc, self.best_params_, task=task, seed=seed)
+            self.learner_ = learner.obj
+            self.search_space_ = space
+            self.interrupted_ = result.status == "KILLED"
+            run.model = self
+            run.finish(result.status, artifacts=inner.learned_components(self.best_params_))
+        if self.interrupted_:
+            warnings.warn(
+                f"search interrupted after {len(result.trials)} trials; refitted with the best so far",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            raise KeyboardInterrupt
+        return self
+
+    def _n_workers(self) -> int:
+        """``n_workers``, or ``n_jobs`` (scikit-learn's name for it; -1: one worker per CPU) when given."""
+        if self.n_jobs is None:
+            return int(self.n_workers)
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs=0 means no worker; use n_jobs=1 (sequential), more, or -1 (one worker per CPU)")
+        n = self.n_jobs if self.n_jobs > 0 else max((os.cpu_count() or 1) + 1 + self.n_jobs, 1)
+        if self.n_workers not in (1, n):
+            raise ValueError(
+                f"n_jobs={self.n_jobs} and n_workers={self.n_workers} disagree; n_jobs is scikit-learn's "
+                "name for n_workers (trials evaluated at once): give one of them"
+            )
+        return int(n)
+
+    def _check_parallel(self, optimizer: Component) -> None:
+        if self._n_workers() == 1 and self.dask_address is None:
+            return
+        if self.dask_address is not None:  # an unreachable scheduler fails here, before a run exists
+            check_address(self.dask_address)
+        if "parallel" not in optimizer.declared("capabilities"):
+            raise ValueError(
+                f"optimizer {optimizer.name!r} evaluates one proposal at a time (no 'parallel' capability); "
+                "use n_workers=1 and no dask_address"
+            )
+
+    def _fingerprint(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        learner: Component,
+        objective: Component,
+        optimizer: Component,
+        space: ConfigurationSpace,
+    ) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: components, their settings, space, data."""
+        names = {c.kind: c.name for c in (learner, objective, optimizer)}
+        digest = hashlib.sha1(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
+        return {
+            **names,
+            "learner_params": plain(self.learner_params),
+            "objective_params": plain(self.objective_params),
+            "optimizer_params": plain(self.optimizer_params),
+            "search_space": describe(space),
+            "validation_fraction": self.validation_fraction,
+            "cv": self.cv,
+            "task": self._task_kind,
+            "data": digest,
+        }
+
+    def _build_space(self, learner: InnerLearner, task: Task, seed: int) -> ConfigurationSpace:
+        if self.search_space is None:
+            return as_configspace(learner.config_space(task), seed=seed)
+        space = as_configspace(self.search_space, seed=seed)
+        check_names(space, learner.param_names(task), f"learner {self.learner!r}")
+        return space
+
+    def _context(
+        self, task: Task, learner: Component, objective: Component, optimizer: Component, space: ConfigurationSpace
+    ) -> RunContext:
+        plugins = {c.kind: c.info() for c in (learner, objective, optimizer)}
+        return RunContext(
+            name=f"{type(self).__name__}-{plugins['learner']['name']}-{plugins['optimizer']['name']}",
+            task=task.kind,
+            learner=plugins["learner"]["name"],
+            objective=plugins["objective"]["name"],
+            optimizer=plugins["optimizer"]["name"],
+            params=run_params(self),
+            plugins=plugins,
+            search_space=describe(space),
+            n_iter=self.n_iter,
+            tracking=TrackingSettings(
+                self.tracking, self.tracking_uri, self.experiment_name, progress=self.verbose > 0
+            ),
+            trials_are_steps=bool(optimizer.declared("trials_are_steps")),
+        )
+
+    # -- predict --------------------------------------------------------------------------
+    def _check_X(self, X: ArrayLike) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        checked: np.ndarray = validate_data(self, X, dtype=np.float64, reset=False)
+        return checked
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        checked = self._check_X(X)  # first: an unfitted estimator raises NotFittedError
+        return self.model_.predict(checked)
+
+
+class BilevelClassifier(ClassifierMixin, _BilevelEstimator):  # type: ignore[misc]  # untyped scikit-learn mixin
+    """A classifier whose hyperparameters are found by a bilevel outer optimizer.
+
+    Parameters
+    ----------
+    learner, objective, optimizer : str or instance
+        Registered names (see ``automl-bilevel plugins``) or component instances.
+    search_space : dict or ConfigurationSpace, optional
+        Replaces the learner's default space (see :mod:`automl_bilevel.core.space`).
+    n_iter : int
+        Outer iterations: trials, outer steps or generations, as the optimizer counts them.
+    learner_params, objective_params, optimizer_params : dict, optional
+        Keyword arguments for the named component's factory.
+    validation_fraction : float
+        Held-out fraction for the outer objective (ignored when ``cv`` is set).
+    cv : int, optional
+        K-fold cross-validation for the outer objective (mean over folds).
+    timeout : float, optional
+        Wall-clock budget of the search in seconds.
+    n_workers : int
+        Trials evaluated at once. 1 (default): in this process, one after another. More: on Dask
+        distributed, a LocalCluster of that many worker processes unless ``dask_address`` is given.
+        The optimizer must be ``parallel`` (random, smac, es).
+    n_jobs : int, optional
+        scikit-learn's name for ``n_workers``, with the same meaning; -1 is one worker per CPU (-2
+        all but one). ``None`` (default): ``n_workers`` decides.
+    dask_address : str, optional
+        Address of an existing Dask scheduler (``tcp://host:8786``) to evaluate trials on.
+    checkpoint : str or path, optional
+        A JSON-lines file the trials are appended to as they finish. Fitting again with the same
+        file continues the search from them (same seed and split; they count toward ``n_iter``).
+    tracking : bool
+        Log the run to MLflow (needs the ``mlflow_tracking`` plugin).
+    tracking_uri : str, optional
+        Else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
+    random_state : int, RandomState or None
+    verbose : int
+        1 or more shows a progress bar with the best value so far on stderr.
+
+    Attributes
+    ----------
+    best_params_, best_value_ (objective, lower is better), best_score_ (= -best_value_, greater is
+    better as in scikit-learn), best_trial_, trials_, history_ (dict of columns), n_trials_,
+    model_ (refitted on all data), classes_, mlflow_run_id_, run_info_, interrupted_.
+    """
+
+    def _encode_targets(self, y: np.ndarray) -> tuple[np.ndarray, int]:
+        check_classification_targets(y)
+        self.classes_, y_enc = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            label = self.classes_[0].item() if isinstance(self.classes_[0], np.generic) else self.classes_[0]
+            raise ValueError(
+                f"BilevelClassifier needs samples of at least 2 classes in the data, but the data "
+                f"contains only one class: {label!r}"
+            )
+        return y_enc.astype(np.int64), len(self.classes_)
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        pred = super().predict(X)
+        labels: np.ndarray = self.classes_[pred]
+        return labels
+
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        X = self._check_X(X)
+        # hasattr, not a runtime-checkable protocol: see components.has_predict_proba
+        if not hasattr(self.model_, "predict_proba"):
+            raise AttributeError(f"the fitted {type(self.model_).__name__} has no predict_proba")
+        proba: np.ndarray = self.model_.predict_proba(X)
+        return proba
+
+
+class BilevelRegressor(RegressorMixin, _BilevelEstimator):  # type: ignore[misc]  # untyped scikit-learn mixin
+    """A regressor whose hyperparameters are found by a bilevel outer optimizer.
+
+    Same parameters and attributes as :class:`BilevelClassifier` (without ``classes_``); the
+    default learner is ``mlp``.
+    """
+
+    _task_kind = "regression"
+
+    def __init__(
+        self,
+        learner: str | InnerLearner = "mlp",
+        objective: str | OuterObjective = "val_loss",
+        optimizer: str | OuterOptimizer = "random",
+        *,
+        search_space: Mapping[str, Any] | ConfigurationSpace | None = None,
+        n_iter: int = 20,
+        learner_params: Mapping[str, Any] | None = None,
+        objective_params: Mapping[str, Any] | None = None,
+        optimizer_params: Mapping[str, Any] | None = None,
+        validation_fraction: float = 0.2,
+        cv: int | None = None,
+        timeout: float | None = None,
+        n_workers: int = 1,
+        n_jobs: int | None = None,
+        dask_address: str | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        tracking: bool = True,
+        tracking_uri: str | None = None,
+        experiment_name: str = "automl-bilevel",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(
+            learner,
+            objective,
+            optimizer,
+            search_space=search_space,
+            n_iter=n_iter,
+            learner_params=learner_params,
+            objective_params=objective_params,
+            optimizer_params=optimizer_params,
+            validation_fraction=validation_fraction,
+            cv=cv,
+            timeout=timeout,
+            n_workers=n_workers,
+            n_jobs=n_jobs,
+            dask_address=dask_address,
+            checkpoint=checkpoint,
+            tracking=tracking,
+            tracking_uri=tracking_uri,
+            experiment_name=experiment_name,
+            random_state=random_state,
+            verbose=verbose,
+        )
+
+    def _encode_targets(self, y: np.ndarray) -> tuple[np.ndarray, int]:
+        return np.asarray(y, dtype=np.float64), 1

@@ -1,0 +1,1 @@
+"""The plugin host: hook specifications, registration records and the registry."""

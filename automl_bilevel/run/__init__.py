@@ -1,0 +1,1 @@
+"""Running a search: the one loop, the run object, executors, checkpoints, interrupts, threads and devices."""

@@ -1,0 +1,200 @@
+"""The one search loop every outer optimizer runs in, and the run session that sends events.
+
+Failure isolation lives here: an evaluation that raises becomes a FAILED trial (with its error)
+and the search goes on; a listener that raises is dropped with a warning; Ctrl-C stops the search
+and keeps every trial found so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from automl_bilevel.core.components import LearnedComponent, OuterOptimizer, Proposal
+from automl_bilevel.core.events import RunContext, RunFinished, RunListener, RunStarted, TrialFinished
+from automl_bilevel.core.space import config_dict
+from automl_bilevel.core.trials import COMPLETE, FAILED, Trial, best_trial
+from automl_bilevel.run.checkpoint import Checkpoint
+from automl_bilevel.run.interrupts import deferred
+from automl_bilevel.run.parallel import Executor, Outcome, SequentialExecutor
+from automl_bilevel.run.runtime import problem_work, thread_policy
+
+log = logging.getLogger("automl_bilevel")
+
+
+class AllTrialsFailedError(RuntimeError):
+    """No trial completed: there is no best configuration to refit."""
+
+
+class RunSession:
+    """Holds the listeners of one run; sends each event to all of them; ``finish`` once."""
+
+    def __init__(self, listeners: Iterable[tuple[str, Any]] = ()) -> None:
+        self.listeners = list(listeners)
+        self.finished = False
+
+    @property
+    def info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for _, listener in self.listeners:
+            if isinstance(listener, RunListener):  # a listener without ``info`` adds nothing
+                out.update(listener.info or {})
+        return out
+
+    def emit(self, event: Any) -> None:
+        for entry in list(self.listeners):
+            name, listener = entry
+            try:
+                listener.handle(event)
+            except Exception as exc:  # a broken listener must not end the run
+                warnings.warn(
+                    f"listener of plugin {name!r} failed on {type(event).__name__} and is dropped: "
+                    f"{type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.listeners.remove(entry)
+
+    def start(self, context: RunContext) -> None:
+        self.emit(RunStarted(context))
+
+    def finish(
+        self,
+        status: str,
+        trials: Iterable[Trial],
+        duration: float,
+        model: Any = None,
+        error: str | None = None,
+        artifacts: Mapping[str, LearnedComponent] | None = None,
+        best: Trial | None = None,
+    ) -> None:
+        """Send the one RunFinished of this run (later calls do nothing). ``best`` is the trial whose
+        result the run keeps, when that is not simply the lowest value (validation-selected steps).
+        ``artifacts`` that are not :class:`LearnedComponent` objects are refused before anything is
+        sent (the run stays open, so it can still be finished)."""
+        if self.finished:
+            return
+        wrong = {k: type(v).__name__ for k, v in (artifacts or {}).items() if not isinstance(v, LearnedComponent)}
+        if wrong:
+            raise TypeError(
+                f"artifacts must be learned components with save(path) and settings() "
+                f"(automl_bilevel.core.components.LearnedComponent); these are not: {wrong}"
+            )
+        self.finished = True
+        trials = tuple(trials)
+        self.emit(
+            RunFinished(status, trials, best or best_trial(trials), duration, model, error, dict(artifacts or {}))
+        )
+
+
+@dataclass
+class SearchResult:
+    trials: list[Trial] = field(default_factory=list)
+    status: str = "FINISHED"
+    stop_reason: str = "n_iter"
+    duration: float = 0.0
+
+    @property
+    def best(self) -> Trial | None:
+        return best_trial(self.trials)
+
+
+def make_trial(number: int, proposal: Proposal, outcome: Outcome) -> Trial:
+    """The record of one finished evaluation (``extra`` carries ``Evaluation.extra`` to ``tell``)."""
+    ev = outcome.evaluation
+    return Trial(
+        number=number,
+        config=config_dict(proposal.config),
+        value=ev.value if ev is not None else math.nan,
+        status=COMPLETE if ev is not None else FAILED,
+        duration=outcome.duration,
+        budget=proposal.budget,
+        metrics=dict(ev.metrics) if ev is not None else {},
+        error=outcome.error,
+        extra=ev.extra if ev is not None else None,
+    )
+
+
+def run_search(
+    problem: Any,
+    optimizer: OuterOptimizer,
+    *,
+    n_iter: int,
+    seed: int,
+    session: RunSession | None = None,
+    timeout: float | None = None,
+    executor: Executor | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> SearchResult:
+    """Drive ``optimizer`` through ask/evaluate/tell until ``n_iter`` trials or ``timeout`` seconds.
+
+    This is the one search loop of the package: hyperparameter searches, outer steps of gradient
+    methods and meta-training all run here. Up to ``executor.slots`` proposals are in flight at once
+    (one for the default in-process executor); trials are numbered in the order they finish. With a
+    ``checkpoint`` (opened by :meth:`Checkpoint.open`), the trials it holds count toward ``n_iter`` and
+    the optimizer continues from them (its saved outer state, else a replay), and every new trial is
+    recorded as it is told. An ``ask`` that returns nothing while trials are in flight means "wait
+    for them" (an ES generation not yet complete, a gradient step not yet back).
+    """
+    session = session or RunSession()
+    executor = executor or SequentialExecutor()
+    result = SearchResult()
+    t0 = time.perf_counter()
+    optimizer.n_iter = n_iter  # a hint for optimizers that size their design by the budget (SMAC)
+    optimizer.setup(problem, seed)
+    if checkpoint is not None:
+        resumed = checkpoint.resume(optimizer)
+        for trial in resumed:
+            result.trials.append(trial)
+            session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
+    executor.start(optimizer, problem)
+    in_flight, submitted, stop = 0, len(result.trials), None
+    with thread_policy(concurrent=executor.slots, work=problem_work(problem)):  # threads: runtime.py
+        try:
+            while True:
+                while stop is None and in_flight < executor.slots:
+                    if submitted >= n_iter:
+                        stop = "n_iter"
+                    elif timeout is not None and time.perf_counter() - t0 >= timeout:
+                        stop = "timeout"
+                    elif optimizer.should_stop():
+                        stop = "optimizer"
+                    if stop is not None:
+                        break
+                    proposals = list(optimizer.ask(min(executor.slots - in_flight, n_iter - submitted)))
+                    if not proposals:
+                        if in_flight == 0:
+                            stop = "exhausted"
+                        break
+                    for proposal in proposals:
+                        executor.submit(proposal)
+                    in_flight += len(proposals)
+                    submitted += len(proposals)
+                if in_flight == 0:
+                    break
+                proposal, outcome = executor.next_done()
+                in_flight -= 1
+                trial = make_trial(len(result.trials), proposal, outcome)
+                if trial.error:
+                    log.warning("trial %d failed: %s", trial.number, trial.error)
+                with deferred():  # told, kept, tracked and journaled, or none of them: a resume repeats nothing
+                    optimizer.tell(proposal, trial)
+                    trial = replace(trial, extra=None)  # what tell needed (a gradient) is not kept
+                    result.trials.append(trial)
+                    session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
+                    if checkpoint is not None:  # after the listeners (tracking spools it first): none is lost
+                        checkpoint.record(trial, optimizer)
+                if timeout is not None and time.perf_counter() - t0 >= timeout and in_flight:
+                    executor.cancel()  # the budget is spent: what is still running is dropped
+                    in_flight, stop = 0, "timeout"
+            result.stop_reason = stop or "exhausted"
+        except KeyboardInterrupt:
+            executor.cancel()
+            result.status, result.stop_reason = "KILLED", "interrupted"
+    result.duration = time.perf_counter() - t0
+    return result
