@@ -12,12 +12,11 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 
 import mlflow
-from automl_bilevel import get_registry
+from automl_bilevel import MetaLearnerClassifier, get_registry
 from automl_bilevel.methods.meta import (
     EpisodeError,
     EpisodeSampler,
     MetaLearner,
-    MetaLearnerClassifier,
     as_images,
     class_split,
     l2g_loss,
