@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from automl_bilevel import RunSession, TrialFinished, run_search
+from automl_bilevel import Run, TrialFinished, run_search
 from automl_bilevel.run.checkpoint import Checkpoint
 from automl_bilevel.run.interrupts import deferred
 from automl_bilevel.testing import quadratic_problem
@@ -62,9 +62,7 @@ def test_ctrl_c_while_a_trial_is_tracked_still_journals_it(tmp_path):
     ck = Checkpoint(tmp_path / "ck.jsonl", {"test": "interrupt"})
     ck.open(0)
     listener = InterruptOnTrial(at=7)
-    res = run_search(
-        problem, RandomSearch(), n_iter=50, seed=0, session=RunSession([("stop", listener)]), checkpoint=ck
-    )
+    res = run_search(problem, RandomSearch(), n_iter=50, seed=0, run=Run(listeners=[("stop", listener)]), checkpoint=ck)
     assert res.status == "KILLED" and len(res.trials) == 8 and listener.seen == list(range(8))
     again = Checkpoint(tmp_path / "ck.jsonl", {"test": "interrupt"})
     again.open(0)
