@@ -14,6 +14,15 @@ from automl_bilevel.testing import quadratic_problem
 from automl_bilevel_plugins.optimizers.random_search import RandomSearch
 
 
+@pytest.fixture(autouse=True)
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt in these tests, also when the suite runs as a background job
+    (``cmd &``, nohup), where SIGINT is inherited as ignored."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def test_a_signal_inside_the_block_is_delivered_when_it_ends():
     done = []
     with pytest.raises(KeyboardInterrupt):

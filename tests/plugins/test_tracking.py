@@ -11,17 +11,11 @@ import time
 import mlflow.sklearn
 import numpy as np
 import pytest
-from sklearn.datasets import load_iris
 
 import mlflow
 from automl_bilevel import BilevelClassifier
 from automl_bilevel_plugins.tracking.mlflow_tracking import TrackingError
 from mlflow import MlflowClient
-
-
-@pytest.fixture(scope="module")
-def iris():
-    return load_iris(return_X_y=True)
 
 
 def runs_of(uri, experiment):
