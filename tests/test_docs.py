@@ -7,8 +7,7 @@ import re
 import pytest
 
 from automl_bilevel.plugin import hookspecs
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("bilevel_"))
 README = (ROOT / "README.md").read_text()

@@ -28,7 +28,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace
@@ -38,7 +38,7 @@ from automl_bilevel.core.trials import Evaluation, Trial
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from automl_bilevel.core.problem import BilevelProblem, Split
+    from automl_bilevel.core.problem import Problem, Split
 
 
 @dataclass(frozen=True)
@@ -237,15 +237,23 @@ class Proposal:
     info: Any = field(default=None, compare=False)
 
 
-class OuterOptimizer(ABC):
+#: the kind of problem an outer optimizer works on (a :class:`~automl_bilevel.core.problem.Problem`)
+ProblemT = TypeVar("ProblemT", bound="Problem")
+
+
+class OuterOptimizer(ABC, Generic[ProblemT]):
     """How the outer variables move. See the module docstring for the call order.
+
+    Generic in the kind of :class:`~automl_bilevel.core.problem.Problem` it works on: black-box
+    optimizers take a ``SearchProblem`` (a ``BilevelProblem``), gradient ones a ``GradientProblem``.
 
     The search loop sets ``n_iter`` (its trial budget) on the optimizer before ``setup``.
     """
 
     n_iter: int | None = None
 
-    def setup(self, problem: BilevelProblem, seed: int) -> None:
+    def setup(self, problem: ProblemT, seed: int) -> None:
+        """Once, before the first ``ask``: the problem to optimize and the run's seed."""
         self.problem = problem
         self.seed = seed
 
@@ -253,8 +261,16 @@ class OuterOptimizer(ABC):
     def ask(self, n: int = 1) -> list[Proposal]:
         """Up to ``n`` proposals to evaluate next."""
 
-    def evaluate(self, problem: BilevelProblem, proposal: Proposal) -> Evaluation:
-        """Evaluate one proposal. The default fits the learner and scores the objective."""
+    def evaluate(self, problem: ProblemT, proposal: Proposal) -> Evaluation:
+        """Evaluate one proposal. The default asks the problem (a
+        :class:`~automl_bilevel.core.problem.SearchProblem`: fit the learner, score the objective)."""
+        from automl_bilevel.core.problem import SearchProblem
+
+        if not isinstance(problem, SearchProblem):
+            raise TypeError(
+                f"{type(self).__name__} evaluates configurations of a SearchProblem "
+                f"(space, evaluate(config, budget)); got {type(problem).__name__}"
+            )
         return problem.evaluate(proposal.config, budget=proposal.budget)
 
     @abstractmethod
@@ -267,7 +283,7 @@ class OuterOptimizer(ABC):
         for trial in trials:
             self.tell(Proposal(trial.config, trial.budget), trial)
 
-    def remote_evaluator(self) -> Callable[[BilevelProblem, Proposal], Evaluation] | None:
+    def remote_evaluator(self) -> Callable[[ProblemT, Proposal], Evaluation] | None:
         """A picklable function that evaluates a proposal on another process (Dask worker), for
         optimizers that override ``evaluate``. ``None``: the default evaluation (fit and score)."""
         return None

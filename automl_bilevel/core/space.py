@@ -28,6 +28,8 @@ from ConfigSpace import (
 )
 from ConfigSpace.hyperparameters import Hyperparameter
 
+from automl_bilevel.core.jsonable import python_scalar
+
 
 class InvalidSearchSpaceError(ValueError):
     """A search space entry is malformed (bad bounds, unknown name, ...)."""
@@ -116,15 +118,9 @@ def check_names(space: ConfigurationSpace, allowed: set[str] | None, owner: str)
         raise InvalidSearchSpaceError(f"{owner} has no hyperparameter(s) {unknown}; it accepts: {sorted(allowed)}")
 
 
-def to_python(value: Any) -> Any:
-    """numpy scalars to plain Python values (JSON, MLflow params, set_params)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def config_dict(config: Configuration | Mapping[str, Any]) -> dict[str, Any]:
-    return {k: to_python(v) for k, v in dict(config).items()}
+    """A configuration as a dict of plain Python values (numpy scalars converted; arrays kept)."""
+    return {k: python_scalar(v) for k, v in dict(config).items()}
 
 
 def describe(space: ConfigurationSpace) -> dict[str, Any]:

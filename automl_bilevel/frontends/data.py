@@ -68,7 +68,7 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) ->
     if os.environ.get(DATA_ENV):
         roots += [Path(os.environ[DATA_ENV]) / name, Path(os.environ[DATA_ENV])]
     roots.append(Path("/usr/share/datasets") / name)
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]  # the folder holding automl_bilevel/
     for base in (here, Path.cwd()):
         roots += [base / "shared" / "data" / name, base.parent / "shared" / "data" / name]
     seen: set[Path] = set()

@@ -29,8 +29,8 @@ import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from automl_bilevel.core.components import (
     OuterOptimizer,
     Proposal,
 )
+from automl_bilevel.core.problem import BilevelProblem, GradientResult, Problem
 from automl_bilevel.core.trials import Evaluation, Trial
 
 #: outer optimizers a gradient method can use on its variables
@@ -57,16 +58,6 @@ class OuterPoint:
     variables: Mapping[str, Tensor]
     outer_lr: float = math.nan  # the optimizer's state at this step, reported with the trial
     backoffs: int = 0
-
-
-@dataclass(frozen=True)
-class GradientResult:
-    """What a :class:`DifferentiableProblem` returns for one outer step."""
-
-    value: float
-    grads: Mapping[str, Tensor]
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    state: Mapping[str, Tensor] = field(default_factory=dict)  # new values of the non-trainable variables
 
 
 class DifferentiableProblem(ABC):
@@ -108,13 +99,13 @@ class DifferentiableProblem(ABC):
 
 # -- the hyperparameter view of a BilevelProblem --------------------------------------------------------
 def _kinds(
-    problem: Any, tensor_hyperparameters: tuple[str, ...], tensor_init: Mapping[str, Any]
+    problem: BilevelProblem, tensor_hyperparameters: tuple[str, ...], tensor_init: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from ConfigSpace import UniformFloatHyperparameter
 
     from automl_bilevel.gradient import Bounded, BoxTensor, Positive, PositiveTensor
 
-    learner = problem.learner
+    learner = cast(DifferentiableLearner, problem.learner)  # checked by HyperparameterProblem
     diff = dict(learner.differentiable_hyperparameters(problem.task))
     kinds: dict[str, Any] = {}
     fixed: dict[str, Any] = {}
@@ -137,7 +128,7 @@ def _kinds(
                 raise ValueError(f"{name!r} (one weight per training example) needs one split, not cv")
             kinds[name] = BoxTensor(tensor_init.get(name, 1.0), shape=(len(problem.splits[0].y_train),))
         elif kind == "vector":  # a network's weights (a loss network), free, starting where the learner has them
-            start = np.asarray(learner.vector_hyperparameters(problem.task)[name], dtype=np.float64)
+            start = np.asarray(problem.learner.vector_hyperparameters(problem.task)[name], dtype=np.float64)
             kinds[name] = BoxTensor(tensor_init.get(name, start), shape=start.shape, low=-math.inf, high=math.inf)
         else:
             tensors = sorted(k for k, v in diff.items() if v.endswith(("per_feature", "per_example", "vector")))
@@ -160,7 +151,7 @@ class HyperparameterProblem(DifferentiableProblem):
 
     def __init__(
         self,
-        problem: Any,
+        problem: BilevelProblem,
         *,
         tensor_hyperparameters: tuple[str, ...] = (),
         tensor_init: Mapping[str, Any] | None = None,
@@ -202,7 +193,7 @@ class HyperparameterProblem(DifferentiableProblem):
             p = self.problem
             self._tasks = []
             for split in p.splits:
-                dt = p.learner.differentiable(
+                dt = cast(DifferentiableLearner, p.learner).differentiable(
                     split.X_train,
                     split.y_train,
                     self.fixed,
@@ -236,7 +227,7 @@ class HyperparameterProblem(DifferentiableProblem):
         g_values = {k: torch.zeros_like(v) for k, v in values.items()}
         info: dict[str, Any] = {}
         tasks = self.tasks()
-        objective: DifferentiableObjective = p.objective  # checked in __init__
+        objective = cast(DifferentiableObjective, p.objective)  # checked in __init__
         for dt, Xv, yv in tasks:
             hp = {**dt.constants, **{k: v.detach() for k, v in values.items()}}
 
@@ -274,11 +265,15 @@ class HyperparameterProblem(DifferentiableProblem):
         return GradientResult(float(total), grads, metrics)
 
 
-def gradient_view(problem: Any, options: Mapping[str, Any]) -> DifferentiableProblem:
+def gradient_view(problem: Problem, options: Mapping[str, Any]) -> DifferentiableProblem:
     """``problem`` as a :class:`DifferentiableProblem`: itself if it is one, else the hyperparameter view
     of a bilevel problem (cached on the problem, so each process builds it once)."""
     if isinstance(problem, DifferentiableProblem):
         return problem
+    if not isinstance(problem, BilevelProblem):
+        raise TypeError(
+            f"a gradient optimizer needs a DifferentiableProblem or a BilevelProblem, got {type(problem).__name__}"
+        )
     cache: dict[str, HyperparameterProblem] = problem.__dict__.setdefault("_views", {})
     key = repr(sorted(options.items()))
     if key not in cache:
@@ -291,7 +286,7 @@ def _clone(vars_: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in vars_.items()}
 
 
-def evaluate_point(problem: Any, proposal: Proposal, options: Mapping[str, Any]) -> Evaluation:
+def evaluate_point(problem: Problem, proposal: Proposal, options: Mapping[str, Any]) -> Evaluation:
     """Evaluate one gradient proposal (stateless: a pure function of the problem and the proposal)."""
     point = proposal.info
     if not isinstance(point, OuterPoint):
@@ -307,7 +302,7 @@ def evaluate_point(problem: Any, proposal: Proposal, options: Mapping[str, Any])
     return Evaluation(float(res.value), metrics, extra=res)
 
 
-class GradientOuterOptimizer(OuterOptimizer):
+class GradientOuterOptimizer(OuterOptimizer[Any]):
     """Adam or SGD on the outer variables of a :class:`DifferentiableProblem`, one outer step per trial.
 
     ``options`` build the problem's gradient view (for a bilevel problem: the hypergradient mode and
@@ -342,7 +337,7 @@ class GradientOuterOptimizer(OuterOptimizer):
         self.options = dict(options or {})
 
     # -- set-up ---------------------------------------------------------------------------------------
-    def setup(self, problem: Any, seed: int) -> None:
+    def setup(self, problem: Problem, seed: int) -> None:
         super().setup(problem, seed)
         self.view = gradient_view(problem, self.options)
         self.vars: dict[str, Tensor] = {k: v.detach().clone() for k, v in self.view.outer_variables().items()}
@@ -376,7 +371,7 @@ class GradientOuterOptimizer(OuterOptimizer):
             )
         ]
 
-    def evaluate(self, problem: Any, proposal: Proposal) -> Evaluation:
+    def evaluate(self, problem: Problem, proposal: Proposal) -> Evaluation:
         return evaluate_point(problem, proposal, self.options)
 
     def remote_evaluator(self) -> Callable[[Any, Proposal], Evaluation]:

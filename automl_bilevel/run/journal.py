@@ -21,8 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from automl_bilevel.core.jsonable import jsonable
 from automl_bilevel.core.trials import COMPLETE, FAILED, Trial
 
 FORMAT = "automl_bilevel.run.journal"
@@ -32,16 +31,8 @@ class JournalMismatchError(ValueError):
     """The checkpoint file belongs to a different search."""
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return repr(value)
-
-
 def _dump(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, default=_jsonable, sort_keys=True)
+    return json.dumps(obj, default=jsonable, sort_keys=True)
 
 
 class JournalRecordError(JournalMismatchError):

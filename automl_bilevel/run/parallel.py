@@ -29,11 +29,11 @@ from automl_bilevel.core.trials import Evaluation
 
 if TYPE_CHECKING:  # pragma: no cover
     from automl_bilevel.core.components import OuterOptimizer, Proposal
-    from automl_bilevel.core.problem import BilevelProblem
+    from automl_bilevel.core.problem import Problem
 
 log = logging.getLogger("automl_bilevel")
 
-EvaluateFn = Callable[["BilevelProblem", "Proposal"], Evaluation]
+EvaluateFn = Callable[["Problem", "Proposal"], Evaluation]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Outcome:
     duration: float
 
 
-def evaluate_safely(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Proposal) -> Outcome:
+def evaluate_safely(evaluate: EvaluateFn, problem: Problem, proposal: Proposal) -> Outcome:
     """Run one evaluation; any exception (or a non-finite value) becomes an error outcome."""
     t0 = time.perf_counter()
     try:
@@ -60,8 +60,12 @@ def evaluate_safely(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Pro
         return Outcome(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
 
 
-def evaluate_problem(problem: BilevelProblem, proposal: Proposal) -> Evaluation:
+def evaluate_problem(problem: Problem, proposal: Proposal) -> Evaluation:
     """The default evaluation: fit the learner with the proposal's config and budget, score it."""
+    from automl_bilevel.core.problem import SearchProblem
+
+    if not isinstance(problem, SearchProblem):
+        raise TypeError(f"the default evaluation needs a SearchProblem, got {type(problem).__name__}")
     return problem.evaluate(proposal.config, budget=proposal.budget)
 
 
@@ -70,7 +74,7 @@ class Executor(ABC):
 
     slots: int = 1
 
-    def start(self, optimizer: OuterOptimizer, problem: BilevelProblem) -> None:
+    def start(self, optimizer: OuterOptimizer[Any], problem: Problem) -> None:
         self.optimizer, self.problem = optimizer, problem
 
     @abstractmethod
@@ -120,7 +124,7 @@ def _limit_threads() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _remote(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Proposal) -> Outcome:
+def _remote(evaluate: EvaluateFn, problem: Problem, proposal: Proposal) -> Outcome:
     _limit_threads()
     return evaluate_safely(evaluate, problem, proposal)
 
@@ -228,7 +232,7 @@ class DaskExecutor(Executor):
         self._in_flight: dict[str, tuple[Proposal, float, Any]] = {}
         self._resubmits: dict[int, int] = {}
 
-    def start(self, optimizer: OuterOptimizer, problem: BilevelProblem) -> None:
+    def start(self, optimizer: OuterOptimizer[Any], problem: Problem) -> None:
         super().start(optimizer, problem)
         self._evaluate = remote_evaluator(optimizer)
         [self._problem] = self.client.scatter([problem], broadcast=True, hash=False)
@@ -300,7 +304,7 @@ class DaskExecutor(Executor):
             self._hide_main.close()
 
 
-def remote_evaluator(optimizer: OuterOptimizer) -> EvaluateFn:
+def remote_evaluator(optimizer: OuterOptimizer[Any]) -> EvaluateFn:
     """The picklable evaluation function for ``optimizer`` on another process."""
     from automl_bilevel.core.components import OuterOptimizer
 

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from automl_bilevel.gradient.outer import DifferentiableProblem, GradientResult
 from automl_bilevel.methods.learned.storage import read_component, save_component
-from automl_bilevel.run.lifecycle import Run, search
+from automl_bilevel.run.engine import run_search
+from automl_bilevel.run.lifecycle import Run
 from automl_bilevel.run.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -441,7 +442,7 @@ def meta_train_optimizer(
     opt, _ = get_registry().make(
         "optimizer", "hypergradient", {"outer_lr": meta_lr, "clip": clip, "backoff": 1.0, "max_backoffs": 10**9}
     )
-    result = search(problem, opt, n_iter=int(meta_iters), seed=seed, run=run, checkpoint=checkpoint)
+    result = run_search(problem, opt, n_iter=int(meta_iters), seed=seed, run=run, checkpoint=checkpoint)
     problem.load(opt.vars)
     ok = [t for t in result.trials if t.ok]
     return {

@@ -31,7 +31,7 @@ from automl_bilevel.methods.meta.episodes import EpisodeError, as_images, class_
 from automl_bilevel.plugin.registry import check_compatible, get_registry
 from automl_bilevel.plugin.specs import Component
 from automl_bilevel.run.checkpoint import Checkpoint
-from automl_bilevel.run.engine import SearchResult
+from automl_bilevel.run.engine import SearchResult, run_search
 from automl_bilevel.run.lifecycle import Run
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def tune_meta_learner(
         tracking=TrackingSettings(tracking, tracking_uri, experiment_name),
     )
     with Run(context, registry) as run:
-        result = run.search(
+        result = run_search(
             problem,
             opt.obj,
             n_iter=int(n_iter),
@@ -193,6 +193,7 @@ def tune_meta_learner(
             n_workers=n_workers,
             dask_address=dask_address,
             checkpoint=cp,
+            run=run,
         )
         best = result.best
         run.finish(result.status)

@@ -32,8 +32,8 @@ from automl_bilevel.gradient import hypergradient
 from automl_bilevel.gradient.outer import DifferentiableProblem, GradientResult
 from automl_bilevel.methods.learned.loss import LossNetwork
 from automl_bilevel.plugin.registry import get_registry
-from automl_bilevel.run.engine import SearchResult
-from automl_bilevel.run.lifecycle import Run, search
+from automl_bilevel.run.engine import SearchResult, run_search
+from automl_bilevel.run.lifecycle import Run
 
 if TYPE_CHECKING:
     from automl_bilevel.run.checkpoint import Checkpoint
@@ -120,7 +120,7 @@ def evolve_loss_network(
         "es",
         dict(strategy=strategy, population_size=population_size, sigma0=sigma0, **(strategy_options or {})),
     )
-    res = search(problem, opt, n_iter=n_evaluations, seed=seed, timeout=timeout, run=run, checkpoint=checkpoint)
+    res = run_search(problem, opt, n_iter=n_evaluations, seed=seed, timeout=timeout, run=run, checkpoint=checkpoint)
     if res.best is not None:
         vector_to_module(res.best.config["loss_net"], net)
     return net, res
@@ -272,7 +272,7 @@ def train_loss_network_ml3(
         n_steps=int(outer_steps),
     )
     opt, _ = get_registry().make("optimizer", "hypergradient", {"outer_lr": outer_lr, "clip": clip})
-    res = search(problem, opt, n_iter=int(outer_steps), seed=seed, run=run, checkpoint=checkpoint)
+    res = run_search(problem, opt, n_iter=int(outer_steps), seed=seed, run=run, checkpoint=checkpoint)
     final = opt.best_variables() if held_out else opt.vars
     problem.network(final)
     out = ML3Result(

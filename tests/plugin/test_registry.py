@@ -19,8 +19,7 @@ from automl_bilevel import (
 )
 from automl_bilevel.plugin.registry import Registry
 from automl_bilevel.testing import check_learner, check_optimizer
-
-from .conftest import EXAMPLE_PLUGIN
+from tests.conftest import EXAMPLE_PLUGIN
 
 BUILTIN = {
     ("learner", "logistic"),

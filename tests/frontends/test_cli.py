@@ -115,7 +115,7 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
 
 
 def test_run_the_hypergradient_experiment_file(capsys, tracking):
-    from .conftest import ROOT
+    from tests.conftest import ROOT
 
     uri, _ = tracking
     path = ROOT / "examples" / "experiments" / "digits_hypergradient.toml"
@@ -125,7 +125,7 @@ def test_run_the_hypergradient_experiment_file(capsys, tracking):
 
 
 def test_run_the_smac_experiment_file_on_two_workers_and_resume_it(capsys, tracking, tmp_path, monkeypatch):
-    from .conftest import ROOT
+    from tests.conftest import ROOT
 
     monkeypatch.chdir(tmp_path)  # the file's checkpoint path is relative
     uri, _ = tracking
@@ -139,7 +139,7 @@ def test_run_the_smac_experiment_file_on_two_workers_and_resume_it(capsys, track
 
 
 def test_every_example_experiment_file_is_valid():
-    from .conftest import ROOT
+    from tests.conftest import ROOT
 
     files = sorted((ROOT / "examples" / "experiments").glob("*.toml"))
     assert len(files) >= 2

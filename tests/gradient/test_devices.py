@@ -8,7 +8,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from automl_bilevel import Task
 from automl_bilevel.gradient import hypergradient
@@ -19,12 +18,10 @@ from automl_bilevel_plugins.learners.torch_learners import LogisticLearner, MLPL
 
 TASK = Task("classification", 64, 10)
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return X[:400], y[:400], X[400:600], y[400:600]
+DIGITS = {"n": 400, "val": 200}  # the slice of the shared ``digits`` fixture (tests/conftest.py)
 
 
 @pytest.mark.parametrize("device", ["cpu", "auto", torch.device("cpu")])
@@ -54,6 +51,20 @@ def test_a_fitted_model_pickles_and_predicts_on_cpu(digits):
     loaded = pickle.loads(pickle.dumps(model))
     assert loaded.device.type == "cpu"
     np.testing.assert_allclose(loaded.predict_proba(Xv), model.predict_proba(Xv), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_on_cuda_training_and_hypergradients_agree_with_the_cpu(digits):
+    """Where a GPU is present (``-m gpu``): a learner trains on it, its model comes back CPU-loadable,
+    and its predictions agree with the same training on the CPU."""
+    X, y, Xv, _ = digits
+    gpu = LogisticLearner(epochs=3, device="cuda").fit(X, y, {}, task=TASK, seed=0)
+    cpu = LogisticLearner(epochs=3, device="cpu").fit(X, y, {}, task=TASK, seed=0)
+    assert gpu.device.type == "cuda"
+    loaded = pickle.loads(pickle.dumps(gpu))
+    assert loaded.device.type == "cpu"
+    np.testing.assert_allclose(gpu.predict_proba(Xv), cpu.predict_proba(Xv), rtol=1e-3, atol=1e-4)
 
 
 @no_cuda

@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from automl_bilevel import BilevelClassifier, RunFinished, RunStarted, TrialFinished
-
-from .conftest import EXAMPLE_PLUGIN, ROOT
+from tests.conftest import EXAMPLE_PLUGIN, ROOT
 
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("[0-9][0-9]_*.py"))
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from automl_bilevel import Task
 from automl_bilevel.gradient import hypergradient
 from automl_bilevel_plugins.learners.torch_learners import LogisticLearner, MLPLearner
 
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return X[:600], y[:600], X[600:900], y[600:900]
+DIGITS = {"n": 600, "val": 300}  # the slice of the shared ``digits`` fixture (tests/conftest.py)
 
 
 def task_of(learner, digits, **cfg):

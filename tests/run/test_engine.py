@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from automl_bilevel import RunFinished, RunSession, RunStarted, TrialFinished, run_search
+from automl_bilevel import Run, RunFinished, RunStarted, TrialFinished, run_search
 from automl_bilevel.core.events import RunContext
 from automl_bilevel.testing import quadratic_problem
 from automl_bilevel_plugins.optimizers.random_search import RandomSearch
@@ -31,7 +31,7 @@ class Exploding:
 
 def test_failures_are_recorded_and_the_search_goes_on():
     rec = Recorder()
-    res = run_search(quadratic_problem(), RandomSearch(), n_iter=40, seed=1, session=RunSession([("rec", rec)]))
+    res = run_search(quadratic_problem(), RandomSearch(), n_iter=40, seed=1, run=Run(listeners=[("rec", rec)]))
     failed = [t for t in res.trials if not t.ok]
     assert failed and all("deliberate failure" in t.error and math.isnan(t.value) for t in failed)
     assert len(res.trials) == 40 and res.status == "FINISHED"
@@ -42,9 +42,9 @@ def test_failures_are_recorded_and_the_search_goes_on():
 
 def test_a_broken_listener_is_dropped_and_the_run_goes_on():
     rec = Recorder()
-    session = RunSession([("bad", Exploding()), ("rec", rec)])
+    session = Run(listeners=[("bad", Exploding()), ("rec", rec)])
     with pytest.warns(RuntimeWarning, match="plugin 'bad' failed on TrialFinished.*listener bug"):
-        res = run_search(quadratic_problem(), RandomSearch(), n_iter=5, seed=0, session=session)
+        res = run_search(quadratic_problem(), RandomSearch(), n_iter=5, seed=0, run=session)
     assert len(res.trials) == 5 and len(rec.events) == 5 and [n for n, _ in session.listeners] == ["rec"]
     assert session.info == {"recorded": True}
 
@@ -68,11 +68,10 @@ def test_ctrl_c_keeps_the_trials_found_so_far():
 
 def test_run_finished_is_sent_once():
     rec = Recorder()
-    s = RunSession([("rec", rec)])
     ctx = RunContext("n", "classification", "a", "b", "c", {}, {}, {}, 1)
-    s.start(ctx)
-    s.finish("FINISHED", [], 0.0)
-    s.finish("FAILED", [], 0.0)
+    s = Run(ctx, listeners=[("rec", rec)]).__enter__()
+    s.finish("FINISHED")
+    s.finish("FAILED")
     assert [type(e) for e in rec.events] == [RunStarted, RunFinished]
 
 

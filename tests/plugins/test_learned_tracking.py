@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from automl_bilevel import BilevelClassifier, TrackedRun
+from automl_bilevel import BilevelClassifier, Run
 from automl_bilevel.evolution import vector_to_module
 from automl_bilevel.methods.learned import LossNetwork, LSTMOptimizer
 from automl_bilevel.methods.recipes.metaloss import mlp_learner
@@ -46,7 +46,7 @@ def test_the_best_evolved_loss_network_is_logged_with_the_fit(tracking, tmp_path
 def test_a_tracked_run_logs_steps_and_the_learned_optimizer(tracking, tmp_path):
     uri, experiment = tracking
     opt = LSTMOptimizer(seed=4)
-    with TrackedRun(
+    with Run.tracked(
         "l2o",
         learner="mlp",
         objective="meta_loss",
@@ -72,11 +72,11 @@ def test_a_tracked_run_logs_steps_and_the_learned_optimizer(tracking, tmp_path):
 def test_a_tracked_run_that_raises_ends_failed_with_its_steps(tracking):
     uri, experiment = tracking
     with pytest.raises(RuntimeError, match="meta-training broke"):
-        with TrackedRun("ml3", n_iter=5, tracking_uri=uri, experiment_name=experiment) as run:
+        with Run.tracked("ml3", n_iter=5, tracking_uri=uri, experiment_name=experiment) as run:
             run.step(1.0)
             raise RuntimeError("meta-training broke")
     r = MlflowClient(uri).get_run(run.info["mlflow_run_id"])
     assert r.info.status == "FAILED" and "meta-training broke" in r.data.tags["automl_bilevel.error"]
     assert r.data.metrics["final.n_trials"] == 1
     with pytest.raises(ValueError, match="non-empty name"):
-        TrackedRun("", tracking=False)
+        Run.tracked("", tracking=False)

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from automl_bilevel import BilevelClassifier, Task
 from automl_bilevel.gradient import hypergradient
@@ -25,11 +24,7 @@ from automl_bilevel.methods.recipes.metaloss import (
     train_loss_network_ml3,
 )
 
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return X / 16.0, y
+DIGITS = {"scaled": True}  # the slice of the shared ``digits`` fixture (tests/conftest.py)
 
 
 @pytest.mark.parametrize("activation", ["softplus", "relu"])

@@ -108,12 +108,12 @@ def test_verbose_fit_shows_progress_with_time_left(capsys):
 
 
 def test_outer_loops_outside_a_fit_report_each_step_as_it_happens(capsys):
-    """ML3 and meta-training a learned optimizer run in the one loop: given a TrackedRun (run=), each
+    """ML3 and meta-training a learned optimizer run in the one loop: given a Run (run=), each
     outer step reaches its listeners as it happens (the progress bar moves while they run); rejected
     steps arrive as failed steps with their reason."""
     from sklearn.datasets import load_digits
 
-    from automl_bilevel import TrackedRun
+    from automl_bilevel import Run
     from automl_bilevel.methods.learned import LSTMOptimizer, MLPOptimizee, meta_train_optimizer, sample_tasks
     from automl_bilevel.methods.recipes.metaloss import train_loss_network_ml3
 
@@ -121,7 +121,7 @@ def test_outer_loops_outside_a_fit_report_each_step_as_it_happens(capsys):
     X = X / 16.0
     tasks = sample_tasks(X[:1000], y[:1000], 2, n_train=40, n_val=200, seed=0)
     held = sample_tasks(X[1000:], y[1000:], 1, n_train=40, n_val=200, seed=1)
-    with TrackedRun("ml3", n_iter=3, tracking=False, verbose=True) as run:
+    with Run.tracked("ml3", n_iter=3, tracking=False, verbose=True) as run:
         _, res = train_loss_network_ml3(
             tasks,
             n_classes=10,
@@ -139,13 +139,13 @@ def test_outer_loops_outside_a_fit_report_each_step_as_it_happens(capsys):
     assert "ml3: 3 steps" in err and "] 1/3 best" in err and "finished after 3 steps" in err
 
     make = lambda seed: MLPOptimizee(X[:600], y[:600], hidden=(10,), batch_size=32, seed=seed)  # noqa: E731
-    with TrackedRun("l2o", n_iter=2, tracking=False, verbose=True) as run:
+    with Run.tracked("l2o", n_iter=2, tracking=False, verbose=True) as run:
         hist = meta_train_optimizer(LSTMOptimizer(seed=0), make, meta_iters=2, unroll=3, horizon=6, run=run)
     assert [t.value for t in run.trials] == hist["meta_loss"]
     assert [t.metrics["regularizer"] for t in run.trials] == hist["regularizer"]
     err = capsys.readouterr().err
     assert "l2o: 2 steps" in err and "2/2 best" in err and "finished after 2 steps" in err
 
-    with TrackedRun("l2o-wild", n_iter=2, tracking=False) as run:  # a network that diverges: rejected steps
+    with Run.tracked("l2o-wild", n_iter=2, tracking=False) as run:  # a network that diverges: rejected steps
         meta_train_optimizer(LSTMOptimizer(seed=0, output_scale=1e38), make, meta_iters=2, unroll=3, horizon=6, run=run)
     assert [t.status for t in run.trials] == ["FAILED", "FAILED"] and all("diverged" in t.error for t in run.trials)

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 
 import mlflow
 from automl_bilevel import MetaLearnerClassifier, get_registry
@@ -25,11 +24,7 @@ from automl_bilevel.methods.meta import (
 from automl_bilevel_plugins.meta.hyperrep import HyperRepresentation
 from automl_bilevel_plugins.meta.metric import ProtoNet, RelationNet
 
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return (X / 16.0).reshape(-1, 8, 8), y
+DIGITS = {"scaled": True, "images": True}  # the slice of the shared ``digits`` fixture (tests/conftest.py)
 
 
 # -- episodes -------------------------------------------------------------------------------------

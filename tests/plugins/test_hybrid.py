@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float, Integer
-from sklearn.datasets import load_digits
 
 from automl_bilevel import BilevelClassifier, BilevelRegressor, CapabilityError
 from automl_bilevel.plugin.registry import UnknownComponentError
@@ -16,10 +15,7 @@ SMALL_MLP = {"epochs": 4, "batch_size": 4096, "hidden_units": 12}
 DIFF = {"lr": "positive", "weight_decay": "positive", "momentum": "unit", "l2_per_feature": "positive_per_feature"}
 
 
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return X[:360], y[:360]
+DIGITS = {"n": 360}  # the slice of the shared ``digits`` fixture (tests/conftest.py)
 
 
 def mixed_space() -> ConfigurationSpace:

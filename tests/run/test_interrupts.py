@@ -7,11 +7,20 @@ import signal
 
 import pytest
 
-from automl_bilevel import RunSession, TrialFinished, run_search
+from automl_bilevel import Run, TrialFinished, run_search
 from automl_bilevel.run.checkpoint import Checkpoint
 from automl_bilevel.run.interrupts import deferred
 from automl_bilevel.testing import quadratic_problem
 from automl_bilevel_plugins.optimizers.random_search import RandomSearch
+
+
+@pytest.fixture(autouse=True)
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt in these tests, also when the suite runs as a background job
+    (``cmd &``, nohup), where SIGINT is inherited as ignored."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 def test_a_signal_inside_the_block_is_delivered_when_it_ends():
@@ -62,9 +71,7 @@ def test_ctrl_c_while_a_trial_is_tracked_still_journals_it(tmp_path):
     ck = Checkpoint(tmp_path / "ck.jsonl", {"test": "interrupt"})
     ck.open(0)
     listener = InterruptOnTrial(at=7)
-    res = run_search(
-        problem, RandomSearch(), n_iter=50, seed=0, session=RunSession([("stop", listener)]), checkpoint=ck
-    )
+    res = run_search(problem, RandomSearch(), n_iter=50, seed=0, run=Run(listeners=[("stop", listener)]), checkpoint=ck)
     assert res.status == "KILLED" and len(res.trials) == 8 and listener.seen == list(range(8))
     again = Checkpoint(tmp_path / "ck.jsonl", {"test": "interrupt"})
     again.open(0)

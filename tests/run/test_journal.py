@@ -5,18 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from sklearn.datasets import load_iris
 
 from automl_bilevel import BilevelClassifier, as_configspace
 from automl_bilevel.run.journal import Journal, JournalRecordError
 from mlflow import MlflowClient
 
 SPACE = {"C": (0.01, 100.0, "log")}
-
-
-@pytest.fixture(scope="module")
-def iris():
-    return load_iris(return_X_y=True)
 
 
 def fit(path, n, iris, **kw):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 from automl_bilevel import BilevelClassifier, BilevelRegressor, CapabilityError
 from mlflow import MlflowClient
@@ -12,10 +11,7 @@ from mlflow import MlflowClient
 FULL_BATCH_SGD = {"batch_size": 4096, "epochs": 40, "optimizer": "sgd"}
 
 
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return X[:900], y[:900]
+DIGITS = {"n": 900}  # the slice of the shared ``digits`` fixture (tests/conftest.py)
 
 
 def fit(digits, mode="reverse", n_iter=6, **opt):

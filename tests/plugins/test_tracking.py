@@ -11,17 +11,11 @@ import time
 import mlflow.sklearn
 import numpy as np
 import pytest
-from sklearn.datasets import load_iris
 
 import mlflow
 from automl_bilevel import BilevelClassifier
 from automl_bilevel_plugins.tracking.mlflow_tracking import TrackingError
 from mlflow import MlflowClient
-
-
-@pytest.fixture(scope="module")
-def iris():
-    return load_iris(return_X_y=True)
 
 
 def runs_of(uri, experiment):
@@ -109,10 +103,10 @@ def _closed_port():
     ],
 )
 def test_unreachable_store_fails_before_any_work(iris, uri, message, monkeypatch):
-    import automl_bilevel.run.lifecycle as lifecycle
+    import automl_bilevel.frontends.estimators as estimators
 
     called = []
-    monkeypatch.setattr(lifecycle, "run_search", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(estimators, "run_search", lambda *a, **k: called.append(1))
     est = BilevelClassifier(n_iter=2, tracking_uri=uri.format(port=_closed_port()))
     t0 = time.perf_counter()
     with pytest.raises(TrackingError, match=message):

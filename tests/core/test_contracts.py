@@ -8,11 +8,10 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
 
-from automl_bilevel import BilevelClassifier, CapabilityError, Task, TrackedRun, get_registry
+from automl_bilevel import BilevelClassifier, CapabilityError, Run, Task, get_registry
 from automl_bilevel.core.components import DeclaresRequirements, LearnedComponent, has_predict_proba
 from automl_bilevel.core.events import RunFinished
 from automl_bilevel.plugin.registry import BilevelPluginManager, Registry, check_compatible, get_plugin_manager
-from automl_bilevel.run.engine import RunSession
 from automl_bilevel_plugins.learners.torch_learners import LogisticLearner
 from automl_bilevel_plugins.optimizers.random_search import RandomSearch
 
@@ -79,14 +78,14 @@ def test_learned_components_of_the_learner_go_to_the_run(monkeypatch):
         def learned_components(self, config):
             return {"net": Net(config)}
 
-    real = RunSession.finish
+    real = Run.finish
 
-    def record(self, status, trials, duration, **kw):  # the first call is the one that counts
+    def record(self, status="FINISHED", **kw):  # the first call is the one that counts
         if not self.finished:
             seen.append(kw.get("artifacts"))
-        return real(self, status, trials, duration, **kw)
+        return real(self, status, **kw)
 
-    monkeypatch.setattr(RunSession, "finish", record)
+    monkeypatch.setattr(Run, "finish", record)
     est = BilevelClassifier(WithNet(epochs=5), n_iter=2, tracking=False, random_state=0).fit(X, Y)
     assert seen == [{"net": Net(est.best_params_)}]
     seen.clear()
@@ -99,9 +98,9 @@ def test_learned_components_are_a_protocol_and_anything_else_is_refused_at_finis
     from automl_bilevel.methods.learned.optimizer import LSTMOptimizer
 
     assert isinstance(LossNetwork(3), LearnedComponent) and isinstance(LSTMOptimizer(), LearnedComponent)
-    run = TrackedRun("contract", n_iter=1, tracking=False)
+    run = Run.tracked("contract", n_iter=1, tracking=False)
     rec = Recorder()
-    run.session.listeners.append(("rec", rec))
+    run.listeners.append(("rec", rec))
     run.step(1.0)
     with pytest.raises(TypeError, match=r"LearnedComponent.*'weights': 'ndarray'"):
         run.finish(artifacts={"weights": np.zeros(3)})  # no save/settings: refused, nothing sent
@@ -112,9 +111,9 @@ def test_learned_components_are_a_protocol_and_anything_else_is_refused_at_finis
 
 
 def test_tracked_run_finish_takes_the_status_first_like_run_finish():
-    run = TrackedRun("contract", n_iter=1, tracking=False)
+    run = Run.tracked("contract", n_iter=1, tracking=False)
     rec = Recorder()
-    run.session.listeners.append(("rec", rec))
+    run.listeners.append(("rec", rec))
     run.step(1.0)
     run.finish("KILLED")  # positional status, as Run.finish takes it
     [end] = [e for e in rec.events if isinstance(e, RunFinished)]
@@ -126,7 +125,7 @@ def test_session_info_merges_listener_info_and_skips_listeners_without_it():
         def handle(self, event: object) -> None:
             pass
 
-    assert RunSession([("a", Recorder()), ("b", Bare())]).info == {"recorded": True}
+    assert Run(listeners=[("a", Recorder()), ("b", Bare())]).info == {"recorded": True}
 
 
 def test_plugin_origins_and_load_errors_live_on_the_hosts_plugin_manager():

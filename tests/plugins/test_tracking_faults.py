@@ -60,6 +60,13 @@ def journal_trials(path: Path) -> int:
     return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
+def default_sigint() -> None:
+    """In the child, before it starts: SIGINT at its default, so Python raises KeyboardInterrupt on
+    it. A suite started as a background job (``cmd &``, nohup) has SIGINT ignored, and children would
+    inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_run(tmp_path: Path, n_iter: int = 5000, extra_env=None):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ck = tmp_path / "ck.jsonl"
@@ -68,7 +75,12 @@ def start_run(tmp_path: Path, n_iter: int = 5000, extra_env=None):
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(extra_env or {})}
     env.pop("AUTOML_BILEVEL_SPOOL_DIR", None)
     proc = subprocess.Popen(
-        cli() + ["run", str(exp), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        cli() + ["run", str(exp), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=default_sigint,
     )
     return proc, uri, ck
 
@@ -219,6 +231,7 @@ def _fit_process(uri: str, n: int, env: dict) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **env},
+        preexec_fn=default_sigint,
     )
 
 
