@@ -7,7 +7,7 @@ stored as an artifact of its run:
 
 all three through the package's one search loop; then each is used inside an ordinary torch learner
 on unseen tasks. Needs the Fashion-MNIST IDX files
-(README, "Data"). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a tiny run of a few seconds.
+(docs/guide/data.md). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a tiny run of a few seconds.
 
 Expected run time: about 7 minutes on one free CPU core, as benchmarks/learned.py measured the
 same outer loops (benchmarks/results/learned.md): the ES about 2 minutes (400 evaluations), ML3
