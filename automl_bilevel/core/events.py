@@ -67,6 +67,8 @@ def run_params(estimator: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RunStarted:
+    """The run is about to start; ``context`` describes it."""
+
     context: RunContext
 
 
@@ -101,4 +103,5 @@ class RunListener(Protocol):
 
     info: Mapping[str, Any]
 
-    def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None: ...
+    def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None:
+        """Receive one event of the run (in the order RunStarted, TrialFinished*, RunFinished)."""

@@ -111,6 +111,8 @@ def as_configspace(space: ConfigurationSpace | Mapping[str, Any] | None, seed: i
 
 
 def check_names(space: ConfigurationSpace, allowed: set[str] | None, owner: str) -> None:
+    """Raise ``InvalidSearchSpaceError`` when ``space`` has a hyperparameter outside ``allowed`` (the names
+    ``owner`` accepts); ``allowed=None`` accepts anything."""
     if allowed is None:
         return
     unknown = sorted(set(space.keys()) - allowed)
@@ -150,9 +152,12 @@ class UnitCube:
 
     @property
     def dim(self) -> int:
+        """The number of coordinates: one per non-constant hyperparameter."""
         return len(self.names)
 
     def decode(self, u: np.ndarray) -> dict[str, Any]:
+        """The configuration of a point ``u`` of [0, 1]^d (clipped to the cube): constants added, inactive
+        hyperparameters dropped. Raises ``ValueError`` for a vector of the wrong length."""
         from ConfigSpace.util import deactivate_inactive_hyperparameters
 
         u = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)

@@ -81,6 +81,9 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) ->
 
 
 def find_idx_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding the four IDX files of dataset ``name`` (e.g. ``fashion-mnist``), searched in
+    :func:`candidate_dirs`. Raises ``ValueError`` for an unknown name, ``DatasetNotFoundError`` with where it
+    looked and how to fix it when the files are not found."""
     if name not in IDX_DATASETS:
         raise ValueError(f"unknown IDX dataset {name!r}; known: {', '.join(IDX_DATASETS)}")
     needed = [f for pair in IDX_FILES.values() for f in pair]

@@ -343,11 +343,14 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):  # type: ignore[mis
         return y_enc.astype(np.int64), len(self.classes_)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
+        """The predicted class labels of the rows of ``X`` (in the labels of ``classes_``)."""
         pred = super().predict(X)
         labels: np.ndarray = self.classes_[pred]
         return labels
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Class probabilities of the rows of ``X``, one column per class of ``classes_``; raises
+        ``AttributeError`` when the fitted model has no ``predict_proba``."""
         X = self._check_X(X)
         # hasattr, not a runtime-checkable protocol: see components.has_predict_proba
         if not hasattr(self.model_, "predict_proba"):

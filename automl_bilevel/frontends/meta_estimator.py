@@ -55,13 +55,17 @@ class AdaptedClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  
         self.image_shape = image_shape
 
     def __sklearn_is_fitted__(self) -> bool:
+        """Whether it holds a meta-learner (for scikit-learn's ``check_is_fitted``)."""
         return self.model is not None
 
     @property
     def classes_(self) -> npt.NDArray[Any] | None:
+        """The original labels of the support set's classes, in the order of the probability columns."""
         return self.classes
 
     def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Probabilities over the support set's classes for the query images ``X``; raises
+        ``NotFittedError`` without a meta-learner and support set, ``EpisodeError`` when the image shapes differ."""
         if self.model is None or self.support_x is None or self.classes is None:
             raise NotFittedError("this AdaptedClassifier has no meta-learner; get one from MetaLearnerClassifier.adapt")
         Xq = torch.as_tensor(as_images(X, self.image_shape))
@@ -77,6 +81,7 @@ class AdaptedClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  
         return torch.softmax(out, dim=1).numpy().astype(np.float64)
 
     def predict(self, X: npt.ArrayLike) -> npt.NDArray[Any]:
+        """The most probable support-set class (its original label) for each query image of ``X``."""
         proba = self.predict_proba(X)  # raises NotFittedError without classes
         assert self.classes is not None  # predict_proba raised NotFittedError otherwise
         labels: npt.NDArray[Any] = self.classes[proba.argmax(1)]

@@ -185,6 +185,7 @@ class HyperparameterProblem(DifferentiableProblem):
         self._tasks: list[tuple[DifferentiableInnerProblem, Tensor, Tensor]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the built tasks (tensors); they are rebuilt where the problem is evaluated."""
         return {**self.__dict__, "_tasks": None}  # rebuilt where it is evaluated
 
     def tasks(self) -> list[tuple[DifferentiableInnerProblem, Tensor, Tensor]]:
@@ -206,17 +207,24 @@ class HyperparameterProblem(DifferentiableProblem):
         return self._tasks
 
     def outer_variables(self) -> dict[str, Tensor]:
+        """The raw initial tensors of the differentiable hyperparameters (float32), by name."""
         return {k: kind.raw0().float() for k, kind in self.kinds.items()}
 
     def project(self, outer: Mapping[str, Tensor]) -> None:
+        """Project each raw tensor into its kind's constraint set, in place."""
         with torch.no_grad():
             for k, kind in self.kinds.items():
                 kind.project(outer[k])
 
     def export(self, outer: Mapping[str, Tensor]) -> dict[str, Any]:
+        """The full configuration: the fixed hyperparameters plus the exported values of the outer variables."""
         return {**self.fixed, **{k: kind.export(outer[k].detach()) for k, kind in self.kinds.items()}}
 
     def value_and_grad(self, outer: Mapping[str, Tensor], *, step: int) -> GradientResult:
+        """The mean validation objective over the splits at the raw variables ``outer``, and its gradient
+        on them: the hypergradient of each split's inner problem (the configured mode), chained through the
+        kinds' parametrisations. Metrics: each hyperparameter's value (``hp.<name>``, or ``hp.<name>.mean``
+        for a tensor) and, for the implicit mode, the solver's residual and iterations."""
         from automl_bilevel.gradient import hypergradient
 
         p = self.problem
@@ -338,6 +346,8 @@ class GradientOuterOptimizer(OuterOptimizer[Any]):
 
     # -- set-up ---------------------------------------------------------------------------------------
     def setup(self, problem: Problem, seed: int) -> None:
+        """Build the problem's gradient view and the outer state: the variables (trainable ones as leaves of
+        a fresh torch optimizer), step 0, no best point yet."""
         super().setup(problem, seed)
         self.view = gradient_view(problem, self.options)
         self.vars: dict[str, Tensor] = {k: v.detach().clone() for k, v in self.view.outer_variables().items()}
@@ -361,6 +371,8 @@ class GradientOuterOptimizer(OuterOptimizer[Any]):
 
     # -- ask / evaluate / tell ------------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Proposal]:
+        """One proposal for the current outer step (an :class:`OuterPoint` in ``info``, the exported
+        configuration in ``config``); an empty list while that step's evaluation is still out."""
         if self.pending:  # the next step needs this one's gradient
             return []
         self.pending = True
@@ -372,9 +384,11 @@ class GradientOuterOptimizer(OuterOptimizer[Any]):
         ]
 
     def evaluate(self, problem: Problem, proposal: Proposal) -> Evaluation:
+        """Evaluate the proposal's outer point: :func:`evaluate_point` with this optimizer's options."""
         return evaluate_point(problem, proposal, self.options)
 
     def remote_evaluator(self) -> Callable[[Any, Proposal], Evaluation]:
+        """A picklable :func:`evaluate_point` bound to this optimizer's options, for Dask workers."""
         return functools.partial(evaluate_point, options=dict(self.options))  # picklable, for Dask workers
 
     def _load(self, values: Mapping[str, Tensor]) -> None:
@@ -393,6 +407,9 @@ class GradientOuterOptimizer(OuterOptimizer[Any]):
         self._load(state)
 
     def tell(self, proposal: Proposal, trial: Trial) -> None:
+        """Take the outer step with the trial's gradient (its norm clipped to ``clip``), then project and
+        apply the problem's new state; keep the best point. A failed trial is rejected: back to the previous
+        point (with the problem's ``after_rejection`` state) and the outer learning rate times ``backoff``."""
         self.pending = False
         self.step += 1
         if not trial.ok:  # reject: back to the previous point, smaller outer steps
@@ -427,6 +444,8 @@ class GradientOuterOptimizer(OuterOptimizer[Any]):
         self._apply_state(res.state)
 
     def should_stop(self) -> bool:
+        """Whether to stop: more than ``max_backoffs`` rejected steps in a row, or ``patience`` steps
+        without improvement."""
         if self.failures_in_row > self.max_backoffs:
             return True
         return self.patience is not None and self.since_best >= self.patience
@@ -438,12 +457,15 @@ class GradientOuterOptimizer(OuterOptimizer[Any]):
         return _clone(self.best_vars if self.best_vars is not None else self.vars)
 
     def best_config(self) -> dict[str, Any] | None:
+        """The exported configuration of the best point, or ``None`` when no step completed."""
         if self.best_vars is None:
             return None
         return self.view.export(self.best_vars)
 
     # -- checkpoint -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The outer state: variables, previous point, torch optimizer state, step, best point and
+        the stopping counters."""
         return {
             "vars": _clone(self.vars),
             "prev": _clone(self.prev),
@@ -459,6 +481,8 @@ class GradientOuterOptimizer(OuterOptimizer[Any]):
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the outer state saved by :meth:`state_dict`; raises ``ValueError`` when it holds
+        other variables than the problem's."""
         missing = set(self.vars) ^ set(state["vars"])
         if missing:
             raise ValueError(f"the saved outer state has other variables (differs in {sorted(missing)})")
@@ -473,6 +497,8 @@ class GradientOuterOptimizer(OuterOptimizer[Any]):
         self.pending = False
 
     def replay(self, trials: list[Trial]) -> None:
+        """Refuse trials to replay: a gradient method resumes only from its saved outer state
+        (``ValueError`` when there are trials)."""
         if trials:
             raise ValueError(
                 "a gradient method resumes from its saved outer state, not by replaying trials; "

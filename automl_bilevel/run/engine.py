@@ -34,6 +34,10 @@ class AllTrialsFailedError(RuntimeError):
 
 @dataclass
 class SearchResult:
+    """What :func:`run_search` returns: the ``trials`` in order, ``status`` (``FINISHED`` or ``KILLED``),
+    why it stopped (``stop_reason``: ``n_iter``, ``timeout``, ``optimizer``, ``exhausted`` or ``interrupted``)
+    and its ``duration`` in seconds."""
+
     trials: list[Trial] = field(default_factory=list)
     status: str = "FINISHED"
     stop_reason: str = "n_iter"
@@ -41,6 +45,7 @@ class SearchResult:
 
     @property
     def best(self) -> Trial | None:
+        """The best completed trial (:func:`~automl_bilevel.core.trials.best_trial`), or ``None``."""
         return best_trial(self.trials)
 
 

@@ -119,6 +119,9 @@ def _check_config(config: dict[str, Any], where: str, space: Any) -> None:
 
 
 class Journal:
+    """The checkpoint file at ``path`` of one search, identified by ``fingerprint`` (what the search
+    was; a file with another fingerprint is refused). ``space``, when given, checks recorded configurations."""
+
     def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any], space: Any = None) -> None:
         self.path = check_path(path)
         # normalise through JSON so a fingerprint compares equal to its stored copy
@@ -194,6 +197,7 @@ class Journal:
             fh.truncate(keep)
 
     def append(self, trial: Trial) -> None:
+        """Record one finished trial as one JSON line (a single write)."""
         rec = {
             "config": dict(trial.config),
             "value": trial.value if math.isfinite(trial.value) else None,

@@ -75,10 +75,12 @@ class Executor(ABC):
     slots: int = 1
 
     def start(self, optimizer: OuterOptimizer[Any], problem: Problem) -> None:
+        """Bind the executor to the search's ``optimizer`` and ``problem`` before the first ``submit``."""
         self.optimizer, self.problem = optimizer, problem
 
     @abstractmethod
-    def submit(self, proposal: Proposal) -> None: ...
+    def submit(self, proposal: Proposal) -> None:
+        """Start evaluating ``proposal`` (returns at once; :meth:`next_done` gives the outcome)."""
 
     @abstractmethod
     def next_done(self) -> tuple[Proposal, Outcome]:
@@ -91,9 +93,11 @@ class Executor(ABC):
         """Release resources this executor created."""
 
     def __enter__(self) -> Self:
+        """The executor itself; leaving the ``with`` block calls :meth:`close`."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the executor (:meth:`close`)."""
         self.close()
 
 
@@ -106,13 +110,16 @@ class SequentialExecutor(Executor):
         self._queue: deque[Proposal] = deque()
 
     def submit(self, proposal: Proposal) -> None:
+        """Queue ``proposal``; it is evaluated when :meth:`next_done` takes it."""
         self._queue.append(proposal)
 
     def next_done(self) -> tuple[Proposal, Outcome]:
+        """Evaluate the oldest queued proposal here, through ``optimizer.evaluate``, and return its outcome."""
         proposal = self._queue.popleft()
         return proposal, evaluate_safely(self.optimizer.evaluate, self.problem, proposal)
 
     def cancel(self) -> None:
+        """Drop the queued proposals."""
         self._queue.clear()
 
 
@@ -233,15 +240,21 @@ class DaskExecutor(Executor):
         self._resubmits: dict[int, int] = {}
 
     def start(self, optimizer: OuterOptimizer[Any], problem: Problem) -> None:
+        """Bind the optimizer and problem: take the optimizer's remote evaluator and scatter the problem to
+        every worker once."""
         super().start(optimizer, problem)
         self._evaluate = remote_evaluator(optimizer)
         [self._problem] = self.client.scatter([problem], broadcast=True, hash=False)
 
     def submit(self, proposal: Proposal) -> None:
+        """Send ``proposal`` to a worker, to be evaluated against the scattered problem."""
         fut = self.client.submit(_remote, self._evaluate, self._problem, proposal, pure=False)
         self._in_flight[fut.key] = (proposal, time.perf_counter(), fut)
 
     def next_done(self) -> tuple[Proposal, Outcome]:
+        """Block until an evaluation is done and return its proposal and outcome. A worker that died, or a
+        result that could not come back, gives a failed outcome; proposals Dask cancelled because a worker
+        died are resubmitted."""
         from distributed import wait
 
         while True:
@@ -288,12 +301,14 @@ class DaskExecutor(Executor):
         return None
 
     def cancel(self) -> None:
+        """Cancel every evaluation still in flight."""
         futures = [f for _, _, f in self._in_flight.values()]
         self._in_flight.clear()
         if futures:
             self.client.cancel(futures)
 
     def close(self) -> None:
+        """Cancel what is in flight and close the client and cluster this executor created (never a given client)."""
         try:
             self.cancel()
             if self._own_client:

@@ -355,7 +355,7 @@ def test_meta_training_needs_a_gradient_optimizer(digits):
 def test_a_black_box_optimizer_tunes_meta_training_settings_as_an_ordinary_search(digits, tracking, tmp_path):
     # random search over meta_lr and the encoder width: each trial is a short meta-training scored on
     # held-out classes; tracked (a child run per trial) and resumable like any search
-    from automl_bilevel.methods.meta import tune_meta_learner
+    from automl_bilevel.frontends.meta_search import tune_meta_learner
 
     (Xtr, ytr), _ = split_digits(digits)
     uri, exp = tracking

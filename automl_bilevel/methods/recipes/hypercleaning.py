@@ -64,6 +64,10 @@ def flag_scores(weights: npt.ArrayLike, flipped: npt.NDArray[np.bool_], threshol
 
 @dataclass
 class CleaningResult:
+    """What :func:`hyperclean` returns: the per-example ``weights`` after the last step, one record per
+    outer step in ``history`` (``step``, ``val_loss``, ``hypergrad_norm``, ``mean_weight``, ``error``), the
+    wall-clock ``seconds`` and the search's result."""
+
     weights: np.ndarray
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0

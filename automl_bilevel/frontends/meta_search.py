@@ -50,6 +50,7 @@ class _Fitted:
         self.estimator = estimator
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # the FittedModel protocol; few-shot needs a support set
+        """Not available: a meta-learner predicts after adapting to a support set (raises ``NotImplementedError``)."""
         raise NotImplementedError("a meta-learner predicts after adapt(support); use FewShotError as objective")
 
 
@@ -62,6 +63,7 @@ class MetaTrainingLearner(InnerLearner):
         self.base = dict(base)
 
     def param_names(self, task: Task) -> set[str] | None:
+        """``None``: any name goes (estimator settings and method parameters are checked when built)."""
         return None  # estimator settings or the method's parameters: checked when the method is built
 
     def fit(
@@ -74,6 +76,8 @@ class MetaTrainingLearner(InnerLearner):
         seed: int,
         budget: float | None = None,
     ) -> _Fitted:
+        """Meta-train a ``MetaLearnerClassifier`` on (``X``, ``y``) with the base settings updated by
+        ``config``; ``budget`` scales ``meta_iters``. The fitted model is scored by :class:`FewShotError`."""
         from automl_bilevel.frontends.meta_estimator import MetaLearnerClassifier
 
         settings = {k: v for k, v in config.items() if k in ESTIMATOR_SETTINGS}
@@ -96,6 +100,8 @@ class FewShotError(OuterObjective):
         self.n_episodes, self.seed = int(n_episodes), int(seed)
 
     def __call__(self, model: FittedModel, X: np.ndarray, y: np.ndarray, *, task: Task) -> float:
+        """1 − the N-way K-shot accuracy of the meta-trained ``model`` on episodes from (``X``, ``y``);
+        raises ``TypeError`` for a model not fitted by :class:`MetaTrainingLearner`."""
         if not isinstance(model, _Fitted):
             raise TypeError(
                 f"FewShotError scores a meta-trained learner (MetaTrainingLearner), got {type(model).__name__}"
