@@ -6,6 +6,10 @@ found. This hook checks that every such target exists in the repository (a missi
 so ``mkdocs build --strict`` fails on it), copies it into the site under ``repo/`` (Markdown files
 become pages, other files are copied as they are) and rewrites the link to the copy. Links inside the
 copied pages are followed the same way; those that point back into ``docs/`` go to the page.
+
+It also renders the Sphinx roles of the docstrings (``:class:`~automl_bilevel.Run```), which
+mkdocstrings' Markdown leaves as text, as cross-references to the API reference where the object is
+documented there, else as code.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ log = logging.getLogger("mkdocs.hooks.repo_links")
 
 PREFIX = "repo"  # where copies of repository files live in the site
 LINK = re.compile(r"(\]\()([^)\s]+)(\))")
+ROLE = re.compile(r":(?:py:)?(?:mod|class|func|meth|attr|data|exc|obj|const):<code>(~?)([\w.]+)(\(\))?</code>")
 FENCE = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1[^\n]*$", re.M | re.S)
 
 
@@ -128,3 +133,14 @@ def on_page_markdown(markdown: str, *, page: Any, config: Any, files: Files) -> 
         return f"{m.group(1)}{new}{anchor}{m.group(3)}"
 
     return "".join(LINK.sub(rewrite, text) if prose else text for prose, text in _prose_parts(markdown))
+
+
+def on_page_content(html: str, *, page: Any, config: Any, files: Files) -> str:
+    """Sphinx roles left in rendered docstrings become (optional) cross-references, resolved by autorefs."""
+
+    def link(m: re.Match[str]) -> str:
+        short, identifier, call = m.group(1) == "~", m.group(2), m.group(3) or ""
+        title = identifier.rsplit(".", 1)[-1] if short else identifier
+        return f'<autoref identifier="{identifier}" optional><code>{title}{call}</code></autoref>'
+
+    return ROLE.sub(link, html)
