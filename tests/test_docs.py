@@ -32,7 +32,7 @@ def test_every_hook_is_documented(hook):
 
 @pytest.mark.parametrize("hook", HOOKS)
 def test_every_hook_has_a_test(hook):
-    tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_docs.py")
+    tests = "".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py") if p.name != "test_docs.py")
     assert f"def {hook}" in tests, f"no test implements {hook}"
 
 
