@@ -103,10 +103,10 @@ def _closed_port():
     ],
 )
 def test_unreachable_store_fails_before_any_work(iris, uri, message, monkeypatch):
-    import automl_bilevel.frontends.estimators as estimators
+    import automl_bilevel.frontends.base as base
 
     called = []
-    monkeypatch.setattr(estimators, "run_search", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(base, "run_search", lambda *a, **k: called.append(1))
     est = BilevelClassifier(n_iter=2, tracking_uri=uri.format(port=_closed_port()))
     t0 = time.perf_counter()
     with pytest.raises(TrackingError, match=message):
