@@ -315,6 +315,21 @@ def test_every_page_is_in_the_nav():
         assert str(page.relative_to(DOCS)) in nav, f"{_rel(page)} is not in mkdocs.yml's nav"
 
 
+def test_grouped_numpy_parameters_get_one_entry_each():
+    """The API reference's griffe extension repeats a grouped entry per name, so that each name
+    gets its own default (griffe would give all of them the first name's)."""
+    pytest.importorskip("griffe", reason='griffe comes with the docs extra: pip install -e ".[docs]"')
+    from tools.griffe_numpy_groups import split_groups
+
+    doc = "Intro.\n\nParameters\n----------\nn_way, k_shot : int\n    Episode shape.\nseed : int\n    Seed.\n"
+    assert split_groups(doc) == (
+        "Intro.\n\nParameters\n----------\nn_way : int\n    Episode shape.\nk_shot : int\n    Episode shape.\n"
+        "seed : int\n    Seed.\n"
+    )
+    prose = "Returns\n-------\na, b : tuple\n    Not a parameter section.\n"
+    assert split_groups(prose) == prose
+
+
 def test_mkdocs_build_strict(tmp_path):
     """The site builds with every warning an error: a broken link, a missing page or an API reference
     that names a module or object that does not exist fails here (and in CI, which installs .[docs])."""
