@@ -200,7 +200,12 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
             self.n_trials_ = len(result.trials)
             self.stop_reason_ = result.stop_reason
             with thread_policy(work=float(X.size)):  # the refit: threads sized to the work (runtime.py)
-                self.model_ = inner.fit(X, y_enc, self.best_params_, task=task, seed=seed)
+                refitted = optimizer.obj.refit(inner, X, y_enc, self.best_params_, task=task, seed=seed)
+                self.model_ = (
+                    refitted if refitted is not None else inner.fit(X, y_enc, self.best_params_, task=task, seed=seed)
+                )
+            for name, value in optimizer.obj.fitted_attributes().items():  # e.g. online's schedule_
+                setattr(self, name, value)
             self.learner_ = learner.obj
             self.search_space_ = space
             self.interrupted_ = result.status == "KILLED"
