@@ -16,9 +16,10 @@ number). The tuned hyperparameters are those of ``hypergradient``: every float o
 learner differentiates (log-scale floats in log space, bounded ones through a sigmoid, starting at the
 space's defaults), plus ``tensor_hyperparameters`` (``l2_per_feature``, and per-layer ones where the
 learner declares them). Hyperparameters of the learner's own default space that it cannot differentiate
-(``hidden_units``, ``activation``) are held; one the user put into the space is refused
-(use ``hybrid`` with ``inner="online"`` to search it by a black box around online runs). Held ones
-stay out of the configuration, so the learner's own settings (``learner_params``) apply.
+(``hidden_units``, ``activation``) are held at the space's defaults; one the user put into the space is refused
+(use ``hybrid`` with ``inner="online"`` to search it by a black box around online runs). As everywhere
+in the package, the search space's values win over ``learner_params``: to hold ``hidden_units`` at 8,
+make it a constant of the space (``search_space={..., "hidden_units": 8}``).
 
 In the one search loop each update is a trial: its configuration the values the segment trained with,
 its value the validation objective after the segment. So a run is tracked (a metric step per update),
@@ -238,10 +239,8 @@ class OnlineOptimizer(OuterOptimizer):
                 f"online trains one run on one training set; the problem has {len(problem.splits)} splits "
                 "(cv): use a validation split (cv=None)"
             )
-        held = self._refuse_fixed_choices(problem)
-        self.kinds, fixed = _kinds(problem, self.tensor_hyperparameters, self.tensor_init)
-        # held choices stay out of the configuration: the learner's own settings (learner_params) apply
-        self.fixed = {k: v for k, v in fixed.items() if k not in held}
+        self._refuse_fixed_choices(problem)
+        self.kinds, self.fixed = _kinds(problem, self.tensor_hyperparameters, self.tensor_init)
         split = problem.splits[0]
         self.dt = learner.differentiable(
             split.X_train, split.y_train, self.fixed, task=problem.task, seed=seed, budget=self.budget
@@ -297,30 +296,26 @@ class OnlineOptimizer(OuterOptimizer):
         self.schedule: list[dict[str, Any]] = []
         self.pending = False
 
-    def _refuse_fixed_choices(self, problem: Any) -> set[str]:
+    def _refuse_fixed_choices(self, problem: Any) -> None:
         """Refuse a hyperparameter the user asked to search that online cannot move (not differentiable);
-        those of the learner's own default space (architecture choices) are held at the learner's
-        settings: their names are returned."""
+        those of the learner's own default space (architecture choices) are held at their defaults."""
         from ConfigSpace import Constant, UniformFloatHyperparameter
 
         diff = dict(problem.learner.differentiable_hyperparameters(problem.task))
         default = problem.learner.config_space(problem.task)
-        held: set[str] = set()
         for hp in problem.space.values():
             if isinstance(hp, Constant):
                 continue
             if isinstance(hp, UniformFloatHyperparameter) and diff.get(hp.name) in ("positive", "unit"):
                 continue
             if hp.name in default and default[hp.name] == hp:
-                held.add(hp.name)  # the learner's own choice, held at its setting
-                continue
+                continue  # the learner's own choice, held at the space's default
             raise ValueError(
                 f"online cannot tune {hp.name!r}: the learner does not differentiate it "
                 f"(it differentiates {sorted(k for k, v in diff.items() if v in ('positive', 'unit'))}); "
                 "fix it (a constant in the search space or learner_params), or search it by a black box "
                 "around online runs with optimizer='hybrid', optimizer_params={'inner': 'online'}"
             )
-        return held
 
     # -- the values a segment trains with ------------------------------------------------------------
     def _values(self, raw: Mapping[str, Tensor]) -> dict[str, Tensor]:

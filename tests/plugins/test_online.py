@@ -11,6 +11,8 @@ from automl_bilevel import BilevelClassifier, CapabilityError
 from automl_bilevel.gradient import InnerDynamics
 
 LEARNER = {"batch_size": 64, "epochs": 4}  # 12 steps per epoch on 720 training examples: T = 48
+#: a small MLP: the architecture as constants of the space, lr and weight decay tuned
+MLP_SPACE = {"lr": (1e-4, 1e-1, "log"), "weight_decay": (1e-7, 1e-2, "log"), "hidden_units": 16}
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +21,12 @@ def digits():
     return X[:900], y[:900]
 
 
-def online(learner="logistic", n_iter=50, learner_params=LEARNER, **opt):
+def online(learner="logistic", n_iter=50, learner_params=LEARNER, search_space=None, **opt):
     return BilevelClassifier(
         learner,
         "val_loss",
         "online",
+        search_space=search_space,
         n_iter=n_iter,
         tracking=False,
         random_state=0,
@@ -65,17 +68,18 @@ def test_forward_and_truncated_agree_on_the_first_segment(digits):
 def test_mlp_with_validation_mini_batches_and_per_feature_l2(digits):
     est = online(
         "mlp",
+        search_space=MLP_SPACE,
         every=8,
         val_batch=32,
         outer_optimizer="sgd",
         outer_lr=0.01,
         tensor_hyperparameters=["l2_per_feature"],
-        learner_params={**LEARNER, "hidden_units": 16, "device": "auto"},
+        learner_params={**LEARNER, "device": "auto"},
     ).fit(*digits)
     l2 = est.best_params_["l2_per_feature"]
     assert l2.shape == (64,) and np.ptp(l2) > 0
     assert est.schedule_[-1]["l2_per_feature"].shape == (64,)
-    assert "hidden_units" not in est.best_params_  # held at the learner's setting, not tuned
+    assert est.best_params_["hidden_units"] == 16  # a constant of the space: held, not tuned
     assert est.online_model_.module[0].out_features == 16 and est.model_.module[0].out_features == 16
 
 
