@@ -58,11 +58,19 @@ def test_default_every_gives_about_fifty_updates_or_n_iter(digits):
 def test_forward_and_truncated_agree_on_the_first_segment(digits):
     """With tangents starting at zero, forward mode over the first segment is exact, as is truncated
     reverse mode over the whole segment: the same first hypergradient."""
-    tr = online(every=8, n_iter=3, learner_params={**LEARNER, "epochs": 1}).fit(*digits)
+    tr = online(every=8, truncate=8, n_iter=3, learner_params={**LEARNER, "epochs": 1}).fit(*digits)
     fw = online(every=8, n_iter=3, mode="forward", learner_params={**LEARNER, "epochs": 1}).fit(*digits)
     a, b = tr.trials_[0].metrics["hypergrad_norm"], fw.trials_[0].metrics["hypergrad_norm"]
     assert a == pytest.approx(b, rel=1e-3)
     assert tr.trials_[0].value == pytest.approx(fw.trials_[0].value, rel=1e-5)
+
+
+def test_truncation_defaults_to_a_quarter_of_the_segment(digits):
+    quarter = online(every=8, n_iter=3, learner_params={**LEARNER, "epochs": 1}).fit(*digits)
+    two = online(every=8, truncate=2, n_iter=3, learner_params={**LEARNER, "epochs": 1}).fit(*digits)
+    full = online(every=8, truncate=8, n_iter=3, learner_params={**LEARNER, "epochs": 1}).fit(*digits)
+    norms = [e.trials_[0].metrics["hypergrad_norm"] for e in (quarter, two, full)]
+    assert norms[0] == norms[1] != norms[2]
 
 
 def test_mlp_with_validation_mini_batches_and_per_feature_l2(digits):
