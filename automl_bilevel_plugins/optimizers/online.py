@@ -12,9 +12,9 @@ continues from where it is with the new values. Two hypergradients (``mode``):
 - ``"forward"``: forward-mode tangents dw/dλ carried across the whole run, through every change of λ
   (:class:`automl_bilevel.gradient.online.ForwardCarry`): memory |z|·|λ|, flat in T.
 
-The validation objective is the problem's differentiable objective on the whole validation split, or
-on a mini-batch of ``val_batch`` examples drawn afresh for each update (from the seed and the update's
-number). The tuned hyperparameters are those of ``hypergradient``: every float of the search space the
+The validation objective is the problem's differentiable objective on a mini-batch of ``val_batch``
+examples (1000 by default) drawn afresh for each update (from the seed and the update's number), or on
+the whole validation split (``val_batch=None``, or a split no larger than ``val_batch``). The tuned hyperparameters are those of ``hypergradient``: every float of the search space the
 learner differentiates (log-scale floats in log space, bounded ones through a sigmoid, starting at the
 space's defaults), plus ``tensor_hyperparameters`` (``l2_per_feature``, and per-layer ones where the
 learner declares them). Hyperparameters of the learner's own default space that it cannot differentiate
@@ -156,7 +156,9 @@ class OnlineOptimizer(OuterOptimizer):
     truncate : int, optional
         Truncated mode: unroll the segment's last ``truncate`` steps (default: ⌈K/4⌉; at most K).
     val_batch : int, optional
-        Validation examples per update (a fresh mini-batch each time); ``None``: the whole split.
+        Validation examples per update, a fresh mini-batch each time (default 1000; the whole split when
+        it is smaller); ``None``: always the whole split. The validation pass and its backward pass run
+        once per update: on a large split they would cost more than the segment's training steps.
     outer_lr, outer_optimizer, clip
         The outer step: Adam or SGD on the raw variables, gradient norm clipped at ``clip``.
     tensor_hyperparameters, tensor_init
@@ -177,7 +179,7 @@ class OnlineOptimizer(OuterOptimizer):
         every: int | None = None,
         mode: str = "truncated",
         truncate: int | None = None,
-        val_batch: int | None = None,
+        val_batch: int | None = 1000,
         outer_lr: float = 0.05,
         outer_optimizer: str = "adam",
         clip: float | None = 10.0,
@@ -282,6 +284,7 @@ class OnlineOptimizer(OuterOptimizer):
         self.constants = {k: v for k, v in self.dt.constants.items() if k not in self.kinds}
         X_val, y_val = self.dt.tensor(split.X_val), self.dt.targets(split.y_val)
         self.X_val, self.y_val = X_val, y_val
+        self._probe(type(learner).__name__)
         # the run's state
         self.z: Tensor = self.dt.z0.detach().clone()
         self.Z: Tensor | None = None
@@ -298,6 +301,26 @@ class OnlineOptimizer(OuterOptimizer):
         self.backoffs, self.failures_in_row = 0, 0
         self.schedule: list[dict[str, Any]] = []
         self.pending = False
+
+    def _probe(self, learner_name: str) -> None:
+        """One differentiated step of the mode on a copy of the initial state, so that a mode the learner's
+        inner problem cannot run (an operation without a forward-mode rule) is refused before training."""
+        values = self._on_device(self._values({k: kind.raw0() for k, kind in self.kinds.items()}))
+        dyn, outer_loss = self.dt.dynamics, self._outer_loss(0)
+        try:
+            if self.mode == "forward":
+                carry = ForwardCarry(dyn, values)
+                z = carry.advance(self.dt.z0, values, self.constants, 0, 1)
+                carry.hypergradient(outer_loss, z, values, self.constants)
+            else:
+                segment_reverse(dyn, outer_loss, self.dt.z0, values, self.constants, 0, 1)
+        except FloatingPointError:
+            pass  # a diverging first step is the run's business (rolled back, outer step halved)
+        except Exception as exc:
+            raise ValueError(
+                f"online: mode={self.mode!r} cannot run with learner {learner_name}: {type(exc).__name__}: {exc}"
+                + ("; use mode='truncated'" if self.mode == "forward" else "")
+            ) from exc
 
     def _refuse_fixed_choices(self, problem: Any) -> None:
         """Refuse a hyperparameter the user asked to search that online cannot move (not differentiable);

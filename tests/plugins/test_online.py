@@ -168,6 +168,15 @@ def test_forward_mode_too_large_for_memory_is_refused(digits, no_training):
         online(mode="forward", tensor_hyperparameters=["l2_per_feature"], max_tangent_bytes=10**5).fit(*digits)
 
 
+def test_a_mode_the_learner_cannot_run_is_refused(digits, monkeypatch):
+    def no_forward_rule(self, t, z, hp):
+        raise RuntimeError("this operation has no forward-mode rule")
+
+    monkeypatch.setattr(InnerDynamics, "step_func", no_forward_rule)
+    with pytest.raises(ValueError, match=r"mode='forward' cannot run with learner LogisticLearner: .*no forward-mode"):
+        online(mode="forward").fit(*digits)
+
+
 def test_cross_validation_is_refused(digits, no_training):
     est = online()
     est.cv = 3
@@ -184,3 +193,24 @@ def _task():
 def _seed(est):
     """The seed the estimator draws from random_state=0 (what its refit used)."""
     return int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
+
+
+def test_regression_with_the_mlp():
+    from sklearn.datasets import load_diabetes
+
+    from automl_bilevel import BilevelRegressor
+
+    X, y = load_diabetes(return_X_y=True)
+    est = BilevelRegressor(
+        "mlp",
+        "val_loss",
+        "online",
+        search_space=MLP_SPACE,
+        n_iter=50,
+        tracking=False,
+        random_state=0,
+        learner_params={"batch_size": 64, "epochs": 5},
+        optimizer_params={"every": 5},
+    ).fit(X, y)
+    assert est.n_trials_ == 5 * 6 // 5 and est.history_["value"][-1] < est.history_["value"][0]
+    assert est.online_model_.predict(X[:4]).shape == (4,) and est.score(X, y) > 0.2

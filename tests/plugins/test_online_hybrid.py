@@ -52,8 +52,9 @@ def test_one_online_run_per_blackbox_trial(digits, monkeypatch):
         assert t.ok and t.metrics["online_updates"] == 4  # 16 steps, an update every 4
         assert t.value == t.metrics["outer_value.3"]  # the value at the run's end
         assert {"hidden_units", "activation", "lr", "weight_decay"} <= set(t.config)
-    # inner steps: 3 trials x one run of 16, plus the refit on 600 examples (10 steps x 2 epochs)
-    assert steps["n"] == 3 * 16 + 20
+    # inner steps: 3 trials x (one run of 16 + the set-up's probe of the mode, one step on a copy), plus
+    # the refit on 600 examples (10 steps x 2 epochs)
+    assert steps["n"] == 3 * (16 + 1) + 20
     best = est.best_trial_
     assert est.best_params_["lr"] == pytest.approx(best.metrics["tuned.lr"])
     assert est.best_params_["hidden_units"] == best.config["hidden_units"]
