@@ -14,14 +14,16 @@ continues from where it is with the new values. Two hypergradients (``mode``):
 
 The validation objective is the problem's differentiable objective on a mini-batch of ``val_batch``
 examples (1000 by default) drawn afresh for each update (from the seed and the update's number), or on
-the whole validation split (``val_batch=None``, or a split no larger than ``val_batch``). The tuned hyperparameters are those of ``hypergradient``: every float of the search space the
-learner differentiates (log-scale floats in log space, bounded ones through a sigmoid, starting at the
-space's defaults), plus ``tensor_hyperparameters`` (``l2_per_feature``, and per-layer ones where the
-learner declares them). Hyperparameters of the learner's own default space that it cannot differentiate
-(``hidden_units``, ``activation``) are held at the space's defaults; one the user put into the space is refused
-(use ``hybrid`` with ``inner="online"`` to search it by a black box around online runs). As everywhere
-in the package, the search space's values win over ``learner_params``: to hold ``hidden_units`` at 8,
-make it a constant of the space (``search_space={..., "hidden_units": 8}``).
+the whole validation split (``val_batch=None``, or a split no larger than ``val_batch``).
+
+The tuned hyperparameters are those of ``hypergradient``: every float of the search space the learner
+differentiates (log-scale floats in log space, bounded ones through a sigmoid, starting at the space's
+defaults), plus ``tensor_hyperparameters`` (``l2_per_feature``, and per-layer ones where the learner
+declares them). Hyperparameters of the learner's own default space that it cannot differentiate
+(``hidden_units``, ``activation``) are held at the space's defaults; one the user put into the space is
+refused (use ``hybrid`` with ``inner="online"`` to search it by a black box around online runs). As
+everywhere in the package, the search space's values win over ``learner_params``: to hold
+``hidden_units`` at 8, make it a constant of the space (``search_space={..., "hidden_units": 8}``).
 
 In the one search loop each update is a trial: its configuration the values the segment trained with,
 its value the validation objective after the segment. So a run is tracked (a metric step per update),
