@@ -350,7 +350,9 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):  # type: ignore[mis
     ----------
     best_params_, best_value_ (objective, lower is better), best_score_ (= -best_value_, greater is
     better as in scikit-learn), best_trial_, trials_, history_ (dict of columns), n_trials_,
-    model_ (refitted on all data), classes_, mlflow_run_id_, run_info_, interrupted_.
+    model_ (refitted on all data), classes_, mlflow_run_id_, run_info_, interrupted_; and what the
+    optimizer adds (``OuterOptimizer.fitted_attributes``: ``online`` adds ``schedule_`` and
+    ``online_model_``).
     """
 
     def _encode_targets(self, y: np.ndarray) -> tuple[np.ndarray, int]:
