@@ -549,6 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small data, 2 epochs, 10 trials: under a minute")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--n-train", type=int, default=10_000)
     p.add_argument("--n-val", type=int, default=5_000)
     p.add_argument("--n-test", type=int, default=10_000)
@@ -580,7 +581,7 @@ def main(argv: list[str] | None = None) -> None:
         args.trials, args.hg_steps = 10, 3
     torch.set_num_threads(1)
     units, recs = [], []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         unit, out = run_seed(args, seed)
         units.append(unit)
         recs += out
