@@ -537,6 +537,8 @@ class OnlineOptimizer(OuterOptimizer):
     # -- checkpoint: plain data only (numbers, strings, lists, dicts, tensors, arrays) ----------------
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
+            "every": int(self.K),
+            "T": int(self.T),
             "z": self.z.detach().cpu().clone(),
             "t": int(self.t),
             "update": int(self.update),
@@ -554,6 +556,12 @@ class OnlineOptimizer(OuterOptimizer):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if set(state["vars"]) != set(self.vars):
             raise ValueError(f"the saved online state tunes {sorted(state['vars'])}, this run {sorted(self.vars)}")
+        if (int(state["every"]), int(state["T"])) != (self.K, self.T):
+            raise ValueError(
+                f"the saved online run updates every {state['every']} of {state['T']} inner steps, this one every "
+                f"{self.K} of {self.T}: with every=None the segment length follows n_iter, so resume with the "
+                "first run's n_iter (or give every explicitly)"
+            )
         z = torch.as_tensor(state["z"])
         if z.shape != self.z.shape:
             raise ValueError(f"the saved inner state has shape {tuple(z.shape)}, this run {tuple(self.z.shape)}")

@@ -75,6 +75,26 @@ def test_a_run_interrupted_after_k_updates_resumes_to_the_same_trajectory(digits
     np.testing.assert_array_equal(resumed.predict_proba(X), whole.predict_proba(X))
 
 
+def test_a_resume_with_another_segment_length_is_refused(digits, tmp_path):
+    ckpt = str(tmp_path / "online.jsonl")
+    lp = {"batch_size": 64, "epochs": 4}
+    first = BilevelClassifier(
+        "logistic", "val_loss", "online", n_iter=12, tracking=False, random_state=0, learner_params=lp, checkpoint=ckpt
+    ).fit(*digits)
+    assert first.n_trials_ == 12  # 48 steps, every 4: the run is complete, its state saved
+    with pytest.raises(ValueError, match=r"updates every 4 of 48 inner steps, this one every 2 of 48"):
+        BilevelClassifier(
+            "logistic",
+            "val_loss",
+            "online",
+            n_iter=24,
+            tracking=False,
+            random_state=0,
+            learner_params=lp,
+            checkpoint=ckpt,
+        ).fit(*digits)
+
+
 def _plain(value, path="state"):
     """Raise unless ``value`` is plain data: numbers, strings, None, lists/tuples, dicts, tensors, arrays."""
     if isinstance(value, (bool, int, float, str, type(None), torch.Tensor, np.ndarray)):
