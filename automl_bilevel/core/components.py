@@ -328,3 +328,23 @@ class OuterOptimizer(ABC, Generic[ProblemT]):
         """The configuration to refit with, when it is not simply the best trial's (gradient
         methods return their final outer variables). ``None`` means: use the best trial."""
         return None
+
+    def refit(
+        self,
+        learner: InnerLearner,
+        X: np.ndarray,
+        y: np.ndarray,
+        config: Mapping[str, Any],
+        *,
+        task: Task,
+        seed: int,
+    ) -> FittedModel | None:
+        """The final model on all of (X, y), when the search's result is more than a configuration (the
+        ``online`` optimizer replays its schedule of hyperparameters). ``None`` (the default): the
+        estimator calls ``learner.fit(X, y, config)``."""
+        return None
+
+    def fitted_attributes(self) -> Mapping[str, Any]:
+        """Extra fitted attributes for the estimator, by name (each ending in ``_``), e.g. the
+        ``online`` optimizer's ``schedule_``. Called after the search; default: none."""
+        return {}

@@ -180,7 +180,12 @@ class _BilevelEstimator(SearchEstimator):
             self.best_trial_ = best
             self.n_trials_ = len(result.trials)
             with thread_policy(work=float(X.size)):  # the refit: threads sized to the work (runtime.py)
-                self.model_ = inner.fit(X, y_enc, self.best_params_, task=task, seed=seed)
+                refitted = optimizer.obj.refit(inner, X, y_enc, self.best_params_, task=task, seed=seed)
+                self.model_ = (
+                    refitted if refitted is not None else inner.fit(X, y_enc, self.best_params_, task=task, seed=seed)
+                )
+            for name, value in optimizer.obj.fitted_attributes().items():  # e.g. online's schedule_
+                setattr(self, name, value)
             self.learner_ = learner.obj
             self.search_space_ = space
             return {"artifacts": inner.learned_components(self.best_params_)}
@@ -328,7 +333,9 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):  # type: ignore[mis
     ----------
     best_params_, best_value_ (objective, lower is better), best_score_ (= -best_value_, greater is
     better as in scikit-learn), best_trial_, trials_, history_ (dict of columns), n_trials_,
-    model_ (refitted on all data), classes_, mlflow_run_id_, run_info_, interrupted_.
+    model_ (refitted on all data), classes_, mlflow_run_id_, run_info_, interrupted_; and what the
+    optimizer adds (``OuterOptimizer.fitted_attributes``: ``online`` adds ``schedule_`` and
+    ``online_model_``).
     """
 
     def _encode_targets(self, y: np.ndarray) -> tuple[np.ndarray, int]:

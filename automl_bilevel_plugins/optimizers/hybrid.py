@@ -24,6 +24,13 @@ trial's metrics (``tuned.<name>``; tensors as ``tuned.<name>.mean``), next to ev
 (``outer_value.<k>``). ``best_config()`` is the best trial's black-box values plus its tuned values,
 so the estimator refits with them.
 
+With ``inner="online"`` a trial is one training run instead: the ``online`` optimizer tunes the
+continuous part *during* that run (``online_params``: its ``every``, ``mode``, ``truncate``,
+``val_batch``; outer learning rate, clipping and back-off are hybrid's own), the trial's value is the
+validation objective at the run's end and its tuned values the run's final ones (``online_updates``
+and ``outer_value.<k>`` per update are in its metrics). ``steps``, ``mode``, ``truncate`` and
+``inner_steps`` are settings of the ``hypergradient`` inner only.
+
 Conditions are respected: a continuous hyperparameter inactive under the proposed black-box values is
 neither in the trial's configuration nor differentiated. With a multi-fidelity black-box optimizer
 (``smac`` with ``facade="mf"`` / ``"hb"``), a trial's budget scales the number of hypergradient steps
@@ -54,6 +61,22 @@ from automl_bilevel.core.trials import Evaluation, Trial, best_trial
 
 #: kinds of differentiable hyperparameters that live in the ConfigSpace as floats
 _SCALAR_KINDS = ("positive", "unit")
+#: what tunes the continuous part inside a trial: ``steps`` outer steps of ``hypergradient`` (each a
+#: training) or one ``online`` training run
+INNER = ("hypergradient", "online")
+#: online settings hybrid passes itself (its own parameters), refused in ``online_params``
+_SHARED_WITH_ONLINE = frozenset(
+    {
+        "outer_lr",
+        "outer_optimizer",
+        "clip",
+        "tensor_hyperparameters",
+        "tensor_init",
+        "max_backoffs",
+        "backoff",
+        "budget",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -178,6 +201,8 @@ def evaluate_hybrid(problem: Any, proposal: Proposal, settings: Mapping[str, Any
         problem.splits,
         problem.seed,
     )
+    if settings.get("inner") == "online":
+        return _evaluate_online(sub, proposal, settings, scalars, tensors, point)
     inner_steps = settings["inner_steps"]
     if inner_steps is not None and proposal.budget is not None:
         inner_steps = max(1, round(inner_steps * float(proposal.budget)))
@@ -222,6 +247,56 @@ def evaluate_hybrid(problem: Any, proposal: Proposal, settings: Mapping[str, Any
     return Evaluation(float(best.value), metrics, extra=tuned)
 
 
+def _evaluate_online(
+    sub: BilevelProblem,
+    proposal: Proposal,
+    settings: Mapping[str, Any],
+    scalars: Sequence[str],
+    tensors: tuple[str, ...],
+    point: HybridPoint,
+) -> Evaluation:
+    """One online training run on the sub-problem (``inner="online"``): the trial's value is the validation
+    objective at the run's end, its tuned values the run's final ones."""
+    from automl_bilevel.run.engine import run_search
+    from automl_bilevel_plugins.optimizers.online import OnlineOptimizer
+
+    opt = OnlineOptimizer(
+        **settings["online_params"],
+        outer_lr=settings["outer_lr"],
+        outer_optimizer=settings["outer_optimizer"],
+        clip=settings["clip"],
+        tensor_hyperparameters=tensors,
+        tensor_init={k: np.asarray(point.start[k]) for k in tensors if k in point.start},
+        max_backoffs=settings["max_backoffs"],
+        backoff=settings["backoff"],
+        budget=None if proposal.budget is None else float(proposal.budget),
+    )
+    # the run ends itself (its last segment) or by max_backoffs; n_iter only bounds the retries
+    result = run_search(sub, opt, n_iter=1_000_000, seed=sub.seed)
+    done = [t for t in result.trials if t.ok]
+    if not done or opt.t < opt.T:
+        errors = sorted({t.error for t in result.trials if t.error})
+        raise FloatingPointError(
+            f"the online run stopped at inner step {opt.t} of {opt.T} after {len(result.trials)} segments: "
+            f"{'; '.join(errors[:2]) or 'non-finite objective'}"
+        )
+    tuned_all = opt.best_config() or {}
+    tuned = {k: tuned_all[k] for k in (*scalars, *tensors) if k in tuned_all}
+    metrics: dict[str, float] = {
+        "online_updates": float(len(done)),
+        "rejected_segments": float(len(result.trials) - len(done)),
+    }
+    for i, t in enumerate(done):
+        metrics[f"outer_value.{i}"] = float(t.value)
+    for k, v in tuned.items():
+        arr = np.asarray(v, dtype=np.float64)
+        if arr.ndim == 0:
+            metrics[f"tuned.{k}"] = float(arr)
+        else:
+            metrics[f"tuned.{k}.mean"] = float(arr.mean())
+    return Evaluation(float(done[-1].value), metrics, extra=tuned)
+
+
 class HybridOptimizer(OuterOptimizer):
     """Black-box search over the discrete part, ``steps`` hypergradient steps per trial over the
     continuous part (see the module docstring)."""
@@ -244,9 +319,12 @@ class HybridOptimizer(OuterOptimizer):
         truncate: int | None = None,
         max_backoffs: int = 8,
         backoff: float = 0.5,
+        inner: str = "hypergradient",
+        online_params: Mapping[str, Any] | None = None,
     ) -> None:
         from automl_bilevel.plugin.registry import get_registry
         from automl_bilevel_plugins.optimizers.hypergradient import HypergradientOptimizer
+        from automl_bilevel_plugins.optimizers.online import OnlineOptimizer
 
         if not isinstance(blackbox, str):
             raise TypeError(f"blackbox must be the name of a registered optimizer, got {blackbox!r}")
@@ -263,6 +341,24 @@ class HybridOptimizer(OuterOptimizer):
             raise ValueError(f"tensor_init names {sorted(unknown)}, which are not tensor_hyperparameters")
         if inner_steps is not None and (isinstance(inner_steps, bool) or int(inner_steps) < 1):
             raise ValueError(f"inner_steps must be >= 1 or None, got {inner_steps!r}")
+        if inner not in INNER:
+            raise ValueError(f"hybrid: inner must be one of {INNER}, got {inner!r}")
+        if online_params is not None and inner != "online":
+            raise ValueError("hybrid: online_params are settings of inner='online'")
+        if online_params is not None and not isinstance(online_params, Mapping):
+            raise TypeError(f"hybrid: online_params must be a dict, got {online_params!r}")
+        reserved = set(online_params or {}) & _SHARED_WITH_ONLINE
+        if reserved:
+            raise ValueError(f"hybrid: set {sorted(reserved)} as hybrid's own parameters, not in online_params")
+        if inner == "online":  # its settings are checked by the optimizer that will run them
+            OnlineOptimizer(
+                **dict(online_params or {}),
+                outer_lr=outer_lr,
+                outer_optimizer=outer_optimizer,
+                clip=clip,
+                max_backoffs=max_backoffs,
+                backoff=backoff,
+            )
         # the gradient part's settings are checked by the optimizer that will run them
         HypergradientOptimizer(
             mode=mode,
@@ -296,6 +392,8 @@ class HybridOptimizer(OuterOptimizer):
             tensor_hyperparameters=tuple(tensor_hyperparameters),
             max_backoffs=int(max_backoffs),
             backoff=float(backoff),
+            inner=inner,
+            online_params=dict(online_params or {}),
         )
 
     # -- set-up ---------------------------------------------------------------------------------------
@@ -306,6 +404,11 @@ class HybridOptimizer(OuterOptimizer):
             raise TypeError(
                 f"hybrid needs a differentiable learner; {type(learner).__name__} does not implement "
                 "the DifferentiableLearner protocol"
+            )
+        if self.settings["inner"] == "online" and len(problem.splits) != 1:
+            raise ValueError(
+                f"hybrid with inner='online' trains one run per trial on one training set; the problem has "
+                f"{len(problem.splits)} splits (cv): use a validation split (cv=None)"
             )
         diff = dict(learner.differentiable_hyperparameters(problem.task))
         self.space = as_configspace(problem.space, seed=seed)
