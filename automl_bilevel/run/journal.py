@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from automl_bilevel.core.trials import COMPLETE, FAILED, Trial
+from automl_bilevel.run import safe_io
 
 FORMAT = "automl_bilevel.run.journal"
 
@@ -52,7 +53,7 @@ def check_path(path: Any) -> Path:
     """A checkpoint path that can be used, or a ValueError saying why not (before any work)."""
     if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
         raise ValueError(f"checkpoint must be a file path, got {path!r}")
-    p = Path(path)
+    p = safe_io.expand(path)
     if p.is_dir():
         raise ValueError(f"checkpoint {str(p)!r} is a directory; give a file path such as {str(p / 'search.jsonl')!r}")
     return p
@@ -134,22 +135,20 @@ class Journal:
         self.fingerprint = json.loads(_dump(fingerprint))
         self.space = space
 
-    def _write(self, line: str, mode: int = os.O_APPEND) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | mode, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+    def _write(self, line: str) -> None:
+        safe_io.append(self.path, line.encode())
 
     def open(self, seed: int, space: Any = None) -> tuple[int, list[Trial]]:
         """The seed to use and the trials already recorded (none for a new file); each record is
         checked, its configuration against ``space`` when one is given."""
         space = space if space is not None else self.space
+        safe_io.check_writable(self.path)  # a read-only folder or a planted link fails now, before any trial
         if not self.path.exists() or self.path.stat().st_size == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write(
-                _dump({"format": FORMAT, "version": 1, "seed": int(seed), "fingerprint": self.fingerprint}) + "\n",
-                os.O_TRUNC,
+            safe_io.atomic_write(
+                self.path,
+                (
+                    _dump({"format": FORMAT, "version": 1, "seed": int(seed), "fingerprint": self.fingerprint}) + "\n"
+                ).encode(),
             )
             return int(seed), []
         raw = self.path.read_bytes()
@@ -198,9 +197,7 @@ class Journal:
         return int(header["seed"]), trials
 
     def _truncate_last_line(self, raw: bytes) -> None:
-        keep = raw.rfind(b"\n") + 1
-        with self.path.open("r+b") as fh:
-            fh.truncate(keep)
+        safe_io.atomic_write(self.path, raw[: raw.rfind(b"\n") + 1])
 
     def append(self, trial: Trial) -> None:
         rec = {
@@ -217,6 +214,4 @@ class Journal:
     def truncate(self, n: int) -> None:
         """Keep the header and the first ``n`` records (atomically): later ones are done again."""
         lines = self.path.read_text().splitlines()
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("\n".join(lines[: 1 + int(n)]) + "\n")
-        os.replace(tmp, self.path)
+        safe_io.atomic_write(self.path, ("\n".join(lines[: 1 + int(n)]) + "\n").encode())

@@ -51,6 +51,7 @@ from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspa
 from automl_bilevel.core.components import DeclaresRequirements, DifferentiableLearner
 from automl_bilevel.core.problem import BilevelProblem
 from automl_bilevel.core.trials import Evaluation, Trial, best_trial
+from automl_bilevel.run.safe_io import numpy_to_plain, plain_to_numpy
 
 #: kinds of differentiable hyperparameters that live in the ConfigSpace as floats
 _SCALAR_KINDS = ("positive", "unit")
@@ -419,25 +420,28 @@ class HybridOptimizer(OuterOptimizer):
     # -- checkpoint -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The told trials (for the black-box part's replay) and every trial's tuned values, tensors
-        included: the journal's metrics hold only their means."""
-        return {
-            "trials": [
-                dict(
-                    number=t.number,
-                    config=dict(t.config),
-                    value=t.value,
-                    status=t.status,
-                    duration=t.duration,
-                    budget=t.budget,
-                    metrics=dict(t.metrics),
-                    error=t.error,
-                )
-                for t in self.trials
-            ],
-            "tuned": {k: dict(v) for k, v in self.tuned.items()},
-        }
+        included: the journal's metrics hold only their means. Plain data (numpy arrays as tensors)."""
+        return numpy_to_plain(
+            {
+                "trials": [
+                    dict(
+                        number=t.number,
+                        config=dict(t.config),
+                        value=t.value,
+                        status=t.status,
+                        duration=t.duration,
+                        budget=t.budget,
+                        metrics=dict(t.metrics),
+                        error=t.error,
+                    )
+                    for t in self.trials
+                ],
+                "tuned": {k: dict(v) for k, v in self.tuned.items()},
+            }
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        state = plain_to_numpy(dict(state))
         trials = [Trial(**rec) for rec in state["trials"]]
         self._replay(trials, state["tuned"])
 
