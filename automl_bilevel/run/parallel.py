@@ -126,6 +126,13 @@ def _remote(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Proposal) -
 
 
 MAX_RESUBMITS = 3
+SCATTER_TRIES = 4  # a worker lost while the problem is being scattered: scatter again (then without broadcast)
+SCHEDULER_COMMAND = "dask scheduler --host 127.0.0.1 --dashboard-address 127.0.0.1:0"
+WORKER_COMMAND = "dask worker tcp://127.0.0.1:8786 --host 127.0.0.1 --dashboard-address 127.0.0.1:0 --nthreads 1"
+START_HINT = (
+    f"start one bound to this machine only: `{SCHEDULER_COMMAND}` and workers with `{WORKER_COMMAND}` "
+    "(a scheduler runs whatever its clients submit: never bind it to a public address)"
+)
 ADDRESS_TIMEOUT = 5.0  # seconds to reach a dask_address before giving up (before any run exists)
 
 
@@ -148,7 +155,7 @@ def check_address(address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
     except OSError as exc:
         raise ConnectionError(
             f"no Dask scheduler answers at {address} ({exc.strerror or type(exc).__name__}); "
-            "start one (dask scheduler) or leave dask_address unset for a local cluster"
+            f"{START_HINT}; or leave dask_address unset for a local cluster"
         ) from None
 
 
@@ -231,7 +238,31 @@ class DaskExecutor(Executor):
     def start(self, optimizer: OuterOptimizer, problem: BilevelProblem) -> None:
         super().start(optimizer, problem)
         self._evaluate = remote_evaluator(optimizer)
-        [self._problem] = self.client.scatter([problem], broadcast=True, hash=False)
+        self._problem = self._scatter(problem)
+
+    def _scatter(self, problem: BilevelProblem) -> Any:
+        """The problem, scattered to the workers once. A worker lost while it is being sent
+        (``CommClosedError``, or a ``KeyError`` for a worker the scheduler has just removed) is not
+        the search's failure: scatter again to those left, the last tries without broadcasting
+        (a task then fetches it from the worker that holds it)."""
+        last: BaseException | None = None
+        for attempt in range(SCATTER_TRIES):
+            broadcast = attempt < SCATTER_TRIES - 1
+            try:
+                [future] = self.client.scatter([problem], broadcast=broadcast, hash=False)
+                return future
+            except (OSError, KeyError, TimeoutError) as exc:  # CommClosedError is an OSError
+                last = exc
+                log.warning(
+                    "a Dask worker was lost while the problem was being scattered (%s: %s); scattering again",
+                    type(exc).__name__,
+                    exc,
+                )
+                time.sleep(0.2 * (attempt + 1))
+        raise RuntimeError(
+            f"could not send the problem to any Dask worker after {SCATTER_TRIES} tries "
+            f"(last: {type(last).__name__}: {last})"
+        ) from None
 
     def submit(self, proposal: Proposal) -> None:
         fut = self.client.submit(_remote, self._evaluate, self._problem, proposal, pure=False)
@@ -269,7 +300,7 @@ class DaskExecutor(Executor):
         nothing wrong: scatter the problem again and resubmit them; a proposal cancelled
         ``MAX_RESUBMITS`` times becomes a failed trial (returned)."""
         cancelled = [(key, entry) for key, entry in self._in_flight.items() if entry[2].cancelled()]
-        [self._problem] = self.client.scatter([self.problem], broadcast=True, hash=False)
+        self._problem = self._scatter(self.problem)
         for key, (proposal, t0, _) in cancelled:
             del self._in_flight[key]
             tries = self._resubmits.pop(id(proposal), 0) + 1
