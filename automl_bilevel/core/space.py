@@ -127,6 +127,24 @@ def config_dict(config: Configuration | Mapping[str, Any]) -> dict[str, Any]:
     return {k: to_python(v) for k, v in dict(config).items()}
 
 
+def same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether a proposed configuration and one read back from a journal (JSON: arrays as lists,
+    numpy scalars as Python ones) are the same point (for exact replays on resume)."""
+    if set(a) != set(b):
+        return False
+    for k, v in a.items():
+        w = b[k]
+        if isinstance(v, (np.ndarray, list)) or isinstance(w, (np.ndarray, list)):
+            try:
+                if not np.array_equal(np.asarray(v, dtype=np.float64), np.asarray(w, dtype=np.float64)):
+                    return False
+            except (TypeError, ValueError):
+                return False
+        elif to_python(v) != to_python(w):
+            return False
+    return True
+
+
 def describe(space: ConfigurationSpace) -> dict[str, Any]:
     """A JSON-serialisable description of a space (for tracking and the CLI)."""
     return space.to_serialized_dict()
