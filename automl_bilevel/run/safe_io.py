@@ -159,7 +159,7 @@ def load_plain(path: Path) -> Any:
         check_plain(obj, str(path))
     except Exception as exc:
         raise UnsafeCheckpointError(
-            f"{path} is not a plain-data outer-state file and was refused without running it "
+            f"{path} is not a readable outer-state file: not plain data, refused without running it "
             f"({type(exc).__name__}); delete the checkpoint and its .state file to start afresh"
         ) from None
     return obj
