@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from automl_bilevel.core.components import LearnedComponent, OuterOptimizer, Proposal
+from automl_bilevel.core.deadline import deadline_scope
 from automl_bilevel.core.events import RunContext, RunFinished, RunListener, RunStarted, TrialFinished
 from automl_bilevel.core.space import config_dict
 from automl_bilevel.core.trials import COMPLETE, FAILED, Trial, best_trial
@@ -154,7 +155,10 @@ def run_search(
             session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
     executor.start(optimizer, problem)
     in_flight, submitted, stop = 0, len(result.trials), None
-    with thread_policy(concurrent=executor.slots, work=problem_work(problem)):  # threads: runtime.py
+    with (
+        thread_policy(concurrent=executor.slots, work=problem_work(problem)),  # threads: runtime.py
+        deadline_scope(None if timeout is None else timeout - (time.perf_counter() - t0)),  # checked per batch
+    ):
         try:
             while True:
                 while stop is None and in_flight < executor.slots:
@@ -179,6 +183,10 @@ def run_search(
                     break
                 proposal, outcome = executor.next_done()
                 in_flight -= 1
+                if outcome.timed_out:  # the deadline cut this trial: dropped, as one in flight at the timeout
+                    executor.cancel()
+                    in_flight, stop = 0, "timeout"
+                    continue
                 trial = make_trial(len(result.trials), proposal, outcome)
                 if trial.error:
                     log.warning("trial %d failed: %s", trial.number, trial.error)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
+from automl_bilevel.core.deadline import DeadlineExceeded
 from automl_bilevel.core.trials import Evaluation
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,11 +39,13 @@ EvaluateFn = Callable[["BilevelProblem", "Proposal"], Evaluation]
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of evaluating one proposal: an evaluation or an error, and how long it took."""
+    """The result of evaluating one proposal: an evaluation or an error, and how long it took;
+    ``timed_out``: cut by the search's deadline (not a failure of the configuration)."""
 
     evaluation: Evaluation | None
     error: str | None
     duration: float
+    timed_out: bool = False
 
 
 def evaluate_safely(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Proposal) -> Outcome:
@@ -55,6 +58,8 @@ def evaluate_safely(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Pro
         if not math.isfinite(ev.value):
             raise FloatingPointError(f"objective is {ev.value}")
         return Outcome(ev, None, time.perf_counter() - t0)
+    except DeadlineExceeded as exc:
+        return Outcome(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0, timed_out=True)
     except Exception as exc:
         log.debug("trial failed:\n%s", traceback.format_exc())
         return Outcome(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
