@@ -5,8 +5,8 @@ inner training steps of the torch learners and of hypergradients, meta-validatio
 :func:`check_deadline` between batches, which raises :class:`DeadlineExceeded` once it has passed. The
 engine then stops the search with ``stop_reason="timeout"`` and does not record the cut trial (as it
 drops a trial still in flight at the timeout). The deadline lives in a context variable: it reaches
-code evaluated in this process (the default, sequential executor); evaluations on Dask workers are
-bounded by the engine cancelling them, not by this check. Code that never calls it (a scikit-learn
+code evaluated in this process (the default, sequential executor) and travels to Dask workers with each
+evaluation (as the seconds left when it was submitted). Code that never calls it (a scikit-learn
 estimator's ``fit``) finishes its trial first.
 """
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from automl_bilevel.core.deadline import DeadlineExceeded
+from automl_bilevel.core.deadline import DeadlineExceeded, deadline_scope, remaining
 from automl_bilevel.core.trials import Evaluation
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,9 +125,11 @@ def _limit_threads() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _remote(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Proposal) -> Outcome:
+def _remote(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Proposal, seconds: float | None = None) -> Outcome:
+    """Evaluate on a worker, with the search's deadline (``seconds`` left when it was submitted)."""
     _limit_threads()
-    return evaluate_safely(evaluate, problem, proposal)
+    with deadline_scope(seconds):
+        return evaluate_safely(evaluate, problem, proposal)
 
 
 MAX_RESUBMITS = 3
@@ -270,7 +272,7 @@ class DaskExecutor(Executor):
         ) from None
 
     def submit(self, proposal: Proposal) -> None:
-        fut = self.client.submit(_remote, self._evaluate, self._problem, proposal, pure=False)
+        fut = self.client.submit(_remote, self._evaluate, self._problem, proposal, remaining(), pure=False)
         self._in_flight[fut.key] = (proposal, time.perf_counter(), fut)
 
     def next_done(self) -> tuple[Proposal, Outcome]:

@@ -78,3 +78,22 @@ def test_meta_training_stops_at_the_timeout_between_validation_episodes():
             random_state=0,
         ).fit(X.reshape(-1, 1, 8, 8).astype(np.float32) / 16, y)
     assert time.perf_counter() - t0 < 20
+
+
+@pytest.mark.slow  # a LocalCluster of two worker processes
+def test_the_deadline_reaches_trials_on_dask_workers():
+    X, y = load_iris(return_X_y=True)
+    t0 = time.perf_counter()
+    with pytest.raises(AllTrialsFailedError, match="no trial finished: the search stopped by timeout"):
+        BilevelClassifier(
+            "logistic",
+            "val_loss",
+            "random",
+            n_iter=4,
+            n_workers=2,
+            timeout=3,
+            tracking=False,
+            random_state=0,
+            learner_params={"epochs": 10**9, "batch_size": 4096},
+        ).fit(X.astype(np.float32), y)
+    assert time.perf_counter() - t0 < 40  # worker start-up included
