@@ -272,7 +272,9 @@ class DaskExecutor(Executor):
         ) from None
 
     def submit(self, proposal: Proposal) -> None:
-        fut = self.client.submit(_remote, self._evaluate, self._problem, proposal, remaining(), pure=False)
+        left = remaining()  # passed only when there is a deadline (a worker of an older version takes 3 arguments)
+        args = (self._evaluate, self._problem, proposal) + (() if left is None else (left,))
+        fut = self.client.submit(_remote, *args, pure=False)
         self._in_flight[fut.key] = (proposal, time.perf_counter(), fut)
 
     def next_done(self) -> tuple[Proposal, Outcome]:

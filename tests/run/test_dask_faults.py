@@ -104,12 +104,12 @@ def _wait_listening(pid: int, n: int) -> set[str]:
 def test_the_suggested_scheduler_and_worker_commands_listen_on_loopback_only(tmp_path):
     """Real ``dask scheduler`` and ``dask worker`` processes started with the commands we print:
     every socket they listen on (scheduler, dashboards, nanny, worker) is on 127.0.0.1."""
-    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    dask = [sys.executable, "-m", "dask"]  # this interpreter's dask (a venv's dask script may name another)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     scheduler = subprocess.Popen(
-        [dask, *SCHEDULER_COMMAND.split()[1:], "--port", str(port)],
+        [*dask, *SCHEDULER_COMMAND.split()[1:], "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=tmp_path,
@@ -120,7 +120,7 @@ def test_the_suggested_scheduler_and_worker_commands_listen_on_loopback_only(tmp
         assert len(addrs) >= 2 and all(a.startswith("0100007F:") for a in addrs), addrs  # not 0.0.0.0 or [::]
         worker_cmd = WORKER_COMMAND.replace("8786", str(port)).split()[1:]
         worker = subprocess.Popen(
-            [dask, *worker_cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path
+            [*dask, *worker_cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path
         )
         addrs = _wait_listening(worker.pid, 3)  # nanny, worker and the worker's dashboard
         assert len(addrs) >= 3 and all(a.startswith("0100007F:") for a in addrs), addrs
