@@ -22,7 +22,7 @@ from automl_bilevel.core.space import config_dict
 from automl_bilevel.core.trials import COMPLETE, FAILED, Trial, best_trial
 from automl_bilevel.run.checkpoint import Checkpoint
 from automl_bilevel.run.interrupts import deferred
-from automl_bilevel.run.parallel import Executor, Outcome, SequentialExecutor
+from automl_bilevel.run.parallel import Executor, Outcome, SchedulerLostError, SequentialExecutor
 from automl_bilevel.run.runtime import problem_work, thread_policy
 
 log = logging.getLogger("automl_bilevel")
@@ -204,5 +204,12 @@ def run_search(
         except KeyboardInterrupt:
             executor.cancel()
             result.status, result.stop_reason = "KILLED", "interrupted"
+        except SchedulerLostError as exc:
+            if checkpoint is not None:  # one clear line: what is kept and how to go on
+                exc.args = (
+                    f"{exc.args[0]}; the checkpoint {checkpoint.journal.path} holds {len(result.trials)} finished "
+                    "trials: fit again with the same checkpoint (and a running scheduler) to resume",
+                )
+            raise
     result.duration = time.perf_counter() - t0
     return result

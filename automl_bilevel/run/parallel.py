@@ -70,6 +70,11 @@ def evaluate_problem(problem: BilevelProblem, proposal: Proposal) -> Evaluation:
     return problem.evaluate(proposal.config, budget=proposal.budget)
 
 
+class SchedulerLostError(ConnectionError):
+    """The Dask scheduler stopped answering during a search: finished trials are kept (and in the
+    checkpoint, when there is one); fitting again with the same checkpoint resumes."""
+
+
 class Executor(ABC):
     """Runs evaluations. ``slots`` is how many may be in flight at once."""
 
@@ -259,6 +264,7 @@ class DaskExecutor(Executor):
                 [future] = self.client.scatter([problem], broadcast=broadcast, hash=False)
                 return future
             except (OSError, KeyError, TimeoutError) as exc:  # CommClosedError is an OSError
+                self._check_scheduler(exc)
                 last = exc
                 log.warning(
                     "a Dask worker was lost while the problem was being scattered (%s: %s); scattering again",
@@ -269,6 +275,16 @@ class DaskExecutor(Executor):
         raise RuntimeError(
             f"could not send the problem to any Dask worker after {SCATTER_TRIES} tries "
             f"(last: {type(last).__name__}: {last})"
+        ) from None
+
+    def _check_scheduler(self, exc: BaseException | None = None) -> None:
+        """Raise :class:`SchedulerLostError` (one clear line) if the client lost its scheduler."""
+        if self.client.status in ("running", "newly-created"):
+            return
+        address = getattr(getattr(self.client, "scheduler", None), "address", None) or "its address"
+        why = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+        raise SchedulerLostError(
+            f"the Dask scheduler at {address} was lost during the search{why}; the finished trials are kept"
         ) from None
 
     def submit(self, proposal: Proposal) -> None:
@@ -285,7 +301,8 @@ class DaskExecutor(Executor):
             try:
                 with self.client.as_current():
                     done, _ = wait(futures, return_when="FIRST_COMPLETED")  # type: ignore[no-untyped-call]  # untyped
-            except Exception:  # FuturesCancelledError: see _resubmit_cancelled
+            except Exception as exc:  # FuturesCancelledError: see _resubmit_cancelled
+                self._check_scheduler(exc)  # cancelled because the scheduler is gone: stop here
                 if not any(f.cancelled() for f in futures):
                     raise
                 failed = self._resubmit_cancelled()
@@ -326,12 +343,15 @@ class DaskExecutor(Executor):
     def cancel(self) -> None:
         futures = [f for _, _, f in self._in_flight.values()]
         self._in_flight.clear()
-        if futures:
+        if futures and self.client.status == "running":  # nothing to cancel on a lost scheduler
             self.client.cancel(futures)
 
     def close(self) -> None:
         try:
-            self.cancel()
+            try:
+                self.cancel()
+            except Exception as exc:  # a closing client: what was in flight is gone with it
+                log.debug("cancelling Dask futures at close failed: %s", exc)
             if self._own_client:
                 self.client.close()
                 if self._cluster is not None:

@@ -129,3 +129,70 @@ def test_the_suggested_scheduler_and_worker_commands_listen_on_loopback_only(tmp
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=30)
+
+
+LOST_SCHEDULER_FIT = r"""
+import sys, warnings
+warnings.filterwarnings("ignore")
+from sklearn.datasets import load_iris
+from automl_bilevel import BilevelClassifier
+X, y = load_iris(return_X_y=True)
+address, checkpoint, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+kw = {"dask_address": address} if address != "-" else {}
+try:
+    est = BilevelClassifier("logistic", "val_loss", "random", n_iter=int(sys.argv[4]), checkpoint=checkpoint,
+                            tracking=False, random_state=0, learner_params={"epochs": epochs}, **kw)
+    est.fit(X.astype("float32"), y)
+    print("FINISHED", est.n_trials_)
+except Exception as exc:
+    print("RAISED", type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.slow
+def test_a_lost_scheduler_ends_the_fit_with_one_line_naming_the_checkpoint(tmp_path):
+    """Real ``dask scheduler`` and ``dask worker`` processes; the scheduler is SIGKILLed mid-search."""
+    dask = [sys.executable, "-m", "dask"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": tmp_path}
+    scheduler = subprocess.Popen([*dask, *SCHEDULER_COMMAND.split()[1:], "--port", str(port)], **quiet)
+    worker = None
+    script, checkpoint = tmp_path / "fit.py", tmp_path / "search.jsonl"
+    script.write_text(LOST_SCHEDULER_FIT)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    try:
+        assert _wait_listening(scheduler.pid, 2)
+        worker = subprocess.Popen([*dask, *WORKER_COMMAND.replace("8786", str(port)).split()[1:]], **quiet)
+        assert len(_wait_listening(worker.pid, 3)) >= 3
+        fit = subprocess.Popen(
+            [sys.executable, str(script), f"tcp://127.0.0.1:{port}", str(checkpoint), "3000", "60"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and (not checkpoint.exists() or len(checkpoint.read_text().splitlines()) < 3):
+            time.sleep(0.2)
+        scheduler.kill()  # SIGKILL, mid-search
+        out, err = fit.communicate(timeout=120)
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    kept = len(checkpoint.read_text().splitlines()) - 1
+    assert kept >= 2
+    assert "RAISED SchedulerLostError the Dask scheduler at tcp://127.0.0.1" in out, out + err[-3000:]
+    assert f"the checkpoint {checkpoint} holds" in out and "to resume" in out
+    assert "Traceback" not in err  # no tracebacks, only the one line (and Dask's own log line)
+    resumed = subprocess.run(
+        [sys.executable, str(script), "-", str(checkpoint), "3000", str(kept + 1)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert f"FINISHED {kept + 1}" in resumed.stdout, resumed.stdout + resumed.stderr[-3000:]
