@@ -51,6 +51,7 @@ from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspa
 from automl_bilevel.core.components import DeclaresRequirements, DifferentiableLearner
 from automl_bilevel.core.problem import BilevelProblem
 from automl_bilevel.core.trials import Evaluation, Trial, best_trial
+from automl_bilevel.core.validation import validate_params
 from automl_bilevel.run.safe_io import numpy_to_plain, plain_to_numpy
 
 #: kinds of differentiable hyperparameters that live in the ConfigSpace as floats
@@ -264,8 +265,10 @@ class HybridOptimizer(OuterOptimizer):
             raise ValueError(f"tensor_init names {sorted(unknown)}, which are not tensor_hyperparameters")
         if inner_steps is not None and (isinstance(inner_steps, bool) or int(inner_steps) < 1):
             raise ValueError(f"inner_steps must be >= 1 or None, got {inner_steps!r}")
-        # the gradient part's settings are checked by the optimizer that will run them
+        validate_params(type(self).__name__, {"warm_start": ["boolean"]}, {"warm_start": warm_start})
+        # the gradient part's settings are checked by the optimizer that will run them (its table)
         HypergradientOptimizer(
+            inner_steps=inner_steps,
             mode=mode,
             outer_lr=outer_lr,
             outer_optimizer=outer_optimizer,

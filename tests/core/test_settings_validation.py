@@ -55,6 +55,9 @@ def _fit(X, y, learner="logistic", objective="val_loss", optimizer="hypergradien
         ("smac", {"logging_level": "x"}, "logging_level must be an int in the range"),
         ("es", {"lr": "x"}, "lr must be positive .*got 'x'"),
         ("es", {"population_size": 1}, "population_size must be"),
+        ("random", {"start_with_default": "yes"}, "start_with_default must be True or False, got 'yes'"),
+        ("hybrid", {"blackbox": "random", "warm_start": "no"}, "warm_start must be True or False, got 'no'"),
+        ("hybrid", {"blackbox": "random", "inner_steps": 0}, "inner_steps must be an int in the range"),
     ],
 )
 def test_optimizer_settings_are_refused_by_their_table_before_any_work(iris, no_work, optimizer, params, message):
