@@ -263,8 +263,6 @@ class HybridOptimizer(OuterOptimizer):
         unknown = set(tensor_init or {}) - set(tensor_hyperparameters)
         if unknown:
             raise ValueError(f"tensor_init names {sorted(unknown)}, which are not tensor_hyperparameters")
-        if inner_steps is not None and (isinstance(inner_steps, bool) or int(inner_steps) < 1):
-            raise ValueError(f"inner_steps must be >= 1 or None, got {inner_steps!r}")
         validate_params(type(self).__name__, {"warm_start": ["boolean"]}, {"warm_start": warm_start})
         # the gradient part's settings are checked by the optimizer that will run them (its table)
         HypergradientOptimizer(
