@@ -88,6 +88,7 @@ CASES = [
         "es", {"strategy": "mu_plus_lambda", "population_size": 4}, 12, 6, SKLEARN, id="es-mu_plus_lambda", marks=SLOW
     ),
     pytest.param("es", {"strategy": "openai", "population_size": 4}, 12, 6, SKLEARN, id="es-openai", marks=SLOW),
+    pytest.param("smac_mf", {}, 10, 5, ["logistic", "val_error", None, {"epochs": 9}], id="smac_mf", marks=SLOW),
     pytest.param("hypergradient", {}, 6, 3, LOGISTIC, id="hypergradient", marks=SLOW),
     pytest.param("hybrid", {"steps": 2}, 5, 2, MLP, id="hybrid", marks=SLOW),
 ]
