@@ -30,6 +30,9 @@ from ConfigSpace.hyperparameters import Hyperparameter
 
 from automl_bilevel.core.jsonable import python_scalar
 
+MAX_LOG_DECADES = 30  # widest log-scale range: ConfigSpace's log transform loses it beyond
+MAX_LINEAR_SPAN = 1e300  # widest linear range (its midpoint, the default, must stay finite)
+
 
 class InvalidSearchSpaceError(ValueError):
     """A search space entry is malformed (bad bounds, unknown name, ...)."""
@@ -50,9 +53,26 @@ def _bounded(
     is_int = kind == "int" or (kind is None and all(isinstance(b, (int, np.integer)) for b in (low, high)))
     if default is not None and not low <= default <= high:
         raise InvalidSearchSpaceError(f"{name!r}: default {default!r} lies outside [{low!r}, {high!r}]")
-    if is_int:
-        return Integer(name, (int(low), int(high)), log=log, default=None if default is None else int(default))
-    return Float(name, (float(low), float(high)), log=log, default=None if default is None else float(default))
+    if log and math.log10(float(high)) - math.log10(float(low)) > MAX_LOG_DECADES:
+        raise InvalidSearchSpaceError(
+            f"{name!r}: the log-scale range [{low!r}, {high!r}] spans "
+            f"{math.log10(float(high)) - math.log10(float(low)):.0f} decades; at most {MAX_LOG_DECADES} can be "
+            "searched (ConfigSpace's transforms overflow beyond): narrow it"
+        )
+    if not log and float(high) - float(low) > MAX_LINEAR_SPAN:
+        raise InvalidSearchSpaceError(
+            f"{name!r}: the range [{low!r}, {high!r}] is too wide to search on a linear scale "
+            f"(width above {MAX_LINEAR_SPAN:g}); narrow it or use a log scale"
+        )
+    try:
+        if is_int:
+            return Integer(name, (int(low), int(high)), log=log, default=None if default is None else int(default))
+        return Float(name, (float(low), float(high)), log=log, default=None if default is None else float(default))
+    except ValueError as exc:  # what ConfigSpace cannot represent ("illegal settings")
+        raise InvalidSearchSpaceError(
+            f"{name!r}: ConfigSpace cannot search the range [{low!r}, {high!r}]{' on a log scale' if log else ''} "
+            f"({exc}); narrow it"
+        ) from None
 
 
 def _hyperparameter(name: str, value: Any) -> Hyperparameter[Any, Any]:
@@ -68,9 +88,15 @@ def _hyperparameter(name: str, value: Any) -> Hyperparameter[Any, Any]:
             return _hyperparameter(name, list(value["choices"]))
         if "low" not in value or "high" not in value:
             raise InvalidSearchSpaceError(f"{name!r}: a range needs 'low' and 'high'")
-        return _bounded(
-            name, value["low"], value["high"], bool(value.get("log", False)), value.get("default"), value.get("type")
-        )
+        log = value.get("log", False)
+        if not isinstance(log, (bool, np.bool_)):  # "false" is a true string: never a silent log scale
+            raise InvalidSearchSpaceError(f"{name!r}: 'log' must be true or false (a boolean), got {log!r}")
+        kind = value.get("type")
+        if kind not in (None, "int", "float"):
+            raise InvalidSearchSpaceError(
+                f"{name!r}: 'type' must be 'int' or 'float' for a range (a categorical takes 'choices'), got {kind!r}"
+            )
+        return _bounded(name, value["low"], value["high"], bool(log), value.get("default"), kind)
     if isinstance(value, tuple):
         if len(value) == 2:
             return _bounded(name, value[0], value[1], False)
@@ -123,6 +149,24 @@ def check_names(space: ConfigurationSpace, allowed: set[str] | None, owner: str)
 def config_dict(config: Configuration | Mapping[str, Any]) -> dict[str, Any]:
     """A configuration as a dict of plain Python values (numpy scalars converted; arrays kept)."""
     return {k: python_scalar(v) for k, v in dict(config).items()}
+
+
+def same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether a proposed configuration and one read back from a journal (JSON: arrays as lists,
+    numpy scalars as Python ones) are the same point (for exact replays on resume)."""
+    if set(a) != set(b):
+        return False
+    for k, v in a.items():
+        w = b[k]
+        if isinstance(v, (np.ndarray, list)) or isinstance(w, (np.ndarray, list)):
+            try:
+                if not np.array_equal(np.asarray(v, dtype=np.float64), np.asarray(w, dtype=np.float64)):
+                    return False
+            except (TypeError, ValueError):
+                return False
+        elif python_scalar(v) != python_scalar(w):
+            return False
+    return True
 
 
 def describe(space: ConfigurationSpace) -> dict[str, Any]:

@@ -57,7 +57,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 "plugin": name,
                 "package": package,
                 "version": version,
-                "description": (pm.get_plugin(name).__doc__ or "").strip().splitlines()[0],
+                # a module without a docstring has no first line: an empty description, not an IndexError
+                "description": next(iter((pm.get_plugin(name).__doc__ or "").strip().splitlines()), ""),
             }
         )
     failed = [{"plugin": e.plugin, "package": e.package, "error": e.error} for e in reg.load_errors]
@@ -248,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except (ValueError, TypeError, FileNotFoundError, ConnectionError, RuntimeError) as exc:
-        print(f"automl-bilevel: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # the notes say which plugin an error came from (a listener factory that raised): keep them
+        notes = "".join(f" {note}" for note in getattr(exc, "__notes__", ()))
+        print(f"automl-bilevel: error: {type(exc).__name__}: {exc}{notes}", file=sys.stderr)
         return 2
 
 

@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from numbers import Integral, Real
@@ -32,6 +34,48 @@ from automl_bilevel.run.engine import AllTrialsFailedError, SearchResult
 from automl_bilevel.run.lifecycle import Run
 from automl_bilevel.run.parallel import check_address
 from automl_bilevel.run.runtime import thread_policy
+
+#: above this magnitude a feature value overflows float32 (the torch learners) and wrecks any fit
+MAX_ABS_FEATURE = float(np.finfo(np.float32).max)
+#: above this a feature is far outside any scale a learner's defaults expect: warned loudly
+LARGE_FEATURE = 1e12
+
+
+def _check_columns(X: Any) -> None:
+    """A pandas frame with non-numeric columns is refused naming them (not "could not convert string
+    to float: 'y'")."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    bad = [str(c) for c, dt in dtypes.items() if not (is_numeric_dtype(dt) or is_bool_dtype(dt))]
+    if bad:
+        raise ValueError(
+            f"X has non-numeric column(s) {bad}: encode them first (e.g. sklearn's OneHotEncoder or "
+            "OrdinalEncoder in a Pipeline before this estimator)"
+        )
+
+
+def _check_magnitude(X: np.ndarray) -> None:
+    """Refuse values a float32 learner cannot hold; warn loudly about absurdly large ones."""
+    if X.size == 0:
+        return
+    big = np.abs(X)
+    i, j = np.unravel_index(int(np.argmax(big)), X.shape)
+    top = float(big[i, j])
+    if top > MAX_ABS_FEATURE:
+        raise ValueError(
+            f"X[{i}, {j}] = {float(X[i, j])!r} (feature {j}) is beyond float32's range: every trial would train on "
+            "overflowed values; scale the features (e.g. StandardScaler in a Pipeline) or fix the entry"
+        )
+    if top > LARGE_FEATURE:
+        warnings.warn(
+            f"X[{i}, {j}] = {float(X[i, j])!r} (feature {j}): features this large usually put every trial at chance; "
+            "scale them (e.g. StandardScaler in a Pipeline)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class _BilevelEstimator(SearchEstimator):
@@ -109,6 +153,36 @@ class _BilevelEstimator(SearchEstimator):
     def _encode_targets(self, y: np.ndarray) -> tuple[np.ndarray, int]:
         raise NotImplementedError
 
+    def _check_split_sizes(self, y: np.ndarray) -> None:
+        """Refuse, before any work, a ``cv`` or ``validation_fraction`` the data cannot honour: a
+        validation set of fewer than 2 samples or without every class, or more folds than the smallest
+        class has samples (never silently fewer folds)."""
+        n = len(y)
+        counts = np.bincount(y) if self._task_kind == "classification" else None
+        if self.cv is not None:
+            smallest = int(counts[counts > 0].min()) if counts is not None else n
+            if self.cv > smallest:
+                where = "the smallest class has" if counts is not None else "the data has"
+                raise ValueError(
+                    f"cv={self.cv} needs at least {self.cv} samples {'per class' if counts is not None else ''}"
+                    f"; {where} {smallest}: use cv <= {smallest}".replace("  ", " ")
+                )
+            return
+        n_val = int(math.ceil(float(self.validation_fraction) * n))  # as train_test_split rounds
+        if n_val < 2 or n - n_val < 1:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} of {n} samples gives {n_val} validation "
+                f"and {n - n_val} training samples; it needs at least 2 validation samples and 1 training sample"
+            )
+        if counts is not None:
+            k = int((counts > 0).sum())
+            if n_val < k or n - n_val < k:
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction} of {n} samples gives {n_val} validation and "
+                    f"{n - n_val} training samples, fewer than one per class ({k} classes): every class needs a "
+                    "sample on both sides; use a validation_fraction that gives at least that many, or more data"
+                )
+
     def _splits(self, X: np.ndarray, y: np.ndarray, seed: int) -> list[Split]:
         stratify = self._task_kind == "classification" and np.bincount(y).min() >= 2
         if self.cv is not None:
@@ -133,13 +207,16 @@ class _BilevelEstimator(SearchEstimator):
         far, the tracking run ends as KILLED, and KeyboardInterrupt is raised again.
         """
         self._validate_params()
+        _check_columns(X)
         X, y = cast(
             tuple[np.ndarray, np.ndarray],
             validate_data(self, X, y, dtype=np.float64, y_numeric=self._task_kind == "regression"),
         )
         if X.shape[0] < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples, got {X.shape[0]} sample")
+        _check_magnitude(X)
         y_enc, n_outputs = self._encode_targets(y)
+        self._check_split_sizes(y_enc)
         seed = self._seed()
         task = Task(self._task_kind, X.shape[1], n_outputs)
 

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sklearn.model_selection import train_test_split
 
 from automl_bilevel.frontends.data import load_dataset
@@ -44,6 +45,9 @@ SCHEMA = {
     "search_space": None,
     "tracking": {"enabled", "uri", "experiment"},
 }
+
+
+MAX_NAME = 500  # MLflow's longest experiment name
 
 
 class ExperimentError(ValueError):
@@ -88,7 +92,10 @@ TYPES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
     "tracking": {
         "enabled": (lambda v: isinstance(v, bool), "true or false (a TOML boolean, not a string)"),
         "uri": _STR,
-        "experiment": _STR,
+        "experiment": (
+            lambda v: isinstance(v, str) and v.strip() != "" and len(v) <= MAX_NAME,
+            f"a non-empty string of at most {MAX_NAME} characters (MLflow's limit)",
+        ),
     },
 }
 
@@ -148,6 +155,10 @@ class Experiment:
                     raise ExperimentError(f"{source}: [{section}] {key} must be {what}, got {value!r}")
         if "name" in raw and not _STR[0](raw["name"]):
             raise ExperimentError(f"{source}: name must be a non-empty string, got {raw['name']!r}")
+        if "name" in raw and len(raw["name"]) > MAX_NAME:
+            raise ExperimentError(
+                f"{source}: name is {len(raw['name'])} characters long; at most {MAX_NAME} (MLflow's limit)"
+            )
         if "search_space" in raw and not isinstance(raw["search_space"], dict):
             raise ExperimentError(f"{source}: [search_space] must be a table")
         return cls(
@@ -180,6 +191,32 @@ class Experiment:
             return BilevelClassifier(**params)
         return BilevelRegressor(**params)
 
+    def _check_data(self, y: Any, task: str) -> None:
+        """The loaded data can make the test split and the task asked for, or a clear error."""
+        from sklearn.utils.multiclass import type_of_target
+
+        name, n = self.data["dataset"], len(y)
+        y = np.asarray(y)
+        distinct = len(np.unique(y))
+        if task == "classification" and (
+            type_of_target(y) == "continuous" or (np.issubdtype(y.dtype, np.floating) and distinct > n / 4)
+        ):
+            raise ExperimentError(
+                f"task = 'classification' but dataset {name!r} has a continuous target "
+                f"({distinct} distinct values in {n} samples): use task = 'regression'"
+            )
+        test_size = float(self.data.get("test_size", 0.25))
+        n_test = int(np.ceil(test_size * n))
+        k = len(np.unique(y)) if task == "classification" else 1
+        need = max(2, k)
+        if n_test < need or n - n_test < 2 * need:
+            what = f"max_samples = {self.data['max_samples']}" if "max_samples" in self.data else f"{n} samples"
+            raise ExperimentError(
+                f"[data] {what} is too few for dataset {name!r}: a test split of {test_size} leaves {n_test} test "
+                f"and {n - n_test} training samples; with {k} class(es) it needs at least {need} test and "
+                f"{2 * need} training samples (raise max_samples)"
+            )
+
     def run(self, *, verbose: int = 1, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Load data, fit on the train split, score on the test split; a results dict.
 
@@ -192,6 +229,7 @@ class Experiment:
             seed=int(self.estimator.get("random_state") or 0),
         )
         task = self.estimator.get("task", task)
+        self._check_data(y, task)
         strat = y if task == "classification" else None
         Xtr, Xte, ytr, yte = train_test_split(
             X,

@@ -35,7 +35,7 @@ from automl_bilevel.methods.meta.problem import EpisodicProblem
 from automl_bilevel.methods.meta.training import evaluate_episodes
 from automl_bilevel.plugin.registry import CapabilityError, Registry, get_registry
 from automl_bilevel.plugin.specs import Component, Registered
-from automl_bilevel.run.engine import SearchResult
+from automl_bilevel.run.engine import AllTrialsFailedError, SearchResult
 from automl_bilevel.run.lifecycle import Run
 from automl_bilevel.run.runtime import resolve_device
 
@@ -314,6 +314,16 @@ class MetaLearnerClassifier(SearchEstimator):
         )
 
         def conclude(result: SearchResult, run: Run) -> dict[str, Any]:
+            if result.status != "KILLED" and not any(t.ok for t in result.trials):
+                # as BilevelClassifier: no untrained model is returned as if it were fitted
+                errors = sorted({t.error for t in result.trials if t.error})
+                raise AllTrialsFailedError(
+                    f"no meta-training step finished: the search stopped by {result.stop_reason} "
+                    f"(timeout={self.timeout}) before the first one ended"
+                    if not result.trials
+                    else f"all {len(result.trials)} meta-training steps failed; errors: "
+                    f"{'; '.join(e[:300] for e in errors[:3]) or 'non-finite meta-loss'}"
+                )
             opt = optimizer.obj
             validated = val is not None and opt.best_vars is not None
             problem.load(opt.best_variables() if validated else opt.vars).eval()

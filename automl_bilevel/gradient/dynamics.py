@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.func import grad
 
+from automl_bilevel.core.deadline import check_deadline
 from automl_bilevel.gradient.optim import InnerOptimizer
 
 
@@ -70,6 +71,7 @@ class InnerDynamics:
 
     def step(self, t: int, z: Tensor, hp: Mapping[str, Tensor], create_graph: bool = False) -> Tensor:
         """One step with autograd. ``create_graph=True`` keeps the graph to ``z`` and ``hp``."""
+        check_deadline()  # the search's timeout bounds a running trial, step by step
         with torch.enable_grad():
             if create_graph:
                 if not z.requires_grad:
@@ -87,6 +89,7 @@ class InnerDynamics:
 
     def step_func(self, t: int, z: Tensor, hp: Mapping[str, Tensor]) -> Tensor:
         """The same step written with torch.func (composable with jvp, vjp and vmap)."""
+        check_deadline()
         w, slots = self._split(z)
         g: Tensor = grad(lambda w_: self.inner_loss(w_, hp, t))(w)
         w2, slots2 = self.optimizer.update(w, slots, g, hp, t)

@@ -45,9 +45,21 @@ from automl_bilevel.core.components import (
 )
 from automl_bilevel.core.problem import BilevelProblem, GradientResult, Problem
 from automl_bilevel.core.trials import Evaluation, Trial
+from automl_bilevel.core.validation import POSITIVE, Integral, Interval, Real, StrOptions, validate_params
 
 #: outer optimizers a gradient method can use on its variables
 OUTER_OPTIMIZERS = ("adam", "sgd")
+
+#: The settings of every gradient outer optimizer (scikit-learn's ``_parameter_constraints`` style).
+GRADIENT_CONSTRAINTS: dict[str, list[Any]] = {
+    "outer_lr": [POSITIVE],
+    "outer_optimizer": [StrOptions(set(OUTER_OPTIMIZERS))],
+    "clip": [POSITIVE, None],
+    "patience": [Interval(Integral, 0, None, closed="left"), None],
+    "min_delta": [Interval(Real, 0, None, closed="left")],
+    "max_backoffs": [Interval(Integral, 0, None, closed="left")],
+    "backoff": [Interval(Real, 0, 1, closed="right")],
+}
 
 
 @dataclass(frozen=True)
@@ -119,17 +131,38 @@ def _kinds(
             )
         else:
             fixed[hp.name] = hp.value if hasattr(hp, "value") else hp.default_value
+
+    def start_value(name: str, default: Any, shape: tuple[int, ...], what: str) -> Any:
+        """``tensor_init[name]`` checked against the shape the data gives (a scalar fills it)."""
+        value = tensor_init.get(name, default)
+        arr = np.asarray(value, dtype=np.float64) if not isinstance(value, Tensor) else value.detach().numpy()
+        if arr.ndim and arr.shape != shape:
+            raise ValueError(
+                f"tensor_init[{name!r}] has shape {arr.shape}, but {name!r} needs {shape} ({what}); "
+                "give a scalar or that many values"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"tensor_init[{name!r}] must be finite")
+        return value
+
     for name in tensor_hyperparameters:
         kind = diff.get(name)
         if kind == "positive_per_feature":
-            kinds[name] = PositiveTensor(tensor_init.get(name, 1e-3), shape=(problem.task.n_features,))
+            shape = (problem.task.n_features,)
+            kinds[name] = PositiveTensor(start_value(name, 1e-3, shape, "one per feature"), shape=shape)
         elif kind == "unit_per_example":
             if len(problem.splits) != 1:
                 raise ValueError(f"{name!r} (one weight per training example) needs one split, not cv")
-            kinds[name] = BoxTensor(tensor_init.get(name, 1.0), shape=(len(problem.splits[0].y_train),))
+            shape = (len(problem.splits[0].y_train),)
+            kinds[name] = BoxTensor(start_value(name, 1.0, shape, "one per training example"), shape=shape)
         elif kind == "vector":  # a network's weights (a loss network), free, starting where the learner has them
             start = np.asarray(problem.learner.vector_hyperparameters(problem.task)[name], dtype=np.float64)
-            kinds[name] = BoxTensor(tensor_init.get(name, start), shape=start.shape, low=-math.inf, high=math.inf)
+            kinds[name] = BoxTensor(
+                start_value(name, start, start.shape, "the learner's vector"),
+                shape=start.shape,
+                low=-math.inf,
+                high=math.inf,
+            )
         else:
             tensors = sorted(k for k, v in diff.items() if v.endswith(("per_feature", "per_example", "vector")))
             raise ValueError(
@@ -331,14 +364,19 @@ class GradientOuterOptimizer(OuterOptimizer[Any]):
         backoff: float = 0.5,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        if not (isinstance(outer_lr, (int, float)) and outer_lr > 0):
-            raise ValueError(f"outer_lr must be positive, got {outer_lr!r}")
-        if outer_optimizer not in OUTER_OPTIMIZERS:
-            raise ValueError(f"outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {outer_optimizer!r}")
-        if clip is not None and not clip > 0:
-            raise ValueError(f"clip must be positive or None, got {clip!r}")
-        if not 0 < backoff <= 1:
-            raise ValueError(f"backoff must be in (0, 1], got {backoff!r}")
+        validate_params(
+            type(self).__name__,
+            GRADIENT_CONSTRAINTS,
+            dict(
+                outer_lr=outer_lr,
+                outer_optimizer=outer_optimizer,
+                clip=clip,
+                patience=patience,
+                min_delta=min_delta,
+                max_backoffs=max_backoffs,
+                backoff=backoff,
+            ),
+        )
         self.outer_lr, self.outer_optimizer, self.clip = float(outer_lr), outer_optimizer, clip
         self.patience, self.min_delta = patience, float(min_delta)
         self.max_backoffs, self.backoff = int(max_backoffs), float(backoff)

@@ -109,7 +109,41 @@ def get_plugin_manager(*, load_entry_points: bool = True, blocked: Iterable[str]
                 continue
             pm.register(plugin, name=ep.name)
             pm.plugin_origins[ep.name] = (dist.name, dist.version) if dist else (None, None)
+            unknown = _unknown_hooks(pm, plugin)
+            if unknown:  # a misspelt hook would never be called: report the plugin and skip it whole
+                known = sorted(n for n in dir(pm.hook) if n.startswith("bilevel_"))
+                error = (
+                    f"PluginValidationError: unknown hook(s) {unknown} (misspelt? the hooks are: {', '.join(known)})"
+                )
+                pm.unregister(plugin)
+                pm.load_errors.append(LoadError(ep.name, dist.name if dist else None, error))
+                warnings.warn(
+                    f"automl_bilevel plugin {ep.name!r} ({ep.value}) is skipped: {error} "
+                    f"(set {DISABLE_ENV}={ep.name} to silence this)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
     return pm
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
+    """The hook implementations of ``plugin`` that match no hookspec (pluggy's ``check_pending``,
+    attributed to this plugin; ``optionalhook=True`` ones are allowed)."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError:
+        pass
+    else:
+        return []
+    out = []
+    for name in dir(pm.hook):
+        caller = getattr(pm.hook, name)
+        if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and not impl.optionalhook:
+                out.append(name)
+    return sorted(out)
 
 
 def _origin(pm: pluggy.PluginManager, plugin: Any) -> PluginInfo:

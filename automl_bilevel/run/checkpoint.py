@@ -5,17 +5,20 @@ Fitting again with the same checkpoint continues the search exactly where it sto
 outer method: the trials count toward ``n_iter``; an optimizer with saved state loads it
 (``OuterOptimizer.load_state_dict``), any other one is told the trials again (``replay``).
 
-The state lives next to the journal (``<checkpoint>.state``) and is written with the journal line
-of each trial: first to a temporary file, then the journal line, then an atomic rename. A crash
-therefore leaves either both old (the trial is done again) or a journal one line ahead of the state
-(that line is dropped on resume).
+The state lives next to the journal (``<checkpoint>.state``) and is written after the journal line
+of each trial, through a fresh temporary file and an atomic rename. A crash therefore leaves either
+both old (the trial is done again) or a journal one line ahead of the state (that line is dropped on
+resume).
+
+The state is plain data (``OuterOptimizer.state_dict``'s contract, checked when it is saved): it is
+written with ``torch.save`` and read with ``torch.load(weights_only=True)``, so reading a checkpoint
+never runs code; a planted pickle is refused with its path (:mod:`automl_bilevel.run.safe_io`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from typing import Any
 from automl_bilevel.core.components import OuterOptimizer
 from automl_bilevel.core.trials import Trial
 from automl_bilevel.run.journal import Journal
+from automl_bilevel.run.safe_io import check_plain, load_plain, save_plain
 
 log = logging.getLogger("automl_bilevel")
 
@@ -34,7 +38,7 @@ class Checkpoint:
 
     def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any]) -> None:
         self.journal = Journal(path, fingerprint)
-        self.state_path = Path(f"{os.fspath(path)}.state")
+        self.state_path = Path(f"{os.fspath(self.journal.path)}.state")
         self.seed: int | None = None
         self.trials: list[Trial] = []
 
@@ -42,22 +46,23 @@ class Checkpoint:
         """Read the checkpoint (or start it); returns the seed the search must use (the first run's).
         With ``space``, every recorded configuration is checked against it."""
         self.seed, self.trials = self.journal.open(seed, space)
-        if not self.trials and self.state_path.exists():  # a fresh journal: a stale state is not ours
-            self.state_path.unlink()
+        if not self.trials and (self.state_path.exists() or self.state_path.is_symlink()):
+            self.state_path.unlink()  # a fresh journal: a stale state (or a planted link) is not ours
         return self.seed
 
     def _read_state(self) -> dict[str, Any] | None:
         if not self.state_path.exists():
             return None
-        try:
-            with self.state_path.open("rb") as fh:
-                saved = pickle.load(fh)
-            assert isinstance(saved, dict) and saved.get("format") == STATE_FORMAT
-        except Exception as exc:
+        saved = load_plain(self.state_path)  # refuses anything but plain data, running nothing
+        if (
+            not isinstance(saved, dict)
+            or saved.get("format") != STATE_FORMAT
+            or not isinstance(saved.get("n_trials"), int)
+        ):
             raise ValueError(
-                f"{self.state_path} is not a readable outer-state file ({type(exc).__name__}); "
+                f"{self.state_path} is not an outer-state file of automl_bilevel; "
                 "delete the checkpoint and its .state file to start afresh"
-            ) from None
+            )
         return saved
 
     def resume(self, optimizer: OuterOptimizer[Any]) -> list[Trial]:
@@ -92,14 +97,9 @@ class Checkpoint:
         if state is None:
             self.journal.append(trial)
             return
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(
-                {"format": STATE_FORMAT, "n_trials": trial.number + 1, "state": state},
-                fh,
-                protocol=pickle.HIGHEST_PROTOCOL,
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            check_plain(state, "state")
+        except TypeError as exc:
+            raise TypeError(f"{type(optimizer).__name__}.state_dict() must return plain data: {exc}") from None
         self.journal.append(trial)
-        os.replace(tmp, self.state_path)
+        save_plain(self.state_path, {"format": STATE_FORMAT, "n_trials": trial.number + 1, "state": state})

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from automl_bilevel.core.components import OuterOptimizer, Proposal
+from automl_bilevel.core.deadline import deadline_scope
 from automl_bilevel.core.events import TrialFinished
 from automl_bilevel.core.problem import Problem
 from automl_bilevel.core.space import config_dict
@@ -22,7 +23,7 @@ from automl_bilevel.core.trials import COMPLETE, FAILED, Trial, best_trial
 from automl_bilevel.run.checkpoint import Checkpoint
 from automl_bilevel.run.interrupts import deferred
 from automl_bilevel.run.lifecycle import Run
-from automl_bilevel.run.parallel import Executor, Outcome, make_executor
+from automl_bilevel.run.parallel import Executor, Outcome, SchedulerLostError, make_executor
 from automl_bilevel.run.runtime import problem_work, thread_policy
 
 log = logging.getLogger("automl_bilevel")
@@ -123,7 +124,10 @@ def _search(
             session.emit(TrialFinished(trial, best_trial(result.trials), len(result.trials), n_iter))
     executor.start(optimizer, problem)
     in_flight, submitted, stop = 0, len(result.trials), None
-    with thread_policy(concurrent=executor.slots, work=problem_work(problem)):  # threads: runtime.py
+    with (
+        thread_policy(concurrent=executor.slots, work=problem_work(problem)),  # threads: runtime.py
+        deadline_scope(None if timeout is None else timeout - (time.perf_counter() - t0)),  # checked per batch
+    ):
         try:
             while True:
                 while stop is None and in_flight < executor.slots:
@@ -148,6 +152,10 @@ def _search(
                     break
                 proposal, outcome = executor.next_done()
                 in_flight -= 1
+                if outcome.timed_out:  # the deadline cut this trial: dropped, as one in flight at the timeout
+                    executor.cancel()
+                    in_flight, stop = 0, "timeout"
+                    continue
                 trial = make_trial(len(result.trials), proposal, outcome)
                 if trial.error:
                     log.warning("trial %d failed: %s", trial.number, trial.error)
@@ -165,5 +173,12 @@ def _search(
         except KeyboardInterrupt:
             executor.cancel()
             result.status, result.stop_reason = "KILLED", "interrupted"
+        except SchedulerLostError as exc:
+            if checkpoint is not None:  # one clear line: what is kept and how to go on
+                exc.args = (
+                    f"{exc.args[0]}; the checkpoint {checkpoint.journal.path} holds {len(result.trials)} finished "
+                    "trials: fit again with the same checkpoint (and a running scheduler) to resume",
+                )
+            raise
     result.duration = time.perf_counter() - t0
     return result

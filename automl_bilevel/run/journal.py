@@ -10,11 +10,18 @@ A last line cut short by a crash is dropped *from the file* when it is opened ag
 record starts on a line of its own), and every record is one ``os.write`` (a signal lands between
 records, never inside one). Records are checked when read: a missing or mistyped field, or a
 configuration outside the search space, is refused with ``file:line``.
+
+Every record (and the header) carries a checksum (``"sum"``: the first 16 hex digits of the SHA-256
+of the record's canonical JSON without it): a record edited by hand or corrupted on disk is refused
+with ``file:line``, so a forged value never becomes the best and is never refit. Files written before
+checksums (``version`` 1) are read without them, with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -23,8 +30,12 @@ from typing import Any
 
 from automl_bilevel.core.jsonable import jsonable
 from automl_bilevel.core.trials import COMPLETE, FAILED, Trial
+from automl_bilevel.run import safe_io
 
 FORMAT = "automl_bilevel.run.journal"
+VERSION = 2  # 2: records and header carry a checksum
+
+log = logging.getLogger("automl_bilevel")
 
 
 class JournalMismatchError(ValueError):
@@ -39,11 +50,33 @@ class JournalRecordError(JournalMismatchError):
     """A record of the checkpoint file is malformed or outside the search space (``file:line``)."""
 
 
+def checksum(rec: Mapping[str, Any]) -> str:
+    """The checksum of a record: SHA-256 (16 hex digits) of its canonical JSON without ``"sum"``."""
+    body = _dump({k: v for k, v in rec.items() if k != "sum"})
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def record_line(rec: Mapping[str, Any]) -> str:
+    """``rec`` as one journal line (with its checksum and the newline)."""
+    rec = json.loads(_dump({k: v for k, v in rec.items() if k != "sum"}))  # what a reader will see
+    return _dump({**rec, "sum": checksum(rec)}) + "\n"
+
+
+def _check_sum(rec: Mapping[str, Any], where: str) -> None:
+    if "sum" not in rec:
+        raise JournalRecordError(f"{where}: the record has no checksum (edited by hand?); it is refused")
+    if rec["sum"] != checksum(rec):
+        raise JournalRecordError(
+            f"{where}: checksum mismatch: the record was edited or corrupted after it was written; it is refused "
+            "(delete the checkpoint to start afresh, or remove this line and the ones after it)"
+        )
+
+
 def check_path(path: Any) -> Path:
     """A checkpoint path that can be used, or a ValueError saying why not (before any work)."""
     if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
         raise ValueError(f"checkpoint must be a file path, got {path!r}")
-    p = Path(path)
+    p = safe_io.expand(path)
     if p.is_dir():
         raise ValueError(f"checkpoint {str(p)!r} is a directory; give a file path such as {str(p / 'search.jsonl')!r}")
     return p
@@ -128,22 +161,20 @@ class Journal:
         self.fingerprint = json.loads(_dump(fingerprint))
         self.space = space
 
-    def _write(self, line: str, mode: int = os.O_APPEND) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | mode, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+    def _write(self, line: str) -> None:
+        safe_io.append(self.path, line.encode())
 
     def open(self, seed: int, space: Any = None) -> tuple[int, list[Trial]]:
         """The seed to use and the trials already recorded (none for a new file); each record is
         checked, its configuration against ``space`` when one is given."""
         space = space if space is not None else self.space
+        safe_io.check_writable(self.path)  # a read-only folder or a planted link fails now, before any trial
         if not self.path.exists() or self.path.stat().st_size == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write(
-                _dump({"format": FORMAT, "version": 1, "seed": int(seed), "fingerprint": self.fingerprint}) + "\n",
-                os.O_TRUNC,
+            safe_io.atomic_write(
+                self.path,
+                record_line(
+                    {"format": FORMAT, "version": VERSION, "seed": int(seed), "fingerprint": self.fingerprint}
+                ).encode(),
             )
             return int(seed), []
         raw = self.path.read_bytes()
@@ -156,6 +187,19 @@ class Journal:
             assert header.get("format") == FORMAT
         except Exception:
             raise JournalMismatchError(f"{self.path} is not an automl_bilevel checkpoint file") from None
+        version = header.get("version")
+        if version not in (1, VERSION):
+            raise JournalMismatchError(f"{self.path}:1: unknown checkpoint version {version!r} (this reads 1 and 2)")
+        checked = version >= 2
+        if checked:
+            _check_sum(header, f"{self.path}:1")
+        else:
+            log.warning("checkpoint %s predates record checksums: its records are read unchecked", self.path)
+        if not isinstance(header.get("seed"), int) or isinstance(header.get("seed"), bool):
+            raise JournalMismatchError(
+                f"{self.path}:1: the header's seed must be an integer, got {header.get('seed')!r} "
+                "(the file is damaged; delete it to start afresh)"
+            )
         old = header.get("fingerprint", {})
         diff = sorted(k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k))
         if diff:
@@ -175,6 +219,8 @@ class Journal:
                     break
                 raise JournalRecordError(f"{self.path}:{i}: corrupt record (not JSON)") from None
             trial = _check_record(rec, f"{self.path}:{i}", space)
+            if checked:
+                _check_sum(rec, f"{self.path}:{i}")
             trials.append(
                 Trial(
                     len(trials),
@@ -192,9 +238,7 @@ class Journal:
         return int(header["seed"]), trials
 
     def _truncate_last_line(self, raw: bytes) -> None:
-        keep = raw.rfind(b"\n") + 1
-        with self.path.open("r+b") as fh:
-            fh.truncate(keep)
+        safe_io.atomic_write(self.path, raw[: raw.rfind(b"\n") + 1])
 
     def append(self, trial: Trial) -> None:
         """Record one finished trial as one JSON line (a single write)."""
@@ -207,11 +251,9 @@ class Journal:
             "metrics": dict(trial.metrics),
             "error": trial.error,
         }
-        self._write(_dump(rec) + "\n")
+        self._write(record_line(rec))
 
     def truncate(self, n: int) -> None:
         """Keep the header and the first ``n`` records (atomically): later ones are done again."""
         lines = self.path.read_text().splitlines()
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("\n".join(lines[: 1 + int(n)]) + "\n")
-        os.replace(tmp, self.path)
+        safe_io.atomic_write(self.path, ("\n".join(lines[: 1 + int(n)]) + "\n").encode())

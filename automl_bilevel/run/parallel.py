@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
+from automl_bilevel.core.deadline import DeadlineExceeded, deadline_scope, remaining
 from automl_bilevel.core.trials import Evaluation
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,11 +39,13 @@ EvaluateFn = Callable[["Problem", "Proposal"], Evaluation]
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of evaluating one proposal: an evaluation or an error, and how long it took."""
+    """The result of evaluating one proposal: an evaluation or an error, and how long it took;
+    ``timed_out``: cut by the search's deadline (not a failure of the configuration)."""
 
     evaluation: Evaluation | None
     error: str | None
     duration: float
+    timed_out: bool = False
 
 
 def evaluate_safely(evaluate: EvaluateFn, problem: Problem, proposal: Proposal) -> Outcome:
@@ -55,6 +58,8 @@ def evaluate_safely(evaluate: EvaluateFn, problem: Problem, proposal: Proposal) 
         if not math.isfinite(ev.value):
             raise FloatingPointError(f"objective is {ev.value}")
         return Outcome(ev, None, time.perf_counter() - t0)
+    except DeadlineExceeded as exc:
+        return Outcome(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0, timed_out=True)
     except Exception as exc:
         log.debug("trial failed:\n%s", traceback.format_exc())
         return Outcome(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
@@ -67,6 +72,11 @@ def evaluate_problem(problem: Problem, proposal: Proposal) -> Evaluation:
     if not isinstance(problem, SearchProblem):
         raise TypeError(f"the default evaluation needs a SearchProblem, got {type(problem).__name__}")
     return problem.evaluate(proposal.config, budget=proposal.budget)
+
+
+class SchedulerLostError(ConnectionError):
+    """The Dask scheduler stopped answering during a search: finished trials are kept (and in the
+    checkpoint, when there is one); fitting again with the same checkpoint resumes."""
 
 
 class Executor(ABC):
@@ -131,12 +141,21 @@ def _limit_threads() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _remote(evaluate: EvaluateFn, problem: Problem, proposal: Proposal) -> Outcome:
+def _remote(evaluate: EvaluateFn, problem: Problem, proposal: Proposal, seconds: float | None = None) -> Outcome:
+    """Evaluate on a worker, with the search's deadline (``seconds`` left when it was submitted)."""
     _limit_threads()
-    return evaluate_safely(evaluate, problem, proposal)
+    with deadline_scope(seconds):
+        return evaluate_safely(evaluate, problem, proposal)
 
 
 MAX_RESUBMITS = 3
+SCATTER_TRIES = 4  # a worker lost while the problem is being scattered: scatter again (then without broadcast)
+SCHEDULER_COMMAND = "dask scheduler --host 127.0.0.1 --dashboard-address 127.0.0.1:0"
+WORKER_COMMAND = "dask worker tcp://127.0.0.1:8786 --host 127.0.0.1 --dashboard-address 127.0.0.1:0 --nthreads 1"
+START_HINT = (
+    f"start one bound to this machine only: `{SCHEDULER_COMMAND}` and workers with `{WORKER_COMMAND}` "
+    "(a scheduler runs whatever its clients submit: never bind it to a public address)"
+)
 ADDRESS_TIMEOUT = 5.0  # seconds to reach a dask_address before giving up (before any run exists)
 
 
@@ -159,7 +178,7 @@ def check_address(address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
     except OSError as exc:
         raise ConnectionError(
             f"no Dask scheduler answers at {address} ({exc.strerror or type(exc).__name__}); "
-            "start one (dask scheduler) or leave dask_address unset for a local cluster"
+            f"{START_HINT}; or leave dask_address unset for a local cluster"
         ) from None
 
 
@@ -244,11 +263,49 @@ class DaskExecutor(Executor):
         every worker once."""
         super().start(optimizer, problem)
         self._evaluate = remote_evaluator(optimizer)
-        [self._problem] = self.client.scatter([problem], broadcast=True, hash=False)
+        self._problem = self._scatter(problem)
+
+    def _scatter(self, problem: Problem) -> Any:
+        """The problem, scattered to the workers once. A worker lost while it is being sent
+        (``CommClosedError``, or a ``KeyError`` for a worker the scheduler has just removed) is not
+        the search's failure: scatter again to those left, the last tries without broadcasting
+        (a task then fetches it from the worker that holds it)."""
+        last: BaseException | None = None
+        for attempt in range(SCATTER_TRIES):
+            broadcast = attempt < SCATTER_TRIES - 1
+            try:
+                [future] = self.client.scatter([problem], broadcast=broadcast, hash=False)
+                return future
+            except (OSError, KeyError, TimeoutError) as exc:  # CommClosedError is an OSError
+                self._check_scheduler(exc)
+                last = exc
+                log.warning(
+                    "a Dask worker was lost while the problem was being scattered (%s: %s); scattering again",
+                    type(exc).__name__,
+                    exc,
+                )
+                time.sleep(0.2 * (attempt + 1))
+        raise RuntimeError(
+            f"could not send the problem to any Dask worker after {SCATTER_TRIES} tries "
+            f"(last: {type(last).__name__}: {last})"
+        ) from None
+
+    def _check_scheduler(self, exc: BaseException | None = None) -> None:
+        """Raise :class:`SchedulerLostError` (one clear line) if the client lost its scheduler."""
+        if self.client.status in ("running", "newly-created"):
+            return
+        address = getattr(getattr(self.client, "scheduler", None), "address", None) or "its address"
+        why = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+        raise SchedulerLostError(
+            f"the Dask scheduler at {address} was lost during the search{why}; the finished trials are kept"
+        ) from None
 
     def submit(self, proposal: Proposal) -> None:
-        """Send ``proposal`` to a worker, to be evaluated against the scattered problem."""
-        fut = self.client.submit(_remote, self._evaluate, self._problem, proposal, pure=False)
+        """Send ``proposal`` to a worker, to be evaluated against the scattered problem (with the
+        seconds left of the search's deadline, when it has one)."""
+        left = remaining()  # passed only when there is a deadline (a worker of an older version takes 3 arguments)
+        args = (self._evaluate, self._problem, proposal) + (() if left is None else (left,))
+        fut = self.client.submit(_remote, *args, pure=False)
         self._in_flight[fut.key] = (proposal, time.perf_counter(), fut)
 
     def next_done(self) -> tuple[Proposal, Outcome]:
@@ -262,7 +319,8 @@ class DaskExecutor(Executor):
             try:
                 with self.client.as_current():
                     done, _ = wait(futures, return_when="FIRST_COMPLETED")  # type: ignore[no-untyped-call]  # untyped
-            except Exception:  # FuturesCancelledError: see _resubmit_cancelled
+            except Exception as exc:  # FuturesCancelledError: see _resubmit_cancelled
+                self._check_scheduler(exc)  # cancelled because the scheduler is gone: stop here
                 if not any(f.cancelled() for f in futures):
                     raise
                 failed = self._resubmit_cancelled()
@@ -286,7 +344,7 @@ class DaskExecutor(Executor):
         nothing wrong: scatter the problem again and resubmit them; a proposal cancelled
         ``MAX_RESUBMITS`` times becomes a failed trial (returned)."""
         cancelled = [(key, entry) for key, entry in self._in_flight.items() if entry[2].cancelled()]
-        [self._problem] = self.client.scatter([self.problem], broadcast=True, hash=False)
+        self._problem = self._scatter(self.problem)
         for key, (proposal, t0, _) in cancelled:
             del self._in_flight[key]
             tries = self._resubmits.pop(id(proposal), 0) + 1
@@ -304,13 +362,16 @@ class DaskExecutor(Executor):
         """Cancel every evaluation still in flight."""
         futures = [f for _, _, f in self._in_flight.values()]
         self._in_flight.clear()
-        if futures:
+        if futures and self.client.status == "running":  # nothing to cancel on a lost scheduler
             self.client.cancel(futures)
 
     def close(self) -> None:
         """Cancel what is in flight and close the client and cluster this executor created (never a given client)."""
         try:
-            self.cancel()
+            try:
+                self.cancel()
+            except Exception as exc:  # a closing client: what was in flight is gone with it
+                log.debug("cancelling Dask futures at close failed: %s", exc)
             if self._own_client:
                 self.client.close()
                 if self._cluster is not None:

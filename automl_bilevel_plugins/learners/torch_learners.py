@@ -33,6 +33,7 @@ from torch.func import functional_call, vmap
 
 from automl_bilevel import InnerLearner, LearnerSpec, OuterObjective, Split, Task, hookimpl
 from automl_bilevel.core.components import DifferentiableLearner, LearnedComponent
+from automl_bilevel.core.deadline import check_deadline
 from automl_bilevel.evolution import vector_to_module
 from automl_bilevel.gradient import InnerDynamics, make_optimizer
 from automl_bilevel.methods.learned.loss import LossNetwork
@@ -136,6 +137,7 @@ class DifferentiableTask:
             per_epoch = math.ceil(n / bs)
             self.batches = []
             while len(self.batches) < steps:
+                check_deadline()  # epochs=1e9: the batch sequence alone outlasts any timeout
                 order = torch.randperm(n, generator=gen)
                 self.batches += [order[i * bs : (i + 1) * bs] for i in range(per_epoch)]
             self.batches = [b.to(dev) for b in self.batches[:steps]]  # moved once, not per step

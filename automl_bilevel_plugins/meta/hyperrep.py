@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from automl_bilevel import hookimpl
-from automl_bilevel.gradient import SGD, InnerDynamics, hypergradient
+from automl_bilevel.core.validation import POSITIVE, Integral, Interval, StrOptions, validate_params
+from automl_bilevel.gradient import MODES, SGD, InnerDynamics, hypergradient
 from automl_bilevel.methods.meta.base import MetaLearner, MetaLoss
 from automl_bilevel.methods.meta.networks import ConvEncoder
 from automl_bilevel.plugin.specs import MetaLearnerSpec
@@ -38,8 +39,16 @@ class HyperRepresentation(MetaLearner):
         mode: str = "reverse",
     ) -> None:
         super().__init__(in_channels, image_size)
-        if int(inner_steps) < 1 or not inner_lr > 0:
-            raise ValueError(f"inner_steps must be >= 1 and inner_lr > 0, got {inner_steps}, {inner_lr}")
+        validate_params(
+            type(self).__name__,
+            {
+                "inner_steps": [Interval(Integral, 1, None, closed="left")],
+                "inner_lr": [POSITIVE],
+                "learn_inner_lr": ["boolean"],
+                "mode": [StrOptions(set(MODES))],
+            },
+            {"inner_steps": inner_steps, "inner_lr": inner_lr, "learn_inner_lr": learn_inner_lr, "mode": mode},
+        )
         self.encoder = ConvEncoder(in_channels, width, depth, image_size=image_size)
         self.inner_steps, self.mode = int(inner_steps), mode
         self.log_lr = nn.Parameter(torch.tensor(math.log(inner_lr)), requires_grad=bool(learn_inner_lr))

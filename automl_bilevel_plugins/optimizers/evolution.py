@@ -12,7 +12,11 @@ member is ranked last. A configuration that decodes to a forbidden combination i
 the strategy's point (further out as attempts fail), and, if the point lies deep in a forbidden
 region, drawn from the space's sampler, which yields only allowed configurations: a forbidden
 clause never stops a search.
-Resumed trials seed the first generation: it starts from the best of them.
+A resumed run continues exactly as the uninterrupted one would: the strategy is deterministic given
+the seed, so ``replay`` runs its generations again (ask, then tell each recorded member's value) and
+the next ask proposes what the uninterrupted run proposed next, in any process. Trials that are not
+this strategy's proposals (another space or seed) seed the first generation instead: it starts from
+the best of them.
 
 Vector outer variables: when the learner declares ``vector_hyperparameters`` (a network's weights
 as a flat vector, e.g. a meta-loss network), they are searched too, appended to the unit-cube
@@ -32,7 +36,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -48,7 +52,8 @@ from automl_bilevel import (
     hookimpl,
 )
 from automl_bilevel.core.components import PopulationLearner
-from automl_bilevel.core.space import UnitCube
+from automl_bilevel.core.space import UnitCube, same_config
+from automl_bilevel.core.validation import POSITIVE, Integral, Interval, Real, StrOptions, validate_params
 from automl_bilevel.evolution import STRATEGIES, Strategy, make_strategy
 
 RESAMPLES = 60  # nearby resamples of a forbidden point before drawing a valid one from the space
@@ -76,6 +81,19 @@ class _Batch:
 
 
 class EvolutionStrategy(OuterOptimizer):
+    """Evolution strategies behind the ask/tell loop; settings checked against ``_parameter_constraints``
+    (``sigma0`` is a step in the unit cube)."""
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "strategy": [StrOptions(set(STRATEGIES))],
+        "population_size": [Interval(Integral, 2, None, closed="left"), None],
+        "mu": [Interval(Integral, 1, None, closed="left"), None],
+        "sigma0": [Interval(Real, 0, 1, closed="right"), None],
+        "lr": [POSITIVE],
+        "start": [StrOptions({"default", "random"})],
+        "batched": ["boolean"],
+    }
+
     def __init__(
         self,
         strategy: str = "cma",
@@ -87,16 +105,19 @@ class EvolutionStrategy(OuterOptimizer):
         start: str = "default",
         batched: bool = True,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if population_size is not None and int(population_size) < 2:
-            raise ValueError(f"population_size must be >= 2, got {population_size}")
-        if sigma0 is not None and not 0 < sigma0 <= 1:
-            raise ValueError(f"sigma0 is a step in the unit cube and must be in (0, 1], got {sigma0}")
-        if start not in ("default", "random"):
-            raise ValueError(f"start must be 'default' or 'random', got {start!r}")
-        if not isinstance(batched, bool):
-            raise ValueError(f"batched must be True or False, got {batched!r}")
+        validate_params(
+            type(self).__name__,
+            self._parameter_constraints,
+            dict(
+                strategy=strategy,
+                population_size=population_size,
+                mu=mu,
+                sigma0=sigma0,
+                lr=lr,
+                start=start,
+                batched=batched,
+            ),
+        )
         self.strategy, self.population_size, self.mu, self.batched = strategy, population_size, mu, batched
         self.sigma0, self.lr, self.start = sigma0, float(lr), start
 
@@ -173,7 +194,8 @@ class EvolutionStrategy(OuterOptimizer):
         g = self._gen if self._gen is not None else self._new_generation()
         out: list[Proposal] = []
         while len(out) < n and g.next < len(g.configs):
-            out.append(Proposal(g.configs[g.next], info=(g.id, g.next)))
+            if math.isnan(g.fitness[g.next]):  # members told by a replay are not asked again
+                out.append(Proposal(g.configs[g.next], info=(g.id, g.next)))
             g.next += 1
         return out  # empty while the rest of this generation is still being evaluated
 
@@ -241,7 +263,35 @@ class EvolutionStrategy(OuterOptimizer):
             self._gen = None
 
     def replay(self, trials: list[Trial]) -> None:
+        """Run the recorded generations again (exact resume); trials that are not this strategy's
+        proposals seed the first generation from their best instead."""
+        if self._simulate(trials):
+            return
+        self.setup(self.problem, self.seed)  # back to a fresh strategy
         self._pool = [(t.value, dict(t.config)) for t in trials if t.ok]
+
+    def _simulate(self, trials: list[Trial]) -> bool:
+        """Ask each generation again and tell it the recorded values (trials are in completion order,
+        a generation's members all told before the next one is asked); ``False`` if a trial is not a
+        member of the generation it falls in."""
+        pending = list(trials)
+        while pending:
+            g = self._new_generation()
+            take, pending = pending[: len(g.configs)], pending[len(g.configs) :]
+            for t in take:
+                j = next(
+                    (j for j, c in enumerate(g.configs) if math.isnan(g.fitness[j]) and same_config(c, t.config)),
+                    None,
+                )
+                if j is None:
+                    return False
+                g.fitness[j] = t.value if t.ok else math.inf
+                g.told += 1
+            if g.told == len(g.configs):
+                assert self.es is not None
+                self.es.tell(g.fitness)
+                self._gen = None
+        return True
 
     @property
     def generation(self) -> int:

@@ -58,6 +58,8 @@ from automl_bilevel import OptimizerSpec, OuterOptimizer, Proposal, as_configspa
 from automl_bilevel.core.components import DeclaresRequirements, DifferentiableLearner
 from automl_bilevel.core.problem import BilevelProblem
 from automl_bilevel.core.trials import Evaluation, Trial, best_trial
+from automl_bilevel.core.validation import validate_params
+from automl_bilevel.run.safe_io import numpy_to_plain, plain_to_numpy
 
 #: kinds of differentiable hyperparameters that live in the ConfigSpace as floats
 _SCALAR_KINDS = ("positive", "unit")
@@ -339,6 +341,7 @@ class HybridOptimizer(OuterOptimizer):
         unknown = set(tensor_init or {}) - set(tensor_hyperparameters)
         if unknown:
             raise ValueError(f"tensor_init names {sorted(unknown)}, which are not tensor_hyperparameters")
+        validate_params(type(self).__name__, {"warm_start": ["boolean"]}, {"warm_start": warm_start})
         if inner_steps is not None and (isinstance(inner_steps, bool) or int(inner_steps) < 1):
             raise ValueError(f"inner_steps must be >= 1 or None, got {inner_steps!r}")
         if inner not in INNER:
@@ -361,6 +364,7 @@ class HybridOptimizer(OuterOptimizer):
             )
         # the gradient part's settings are checked by the optimizer that will run them
         HypergradientOptimizer(
+            inner_steps=inner_steps,
             mode=mode,
             outer_lr=outer_lr,
             outer_optimizer=outer_optimizer,
@@ -522,25 +526,28 @@ class HybridOptimizer(OuterOptimizer):
     # -- checkpoint -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The told trials (for the black-box part's replay) and every trial's tuned values, tensors
-        included: the journal's metrics hold only their means."""
-        return {
-            "trials": [
-                dict(
-                    number=t.number,
-                    config=dict(t.config),
-                    value=t.value,
-                    status=t.status,
-                    duration=t.duration,
-                    budget=t.budget,
-                    metrics=dict(t.metrics),
-                    error=t.error,
-                )
-                for t in self.trials
-            ],
-            "tuned": {k: dict(v) for k, v in self.tuned.items()},
-        }
+        included: the journal's metrics hold only their means. Plain data (numpy arrays as tensors)."""
+        return numpy_to_plain(
+            {
+                "trials": [
+                    dict(
+                        number=t.number,
+                        config=dict(t.config),
+                        value=t.value,
+                        status=t.status,
+                        duration=t.duration,
+                        budget=t.budget,
+                        metrics=dict(t.metrics),
+                        error=t.error,
+                    )
+                    for t in self.trials
+                ],
+                "tuned": {k: dict(v) for k, v in self.tuned.items()},
+            }
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        state = plain_to_numpy(dict(state))
         trials = [Trial(**rec) for rec in state["trials"]]
         self._replay(trials, state["tuned"])
 

@@ -17,14 +17,30 @@ and an outer state saved with a checkpoint, so a resumed run continues exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from automl_bilevel import OptimizerSpec, hookimpl
+from automl_bilevel.core.validation import Integral, Interval, StrOptions, validate_params
 from automl_bilevel.gradient import MODES, SOLVERS
-from automl_bilevel.gradient.outer import GradientOuterOptimizer
+from automl_bilevel.gradient.outer import GRADIENT_CONSTRAINTS, GradientOuterOptimizer
 
 
 class HypergradientOptimizer(GradientOuterOptimizer):
+    """The gradient outer optimizer with the hypergradient library's modes; settings checked against
+    ``_parameter_constraints`` before any work."""
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **GRADIENT_CONSTRAINTS,
+        "mode": [StrOptions(set(MODES))],
+        "inner_steps": [Interval(Integral, 1, None, closed="left"), None],
+        "truncate": [Interval(Integral, 1, None, closed="left"), None],
+        "checkpoint_every": [Interval(Integral, 1, None, closed="left"), None],
+        "solver": [StrOptions(set(SOLVERS))],
+        "solver_iters": [Interval(Integral, 1, None, closed="left")],
+        "tensor_hyperparameters": [list, tuple],
+        "tensor_init": [Mapping, None],
+    }
+
     def __init__(
         self,
         mode: str = "reverse",
@@ -43,10 +59,30 @@ class HypergradientOptimizer(GradientOuterOptimizer):
         max_backoffs: int = 8,
         backoff: float = 0.5,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        validate_params(
+            type(self).__name__,
+            self._parameter_constraints,
+            dict(
+                mode=mode,
+                outer_lr=outer_lr,
+                outer_optimizer=outer_optimizer,
+                clip=clip,
+                inner_steps=inner_steps,
+                truncate=truncate,
+                checkpoint_every=checkpoint_every,
+                solver=solver,
+                solver_iters=solver_iters,
+                tensor_hyperparameters=tensor_hyperparameters,
+                tensor_init=tensor_init,
+                patience=patience,
+                min_delta=min_delta,
+                max_backoffs=max_backoffs,
+                backoff=backoff,
+            ),
+        )
+        bad = [t for t in tensor_hyperparameters if not isinstance(t, str)]
+        if bad:
+            raise ValueError(f"tensor_hyperparameters must be names (strings), got {bad!r}")
         if mode == "truncated" and not truncate:
             raise ValueError("mode='truncated' needs truncate=K")
         super().__init__(

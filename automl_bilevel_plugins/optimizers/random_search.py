@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from automl_bilevel import (
     BilevelProblem,
@@ -21,10 +21,16 @@ from automl_bilevel import (
     config_dict,
     hookimpl,
 )
+from automl_bilevel.core.validation import validate_params
 
 
 class RandomSearch(OuterOptimizer):
+    """Random search; settings checked against ``_parameter_constraints``."""
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"start_with_default": ["boolean"]}
+
     def __init__(self, start_with_default: bool = False) -> None:
+        validate_params(type(self).__name__, self._parameter_constraints, {"start_with_default": start_with_default})
         self.start_with_default = bool(start_with_default)
 
     def setup(self, problem: BilevelProblem, seed: int) -> None:

@@ -30,7 +30,7 @@ import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ConfigSpace import Configuration
 
@@ -44,11 +44,56 @@ from automl_bilevel import (
     config_dict,
     hookimpl,
 )
+from automl_bilevel.core.space import same_config
+from automl_bilevel.core.validation import Integral, Interval, Real, StrOptions, validate_params
 
 if TYPE_CHECKING:  # smac is imported when an optimizer is set up, not with the plugin
     from smac.runhistory import TrialValue
 
 FACADES = ("hpo", "bb", "mf", "hb")
+
+
+def _ordered_local_search(maximizer: Any) -> Any:
+    """``maximizer`` with its local search made independent of ``PYTHONHASHSEED``.
+
+    SMAC's ``LocalSearch._get_init_points_from_previous_configs`` removes duplicate start points with
+    ``list(set(...))``; a ``Configuration`` hashes its ``repr`` (a string), so the order of the start
+    points, hence the search and the proposals, changed with the process's hash seed: two runs with the
+    same ``random_state`` matched on 15 of 40 configurations. SMAC's docstring promises "all but the
+    first occurrence ... dropped", in order: that is what this subclass does (``dict.fromkeys``), with the
+    same draws from the same random state."""
+    import itertools
+
+    import numpy as np
+    from smac.acquisition.maximizer.local_search import LocalSearch
+    from smac.utils.configspace import convert_configurations_to_array
+
+    class OrderedLocalSearch(LocalSearch):
+        def _get_init_points_from_previous_configs(
+            self,
+            previous_configs: list[Configuration],
+            n_points: int,
+            additional_start_points: list[tuple[float, Configuration]] | None,
+        ) -> list[Configuration]:
+            assert self._acquisition_function is not None
+            if self._acquisition_function.model is not None:
+                conf_array = convert_configurations_to_array(previous_configs)
+                costs = self._acquisition_function.model.predict_marginalized(conf_array)[0]
+                if len(costs.shape) == 2 and costs.shape[1] > 1:
+                    weights = np.array([self._rng.rand() for _ in range(costs.shape[1])])
+                    costs = costs @ (weights / np.sum(weights))
+                random = self._rng.rand(len(costs))
+                indices = np.lexsort((random.flatten(), costs.flatten()))
+                by_cost = [previous_configs[ind] for ind in indices][:n_points]
+            else:
+                by_cost = []
+            extra = [asp[1] for asp in additional_start_points] if additional_start_points is not None else []
+            return list(dict.fromkeys(itertools.chain(by_cost, extra)))
+
+    local = getattr(maximizer, "_local_search", None)
+    if type(local) is LocalSearch:
+        local.__class__ = OrderedLocalSearch  # same state, the one method replaced
+    return maximizer
 
 
 def _facade_class(name: str) -> Any:
@@ -65,6 +110,20 @@ def _facade_class(name: str) -> Any:
 
 
 class SMACOptimizer(OuterOptimizer):
+    """SMAC3 behind the ask/tell loop; settings are checked against ``_parameter_constraints``."""
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "facade": [StrOptions(set(FACADES))],
+        "n_initial": [Interval(Integral, 0, None, closed="left"), None],
+        "initial_design": [list, tuple, None],
+        "use_priors": ["boolean"],
+        "min_budget": [Interval(Real, 0, 1, closed="neither")],
+        "eta": [Interval(Integral, 2, None, closed="left")],
+        "random_probability": [Interval(Real, 0, 1, closed="both"), None],
+        "n_trials": [Interval(Integral, 1, None, closed="left"), None],
+        "logging_level": [Interval(Integral, 0, 50, closed="both")],
+    }
+
     def __init__(
         self,
         facade: str = "hpo",
@@ -78,20 +137,25 @@ class SMACOptimizer(OuterOptimizer):
         n_trials: int | None = None,
         logging_level: int = 40,
     ) -> None:
-        if facade not in FACADES:
-            raise ValueError(f"facade must be one of {FACADES}, got {facade!r}")
-        if not 0 < float(min_budget) < 1:
-            raise ValueError(f"min_budget must be in (0, 1), got {min_budget}")
-        if int(eta) < 2:
-            raise ValueError(f"eta must be >= 2, got {eta}")
-        if n_initial is not None and int(n_initial) < 0:
-            raise ValueError(f"n_initial must be >= 0, got {n_initial}")
+        validate_params(
+            type(self).__name__,
+            self._parameter_constraints,
+            dict(
+                facade=facade,
+                n_initial=n_initial,
+                initial_design=initial_design,
+                use_priors=use_priors,
+                min_budget=min_budget,
+                eta=eta,
+                random_probability=random_probability,
+                n_trials=n_trials,
+                logging_level=logging_level,
+            ),
+        )
         if initial_design is not None and not all(isinstance(c, Mapping) for c in initial_design):
             raise TypeError("initial_design must be a list of configurations (dicts)")
-        if random_probability is not None and not 0 <= random_probability <= 1:
-            raise ValueError(f"random_probability must be in [0, 1], got {random_probability}")
         self.facade, self.n_initial, self.initial_design = facade, n_initial, initial_design
-        self.use_priors, self.min_budget, self.eta = bool(use_priors), float(min_budget), int(eta)
+        self.use_priors, self.min_budget, self.eta = use_priors, float(min_budget), int(eta)
         self.random_probability, self.n_trials, self.logging_level = random_probability, n_trials, logging_level
 
     @property
@@ -131,6 +195,7 @@ class SMACOptimizer(OuterOptimizer):
             else {"n_configs": self.n_initial, "additional_configs": extra or None}
         )
         kwargs: dict[str, Any] = {
+            "acquisition_maximizer": _ordered_local_search(cls.get_acquisition_maximizer(self.scenario)),
             "initial_design": cls.get_initial_design(self.scenario, **design),
             "intensifier": (
                 cls.get_intensifier(self.scenario, eta=self.eta)
@@ -179,6 +244,28 @@ class SMACOptimizer(OuterOptimizer):
         self.smac.tell(proposal.info, self._value(trial), save=False)
 
     def replay(self, trials: list[Trial]) -> None:
+        """Bring SMAC to where an interrupted run stopped. Exact when the trials are this search's own
+        proposals (same seed, space and ``n_iter``): SMAC is asked again, trial by trial, and told the
+        recorded values, so its random state and intensifier are those of the uninterrupted run and
+        the next ask proposes what that run proposed. Otherwise (other proposals: another ``n_iter``
+        or space) the trials are told to a fresh SMAC as finished trials."""
+        if self._ask_again(trials):
+            return
+        self.setup(self.problem, self.seed)  # a fresh SMAC: nothing asked
+        self._tell_finished(trials)
+
+    def _ask_again(self, trials: list[Trial]) -> bool:
+        for trial in trials:
+            info = self.smac.ask()
+            budget = info.budget if self.multi_fidelity else None
+            if not same_config(config_dict(info.config), trial.config) or (
+                budget is not None and trial.budget is not None and not math.isclose(budget, trial.budget)
+            ):
+                return False
+            self.smac.tell(info, self._value(trial), save=False)
+        return True
+
+    def _tell_finished(self, trials: list[Trial]) -> None:
         from smac.runhistory import TrialInfo
 
         for trial in trials:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from automl_bilevel import BilevelClassifier, as_configspace
-from automl_bilevel.run.journal import Journal, JournalRecordError
+from automl_bilevel.run.journal import Journal, JournalRecordError, record_line
 from mlflow import MlflowClient
 
 SPACE = {"C": (0.01, 100.0, "log")}
@@ -54,8 +54,9 @@ def _journal_with(tmp_path, record) -> Journal:
     j = Journal(path, {"a": 1})
     j.open(0)
     with path.open("a") as fh:
-        fh.write(json.dumps({"config": {"C": 1.0}, "value": 0.1, "status": "COMPLETE", "duration": 0.1}) + "\n")
-        fh.write((record if isinstance(record, str) else json.dumps(record)) + "\n")
+        fh.write(record_line({"config": {"C": 1.0}, "value": 0.1, "status": "COMPLETE", "duration": 0.1}))
+        fh.write(record if isinstance(record, str) else record_line(record).rstrip("\n"))
+        fh.write("\n")
     return Journal(path, {"a": 1})
 
 

@@ -3,8 +3,12 @@ ReLU, 2x2 max-pooling) and the Relation Network's relation module."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+
+from automl_bilevel.core.validation import Integral, Interval, validate_params
 
 
 def conv_block(c_in: int, c_out: int, pool: bool = True) -> nn.Sequential:
@@ -14,6 +18,15 @@ def conv_block(c_in: int, c_out: int, pool: bool = True) -> nn.Sequential:
     if pool:
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
+
+
+#: the encoder's settings (every meta-learner's ``width`` and ``depth``), checked before any work
+ENCODER_CONSTRAINTS: dict[str, list[Any]] = {
+    "in_channels": [Interval(Integral, 1, None, closed="left")],
+    "width": [Interval(Integral, 1, None, closed="left")],
+    "depth": [Interval(Integral, 1, None, closed="left")],
+    "pool_blocks": [Interval(Integral, 0, None, closed="left"), None],
+}
 
 
 class ConvEncoder(nn.Module):
@@ -29,6 +42,11 @@ class ConvEncoder(nn.Module):
         image_size: int | None = None,
     ) -> None:
         super().__init__()
+        validate_params(
+            "ConvEncoder",
+            ENCODER_CONSTRAINTS,
+            {"in_channels": in_channels, "width": width, "depth": depth, "pool_blocks": pool_blocks},
+        )
         pool_blocks = depth if pool_blocks is None else pool_blocks
         if image_size is not None and image_size // 2**pool_blocks < 1:
             raise ValueError(

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from automl_bilevel.core.deadline import check_deadline
 from automl_bilevel.methods.meta.base import MetaLearner
 from automl_bilevel.methods.meta.episodes import Episode, EpisodeSampler
 
@@ -52,6 +53,7 @@ def evaluate_episodes(
     model.eval()
     accs: list[float] = []
     for _ in range(int(n_episodes)):
+        check_deadline()
         ep = sampler.sample(rng=rng)
         accs.append(_accuracy(model(ep.support_x, ep.support_y, ep.query_x, ep.n_way), ep.query_y))
     model.train(was)
