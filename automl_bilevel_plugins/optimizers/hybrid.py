@@ -342,8 +342,6 @@ class HybridOptimizer(OuterOptimizer):
         if unknown:
             raise ValueError(f"tensor_init names {sorted(unknown)}, which are not tensor_hyperparameters")
         validate_params(type(self).__name__, {"warm_start": ["boolean"]}, {"warm_start": warm_start})
-        if inner_steps is not None and (isinstance(inner_steps, bool) or int(inner_steps) < 1):
-            raise ValueError(f"inner_steps must be >= 1 or None, got {inner_steps!r}")
         if inner not in INNER:
             raise ValueError(f"hybrid: inner must be one of {INNER}, got {inner!r}")
         if online_params is not None and inner != "online":
@@ -362,7 +360,7 @@ class HybridOptimizer(OuterOptimizer):
                 max_backoffs=max_backoffs,
                 backoff=backoff,
             )
-        # the gradient part's settings are checked by the optimizer that will run them
+        # the gradient part's settings are checked by the optimizer that will run them (its table)
         HypergradientOptimizer(
             inner_steps=inner_steps,
             mode=mode,
