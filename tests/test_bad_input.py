@@ -100,7 +100,7 @@ def test_json_out_to_a_directory_is_refused_before_the_run(tmp_path, capsys, tra
 
 
 def test_an_sqlite_store_in_an_unwritable_folder_fails_before_a_run(monkeypatch):
-    from automl_bilevel_plugins.tracking.mlflow_tracking import TrackingError
+    from automl_bilevel_plugins.tracking.mlflow.store import TrackingError
 
     ro = "/proc/self"  # exists, and not even root may create files there
     assert os.path.isdir(ro)
@@ -129,7 +129,7 @@ def test_a_timeout_that_lets_no_trial_finish_says_so():
     ],
 )
 def test_bad_tracking_settings_fail_before_a_run(monkeypatch, tracking, var, value, message):
-    from automl_bilevel_plugins.tracking.mlflow_tracking import TrackingError
+    from automl_bilevel_plugins.tracking.mlflow.store import TrackingError
 
     uri, experiment = tracking
     monkeypatch.setenv(var, value)

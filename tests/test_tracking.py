@@ -15,7 +15,7 @@ from sklearn.datasets import load_iris
 
 import mlflow
 from automl_bilevel import BilevelClassifier
-from automl_bilevel_plugins.tracking.mlflow_tracking import TrackingError
+from automl_bilevel_plugins.tracking.mlflow.store import TrackingError
 from mlflow import MlflowClient
 
 
@@ -267,7 +267,7 @@ def test_the_spool_is_removed_once_everything_is_written(iris, tracking, tmp_pat
 
 def test_the_trace_plot_has_whole_trial_ticks_and_survives_an_outlier(tmp_path):
     from automl_bilevel import Trial
-    from automl_bilevel_plugins.tracking.mlflow_tracking import save_trace_plot
+    from automl_bilevel_plugins.tracking.mlflow.plots import save_trace_plot
 
     few = [Trial(i, {}, v) for i, v in enumerate([0.5, 0.4, 0.45])]
     fig = save_trace_plot(few, tmp_path / "a.png", steps=False, ylabel="val", title="t")

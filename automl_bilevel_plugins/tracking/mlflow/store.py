@@ -1,25 +1,22 @@
-"""Writing spooled runs to an MLflow store: the spool, the idempotent run writer, and the writer
-process's loop (``python -m automl_bilevel_plugins.tracking.store follow FOLDER PID``).
+"""Writing one parent run to an MLflow store, idempotently (:class:`RunWriter`), and the names and
+settings the spool, the writers and ``sync`` share.
 
 This module imports only the standard library at import time (mlflow where it writes), not the
-host: the writer process starts in the time it takes to import mlflow, while the search runs.
-The listener that fills the spool is :mod:`automl_bilevel_plugins.tracking.mlflow_tracking`.
+host: the writer process (:mod:`automl_bilevel_plugins.tracking.mlflow.follow`) starts in the time
+it takes to import mlflow, while the search runs.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
 
 MAX_PARAM = 6000
 BATCH_TRIALS = 100  # trials per writer batch (the parent's metrics of a batch go in one log_batch)
@@ -69,56 +66,6 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return repr(value)
-
-
-# -- the spool ------------------------------------------------------------------------------------
-class Spool:
-    """One parent run's records, as JSON lines in ``<root>/<run_id>/spool.jsonl``.
-
-    Each record is one ``os.write`` on an ``O_APPEND`` file: a signal lands between records, and a
-    kill leaves at most a torn last line, which readers skip.
-    """
-
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
-        self.path = self.folder / SPOOL_FILE
-
-    @classmethod
-    def create(cls, root: Path, run_id: str, header: dict[str, Any]) -> Spool:
-        spool = cls(Path(root) / run_id)
-        spool.folder.mkdir(parents=True, exist_ok=True)
-        spool.append({"kind": "run", **header})
-        return spool
-
-    def append(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, default=_jsonable) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-
-    def records(self) -> list[dict[str, Any]]:
-        lines = self.path.read_bytes().split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        out = []
-        for i, line in enumerate(lines, start=1):
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict) or "kind" not in rec:
-                    raise ValueError("not a spool record")
-            except ValueError:
-                if i == len(lines):  # the last write was cut short by a kill
-                    break
-                raise TrackingError(f"{self.path}:{i}: corrupt spool record") from None
-            out.append(rec)
-        if not out or out[0].get("kind") != "run":
-            raise TrackingError(f"{self.path}: not an automl_bilevel spool (no run header)")
-        return out
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # -- writing one parent run, idempotently ---------------------------------------------------------
@@ -279,103 +226,6 @@ class RunWriter:
         return lm.model_id
 
 
-def follow(folder: Path, parent_pid: int) -> int:
-    """Write a spool to its store while it grows; end when its run has ended and all is written
-    (exit 0, the spool removed). SIGTERM: end the parent run now and leave the rest spooled (exit 3).
-    If the process that writes the spool dies without ending the run, end it KILLED."""
-    import signal
-
-    from mlflow import MlflowClient
-
-    stop = {"abort": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("abort", True))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    spool = Spool(folder)
-    head: dict[str, Any] | None = None
-    writer: RunWriter | None = None
-    end: dict[str, Any] | None = None
-    pending: list[dict[str, Any]] = []
-    offset, buf = 0, b""
-    delay, next_try = 0.0, 0.0
-    orphaned_until = None  # once the search process is gone: how long to keep trying the store
-    while not stop["abort"]:
-        if orphaned_until is None and not _pid_alive(parent_pid):
-            orphaned_until = time.monotonic() + flush_timeout()
-        elif orphaned_until is not None and time.monotonic() > orphaned_until:
-            print("the search process is gone and the store still fails: giving up; the spool stays", file=sys.stderr)
-            return 4
-        with open(spool.path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-        offset += len(data)
-        *lines, buf = (buf + data).split(b"\n")
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            kind = rec.get("kind")
-            if kind == "run":
-                head = rec
-            elif kind == "trial":
-                pending.append(rec)
-            elif kind == "finish":
-                end = rec
-        if head is not None and writer is None:
-            writer = RunWriter(
-                MlflowClient(tracking_uri=head["uri"]),
-                head["experiment_id"],
-                head["run_id"],
-                bool(head.get("trials_are_steps")),
-            )
-            writer.dirty = True  # read back what exists before creating anything
-        if writer is None or (not pending and end is None):
-            # (without a writer, no run header has been read: there is nothing to end yet)
-            if writer is not None and not data and orphaned_until is not None:
-                end = {
-                    "kind": "finish",
-                    "status": "KILLED",
-                    "time_ms": int(time.time() * 1000),
-                    "error": "the process ended before the run did",
-                    "summary": {},
-                }
-            else:
-                time.sleep(0.1)
-                continue
-        if time.monotonic() < next_try:
-            time.sleep(0.05)
-            continue
-        try:
-            if pending:
-                batch = pending[:BATCH_TRIALS]
-                writer.write_trials(batch, lambda: stop["abort"])
-                if stop["abort"]:
-                    break
-                del pending[: len(batch)]
-            elif end is not None:
-                writer.finish(end, folder / "artifacts")
-                spool.remove()
-                return 0
-            delay = 0.0
-        except Exception as exc:
-            print(
-                f"{time.strftime('%H:%M:%S')} tracking store failed: {type(exc).__name__}: {exc}",
-                file=sys.stderr,
-                flush=True,
-            )
-            delay = min(max(2 * delay, 0.5), 5.0)
-            next_try = time.monotonic() + delay
-    if writer is not None:  # aborted: end the parent at least
-        status = end["status"] if end else "KILLED"
-        try:
-            writer.client.set_tag(writer.run_id, SPOOL_TAG, str(folder))
-            writer.client.set_terminated(writer.run_id, status, end_time=end["time_ms"] if end else None)
-        except Exception as exc:
-            print(f"could not end run {writer.run_id}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-    return 3
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -384,9 +234,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-if __name__ == "__main__":  # the writer process (mlflow_tracking.ProcessWriter)
-    if len(sys.argv) == 4 and sys.argv[1] == "follow":
-        sys.exit(follow(Path(sys.argv[2]), int(sys.argv[3])))
-    sys.exit("usage: python -m automl_bilevel_plugins.tracking.store follow SPOOL_FOLDER PID")

@@ -1,0 +1,322 @@
+"""The run listener: one parent run per fit or CLI run, one child run per trial (see the package
+docstring for the spool and the writers)."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from automl_bilevel import (
+    RunContext,
+    RunFinished,
+    RunStarted,
+    Trial,
+    TrialFinished,
+    __version__,
+    best_trial,
+)
+from automl_bilevel_plugins.tracking.mlflow.model import save_model
+from automl_bilevel_plugins.tracking.mlflow.plots import save_trace_plot
+from automl_bilevel_plugins.tracking.mlflow.spool import Spool
+from automl_bilevel_plugins.tracking.mlflow.store import (
+    LOGGED_MODEL_DIR,
+    MAX_PARAM,
+    SPOOL_TAG,
+    RunWriter,
+    TrackingError,
+    _jsonable,
+    flush_timeout,
+)
+from automl_bilevel_plugins.tracking.mlflow.uri import check_reachable, resolve_uri, spool_root
+from automl_bilevel_plugins.tracking.mlflow.writers import _STOP, BackgroundWriter, ProcessWriter, Writer, writer_kind
+
+ABORT_WAIT = 10.0  # after a second Ctrl-C: seconds left to end the parent run
+
+
+def _flat_params(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat_params(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = str(value)[:MAX_PARAM]
+
+
+def trial_record(event: TrialFinished, replayed: bool = False) -> dict[str, Any]:
+    t = event.trial
+    return {
+        "kind": "trial",
+        "number": int(t.number),
+        "config": dict(t.config),
+        "value": float(t.value) if math.isfinite(t.value) else None,
+        "status": t.status,
+        "ok": bool(t.ok),
+        "duration": float(t.duration),
+        "budget": t.budget,
+        "metrics": dict(t.metrics),
+        "error": t.error,
+        "best_value": float(event.best.value) if event.best is not None else None,
+        "time_ms": int(time.time() * 1000),
+        "replayed": bool(replayed),
+    }
+
+
+# -- the listener ---------------------------------------------------------------------------------
+def _active_parent(uri: str) -> tuple[str, str] | None:
+    """(run id, experiment id) of the caller's active MLflow run in the same store, if any."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is None:
+        return None
+    try:
+        same = resolve_uri(mlflow.get_tracking_uri()) == uri
+    except Exception:
+        same = False
+    return (active.info.run_id, active.info.experiment_id) if same else None
+
+
+class MlflowListener:
+    def __init__(self, context: RunContext) -> None:
+        from mlflow.entities import Param
+
+        from mlflow import MlflowClient
+
+        self.context = context
+        self.uri = resolve_uri(context.tracking.uri)
+        self.timeout = flush_timeout()
+        self.writer_kind = writer_kind(context.n_iter)
+        check_reachable(self.uri)
+        # MLflow prints a "View run" line (and reads the run back) on every run it ends against a
+        # server: thousands of lines for a search. Off unless the user asked for it.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        self.client = MlflowClient(tracking_uri=self.uri)
+        nest = _active_parent(self.uri)
+        if nest is not None:  # as MLflow's autologging does: the search is a child of the caller's run
+            self.experiment_id = nest[1]
+        else:
+            name = context.tracking.experiment
+            exp = self.client.get_experiment_by_name(name)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(name)
+        tags = {
+            "automl_bilevel.version": __version__,
+            "automl_bilevel.task": context.task,
+            "automl_bilevel.learner": context.learner,
+            "automl_bilevel.objective": context.objective,
+            "automl_bilevel.optimizer": context.optimizer,
+            "mlflow.user": str(context.params.get("user", "unknown")),
+        }
+        parent = nest[0] if nest else os.environ.get("MLFLOW_RUN_ID")  # `mlflow run` sets MLFLOW_RUN_ID
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        resumed = int(context.resumed_trials or 0)
+        if resumed:
+            tags["automl_bilevel.resumed_trials"] = str(resumed)
+        run = self.client.create_run(self.experiment_id, run_name=context.name, tags=tags)
+        self.run_id = run.info.run_id
+        try:
+            params: dict[str, str] = {}
+            _flat_params("", {k: v for k, v in context.params.items() if k != "user"}, params)
+            for kind, p in context.plugins.items():
+                params[f"plugin.{kind}"] = f"{p['name']} ({p['package']} {p['version']})"
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+            self.client.log_dict(self.run_id, dict(context.search_space), "search_space.json")
+            self.spool = Spool.create(
+                spool_root(self.uri),
+                self.run_id,
+                {
+                    "uri": self.uri,
+                    "experiment_id": self.experiment_id,
+                    "run_id": self.run_id,
+                    "trials_are_steps": bool(context.trials_are_steps),
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "learner": context.learner,
+                    "optimizer": context.optimizer,
+                    "objective": context.objective,
+                },
+            )
+            self.writer: Writer
+            if self.writer_kind == "process":
+                self.writer = ProcessWriter(self.spool.folder)
+            else:
+                self.writer = BackgroundWriter(
+                    RunWriter(self.client, self.experiment_id, self.run_id, bool(context.trials_are_steps))
+                )
+        except BaseException as exc:  # no run may stay RUNNING: the session never saw this listener
+            self.client.set_terminated(self.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            if not isinstance(exc, Exception):
+                raise
+            raise TrackingError(f"MLflow run {self.run_id} could not be set up: {type(exc).__name__}: {exc}") from exc
+        self.info: Mapping[str, Any] = {
+            "mlflow_run_id": self.run_id,
+            "mlflow_experiment_id": self.experiment_id,
+            "mlflow_tracking_uri": self.uri,
+            "mlflow_spool": str(self.spool.folder),
+        }
+        self.resumed = resumed
+        self.seen: set[int] = set()
+        self.finished = False
+        atexit.register(self._at_exit)
+
+    # -- events ---------------------------------------------------------------------------
+    def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None:
+        if isinstance(event, TrialFinished):
+            self._trial(event)
+        elif isinstance(event, RunFinished):
+            self._end(event)
+        elif isinstance(event, RunStarted):
+            pass
+
+    def _trial(self, event: TrialFinished) -> None:
+        rec = trial_record(event, replayed=len(self.seen) < self.resumed)
+        self.spool.append(rec)
+        self.writer.put(rec)
+        self.seen.add(rec["number"])
+
+    def _end(self, event: RunFinished) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        # a trial whose event an interruption cut off is still in the run's trials: write it too
+        done: list[Trial] = []
+        for t in event.trials:
+            done.append(t)
+            if t.number not in self.seen:
+                self._trial(TrialFinished(t, best_trial(done), len(done), len(event.trials)))
+        rec = {
+            "kind": "finish",
+            "status": event.status,
+            "error": event.error,
+            "time_ms": int(time.time() * 1000),
+            "summary": {
+                "n_trials": len(event.trials),
+                "n_failed": sum(not t.ok for t in event.trials),
+                "duration": event.duration,
+                **({"best_value": event.best.value} if event.best is not None else {}),
+            },
+        }
+        artifact_dir = self.spool.folder / "artifacts"
+        interrupted = None
+        try:
+            self._write_artifacts(event, artifact_dir)
+        except KeyboardInterrupt as exc:  # a second Ctrl-C: no files, but the run still ends
+            interrupted = exc
+        except Exception as exc:  # a figure or a model that cannot be saved must not leave the run open
+            warnings.warn(
+                f"MLflow run {self.run_id}: the run's files could not be prepared: {type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self.spool.append(rec)
+        self.writer.put((_STOP, rec, artifact_dir, str(self.spool.folder)))
+        try:
+            if interrupted is not None:
+                raise interrupted
+            self.writer.done.wait(self.timeout)
+        except KeyboardInterrupt:  # a second Ctrl-C: end the parent now, keep the rest in the spool
+            self.writer.abort.set()
+            # a writer stopped before it could end the parent (a writer process still starting when the
+            # SIGTERM came) is done too: unless it wrote everything, end the parent from here
+            if not self.writer.done.wait(ABORT_WAIT) or not self.writer.completed:
+                self._last_resort_end(rec)
+            self._report()
+            raise
+        if not self.writer.done.is_set():
+            self.writer.abort.set()
+            if not self.writer.done.wait(ABORT_WAIT) or not self.writer.completed:
+                self._last_resort_end(rec)
+        self._report()
+
+    def _last_resort_end(self, rec: dict[str, Any]) -> None:
+        """The writer did not end the parent in time: try once from here, bounded, so the run does
+        not stay RUNNING while the store answers (the spool keeps the rest)."""
+
+        def end() -> None:
+            try:
+                self.client.set_tag(self.run_id, SPOOL_TAG, str(self.spool.folder))
+                self.client.set_terminated(self.run_id, rec["status"], end_time=rec["time_ms"])
+            except Exception:
+                pass
+
+        t = threading.Thread(target=end, daemon=True)
+        t.start()
+        t.join(ABORT_WAIT)
+
+    def _report(self) -> None:
+        atexit.unregister(self._at_exit)
+        if self.writer.completed:
+            self.spool.remove()
+            return
+        why = self.writer.last_error or "interrupted"
+        msg = (
+            f"MLflow run {self.run_id}: not everything could be written to {self.uri} ({why}); "
+            f"it is kept in {self.spool.folder}. Write it later with: automl-bilevel sync {self.spool.folder}"
+        )
+        print(f"automl-bilevel: {msg}", file=sys.stderr)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+    def _at_exit(self) -> None:  # the interpreter ends without RunFinished: keep what is spooled
+        if not self.finished and not self.writer.done.is_set():
+            self.writer.abort.set()
+            self.writer.done.wait(ABORT_WAIT)
+
+    # -- the run's files ------------------------------------------------------------------
+    def _write_artifacts(self, event: RunFinished, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        trials = event.trials
+        if event.best is not None:
+            (folder / "best_config.json").write_text(
+                json.dumps(
+                    {"params": dict(event.best.config), "value": event.best.value, "trial": event.best.number},
+                    indent=1,
+                    default=_jsonable,
+                )
+            )
+        if trials:
+            (folder / "trials.json").write_text(
+                json.dumps(
+                    [
+                        {
+                            "number": t.number,
+                            "value": t.value if math.isfinite(t.value) else None,
+                            "status": t.status,
+                            "params": dict(t.config),
+                            "duration": t.duration,
+                            "budget": t.budget,
+                            "error": t.error,
+                        }
+                        for t in trials
+                    ],
+                    indent=1,
+                    default=_jsonable,
+                )
+            )
+            save_trace_plot(
+                trials,
+                folder / "optimization_trace.png",
+                steps=self.context.trials_are_steps,
+                ylabel=self.context.objective,
+                title=f"{self.context.learner} / {self.context.optimizer}",
+            )
+        if event.model is not None and self.context.tracking.log_model:
+            save_model(event.model, folder.parent / LOGGED_MODEL_DIR)
+        if event.artifacts:
+            learned = folder / "learned"
+            learned.mkdir(exist_ok=True)
+            for name, component in event.artifacts.items():
+                component.save(str(learned / f"{name}.pt"))
+                info = {
+                    "class": f"{type(component).__module__}.{type(component).__qualname__}",
+                    "settings": dict(component.settings()),
+                }
+                (learned / f"{name}.json").write_text(json.dumps(info, indent=1, default=_jsonable))

@@ -1,0 +1,81 @@
+"""``automl-bilevel sync``: write spooled runs to their store, exactly once per trial."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from automl_bilevel_plugins.tracking.mlflow.spool import Spool
+from automl_bilevel_plugins.tracking.mlflow.store import (
+    BATCH_TRIALS,
+    SPOOL_FILE,
+    SPOOL_TAG,
+    RunWriter,
+    TrackingError,
+    _pid_alive,
+)
+from automl_bilevel_plugins.tracking.mlflow.uri import check_reachable, resolve_uri, spool_root
+
+
+def spool_folders(where: str | os.PathLike[str] | None, uri: str | None = None) -> list[Path]:
+    """The spool folders under ``where`` (a run's folder, or a root holding several)."""
+    root = Path(where) if where is not None else spool_root(resolve_uri(uri))
+    if (root / SPOOL_FILE).is_file():
+        return [root]
+    if not root.is_dir():
+        raise TrackingError(f"no spool at {str(root)!r}: not a folder")
+    return sorted(p for p in root.iterdir() if (p / SPOOL_FILE).is_file())
+
+
+def sync_spool(folder: Path, uri: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Write one spooled run to its store (or ``uri``); exactly once per trial; remove the spool."""
+    from mlflow import MlflowClient
+
+    spool = Spool(folder)
+    records = spool.records()
+    head = records[0]
+    if (
+        not force
+        and head.get("host") == socket.gethostname()
+        and head.get("pid") != os.getpid()
+        and _pid_alive(int(head.get("pid", -1)))
+    ):
+        raise TrackingError(
+            f"{folder}: process {head['pid']} that writes this run is still running; wait for it or pass --force"
+        )
+    target = uri or head["uri"]
+    check_reachable(target)
+    client = MlflowClient(tracking_uri=target)
+    writer = RunWriter(client, head["experiment_id"], head["run_id"], bool(head.get("trials_are_steps")))
+    writer.reconcile()
+    trials: dict[int, dict[str, Any]] = {}
+    for rec in records:
+        if rec["kind"] == "trial":
+            trials[rec["number"]] = rec
+    todo = [r for n, r in sorted(trials.items()) if n not in writer.done]
+    for i in range(0, len(todo), BATCH_TRIALS):
+        writer.write_trials(todo[i : i + BATCH_TRIALS])
+    end = next((r for r in reversed(records) if r["kind"] == "finish"), None)
+    if end is None:  # the process died before the run ended
+        end = {
+            "kind": "finish",
+            "status": "KILLED",
+            "time_ms": int(time.time() * 1000),
+            "error": "the process ended before the run did; written by automl-bilevel sync",
+            "summary": {"n_trials": len(trials)},
+        }
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    writer.finish(end, folder / "artifacts")
+    if SPOOL_TAG in client.get_run(head["run_id"]).data.tags:
+        client.delete_tag(head["run_id"], SPOOL_TAG)
+    spool.remove()
+    return {
+        "run_id": head["run_id"],
+        "uri": target,
+        "trials": len(trials),
+        "written": len(todo),
+        "status": end["status"],
+    }
