@@ -59,6 +59,9 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         "tracking": ["boolean"],
         "tracking_uri": [None, str],
         "experiment_name": [str],
+        "run_name": [None, str],
+        "log_model": ["boolean"],
+        "log_plots": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -84,6 +87,9 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         tracking: bool = True,
         tracking_uri: str | None = None,
         experiment_name: str = "automl-bilevel",
+        run_name: str | None = None,
+        log_model: bool = True,
+        log_plots: bool = True,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -105,6 +111,9 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         self.tracking = tracking
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.log_model = log_model
+        self.log_plots = log_plots
         self.random_state = random_state
         self.verbose = verbose
 
@@ -286,7 +295,14 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
             search_space=describe(space),
             n_iter=self.n_iter,
             tracking=TrackingSettings(
-                self.tracking, self.tracking_uri, self.experiment_name, progress=self.verbose > 0
+                self.tracking,
+                self.tracking_uri,
+                self.experiment_name,
+                log_model=bool(self.log_model),
+                progress=self.verbose > 0,
+                run_name=self.run_name,
+                log_plots=bool(self.log_plots),
+                verbose=int(self.verbose),
             ),
             trials_are_steps=bool(optimizer.declared("trials_are_steps")),
         )
@@ -337,9 +353,19 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):  # type: ignore[mis
         Log the run to MLflow (needs the ``mlflow_tracking`` plugin).
     tracking_uri : str, optional
         Else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
+    experiment_name : str
+        The MLflow experiment the runs go to.
+    run_name : str, optional
+        The MLflow parent run's name; default ``<Estimator>-<learner>-<optimizer>``. Fits of the same
+        settings (inside ``GridSearchCV`` or ``cross_val_score``) are told apart by the tags
+        ``automl_bilevel.settings_hash`` and ``automl_bilevel.fit``, and nest under a run the user opened.
+    log_model : bool
+        Log the refitted estimator as the run's MLflow model (default True).
+    log_plots : bool
+        Log the run's figures (history, importances, ...) as PNG files when it ends (default True).
     random_state : int, RandomState or None
     verbose : int
-        1 or more shows a progress bar with the best value so far on stderr.
+        1 shows a progress bar with the best value so far on stderr; 2 also one line per trial.
 
     Attributes
     ----------
@@ -403,6 +429,9 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):  # type: ignore[misc]
         tracking: bool = True,
         tracking_uri: str | None = None,
         experiment_name: str = "automl-bilevel",
+        run_name: str | None = None,
+        log_model: bool = True,
+        log_plots: bool = True,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -425,6 +454,9 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):  # type: ignore[misc]
             tracking=tracking,
             tracking_uri=tracking_uri,
             experiment_name=experiment_name,
+            run_name=run_name,
+            log_model=log_model,
+            log_plots=log_plots,
             random_state=random_state,
             verbose=verbose,
         )

@@ -42,7 +42,7 @@ SCHEMA = {
         "optimizer_params",
     },
     "search_space": None,
-    "tracking": {"enabled", "uri", "experiment"},
+    "tracking": {"enabled", "uri", "experiment", "run_name", "log_model", "log_plots"},
 }
 
 
@@ -89,6 +89,9 @@ TYPES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "enabled": (lambda v: isinstance(v, bool), "true or false (a TOML boolean, not a string)"),
         "uri": _STR,
         "experiment": _STR,
+        "run_name": _STR,
+        "log_model": (lambda v: isinstance(v, bool), "true or false (a TOML boolean, not a string)"),
+        "log_plots": (lambda v: isinstance(v, bool), "true or false (a TOML boolean, not a string)"),
     },
 }
 
@@ -163,6 +166,9 @@ class Experiment:
             tracking=bool(self.tracking.get("enabled", True)),
             tracking_uri=self.tracking.get("uri"),
             experiment_name=self.tracking.get("experiment", "automl-bilevel"),
+            run_name=self.tracking.get("run_name"),
+            log_model=self.tracking.get("log_model", True),
+            log_plots=self.tracking.get("log_plots", True),
         )
         params.update(overrides or {})
         if task == "classification":

@@ -20,6 +20,7 @@ from automl_bilevel_plugins.tracking.mlflow.store import (
     RunWriter,
     _pid_alive,
     flush_timeout,
+    killed_end,
 )
 
 
@@ -40,6 +41,7 @@ def follow(folder: Path, parent_pid: int) -> int:
     writer: RunWriter | None = None
     end: dict[str, Any] | None = None
     pending: list[dict[str, Any]] = []
+    seen: dict[int, dict[str, Any]] = {}  # every trial read, for the summary of a run ended here
     offset, buf = 0, b""
     delay, next_try = 0.0, 0.0
     orphaned_until = None  # once the search process is gone: how long to keep trying the store
@@ -64,6 +66,7 @@ def follow(folder: Path, parent_pid: int) -> int:
                 head = rec
             elif kind == "trial":
                 pending.append(rec)
+                seen[rec["number"]] = rec
             elif kind == "finish":
                 end = rec
         if head is not None and writer is None:
@@ -77,13 +80,7 @@ def follow(folder: Path, parent_pid: int) -> int:
         if writer is None or (not pending and end is None):
             # (without a writer, no run header has been read: there is nothing to end yet)
             if writer is not None and not data and orphaned_until is not None:
-                end = {
-                    "kind": "finish",
-                    "status": "KILLED",
-                    "time_ms": int(time.time() * 1000),
-                    "error": "the process ended before the run did",
-                    "summary": {},
-                }
+                end = killed_end(list(seen.values()), "the process ended before the run did")
             else:
                 time.sleep(0.1)
                 continue

@@ -41,6 +41,43 @@ from automl_bilevel_plugins.tracking.mlflow.uri import check_reachable, resolve_
 from automl_bilevel_plugins.tracking.mlflow.writers import _STOP, BackgroundWriter, ProcessWriter, Writer, writer_kind
 
 ABORT_WAIT = 10.0  # after a second Ctrl-C: seconds left to end the parent run
+SETTINGS_TAG = "automl_bilevel.settings_hash"
+FIT_TAG = "automl_bilevel.fit"
+# settings that say where and how a run is shown, not what is fitted: left out of the settings hash
+_NOT_SETTINGS = frozenset(
+    {"user", "tracking", "tracking_uri", "experiment_name", "run_name", "log_model", "log_plots", "verbose"}
+)
+_fits: dict[str, int] = {}  # settings hash -> fits started in this process
+_fits_lock = threading.Lock()
+
+
+def settings_hash(params: Mapping[str, Any]) -> str:
+    """A short digest of an estimator's settings (``get_params``), without where it logs to: the same for
+    every fit of one ``GridSearchCV`` candidate, different between candidates."""
+    import hashlib
+
+    kept = {k: v for k, v in params.items() if k not in _NOT_SETTINGS}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=repr).encode()).hexdigest()[:12]
+
+
+def next_fit(digest: str) -> int:
+    """1 for the first fit of these settings in this process, then 2, 3, ... (the folds of a
+    ``cross_val_score``, the refit of a ``GridSearchCV``)."""
+    with _fits_lock:
+        _fits[digest] = _fits.get(digest, 0) + 1
+        return _fits[digest]
+
+
+def best_record(best: Trial | None) -> dict[str, Any] | None:
+    """The best trial as the parent run's summary: its number, value, configuration and metrics."""
+    if best is None or not math.isfinite(best.value):
+        return None
+    return {
+        "number": int(best.number),
+        "value": float(best.value),
+        "config": dict(best.config),
+        "metrics": {k: float(v) for k, v in best.metrics.items() if isinstance(v, (int, float))},
+    }
 
 
 def _flat_params(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -121,7 +158,12 @@ class MlflowListener:
         resumed = int(context.resumed_trials or 0)
         if resumed:
             tags["automl_bilevel.resumed_trials"] = str(resumed)
-        run = self.client.create_run(self.experiment_id, run_name=context.name, tags=tags)
+        self.settings_hash = settings_hash(context.params)
+        self.fit = next_fit(self.settings_hash)
+        tags[SETTINGS_TAG] = self.settings_hash
+        tags[FIT_TAG] = str(self.fit)
+        run_name = context.tracking.run_name or context.name
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         try:
             params: dict[str, str] = {}
@@ -204,6 +246,7 @@ class MlflowListener:
                 "duration": event.duration,
                 **({"best_value": event.best.value} if event.best is not None else {}),
             },
+            "best": best_record(event.best),
         }
         artifact_dir = self.spool.folder / "artifacts"
         interrupted = None

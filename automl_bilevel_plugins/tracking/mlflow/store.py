@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ BATCH_TRIALS = 100  # trials per writer batch (the parent's metrics of a batch g
 FLUSH_TIMEOUT_ENV = "AUTOML_BILEVEL_FLUSH_TIMEOUT"
 DEFAULT_FLUSH_TIMEOUT = 60.0
 TRIAL_TAG = "automl_bilevel.trial"
+BEST_TRIAL_TAG = "automl_bilevel.best_trial"
 SPOOL_TAG = "automl_bilevel.spool"
 SPOOL_FILE = "spool.jsonl"
 LOGGED_MODEL_DIR = "logged_model"  # in a run's spool folder: the model, logged as "model" at the end
@@ -66,6 +68,26 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return repr(value)
+
+
+def killed_end(trials: list[dict[str, Any]], error: str) -> dict[str, Any]:
+    """The end record of a run whose process died before it ended the run: KILLED, with the summary and
+    the best trial computed from the spooled ``trials``."""
+    ok = [r for r in trials if r.get("ok") and _finite(r.get("value"))]
+    best = min(ok, key=lambda r: (r["value"], r["number"])) if ok else None
+    summary: dict[str, Any] = {"n_trials": len(trials), "n_failed": len(trials) - len(ok)}
+    if best is not None:
+        summary["best_value"] = best["value"]
+    return {
+        "kind": "finish",
+        "status": "KILLED",
+        "time_ms": int(time.time() * 1000),
+        "error": error,
+        "summary": summary,
+        "best": None
+        if best is None
+        else {"number": best["number"], "value": best["value"], "config": best["config"], "metrics": best["metrics"]},
+    }
 
 
 # -- writing one parent run, idempotently ---------------------------------------------------------
@@ -135,7 +157,11 @@ class RunWriter:
                 if should_stop is not None and should_stop():
                     break
                 n, ts = rec["number"], rec["time_ms"]
-                step = {"value": rec["value"], **rec["metrics"]}
+                # the parent's step history: when trials are outer steps of one training, the objective
+                # per step is the run's curve; when they are separate trials (each a child run), a
+                # trial's own value on the parent would read as the run's in the runs table, so the
+                # parent keeps only the best so far
+                step = {"value": rec["value"], **rec["metrics"]} if self.trials_are_steps else {}
                 if rec.get("best_value") is not None:
                     step["best_value"] = rec["best_value"]
                 parent_metrics += [Metric(k, float(v), ts, n) for k, v in step.items() if _finite(v)]
@@ -178,7 +204,7 @@ class RunWriter:
 
     def finish(self, rec: dict[str, Any], artifact_dir: Path | None) -> None:
         """The run's end: summary metrics and tags, the files in ``artifact_dir``, the terminal status."""
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import Metric, Param, RunTag
 
         if not self.trials_are_steps:
             self.dedupe()
@@ -186,11 +212,19 @@ class RunWriter:
         tags = [RunTag("automl_bilevel.status", rec["status"])]
         if rec.get("error"):
             tags.append(RunTag("automl_bilevel.error", rec["error"][:5000]))
-        self.client.log_batch(
-            self.run_id,
-            metrics=[Metric(f"final.{k}", float(v), ts, 0) for k, v in rec["summary"].items() if _finite(v)],
-            tags=tags,
-        )
+        metrics = [Metric(f"final.{k}", float(v), ts, 0) for k, v in rec["summary"].items() if _finite(v)]
+        params = []
+        best = rec.get("best")
+        if best:  # the run's result, so that MLflow's runs table sorts and compares fits by it
+            tags.append(RunTag(BEST_TRIAL_TAG, str(best["number"])))
+            params = [Param(f"best.{k}", str(v)[:MAX_PARAM]) for k, v in best["config"].items()]
+            step = int(rec["summary"].get("n_trials") or 0)
+            metrics.append(Metric("best_value", float(best["value"]), ts, step))
+            metrics += [Metric(f"best.{k}", float(v), ts, 0) for k, v in best.get("metrics", {}).items() if _finite(v)]
+        if params:  # params are write-once: a finish repeated (by sync) logs only those not yet there
+            have = self.client.get_run(self.run_id).data.params
+            params = [p for p in params if p.key not in have]
+        self.client.log_batch(self.run_id, metrics=metrics, params=params, tags=tags)
         if artifact_dir is not None and artifact_dir.is_dir():
             for entry in sorted(artifact_dir.iterdir()):
                 if entry.is_dir():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from automl_bilevel_plugins.tracking.mlflow.store import (
     RunWriter,
     TrackingError,
     _pid_alive,
+    killed_end,
 )
 from automl_bilevel_plugins.tracking.mlflow.uri import check_reachable, resolve_uri, spool_root
 
@@ -60,13 +60,10 @@ def sync_spool(folder: Path, uri: str | None = None, force: bool = False) -> dic
         writer.write_trials(todo[i : i + BATCH_TRIALS])
     end = next((r for r in reversed(records) if r["kind"] == "finish"), None)
     if end is None:  # the process died before the run ended
-        end = {
-            "kind": "finish",
-            "status": "KILLED",
-            "time_ms": int(time.time() * 1000),
-            "error": "the process ended before the run did; written by automl-bilevel sync",
-            "summary": {"n_trials": len(trials)},
-        }
+        end = killed_end(
+            [r for _, r in sorted(trials.items())],
+            "the process ended before the run did; written by automl-bilevel sync",
+        )
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     writer.finish(end, folder / "artifacts")
     if SPOOL_TAG in client.get_run(head["run_id"]).data.tags:
