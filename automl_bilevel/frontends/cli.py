@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any, Self, TextIO
 
@@ -206,6 +207,23 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Write the plots of a checkpoint file or an MLflow run as PNG files."""
+    from automl_bilevel import plot
+
+    names = [n.strip() for n in args.plots.split(",") if n.strip()] if args.plots else None
+    unknown = sorted(set(names or ()) - set(plot.PLOTS))
+    if unknown:
+        raise ValueError(f"--plots: unknown plot(s) {unknown}; choose from {', '.join(plot.PLOTS)}")
+    written = plot.save_all(args.source, args.out, names=names, timeout=None, tracking_uri=args.tracking_uri)
+    for name, what in written.items():
+        print(f"{name:22s} {what}")
+    return 0 if any(isinstance(w, Path) for w in written.values()) else 1
+
+
+_PLOT_NAMES = ("history", "importances", "parallel_coordinates", "slice", "contour", "trajectories")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="automl-bilevel", description="Bilevel hyperparameter optimization and meta-learning."
@@ -228,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", help="write to this store instead of the one each run was started with")
     s.add_argument("--force", action="store_true", help="also write runs whose process still seems alive")
     s.set_defaults(func=cmd_sync)
+    pt = sub.add_parser("plot", help="write a run's plots (history, importances, ...) as PNG files")
+    pt.add_argument("source", help="a checkpoint file (.jsonl) or an MLflow run id")
+    pt.add_argument("--out", default="plots", help="folder for the PNG files (default: ./plots)")
+    pt.add_argument("--plots", help=f"comma-separated subset of: {', '.join(_PLOT_NAMES)} (default: the useful ones)")
+    pt.add_argument("--tracking-uri", help="the MLflow store of a run id (default: MLFLOW_TRACKING_URI)")
+    pt.set_defaults(func=cmd_plot)
     return p
 
 

@@ -26,7 +26,7 @@ from automl_bilevel import (
     best_trial,
 )
 from automl_bilevel_plugins.tracking.mlflow.model import save_model
-from automl_bilevel_plugins.tracking.mlflow.plots import save_trace_plot
+from automl_bilevel_plugins.tracking.mlflow.plots import plot_timeout, save_run_plots, save_trace_plot
 from automl_bilevel_plugins.tracking.mlflow.spool import Spool
 from automl_bilevel_plugins.tracking.mlflow.store import (
     LOGGED_MODEL_DIR,
@@ -131,6 +131,7 @@ class MlflowListener:
         self.context = context
         self.uri = resolve_uri(context.tracking.uri)
         self.timeout = flush_timeout()
+        self.plot_timeout = plot_timeout() if context.tracking.log_plots else 0.0
         self.writer_kind = writer_kind(context.n_iter)
         check_reachable(self.uri)
         # MLflow prints a "View run" line (and reads the run back) on every run it ends against a
@@ -344,13 +345,17 @@ class MlflowListener:
                     default=_jsonable,
                 )
             )
-            save_trace_plot(
-                trials,
-                folder / "optimization_trace.png",
-                steps=self.context.trials_are_steps,
-                ylabel=self.context.objective,
-                title=f"{self.context.learner} / {self.context.optimizer}",
-            )
+            if self.context.tracking.log_plots:
+                title = f"{self.context.learner} / {self.context.optimizer}"
+                steps = bool(self.context.trials_are_steps)
+                started = time.monotonic()
+                save_trace_plot(
+                    trials, folder / "optimization_trace.png", steps=steps, ylabel=self.context.objective, title=title
+                )
+                left = max(self.plot_timeout - (time.monotonic() - started), 0.0)
+                save_run_plots(
+                    trials, folder / "plots", steps=steps, objective=self.context.objective, title=title, timeout=left
+                )
         if event.model is not None and self.context.tracking.log_model:
             save_model(event.model, folder.parent / LOGGED_MODEL_DIR)
         if event.artifacts:

@@ -1,71 +1,52 @@
-"""The run's figures, saved as PNG files for the run's artifacts."""
+"""The run's figures, saved as PNG files for the run's artifacts (drawn by :mod:`automl_bilevel.plot`)."""
 
 from __future__ import annotations
 
-import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from automl_bilevel import Trial
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+PLOT_TIMEOUT_ENV = "AUTOML_BILEVEL_PLOT_TIMEOUT"
+DEFAULT_PLOT_TIMEOUT = 20.0  # seconds for the plots at a run's end; what is not drawn by then is skipped
 
-def _robust_limits(values: list[float]) -> tuple[float, float] | None:
-    """y limits that keep the bulk of the values visible when a few outliers are far away."""
-    import numpy as np
 
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
-    if len(v) < 5:
-        return None
-    lo, hi = np.percentile(v, [0, 95])
-    if v.max() <= hi or hi <= lo:
-        return None
-    pad = 0.05 * (hi - lo)
-    return float(lo - pad), float(hi + pad)
+def plot_timeout() -> float:
+    """Seconds the plots at a run's end may take (``AUTOML_BILEVEL_PLOT_TIMEOUT``, default 20)."""
+    raw = os.environ.get(PLOT_TIMEOUT_ENV)
+    if raw is None:
+        return DEFAULT_PLOT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{PLOT_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise ValueError(f"{PLOT_TIMEOUT_ENV}={raw!r} must be >= 0 seconds")
+    return value
 
 
 def save_trace_plot(trials: Sequence[Trial], path: Path, *, steps: bool, ylabel: str, title: str) -> Figure:
-    """The objective per trial and the best so far; integer trial ticks; a log axis for positive values
-    spanning decades, else limits at the 95th percentile so one outlier does not flatten the rest."""
-    import matplotlib
+    """The optimization history (:func:`automl_bilevel.plot.history`) saved to ``path``."""
+    from automl_bilevel.plot import Trials, history
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    xs = [t.number for t in trials if t.ok]
-    ys = [t.value for t in trials if t.ok]
-    best: list[float] = []
-    cur = math.inf
-    for t in trials:
-        cur = min(cur, t.value) if t.ok else cur
-        best.append(cur)
-    if steps:
-        ax.plot(xs, ys, lw=1, label="objective")
-    else:
-        ax.scatter(xs, ys, s=12, alpha=0.6, label="trial")
-    ax.step([t.number for t in trials], best, where="post", color="C3", label="best so far")
-    failed = [t.number for t in trials if not t.ok]
-    if failed:
-        ax.scatter(failed, [min(ys) if ys else 0] * len(failed), marker="x", color="k", label="failed")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if ys and min(ys) > 0 and max(ys) / min(ys) > 100:
-        ax.set_yscale("log")
-    else:
-        limits = _robust_limits(ys)
-        if limits is not None:
-            ax.set_ylim(*limits)
-            ax.set_title(f"{title} ({sum(y > limits[1] for y in ys)} above the plot)", fontsize=10)
-    if not ax.get_title():
-        ax.set_title(title)
-    ax.set_xlabel("outer step" if steps else "trial")
-    ax.set_ylabel(ylabel)
-    ax.legend()
-    fig.tight_layout()
+    fig = history(Trials(tuple(trials), ylabel, steps, title))
     fig.savefig(str(path), dpi=100)
     return fig
+
+
+def save_run_plots(
+    trials: Sequence[Trial], folder: Path, *, steps: bool, objective: str, title: str, timeout: float
+) -> dict[str, Any]:
+    """The run's other useful plots (importances, parallel coordinates, slice, contour; trajectories for
+    outer steps) as ``folder/<name>.png``, within ``timeout`` seconds."""
+    from automl_bilevel.plot import Trials, save_all
+    from automl_bilevel.plot._plots import useful
+
+    data = Trials(tuple(trials), objective, steps, title)
+    names = [n for n in useful(data) if n != "history"]
+    return save_all(data, folder, names=names, timeout=timeout)
