@@ -169,9 +169,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["tracking"] = False
     if args.tracking_uri:
         overrides["tracking_uri"] = args.tracking_uri
+    checkpoint = _checkpoint_to_use(args.checkpoint, exp.estimator.get("checkpoint"), args.resume)
+    if checkpoint is not None:
+        overrides["checkpoint"] = checkpoint
+    verbose = 0 if args.quiet else 2 if args.verbose else 1
     with _SigtermAsInterrupt() as sig:
         try:
-            res = exp.run(verbose=0 if args.quiet else 1, overrides=overrides)
+            res = exp.run(verbose=verbose, overrides=overrides)
         except KeyboardInterrupt:
             print("interrupted before any trial completed; nothing to report", file=sys.stderr)
             return sig.exit_code
@@ -180,6 +184,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             with open(args.json_out, "w") as f:
                 json.dump(res, f, indent=2, default=str)
         return sig.exit_code if res["interrupted"] else 0
+
+
+def _checkpoint_to_use(given: str | None, in_file: str | None, resume: bool) -> str | None:
+    """The checkpoint of a CLI run: ``--checkpoint`` else the experiment file's. A ``--checkpoint`` file that
+    already holds trials is continued only with ``--resume`` (never silently; the experiment file's own
+    checkpoint is continued as a fit continues it, and the progress says ``resuming: N trials``);
+    ``--resume`` needs a checkpoint that exists."""
+    path = given or in_file
+    if path is None:
+        if resume:
+            raise ValueError("--resume needs a checkpoint: pass --checkpoint PATH (or set checkpoint in [estimator])")
+        return None
+    full = Path(path).expanduser()
+    has_trials = full.is_file() and full.stat().st_size > 0
+    if resume and not has_trials:
+        raise ValueError(f"--resume: checkpoint {str(full)!r} does not exist or is empty; there is nothing to resume")
+    if given and has_trials and not resume:
+        raise ValueError(
+            f"checkpoint {str(full)!r} already holds a run: pass --resume to continue it, or another --checkpoint"
+        )
+    return str(full)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -240,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     r.add_argument("--json-out", help="also write the results as JSON to this file")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.add_argument("-v", "--verbose", action="store_true", help="also one line per trial")
+    r.add_argument("--checkpoint", help="append the trials to this JSON-lines file (resume later with --resume)")
+    r.add_argument("--resume", action="store_true", help="continue the run in the checkpoint file")
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("sync", help="write tracking records kept locally while the store was unreachable")
     s.add_argument("spool", nargs="?", help="a spool folder (default: the one for the tracking URI)")
