@@ -222,6 +222,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     for r in results:
         if "error" in r:
             print(f"FAILED  {r['spool']}: {r['error']}", file=sys.stderr)
+        elif "ended" in r:
+            print(f"ended   {r['ended']}")
         else:
             print(
                 f"synced  run {r['run_id']} ({r['status']}): {r['written']} of {r['trials']} trials written "
@@ -229,6 +231,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
             )
     if not results:
         print("nothing to sync")
+    else:
+        synced = [r for r in results if "run_id" in r]
+        print(
+            f"sync: {len(synced)} spooled run(s) written ({sum(r['written'] for r in synced)} trials), "
+            f"{sum('ended' in r for r in results)} dead run(s) ended, {len(failed)} failed"
+        )
     return 1 if failed else 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from automl_bilevel_plugins.tracking.mlflow.spool import Spool
 from automl_bilevel_plugins.tracking.mlflow.store import (
     BATCH_TRIALS,
+    HEARTBEAT_EVERY,
     SPOOL_TAG,
     RunWriter,
     _pid_alive,
@@ -44,6 +45,7 @@ def follow(folder: Path, parent_pid: int) -> int:
     seen: dict[int, dict[str, Any]] = {}  # every trial read, for the summary of a run ended here
     offset, buf = 0, b""
     delay, next_try = 0.0, 0.0
+    last_beat = time.monotonic()
     orphaned_until = None  # once the search process is gone: how long to keep trying the store
     while not stop["abort"]:
         if orphaned_until is None and not _pid_alive(parent_pid):
@@ -82,6 +84,12 @@ def follow(folder: Path, parent_pid: int) -> int:
             if writer is not None and not data and orphaned_until is not None:
                 end = killed_end(list(seen.values()), "the process ended before the run did")
             else:
+                if writer is not None and time.monotonic() - last_beat > HEARTBEAT_EVERY:
+                    last_beat = time.monotonic()
+                    try:
+                        writer.beat()
+                    except Exception:
+                        pass
                 time.sleep(0.1)
                 continue
         if time.monotonic() < next_try:

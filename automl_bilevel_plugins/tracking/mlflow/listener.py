@@ -27,10 +27,15 @@ from automl_bilevel import (
 )
 from automl_bilevel_plugins.tracking.mlflow.model import save_model
 from automl_bilevel_plugins.tracking.mlflow.plots import plot_timeout, save_run_plots, save_trace_plot
+from automl_bilevel_plugins.tracking.mlflow.reap import end_dead_runs
 from automl_bilevel_plugins.tracking.mlflow.spool import Spool
 from automl_bilevel_plugins.tracking.mlflow.store import (
+    FLUSH_TIMEOUT_ENV,
+    HEARTBEAT_TAG,
+    HOST_TAG,
     LOGGED_MODEL_DIR,
     MAX_PARAM,
+    PID_TAG,
     SPOOL_TAG,
     RunWriter,
     TrackingError,
@@ -145,6 +150,9 @@ class MlflowListener:
             name = context.tracking.experiment
             exp = self.client.get_experiment_by_name(name)
             self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(name)
+        # runs of this experiment whose process died (SIGKILL, a crash) are ended, their spools written
+        for line in end_dead_runs(self.client, self.uri, [self.experiment_id]):
+            print(f"automl-bilevel: {line}", file=sys.stderr)
         tags = {
             "automl_bilevel.version": __version__,
             "automl_bilevel.task": context.task,
@@ -159,6 +167,9 @@ class MlflowListener:
         resumed = int(context.resumed_trials or 0)
         if resumed:
             tags["automl_bilevel.resumed_trials"] = str(resumed)
+        tags[PID_TAG] = str(os.getpid())
+        tags[HOST_TAG] = socket.gethostname()
+        tags[HEARTBEAT_TAG] = str(int(time.time() * 1000))
         self.settings_hash = settings_hash(context.params)
         self.fit = next_fit(self.settings_hash)
         tags[SETTINGS_TAG] = self.settings_hash
@@ -209,6 +220,9 @@ class MlflowListener:
         self.resumed = resumed
         self.seen: set[int] = set()
         self.finished = False
+        self.spool_error: str | None = None  # why the spool could not be written (disk full, read-only)
+        self.unspooled: list[int] = []  # trials whose spool record failed
+        self.cause: str | None = None  # why the writer did not finish (besides a store error)
         atexit.register(self._at_exit)
 
     # -- events ---------------------------------------------------------------------------
@@ -220,11 +234,32 @@ class MlflowListener:
         elif isinstance(event, RunStarted):
             pass
 
+    def _spool(self, rec: dict[str, Any]) -> bool:
+        """Append to the spool; on a disk that refuses (full, read-only) remember why and go on: the
+        search must not stop, and the end of the fit says what was not tracked."""
+        try:
+            self.spool.append(rec)
+            return True
+        except OSError as exc:
+            if self.spool_error is None:
+                self.spool_error = f"{exc.strerror or exc} ({self.spool.path})"
+            return False
+
     def _trial(self, event: TrialFinished) -> None:
         rec = trial_record(event, replayed=len(self.seen) < self.resumed)
-        self.spool.append(rec)
-        self.writer.put(rec)
+        if not self._spool(rec):
+            self.unspooled.append(rec["number"])
+        self.writer.put(rec)  # the writer thread takes it from memory; a writer process only from the spool
         self.seen.add(rec["number"])
+
+    def untracked(self) -> list[int]:
+        """Trials in neither the store nor the spool: their spool record failed, and the writer did not
+        write them (a writer process reads only the spool)."""
+        if not self.unspooled or self.writer.completed:
+            return []
+        if isinstance(self.writer, BackgroundWriter) and not self.context.trials_are_steps:
+            return [n for n in self.unspooled if n not in self.writer.writer.done]
+        return list(self.unspooled)
 
     def _end(self, event: RunFinished) -> None:
         if self.finished:
@@ -261,13 +296,17 @@ class MlflowListener:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        self.spool.append(rec)
+        end_spooled = self._spool(rec)
         self.writer.put((_STOP, rec, artifact_dir, str(self.spool.folder)))
         try:
             if interrupted is not None:
                 raise interrupted
-            self.writer.done.wait(self.timeout)
+            if end_spooled or isinstance(self.writer, BackgroundWriter):
+                self.writer.done.wait(self.timeout)
+            else:  # a writer process cannot learn that the run ended: stop it, end the parent from here
+                self.cause = "the spool could not be written, so the writer process could not finish"
         except KeyboardInterrupt:  # a second Ctrl-C: end the parent now, keep the rest in the spool
+            self.cause = "a second Ctrl-C stopped the writing"
             self.writer.abort.set()
             # a writer stopped before it could end the parent (a writer process still starting when the
             # SIGTERM came) is done too: unless it wrote everything, end the parent from here
@@ -276,6 +315,8 @@ class MlflowListener:
             self._report()
             raise
         if not self.writer.done.is_set():
+            if self.cause is None:
+                self.cause = f"the store did not take everything within {FLUSH_TIMEOUT_ENV}={self.timeout:g} s"
             self.writer.abort.set()
             if not self.writer.done.wait(ABORT_WAIT) or not self.writer.completed:
                 self._last_resort_end(rec)
@@ -298,16 +339,35 @@ class MlflowListener:
 
     def _report(self) -> None:
         atexit.unregister(self._at_exit)
-        if self.writer.completed:
+        lost = self.untracked()
+        if self.writer.completed and not lost:
             self.spool.remove()
             return
-        why = self.writer.last_error or "interrupted"
-        msg = (
-            f"MLflow run {self.run_id}: not everything could be written to {self.uri} ({why}); "
-            f"it is kept in {self.spool.folder}. Write it later with: automl-bilevel sync {self.spool.folder}"
-        )
-        print(f"automl-bilevel: {msg}", file=sys.stderr)
-        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        msgs = []
+        if not self.writer.completed:
+            if self.writer.last_error:
+                why = f"the store failed or was unreachable: {self.writer.last_error}"
+            else:
+                why = self.cause or "the writer stopped before it was done"
+            msgs.append(
+                f"MLflow run {self.run_id}: not everything could be written to {self.uri} ({why}); "
+                f"what was spooled is kept in {self.spool.folder}. Write it later with: "
+                f"automl-bilevel sync {self.spool.folder}"
+            )
+        if lost:
+            checkpoint = (self.context.params or {}).get("checkpoint")
+            where = (
+                f"they are in the checkpoint {checkpoint}"
+                if checkpoint
+                else "they are only in this fit's trials_ (pass checkpoint=PATH to keep trials on disk)"
+            )
+            msgs.append(
+                f"MLflow run {self.run_id}: {len(lost)} trial(s) are NOT TRACKED, in neither the store nor the "
+                f"spool, because the spool could not be written: {self.spool_error}; {where}"
+            )
+        for msg in msgs:
+            print(f"automl-bilevel: {msg}", file=sys.stderr)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
     def _at_exit(self) -> None:  # the interpreter ends without RunFinished: keep what is spooled
         if not self.finished and not self.writer.done.is_set():

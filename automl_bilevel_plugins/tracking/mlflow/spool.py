@@ -4,9 +4,12 @@ Standard library only (the writer process reads it)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,12 @@ from automl_bilevel_plugins.tracking.mlflow.store import SPOOL_FILE, TrackingErr
 class Spool:
     """One parent run's records, as JSON lines in ``<root>/<run_id>/spool.jsonl``.
 
-    Each record is one ``os.write`` on an ``O_APPEND`` file: a signal lands between records, and a
-    kill leaves at most a torn last line, which readers skip.
+    Private to the user: the folders are made with mode 0700 and the file 0600. The file is made whole,
+    with its header, as a temporary file (``mkstemp``) in the run's folder and moved into place with
+    ``os.replace``; records are then appended without following symbolic links (``O_NOFOLLOW``), so a
+    link planted in a shared folder is refused rather than written through. Each record is one
+    ``os.write`` on an ``O_APPEND`` file: a signal lands between records, and a kill leaves at most a
+    torn last line, which readers skip.
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
@@ -26,16 +33,32 @@ class Spool:
 
     @classmethod
     def create(cls, root: Path, run_id: str, header: dict[str, Any]) -> Spool:
-        spool = cls(Path(root) / run_id)
-        spool.folder.mkdir(parents=True, exist_ok=True)
-        spool.append({"kind": "run", **header})
+        root = Path(root)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        spool = cls(root / run_id)
+        try:
+            os.mkdir(spool.folder, 0o700)  # a new run id: a folder (or link) already there is refused
+        except FileExistsError:
+            raise TrackingError(f"spool folder {spool.folder} already exists; refusing to write into it") from None
+        fd, tmp = tempfile.mkstemp(prefix=".spool-", suffix=".tmp", dir=spool.folder)  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write((json.dumps({"kind": "run", **header}, default=_jsonable) + "\n").encode())
+            os.replace(tmp, spool.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return spool
 
     def append(self, record: dict[str, Any]) -> None:
+        """One record, in one ``os.write``; raises ``OSError`` when the disk refuses it (full, read-only)."""
         data = (json.dumps(record, default=_jsonable) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
         try:
-            os.write(fd, data)
+            written = os.write(fd, data)
+            if written != len(data):  # a short write on a full disk: the record is torn
+                raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written", str(self.path))
         finally:
             os.close(fd)
 

@@ -25,6 +25,11 @@ FLUSH_TIMEOUT_ENV = "AUTOML_BILEVEL_FLUSH_TIMEOUT"
 DEFAULT_FLUSH_TIMEOUT = 60.0
 TRIAL_TAG = "automl_bilevel.trial"
 BEST_TRIAL_TAG = "automl_bilevel.best_trial"
+PID_TAG = "automl_bilevel.pid"  # the process that runs the search, on
+HOST_TAG = "automl_bilevel.host"
+HEARTBEAT_TAG = "automl_bilevel.heartbeat"  # ms since the epoch: renewed by the writer while the run lives
+HEARTBEAT_EVERY = 60.0  # seconds between heartbeats of an idle writer
+WRITER_PID_FILE = "writer.pid"  # in a spool folder: the writer process that follows it
 SPOOL_TAG = "automl_bilevel.spool"
 SPOOL_FILE = "spool.jsonl"
 LOGGED_MODEL_DIR = "logged_model"  # in a run's spool folder: the model, logged as "model" at the end
@@ -147,7 +152,7 @@ class RunWriter:
     def write_trials(self, records: list[dict[str, Any]], should_stop: Callable[[], bool] | None = None) -> None:
         """Write ``records``; ``should_stop()`` is asked before each trial (a second Ctrl-C must not
         wait for a whole batch)."""
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param, RunTag
 
         try:
             if self.dirty:
@@ -196,11 +201,16 @@ class RunWriter:
                 self.client.log_batch(cid, metrics=metrics, params=params)
                 self.client.set_terminated(cid, "FINISHED" if rec["ok"] else "FAILED", end_time=ts)
                 self.done.add(n)
-            for i in range(0, len(parent_metrics), 1000):  # MLflow caps a batch at 1000 metrics
-                self.client.log_batch(self.run_id, metrics=parent_metrics[i : i + 1000])
+            beat = [RunTag(HEARTBEAT_TAG, str(int(time.time() * 1000)))]
+            for i in range(0, max(len(parent_metrics), 1), 1000):  # MLflow caps a batch at 1000 metrics
+                self.client.log_batch(self.run_id, metrics=parent_metrics[i : i + 1000], tags=beat)
         except BaseException:
             self.dirty = True
             raise
+
+    def beat(self) -> None:
+        """Renew the parent's heartbeat (a writer with nothing to write does this every minute)."""
+        self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time() * 1000)))
 
     def finish(self, rec: dict[str, Any], artifact_dir: Path | None) -> None:
         """The run's end: summary metrics and tags, the files in ``artifact_dir``, the terminal status."""

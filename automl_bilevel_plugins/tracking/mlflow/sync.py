@@ -32,8 +32,11 @@ def spool_folders(where: str | os.PathLike[str] | None, uri: str | None = None) 
 
 def sync_spool(folder: Path, uri: str | None = None, force: bool = False) -> dict[str, Any]:
     """Write one spooled run to its store (or ``uri``); exactly once per trial; remove the spool."""
+    from automl_bilevel_plugins.tracking.mlflow.reap import writer_alive
     from mlflow import MlflowClient
 
+    # MLflow prints a "View run" line for every run it ends: one line per child otherwise
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     spool = Spool(folder)
     records = spool.records()
     head = records[0]
@@ -46,6 +49,8 @@ def sync_spool(folder: Path, uri: str | None = None, force: bool = False) -> dic
         raise TrackingError(
             f"{folder}: process {head['pid']} that writes this run is still running; wait for it or pass --force"
         )
+    if not force and writer_alive(Path(folder)):
+        raise TrackingError(f"{folder}: its writer process is still writing this run; wait for it or pass --force")
     target = uri or head["uri"]
     check_reachable(target)
     client = MlflowClient(tracking_uri=target)
@@ -56,15 +61,18 @@ def sync_spool(folder: Path, uri: str | None = None, force: bool = False) -> dic
         if rec["kind"] == "trial":
             trials[rec["number"]] = rec
     todo = [r for n, r in sorted(trials.items()) if n not in writer.done]
-    for i in range(0, len(todo), BATCH_TRIALS):
-        writer.write_trials(todo[i : i + BATCH_TRIALS])
+    # every trial again: the children already complete are skipped, but the parent's step metrics of all
+    # are logged (a child may have been written while its parent batch was not; same timestamps and
+    # steps, so a step already there is not repeated)
+    ordered = [r for _, r in sorted(trials.items())]
+    for i in range(0, len(ordered), BATCH_TRIALS):
+        writer.write_trials(ordered[i : i + BATCH_TRIALS])
     end = next((r for r in reversed(records) if r["kind"] == "finish"), None)
     if end is None:  # the process died before the run ended
         end = killed_end(
             [r for _, r in sorted(trials.items())],
             "the process ended before the run did; written by automl-bilevel sync",
         )
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     writer.finish(end, folder / "artifacts")
     if SPOOL_TAG in client.get_run(head["run_id"]).data.tags:
         client.delete_tag(head["run_id"], SPOOL_TAG)

@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from automl_bilevel_plugins.tracking.mlflow.store import BATCH_TRIALS, SPOOL_TAG, RunWriter, TrackingError
+from automl_bilevel_plugins.tracking.mlflow.store import (
+    BATCH_TRIALS,
+    HEARTBEAT_EVERY,
+    SPOOL_TAG,
+    WRITER_PID_FILE,
+    RunWriter,
+    TrackingError,
+)
 
 if TYPE_CHECKING:
     import subprocess
@@ -96,6 +103,7 @@ class BackgroundWriter:
         pending: list[dict[str, Any]] = []
         end = None
         delay, next_try = 0.0, 0.0
+        last_beat = time.monotonic()
         try:
             while True:
                 if self.abort.is_set():
@@ -103,6 +111,12 @@ class BackgroundWriter:
                 wait = None if not pending and end is None else max(0.0, next_try - time.monotonic())
                 got = self._gather(pending, min(wait, 0.2) if wait is not None else 0.2)
                 end = end or got
+                if not pending and end is None and time.monotonic() - last_beat > HEARTBEAT_EVERY:
+                    last_beat = time.monotonic()  # idle (a long trial): tell later fits this run is alive
+                    try:
+                        self.writer.beat()
+                    except Exception as exc:
+                        log.debug("heartbeat failed: %s", exc)
                 if self.abort.is_set():
                     break
                 if (not pending and end is None) or time.monotonic() < next_try:
@@ -115,6 +129,7 @@ class BackgroundWriter:
                             break
                         del pending[: len(batch)]
                     else:
+                        assert end is not None  # (nothing pending and no end: the loop went on above)
                         self.writer.finish(end[1], end[2])
                         self.completed = self.terminated = True
                         return
@@ -206,6 +221,7 @@ class ProcessWriter:
                 stderr=err,
                 start_new_session=True,
             )  # a Ctrl-C in the terminal is for the search, not for the writer
+        (self.folder / WRITER_PID_FILE).write_text(str(self.proc.pid))  # a later sync must not write beside it
         self.done = _ProcessDone(self.proc)
         self.abort = _ProcessAbort(self.proc)
 

@@ -1,0 +1,195 @@
+"""No tracked trial lost (issue 24 items 2 and 3): private spool files written without following links,
+a spool that cannot be written said loudly at the end, runs of a SIGKILLed process ended KILLED by the
+next fit or by sync (spooled children written), sync completing the parent's steps."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+from sklearn.datasets import load_iris
+
+from automl_bilevel import BilevelClassifier
+from automl_bilevel.frontends.cli import main
+from automl_bilevel_plugins.tracking.mlflow.spool import Spool
+from automl_bilevel_plugins.tracking.mlflow.store import TRIAL_TAG, TrackingError
+from mlflow import MlflowClient
+
+EXPERIMENT = """
+[data]
+dataset = "iris"
+[estimator]
+learner = "sklearn"
+objective = "val_error"
+n_iter = 100000
+random_state = 0
+[tracking]
+uri = "{uri}"
+experiment = "{experiment}"
+"""
+
+
+def _runs(uri, experiment):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    parents = [r for r in runs if TRIAL_TAG not in r.data.tags]
+    children = [r for r in runs if TRIAL_TAG in r.data.tags]
+    return client, parents, children
+
+
+def test_spool_files_are_private_and_never_written_through_a_link(tmp_path):
+    spool = Spool.create(tmp_path / "root", "run1", {"uri": "x"})
+    assert stat.S_IMODE(spool.folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(spool.path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in spool.folder.iterdir()) == ["spool.jsonl"]  # no temporary file left
+    spool.append({"kind": "trial", "number": 0})
+    assert [r["kind"] for r in spool.records()] == ["run", "trial"]
+    # a link planted where a run's folder would go is refused, not written through
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "root" / "run2").symlink_to(target)
+    with pytest.raises(TrackingError, match="already exists"):
+        Spool.create(tmp_path / "root", "run2", {"uri": "x"})
+    assert not any(target.iterdir())
+    # a link planted at the spool file: the append fails (O_NOFOLLOW) and the target is untouched
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    spool.path.unlink()
+    spool.path.symlink_to(victim)
+    with pytest.raises(OSError) as info:
+        spool.append({"kind": "trial", "number": 1})
+    assert info.value.errno == errno.ELOOP and victim.read_text() == "keep"
+
+
+def _full_disk_after(monkeypatch, n_ok):
+    real = Spool.append
+    calls = {"n": 0}
+
+    def append(self, record):
+        calls["n"] += 1
+        if calls["n"] > n_ok:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, record)
+
+    monkeypatch.setattr(Spool, "append", append)
+
+
+def test_a_spool_that_cannot_be_written_is_said_loudly_with_the_untracked_trials(
+    tracking, tmp_path, monkeypatch, capsys
+):
+    uri, experiment = tracking
+    monkeypatch.setenv("AUTOML_BILEVEL_TRACKING_WRITER", "process")  # the spool is its only channel
+    monkeypatch.setenv("AUTOML_BILEVEL_SPOOL_DIR", str(tmp_path / "spool"))
+    _full_disk_after(monkeypatch, 2)  # two trials spooled, then the disk is full
+    ck = tmp_path / "ck.jsonl"
+    with pytest.warns(RuntimeWarning, match="NOT TRACKED"):
+        est = BilevelClassifier(
+            "sklearn",
+            "val_error",
+            n_iter=5,
+            random_state=0,
+            tracking_uri=uri,
+            experiment_name=experiment,
+            checkpoint=str(ck),
+            log_plots=False,
+        ).fit(*load_iris(return_X_y=True))
+    err = capsys.readouterr().err
+    assert "3 trial(s) are NOT TRACKED" in err and "No space left on device" in err
+    assert f"they are in the checkpoint {ck}" in err
+    assert len(est.trials_) == 5
+    _, parents, _ = _runs(uri, experiment)
+    assert [p.info.status for p in parents] == ["FINISHED"]  # ended, not left RUNNING
+
+
+def test_with_the_writer_thread_a_full_spool_loses_nothing(tracking, tmp_path, monkeypatch, capsys):
+    uri, experiment = tracking
+    monkeypatch.setenv("AUTOML_BILEVEL_TRACKING_WRITER", "thread")
+    monkeypatch.setenv("AUTOML_BILEVEL_SPOOL_DIR", str(tmp_path / "spool"))
+    _full_disk_after(monkeypatch, 2)
+    BilevelClassifier(
+        "sklearn", "val_error", n_iter=5, random_state=0, tracking_uri=uri, experiment_name=experiment, log_plots=False
+    ).fit(*load_iris(return_X_y=True))
+    assert "NOT TRACKED" not in capsys.readouterr().err
+    _, parents, children = _runs(uri, experiment)
+    assert sorted(int(c.data.tags[TRIAL_TAG]) for c in children) == [0, 1, 2, 3, 4]
+
+
+def _start_and_kill(tmp_path, uri, experiment, n_trials=3):
+    exp = tmp_path / "e.toml"
+    exp.write_text(EXPERIMENT.format(uri=uri, experiment=experiment))
+    env = {
+        **os.environ,
+        "AUTOML_BILEVEL_SPOOL_DIR": str(tmp_path / "spool"),
+        "AUTOML_BILEVEL_TRACKING_WRITER": "thread",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automl_bilevel.frontends.cli", "run", str(exp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    spooled = 0
+    while time.monotonic() < deadline and spooled < n_trials:
+        files = list((tmp_path / "spool").glob("*/spool.jsonl"))
+        spooled = sum('"kind": "trial"' in line for line in files[0].read_text().splitlines()) if files else 0
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    (folder,) = [p.parent for p in (tmp_path / "spool").glob("*/spool.jsonl")]
+    return folder, len(Spool(folder).records()) - 1
+
+
+@pytest.mark.slow  # a real `automl-bilevel run` SIGKILLed: 20-50 s on a loaded machine
+def test_a_sigkilled_run_is_ended_killed_by_the_next_fit_with_its_children(tracking, tmp_path, monkeypatch, capsys):
+    uri, experiment = tracking
+    folder, n = _start_and_kill(tmp_path, uri, experiment)
+    client, parents, _ = _runs(uri, experiment)
+    assert [p.info.status for p in parents] == ["RUNNING"]  # what SIGKILL leaves
+    monkeypatch.setenv("AUTOML_BILEVEL_SPOOL_DIR", str(tmp_path / "spool"))
+    BilevelClassifier(
+        "sklearn", "val_error", n_iter=1, random_state=0, tracking_uri=uri, experiment_name=experiment, log_plots=False
+    ).fit(*load_iris(return_X_y=True))
+    assert "which is gone, written from its spool" in capsys.readouterr().err
+    dead = client.get_run(parents[0].info.run_id)
+    assert dead.info.status == "KILLED" and "best.C" in dead.data.params
+    kids = [c for c in _runs(uri, experiment)[2] if c.data.tags["mlflow.parentRunId"] == dead.info.run_id]
+    assert sorted(int(c.data.tags[TRIAL_TAG]) for c in kids) == list(range(n))  # every spooled trial, once
+    assert not folder.exists()
+
+
+@pytest.mark.slow  # a real `automl-bilevel run` SIGKILLed: about 20 s
+def test_sync_ends_a_sigkilled_run_and_runs_without_a_spool_and_says_so_in_one_line(
+    tracking, tmp_path, monkeypatch, capsys
+):
+    uri, experiment = tracking
+    folder, n = _start_and_kill(tmp_path, uri, experiment)
+    client, parents, _ = _runs(uri, experiment)
+    # a run of a process that died on this machine without a spool left to write
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = client.create_run(
+        parents[0].info.experiment_id,
+        tags={"automl_bilevel.pid": str(gone.pid), "automl_bilevel.host": socket.gethostname()},
+    )
+    monkeypatch.setenv("AUTOML_BILEVEL_SPOOL_DIR", str(tmp_path / "spool"))
+    assert main(["sync", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "View run" not in out and f"{n} of {n} trials written now" in out
+    assert f"ended   run {orphan.info.run_id} ended KILLED" in out
+    assert out.splitlines()[-1].startswith("sync: 1 spooled run(s) written")
+    assert client.get_run(parents[0].info.run_id).info.status == "KILLED"
+    history = client.get_metric_history(parents[0].info.run_id, "best_value")
+    assert sorted({m.step for m in history}) == list(range(n + 1))  # every step, and the final best
+    assert client.get_run(orphan.info.run_id).info.status == "KILLED"
+    assert "its process" in client.get_run(orphan.info.run_id).data.tags["automl_bilevel.error"]
+    assert not folder.exists()
