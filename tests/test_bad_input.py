@@ -54,8 +54,7 @@ def test_csv_with_another_separator_and_text_labels(tmp_path):
     [
         ("a,b,target\n", "only a header row, no data rows"),
         ("", "the file is empty"),
-        ("a,colour,target\n1,red,0\n2,blue,1\n", "feature column\\(s\\) 'colour' are not numeric"),
-        ("a,b,target\n1,,0\n2,3,1\n", "column\\(s\\) 'b' have missing values \\(first in row 2"),
+        ("a,b,target\n1,2,\n2,3,1\n", "target column 'target' has missing values \\(first in row 2"),
         ("onlyone\n1\n2\n", "needs at least one feature column"),
     ],
 )

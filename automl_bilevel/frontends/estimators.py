@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -62,6 +62,7 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         "run_name": [None, str],
         "log_model": ["boolean"],
         "log_plots": ["boolean"],
+        "preprocess": [StrOptions({"auto", "none"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -90,6 +91,7 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         run_name: str | None = None,
         log_model: bool = True,
         log_plots: bool = True,
+        preprocess: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -114,6 +116,7 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         self.run_name = run_name
         self.log_model = log_model
         self.log_plots = log_plots
+        self.preprocess = preprocess
         self.random_state = random_state
         self.verbose = verbose
 
@@ -145,6 +148,7 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         far, the tracking run ends as KILLED, and KeyboardInterrupt is raised again.
         """
         self._validate_params()
+        X = self._preprocess_fit(X)
         X, y = cast(
             tuple[np.ndarray, np.ndarray],
             validate_data(self, X, y, dtype=np.float64, y_numeric=self._task_kind == "regression"),
@@ -308,8 +312,35 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         )
 
     # -- predict --------------------------------------------------------------------------
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags: missing values are accepted (imputed) with ``preprocess='auto'``."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.preprocess == "auto"
+        return tags
+
+    def _preprocess_fit(self, X: ArrayLike) -> ArrayLike:
+        """Categorical columns one-hot encoded and missing values imputed by a ColumnTransformer fitted
+        here and kept as ``preprocessor_`` (``preprocess='auto'``, see :mod:`.tabular`)."""
+        from automl_bilevel.frontends import tabular
+
+        self.preprocessor_ = None
+        if self.preprocess == "none":
+            tabular.check_numeric(X, f"{type(self).__name__}.fit")
+            return X
+        if not tabular.needs_preprocessing(X):
+            return X
+        X = tabular.prepare_categoricals(X)
+        self.preprocessor_ = tabular.make_preprocessor(X)
+        out: np.ndarray = self.preprocessor_.fit_transform(X)
+        return out
+
     def _check_X(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "model_")
+        preprocessor = getattr(self, "preprocessor_", None)
+        if preprocessor is not None:
+            from automl_bilevel.frontends import tabular
+
+            X = preprocessor.transform(tabular.prepare_categoricals(X))
         checked: np.ndarray = validate_data(self, X, dtype=np.float64, reset=False)
         return checked
 
@@ -363,6 +394,12 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):  # type: ignore[mis
         Log the refitted estimator as the run's MLflow model (default True).
     log_plots : bool
         Log the run's figures (history, importances, ...) as PNG files when it ends (default True).
+    preprocess : {"auto", "none"}
+        ``"auto"`` (default): a table with text/categorical columns or missing values (a pandas
+        DataFrame, or an array with NaN) is one-hot encoded and imputed by a scikit-learn
+        ``ColumnTransformer`` fitted on the training data and kept as ``preprocessor_``, part of the
+        fitted (and logged) model; numeric data without missing values is used as it is. ``"none"``:
+        refuse such data, naming the columns.
     random_state : int, RandomState or None
     verbose : int
         1 shows a progress bar with the best value so far on stderr; 2 also one line per trial.
@@ -432,6 +469,7 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):  # type: ignore[misc]
         run_name: str | None = None,
         log_model: bool = True,
         log_plots: bool = True,
+        preprocess: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -457,6 +495,7 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):  # type: ignore[misc]
             run_name=run_name,
             log_model=log_model,
             log_plots=log_plots,
+            preprocess=preprocess,
             random_state=random_state,
             verbose=verbose,
         )

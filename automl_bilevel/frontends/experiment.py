@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SCHEMA = {
     "name": None,
-    "data": {"dataset", "test_size", "data_dir", "max_samples"},
+    "data": {"dataset", "test_size", "data_dir", "max_samples", "target"},
     "estimator": {
         "task",
         "learner",
@@ -67,6 +67,7 @@ TYPES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "test_size": (lambda v: _is_num(v) and 0 < v < 1, "a number between 0 and 1 (exclusive)"),
         "data_dir": _STR,
         "max_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "target": _STR,
     },
     "estimator": {
         "task": (lambda v: v in ("classification", "regression"), "'classification' or 'regression'"),
@@ -185,6 +186,7 @@ class Experiment:
             self.data.get("data_dir"),
             self.data.get("max_samples"),
             seed=int(self.estimator.get("random_state") or 0),
+            target=self.data.get("target"),
         )
         task = self.estimator.get("task", task)
         strat = y if task == "classification" else None

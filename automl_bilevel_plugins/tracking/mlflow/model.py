@@ -25,7 +25,8 @@ def save_model(model: Any, path: Path) -> None:
         shutil.rmtree(path)
     example, signature = None, None
     n = getattr(model, "n_features_in_", None)
-    if isinstance(n, int) and n > 0:
+    if isinstance(n, int) and n > 0 and getattr(model, "preprocessor_", None) is None:
+        # (with a preprocessor the model takes the table's own columns, not n_features_in_ numbers)
         example = np.zeros((1, n))
         signature = infer_signature(example, model.predict(example))
     mlflow.sklearn.save_model(
