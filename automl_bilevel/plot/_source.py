@@ -48,12 +48,13 @@ def _from_estimator(est: Any) -> Trials:
     trials = getattr(est, "trials_", None)
     if trials is None:
         raise ValueError(f"{type(est).__name__} is not fitted: plot it after fit()")
-    objective = getattr(est, "objective", "objective")
+    meta = hasattr(est, "meta_iters")  # MetaLearnerClassifier: its trials are meta-training steps
+    objective = getattr(est, "objective", "query_loss" if meta else "objective")
     optimizer = getattr(est, "optimizer", None)
     name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
-    learner = getattr(est, "learner", "")
+    learner = getattr(est, "method" if meta else "learner", "")
     learner = learner if isinstance(learner, str) else type(learner).__name__
-    steps = _steps_of(optimizer) if optimizer is not None else True  # a meta-learner's trials are steps
+    steps = meta or (_steps_of(optimizer) if optimizer is not None else False)
     return Trials(
         tuple(trials),
         objective if isinstance(objective, str) else type(objective).__name__,

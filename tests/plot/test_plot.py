@@ -142,3 +142,28 @@ def test_a_tracked_run_logs_its_plots_and_plots_from_its_run_id(tracking, tmp_pa
     off.fit(X, y)
     top = {a.path for a in client.list_artifacts(off.mlflow_run_id_)}
     assert "plots" not in top and "optimization_trace.png" not in top and "trials.json" in top
+
+
+def test_meta_training_curves_from_a_meta_learner():
+    from sklearn.datasets import load_digits
+
+    from automl_bilevel import MetaLearnerClassifier
+
+    X, y = load_digits(return_X_y=True)
+    est = MetaLearnerClassifier(
+        "protonet",
+        method_params={"width": 8, "depth": 2},
+        n_way=3,
+        k_shot=1,
+        q_queries=3,
+        meta_iters=6,
+        val_fraction=0.3,
+        val_every=3,
+        val_episodes=4,
+        tracking=False,
+        random_state=0,
+    ).fit((X / 16.0).reshape(-1, 8, 8), y)
+    data = plot.load(est)
+    assert data.steps and data.objective == "query_loss" and len(data.trials) == 6
+    ax = plot.history(est).axes[0]
+    assert ax.get_xlabel() == "outer step" and ax.get_ylabel().startswith("query_loss")
