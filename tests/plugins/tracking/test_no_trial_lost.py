@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import socket
 import stat
@@ -193,3 +194,40 @@ def test_sync_ends_a_sigkilled_run_and_runs_without_a_spool_and_says_so_in_one_l
     assert client.get_run(orphan.info.run_id).info.status == "KILLED"
     assert "its process" in client.get_run(orphan.info.run_id).data.tags["automl_bilevel.error"]
     assert not folder.exists()
+
+
+def test_runs_of_dead_processes_are_ended_and_live_ones_left_alone(tracking, tmp_path, monkeypatch):
+    from automl_bilevel_plugins.tracking.mlflow.reap import end_dead_runs
+
+    uri, experiment = tracking
+    monkeypatch.setenv("AUTOML_BILEVEL_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("AUTOML_BILEVEL_STALE_AFTER", "600")
+    client = MlflowClient(uri)
+    exp = client.create_experiment(experiment)
+    now = int(time.time() * 1000)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    here = socket.gethostname()
+
+    def run(pid, host, beat_ms):
+        tags = {"automl_bilevel.pid": str(pid), "automl_bilevel.host": host, "automl_bilevel.heartbeat": str(beat_ms)}
+        return client.create_run(exp, tags=tags).info.run_id
+
+    alive_here = run(os.getpid(), here, now - 3_600_000)  # an old heartbeat, but the process is alive
+    dead_here = run(gone.pid, here, now)
+    stale_there = run(1, "another-machine", now - 1_200_000)  # 20 min without a heartbeat
+    fresh_there = run(1, "another-machine", now - 60_000)
+    users_own = client.create_run(exp).info.run_id  # not ours: no pid tag
+    lines = end_dead_runs(client, uri, [exp])
+    status = {r: client.get_run(r).info.status for r in (alive_here, dead_here, stale_there, fresh_there, users_own)}
+    assert status == {
+        alive_here: "RUNNING",
+        dead_here: "KILLED",
+        stale_there: "KILLED",
+        fresh_there: "RUNNING",
+        users_own: "RUNNING",
+    }
+    assert len(lines) == 2 and any(re.search(r"no heartbeat from another-machine for 12\d\d s", x) for x in lines)
+    monkeypatch.setenv("AUTOML_BILEVEL_STALE_AFTER", "soon")
+    with pytest.raises(TrackingError, match="AUTOML_BILEVEL_STALE_AFTER='soon' is not a number"):
+        end_dead_runs(client, uri, [exp])
