@@ -199,6 +199,18 @@ def parallel_coordinates(source: Any, *, tracking_uri: str | None = None) -> Any
         ax.vlines(i, 0, 1, color="k", lw=0.8)
         ax.text(i, -0.03, lo_label, ha="center", va="top", fontsize=8)
         ax.text(i, 1.03, hi_label, ha="center", va="bottom", fontsize=8)
+        cats = categories(ok, names[i]) if names[i] in params else None
+        if cats is not None and 2 < len(cats) <= 12:  # the categories between the ends, at their places
+            for j, label in enumerate(cats[1:-1], start=1):
+                ax.text(
+                    i + 0.03,
+                    j / (len(cats) - 1),
+                    label,
+                    ha="left",
+                    va="center",
+                    fontsize=7,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+                )
     ax.set_xticks(x, [f"{n}\n(log)" if log_scaled(c) else n for n, c in zip(names, columns, strict=True)])
     ax.tick_params(axis="x", length=0, pad=4)
     ax.set_yticks([])
@@ -230,8 +242,11 @@ def slice(source: Any, *, tracking_uri: str | None = None) -> Any:
     sc = None
     for k, (name, col) in enumerate(params.items()):
         ax = axes[k // ncols][k % ncols]
-        sc = ax.scatter(col, values, c=[t.number for t in ok], cmap="Blues", edgecolors="0.3", linewidths=0.4, s=22)
         cats = categories(ok, name)
+        x = np.asarray(col, dtype=float)
+        if cats is not None:  # spread the points of a category a little, so that they do not hide each other
+            x = x + np.random.default_rng(0).uniform(-0.15, 0.15, len(x))
+        sc = ax.scatter(x, values, c=[t.number for t in ok], cmap="Blues", edgecolors="0.3", linewidths=0.4, s=22)
         if cats is not None:
             ax.set_xticks(range(len(cats)), cats, rotation=30, fontsize=8)
         elif log_scaled(col):
@@ -291,7 +306,7 @@ def contour(source: Any, params: Sequence[str] | None = None, *, tracking_uri: s
     except (ValueError, RuntimeError):  # collinear or too few distinct points: the points only
         sc = ax.scatter(xa, yb, c=z, cmap="viridis", s=40)
         fig.colorbar(sc, ax=ax, label=data.objective)
-    ax.scatter(xa, yb, s=10, color="k", alpha=0.7, label="trial")
+    ax.scatter(xa, yb, s=10 if len(z) <= 300 else 3, color="k", alpha=0.7, label="trial")
     best = int(np.argmin(z))
     ax.scatter([xa[best]], [yb[best]], marker="*", s=220, color="C3", edgecolors="w", label="best")
     from matplotlib.ticker import FuncFormatter
