@@ -25,8 +25,8 @@ from automl_bilevel.plugin.registry import (
     get_registry,
 )
 from automl_bilevel.plugin.specs import LearnerSpec, ObjectiveSpec, OptimizerSpec
-from automl_bilevel.run.engine import AllTrialsFailedError, RunSession, SearchResult, run_search
-from automl_bilevel.run.tracked import TrackedRun
+from automl_bilevel.run.engine import AllTrialsFailedError, SearchResult, run_search
+from automl_bilevel.run.lifecycle import Run
 
 
 def __getattr__(name: str) -> Any:  # estimators import scikit-learn machinery: load on first use
@@ -72,13 +72,12 @@ __all__ = [
     "Registry",
     "RunContext",
     "RunFinished",
+    "Run",
     "RunListener",
-    "RunSession",
     "RunStarted",
     "SearchResult",
     "Split",
     "Task",
-    "TrackedRun",
     "TrackingSettings",
     "Trial",
     "TrialFinished",

@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine, write  # noqa: E402
 
 from automl_bilevel import MetaLearnerClassifier  # noqa: E402
+from automl_bilevel.frontends import meta_estimator as estimator_module  # noqa: E402
 from automl_bilevel.frontends.data import load_idx_dataset  # noqa: E402
 from automl_bilevel.methods.meta import EpisodeSampler, class_split, rotate_classes  # noqa: E402
-from automl_bilevel.methods.meta import estimator as estimator_module  # noqa: E402
 from automl_bilevel.methods.meta.episodes import as_images  # noqa: E402
 from automl_bilevel.methods.meta.problem import EpisodicProblem  # noqa: E402
 from automl_bilevel.methods.meta.training import evaluate_episodes  # noqa: E402

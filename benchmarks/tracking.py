@@ -44,8 +44,8 @@ from _harness import machine, write  # noqa: E402
 
 from automl_bilevel import (  # noqa: E402
     BilevelProblem,
+    Run,
     RunContext,
-    RunSession,
     Split,
     Task,
     TrackingSettings,
@@ -111,12 +111,11 @@ def search(problem, n: int, mode: str, uri: str | None, seed: int = 0) -> dict:
         tracking=TrackingSettings(mode != "off", uri, f"bench-{mode}", log_model=False),
     )
     t0 = time.perf_counter()
-    session = RunSession(reg.run_listeners(context))
-    session.start(context)
+    session = Run(context, reg).__enter__()
     t1 = time.perf_counter()
-    res = run_search(problem, optimizer, n_iter=n, seed=seed, session=session)
+    res = run_search(problem, optimizer, n_iter=n, seed=seed, run=session)
     t2 = time.perf_counter()
-    session.finish(res.status, res.trials, t2 - t1)
+    session.finish(res.status)
     t3 = time.perf_counter()
     assert len(res.trials) == n, f"the search ran {len(res.trials)} of {n} trials ({res.stop_reason})"
     run_id = session.info.get("mlflow_run_id")

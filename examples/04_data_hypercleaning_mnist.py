@@ -12,7 +12,7 @@ optimizer and steps. Reports test accuracy of:
   oracle              trained on train + validation with the flipped examples removed
 
 and precision / recall / F1 of the examples it flags as noisy (weight < 0.5).
-Needs the MNIST IDX files (see the README, "Data"). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a small run.
+Needs the MNIST IDX files (see docs/guide/data.md). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a small run.
 """
 
 import os

@@ -2,7 +2,7 @@
 Fashion-MNIST (8 base classes, rotated x4), tested 5-way 1-shot on the 2 held-out Fashion-MNIST
 classes (rotated) and on MNIST digits (cross-domain), then adapted to a 5-class support set.
 
-Needs the MNIST and Fashion-MNIST IDX files (README, "Data"). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a
+Needs the MNIST and Fashion-MNIST IDX files (docs/guide/data.md). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a
 tiny run (a few seconds of meta-training).
 
 Expected run time: about 15 minutes on one free CPU core, most of it the 2,000 meta-iterations

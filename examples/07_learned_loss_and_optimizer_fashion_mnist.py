@@ -7,7 +7,7 @@ stored as an artifact of its run:
 
 all three through the package's one search loop; then each is used inside an ordinary torch learner
 on unseen tasks. Needs the Fashion-MNIST IDX files
-(README, "Data"). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a tiny run of a few seconds.
+(docs/guide/data.md). AUTOML_BILEVEL_EXAMPLE_QUICK=1: a tiny run of a few seconds.
 
 Expected run time: about 7 minutes on one free CPU core, as benchmarks/learned.py measured the
 same outer loops (benchmarks/results/learned.md): the ES about 2 minutes (400 evaluations), ML3
@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import torch
 
-from automl_bilevel import TrackedRun
+from automl_bilevel import Run
 from automl_bilevel.frontends.data import DatasetNotFoundError, load_idx_dataset
 from automl_bilevel.methods.learned import (
     LearnedOptimizer,
@@ -53,7 +53,7 @@ if __name__ == "__main__":
 
     # 1. (μ+λ)-ES: each candidate loss network is a trial (a child run)
     n_eval = 20 if quick else 400
-    with TrackedRun(
+    with Run.tracked(
         "metaloss-es",
         learner="mlp",
         objective="val_error",
@@ -73,7 +73,7 @@ if __name__ == "__main__":
 
     # 2. ML3: outer steps are metric steps; held-out accuracy chooses the state to keep
     steps = 4 if quick else 60
-    with TrackedRun(
+    with Run.tracked(
         "metaloss-ml3",
         learner="mlp",
         objective="val_cross_entropy",
@@ -96,7 +96,7 @@ if __name__ == "__main__":
     iters = 5 if quick else 200
     net = LSTMOptimizer()
     n = 3000 if quick else 20000
-    with TrackedRun(
+    with Run.tracked(
         "l2o-entropy",
         learner="mlp_784_20_10",
         objective="meta_loss",

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sklearn.datasets import load_digits, load_iris
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.pop("AUTOML_BILEVEL_DISABLE_PLUGINS", None)
@@ -17,6 +18,29 @@ os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STORE_DIR}/mlflow.db"
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_PLUGIN = ROOT / "examples" / "thirdparty_plugin"
+
+
+@pytest.fixture
+def digits(request):
+    """scikit-learn's digits: ``(X, y)``, or a slice a test module declares as ``DIGITS = {...}``:
+    ``n`` (the first n samples), ``val`` (then also the next ``val`` samples: ``X, y, X_val, y_val``),
+    ``scaled`` (pixels in [0, 1]) and ``images`` (shaped ``(N, 8, 8)``)."""
+    spec = getattr(request.module, "DIGITS", {})
+    X, y = load_digits(return_X_y=True)
+    if spec.get("scaled"):
+        X = X / 16.0
+    if spec.get("images"):
+        X = X.reshape(-1, 8, 8)
+    n, val = spec.get("n"), spec.get("val")
+    if val:
+        return X[:n], y[:n], X[n : n + val], y[n : n + val]
+    return (X[:n], y[:n]) if n else (X, y)
+
+
+@pytest.fixture
+def iris():
+    """scikit-learn's iris, ``(X, y)``."""
+    return load_iris(return_X_y=True)
 
 
 @pytest.fixture

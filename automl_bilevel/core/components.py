@@ -28,7 +28,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace
@@ -38,7 +38,7 @@ from automl_bilevel.core.trials import Evaluation, Trial
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from automl_bilevel.core.problem import BilevelProblem, Split
+    from automl_bilevel.core.problem import Problem, Split
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Task:
 
     @property
     def is_classifier(self) -> bool:
+        """Whether the task is a classification (labels 0..``n_outputs``-1) rather than a regression."""
         return self.kind == "classification"
 
 
@@ -59,14 +60,16 @@ class FittedModel(Protocol):
     """What ``InnerLearner.fit`` returns. Classifiers predict encoded labels 0..K-1 and
     ``predict_proba`` has exactly ``task.n_outputs`` columns."""
 
-    def predict(self, X: np.ndarray) -> np.ndarray: ...
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions for the rows of ``X`` (encoded labels 0..K-1 for a classifier)."""
 
 
 class ProbabilisticModel(FittedModel, Protocol):
     """A fitted classifier with class probabilities: ``predict_proba`` has ``task.n_outputs`` columns
     summing to 1 (what ``val_loss`` scores). Test with :func:`has_predict_proba`."""
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities for the rows of ``X``: ``task.n_outputs`` columns summing to 1."""
 
 
 def has_predict_proba(model: object) -> TypeGuard[ProbabilisticModel]:
@@ -147,11 +150,14 @@ class DifferentiableInnerProblem(Protocol):
     z0: torch.Tensor
     constants: Mapping[str, torch.Tensor]
 
-    def outputs(self, w: torch.Tensor, X: torch.Tensor) -> torch.Tensor: ...
+    def outputs(self, w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        """The model's forward pass: its raw outputs (logits for a classifier) on ``X`` with flat weights ``w``."""
 
-    def tensor(self, X: np.ndarray) -> torch.Tensor: ...
+    def tensor(self, X: np.ndarray) -> torch.Tensor:
+        """Features ``X`` as the tensor :meth:`outputs` takes (dtype and device of the inner problem)."""
 
-    def targets(self, y: np.ndarray) -> torch.Tensor: ...
+    def targets(self, y: np.ndarray) -> torch.Tensor:
+        """Targets ``y`` as the tensor the objective's ``loss_tensor`` takes."""
 
 
 @runtime_checkable
@@ -170,9 +176,16 @@ class DifferentiableLearner(Protocol):
         seed: int,
         budget: float | None = None,
         steps: int | None = None,
-    ) -> DifferentiableInnerProblem: ...
+    ) -> DifferentiableInnerProblem:
+        """The inner training on (``X``, ``y``) written functionally, as a :class:`DifferentiableInnerProblem`.
 
-    def differentiable_hyperparameters(self, task: Task) -> Mapping[str, str]: ...
+        Arguments as for ``InnerLearner.fit``: ``config`` fixes the hyperparameters a gradient method does
+        not move, ``task`` gives the shapes, ``seed`` the random draws (initial weights), ``budget`` scales
+        the training effort; ``steps`` overrides the number of inner steps T."""
+
+    def differentiable_hyperparameters(self, task: Task) -> Mapping[str, str]:
+        """The hyperparameters a gradient method may move, name -> kind: ``positive`` (a log-scale
+        float), ``unit`` (a float in (0, 1)), ``positive_per_feature``, ``unit_per_example`` or ``vector``."""
 
 
 @runtime_checkable
@@ -180,7 +193,9 @@ class DifferentiableObjective(Protocol):
     """The contract of an objective with the ``differentiable`` capability: the same objective on the
     model's raw outputs, as a differentiable scalar tensor."""
 
-    def loss_tensor(self, outputs: torch.Tensor, y: torch.Tensor, *, task: Task) -> torch.Tensor: ...
+    def loss_tensor(self, outputs: torch.Tensor, y: torch.Tensor, *, task: Task) -> torch.Tensor:
+        """The objective of the model's raw ``outputs`` against targets ``y`` as a scalar tensor that
+        gradients flow through (lower is better), consistent with the objective's ``__call__``."""
 
 
 @runtime_checkable
@@ -201,7 +216,11 @@ class PopulationLearner(Protocol):
         name: str = ...,
         config: Mapping[str, Any] | None = ...,
         budget: float | None = ...,
-    ) -> np.ndarray: ...
+    ) -> np.ndarray:
+        """The objective of each row of ``vectors`` (one value of the vector hyperparameter ``name`` per
+        row), fitted on each split's training data and scored by ``objective`` on its validation data, averaged
+        over ``splits``: an array with one value per row. ``config`` holds the other hyperparameters,
+        ``budget`` scales the training effort."""
 
 
 #: The protocol a component with the ``differentiable`` capability must satisfy, by kind.
@@ -215,7 +234,8 @@ class DeclaresRequirements(Protocol):
     ``multi_fidelity``): an attribute or property ``requires``, checked before a run."""
 
     @property
-    def requires(self) -> frozenset[str] | None: ...
+    def requires(self) -> frozenset[str] | None:
+        """The capabilities this instance needs in addition to its registration's, or ``None`` for none."""
 
 
 @runtime_checkable
@@ -223,9 +243,11 @@ class LearnedComponent(Protocol):
     """A learned piece of a model stored with a run (a loss network, a learned optimizer): it writes
     itself to one file and says with which settings it was built (``settings()``, JSON-able values)."""
 
-    def save(self, path: str | os.PathLike[str]) -> None: ...
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the component to the file ``path``."""
 
-    def settings(self) -> Mapping[str, Any]: ...
+    def settings(self) -> Mapping[str, Any]:
+        """The settings it was built with, as JSON-able values (enough to rebuild it before loading)."""
 
 
 @dataclass(frozen=True)
@@ -237,15 +259,23 @@ class Proposal:
     info: Any = field(default=None, compare=False)
 
 
-class OuterOptimizer(ABC):
+#: the kind of problem an outer optimizer works on (a :class:`~automl_bilevel.core.problem.Problem`)
+ProblemT = TypeVar("ProblemT", bound="Problem")
+
+
+class OuterOptimizer(ABC, Generic[ProblemT]):
     """How the outer variables move. See the module docstring for the call order.
+
+    Generic in the kind of :class:`~automl_bilevel.core.problem.Problem` it works on: black-box
+    optimizers take a ``SearchProblem`` (a ``BilevelProblem``), gradient ones a ``GradientProblem``.
 
     The search loop sets ``n_iter`` (its trial budget) on the optimizer before ``setup``.
     """
 
     n_iter: int | None = None
 
-    def setup(self, problem: BilevelProblem, seed: int) -> None:
+    def setup(self, problem: ProblemT, seed: int) -> None:
+        """Once, before the first ``ask``: the problem to optimize and the run's seed."""
         self.problem = problem
         self.seed = seed
 
@@ -253,8 +283,16 @@ class OuterOptimizer(ABC):
     def ask(self, n: int = 1) -> list[Proposal]:
         """Up to ``n`` proposals to evaluate next."""
 
-    def evaluate(self, problem: BilevelProblem, proposal: Proposal) -> Evaluation:
-        """Evaluate one proposal. The default fits the learner and scores the objective."""
+    def evaluate(self, problem: ProblemT, proposal: Proposal) -> Evaluation:
+        """Evaluate one proposal. The default asks the problem (a
+        :class:`~automl_bilevel.core.problem.SearchProblem`: fit the learner, score the objective)."""
+        from automl_bilevel.core.problem import SearchProblem
+
+        if not isinstance(problem, SearchProblem):
+            raise TypeError(
+                f"{type(self).__name__} evaluates configurations of a SearchProblem "
+                f"(space, evaluate(config, budget)); got {type(problem).__name__}"
+            )
         return problem.evaluate(proposal.config, budget=proposal.budget)
 
     @abstractmethod
@@ -267,12 +305,13 @@ class OuterOptimizer(ABC):
         for trial in trials:
             self.tell(Proposal(trial.config, trial.budget), trial)
 
-    def remote_evaluator(self) -> Callable[[BilevelProblem, Proposal], Evaluation] | None:
+    def remote_evaluator(self) -> Callable[[ProblemT, Proposal], Evaluation] | None:
         """A picklable function that evaluates a proposal on another process (Dask worker), for
         optimizers that override ``evaluate``. ``None``: the default evaluation (fit and score)."""
         return None
 
     def should_stop(self) -> bool:
+        """Whether the optimizer has nothing more to propose (the loop stops early); default ``False``."""
         return False
 
     def state_dict(self) -> dict[str, Any] | None:

@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-
+from automl_bilevel.core.jsonable import jsonable
 from automl_bilevel.core.trials import Trial
 
 if TYPE_CHECKING:
@@ -59,14 +58,8 @@ class RunContext:
 
 
 def plain(value: Any) -> Any:
-    """A parameter value as something a tracker can log."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    return repr(value)
+    """A parameter value as something a tracker can log (:func:`automl_bilevel.core.jsonable.jsonable`)."""
+    return jsonable(value)
 
 
 def run_params(estimator: Any) -> dict[str, Any]:
@@ -80,6 +73,8 @@ def run_params(estimator: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RunStarted:
+    """The run is about to start; ``context`` describes it."""
+
     context: RunContext
 
 
@@ -114,4 +109,5 @@ class RunListener(Protocol):
 
     info: Mapping[str, Any]
 
-    def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None: ...
+    def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None:
+        """Receive one event of the run (in the order RunStarted, TrialFinished*, RunFinished)."""

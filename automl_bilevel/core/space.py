@@ -28,6 +28,8 @@ from ConfigSpace import (
 )
 from ConfigSpace.hyperparameters import Hyperparameter
 
+from automl_bilevel.core.jsonable import python_scalar
+
 
 class InvalidSearchSpaceError(ValueError):
     """A search space entry is malformed (bad bounds, unknown name, ...)."""
@@ -109,6 +111,8 @@ def as_configspace(space: ConfigurationSpace | Mapping[str, Any] | None, seed: i
 
 
 def check_names(space: ConfigurationSpace, allowed: set[str] | None, owner: str) -> None:
+    """Raise ``InvalidSearchSpaceError`` when ``space`` has a hyperparameter outside ``allowed`` (the names
+    ``owner`` accepts); ``allowed=None`` accepts anything."""
     if allowed is None:
         return
     unknown = sorted(set(space.keys()) - allowed)
@@ -116,15 +120,9 @@ def check_names(space: ConfigurationSpace, allowed: set[str] | None, owner: str)
         raise InvalidSearchSpaceError(f"{owner} has no hyperparameter(s) {unknown}; it accepts: {sorted(allowed)}")
 
 
-def to_python(value: Any) -> Any:
-    """numpy scalars to plain Python values (JSON, MLflow params, set_params)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def config_dict(config: Configuration | Mapping[str, Any]) -> dict[str, Any]:
-    return {k: to_python(v) for k, v in dict(config).items()}
+    """A configuration as a dict of plain Python values (numpy scalars converted; arrays kept)."""
+    return {k: python_scalar(v) for k, v in dict(config).items()}
 
 
 def describe(space: ConfigurationSpace) -> dict[str, Any]:
@@ -154,9 +152,12 @@ class UnitCube:
 
     @property
     def dim(self) -> int:
+        """The number of coordinates: one per non-constant hyperparameter."""
         return len(self.names)
 
     def decode(self, u: np.ndarray) -> dict[str, Any]:
+        """The configuration of a point ``u`` of [0, 1]^d (clipped to the cube): constants added, inactive
+        hyperparameters dropped. Raises ``ValueError`` for a vector of the wrong length."""
         from ConfigSpace.util import deactivate_inactive_hyperparameters
 
         u = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)

@@ -22,6 +22,10 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Trial:
+    """One finished evaluation: its ``number`` in the run, the ``config`` and ``budget`` evaluated, the
+    outer objective ``value`` (lower is better), ``status`` (``COMPLETE`` or ``FAILED``, with ``error``),
+    ``duration`` in seconds and extra ``metrics``."""
+
     number: int
     config: Mapping[str, Any]
     value: float
@@ -36,11 +40,12 @@ class Trial:
 
     @property
     def ok(self) -> bool:
+        """Whether the trial completed with a finite value."""
         return self.status == COMPLETE and math.isfinite(self.value)
 
 
 def best_trial(trials: Sequence[Trial]) -> Trial | None:
-    """The completed trial with the lowest value (the highest budget wins among equals)."""
+    """The completed trial with the lowest value among those at the highest budget (``None`` if none completed)."""
     done = [t for t in trials if t.ok]
     if not done:
         return None

@@ -71,6 +71,9 @@ class Strategy(ABC):
         return self._asked.copy()
 
     def tell(self, fitness: npt.ArrayLike) -> None:
+        """The fitness (lower is better) of the population from the last ``ask``, one value per row; a
+        non-finite value counts as a failed member. Updates the best point and the search distribution; raises
+        ``RuntimeError`` without a pending population and ``ValueError`` for the wrong number of values."""
         if self._asked is None:
             raise RuntimeError("ask for a population before telling its fitness")
         raw = np.asarray(fitness, dtype=np.float64).ravel()
@@ -143,6 +146,7 @@ class MuPlusLambda(Strategy):
 
     @property
     def sigmas(self) -> FloatArray:
+        """The step sizes σ of the current parents."""
         return np.array([s for _, s, _ in self.parents])
 
 
@@ -191,6 +195,7 @@ class CMAES(Strategy):
 
     @property
     def sigma(self) -> float:
+        """CMA-ES's current overall step size σ."""
         return float(self.es.sigma)
 
 

@@ -42,6 +42,8 @@ def _params(p: Mapping[str, Any]) -> str:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """``automl-bilevel plugins``: print every registered component and run listener with the plugin and
+    package it came from, then the plugins that failed to load (as JSON with ``--json``). Returns 0."""
     from automl_bilevel.plugin.registry import Registry, get_plugin_manager
 
     pm = get_plugin_manager()
@@ -76,6 +78,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def print_results(res: dict[str, Any], out: TextIO | None = None) -> None:
+    """Print the summary of an experiment run (the result of ``Experiment.run``) and its best trials to
+    ``out`` (default: stdout)."""
     out = out or sys.stdout
     lines = [
         ("experiment", f"{res['experiment']}  [{res['source']}]"),
@@ -158,6 +162,8 @@ class _SigtermAsInterrupt:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``automl-bilevel run``: run an experiment file (or the embedded default) with the command-line
+    overrides, print the results and write them to ``--json-out``. Returns 0, or 130/143 after SIGINT/SIGTERM."""
     from automl_bilevel.frontends.experiment import Experiment
 
     _check_json_out(args.json_out)
@@ -208,6 +214,8 @@ def _checkpoint_to_use(given: str | None, in_file: str | None, resume: bool) -> 
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    """``automl-bilevel sync``: write tracking records kept in a local spool to the tracking store; returns 1
+    if any spool failed, else 0."""
     from automl_bilevel.plugin.registry import Registry, get_plugin_manager
 
     pm = get_plugin_manager()
@@ -258,6 +266,7 @@ _PLOT_NAMES = ("history", "importances", "parallel_coordinates", "slice", "conto
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``automl-bilevel`` command and its ``plugins``, ``run`` and ``sync`` subcommands."""
     p = argparse.ArgumentParser(
         prog="automl-bilevel", description="Bilevel hyperparameter optimization and meta-learning."
     )
@@ -292,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``automl-bilevel`` entry point: parse ``argv`` (default: ``sys.argv``) and run the subcommand;
+    returns its exit code, or 2 after printing a usage or configuration error."""
     args = build_parser().parse_args(argv)
     try:
         func: Callable[[argparse.Namespace], int] = args.func

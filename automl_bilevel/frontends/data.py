@@ -68,7 +68,7 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) ->
     if os.environ.get(DATA_ENV):
         roots += [Path(os.environ[DATA_ENV]) / name, Path(os.environ[DATA_ENV])]
     roots.append(Path("/usr/share/datasets") / name)
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]  # the folder holding automl_bilevel/
     for base in (here, Path.cwd()):
         roots += [base / "shared" / "data" / name, base.parent / "shared" / "data" / name]
     seen: set[Path] = set()
@@ -81,6 +81,9 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) ->
 
 
 def find_idx_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding the four IDX files of dataset ``name`` (e.g. ``fashion-mnist``), searched in
+    :func:`candidate_dirs`. Raises ``ValueError`` for an unknown name, ``DatasetNotFoundError`` with where it
+    looked and how to fix it when the files are not found."""
     if name not in IDX_DATASETS:
         raise ValueError(f"unknown IDX dataset {name!r}; known: {', '.join(IDX_DATASETS)}")
     needed = [f for pair in IDX_FILES.values() for f in pair]

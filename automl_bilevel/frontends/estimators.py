@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from numbers import Integral, Real
@@ -16,9 +15,8 @@ from typing import Any, Self, cast
 import numpy as np
 from ConfigSpace import ConfigurationSpace
 from numpy.typing import ArrayLike
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -27,17 +25,16 @@ from automl_bilevel.core.components import InnerLearner, OuterObjective, OuterOp
 from automl_bilevel.core.events import RunContext, TrackingSettings, plain, run_params
 from automl_bilevel.core.problem import BilevelProblem, Split
 from automl_bilevel.core.space import as_configspace, check_names, describe
-from automl_bilevel.core.trials import history_table
+from automl_bilevel.frontends.base import SearchEstimator
 from automl_bilevel.plugin.registry import check_compatible, get_registry
 from automl_bilevel.plugin.specs import Component
-from automl_bilevel.run.checkpoint import Checkpoint
-from automl_bilevel.run.engine import AllTrialsFailedError
+from automl_bilevel.run.engine import AllTrialsFailedError, SearchResult
 from automl_bilevel.run.lifecycle import Run
 from automl_bilevel.run.parallel import check_address
 from automl_bilevel.run.runtime import thread_policy
 
 
-class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type information
+class _BilevelEstimator(SearchEstimator):
     _task_kind = "classification"
 
     _parameter_constraints: dict[str, list[Any]] = {
@@ -71,7 +68,7 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         self,
         learner: str | InnerLearner = "logistic",
         objective: str | OuterObjective = "val_loss",
-        optimizer: str | OuterOptimizer = "random",
+        optimizer: str | OuterOptimizer[Any] = "random",
         *,
         search_space: Mapping[str, Any] | ConfigurationSpace | None = None,
         n_iter: int = 20,
@@ -156,7 +153,7 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         if X.shape[0] < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples, got {X.shape[0]} sample")
         y_enc, n_outputs = self._encode_targets(y)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = self._seed()
         task = Task(self._task_kind, X.shape[1], n_outputs)
 
         registry = get_registry()
@@ -167,31 +164,16 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
         self._check_parallel(optimizer)
         inner: InnerLearner = learner.obj
         space = self._build_space(inner, task, seed)
-        checkpoint = None
-        if self.checkpoint is not None:  # a resumed search keeps the seed (and so the split) it began with
-            checkpoint = Checkpoint(self.checkpoint, self._fingerprint(X, y_enc, learner, objective, optimizer, space))
-            seed = checkpoint.open(seed, space)  # records checked against the space (file:line)
-            space.seed(seed)
+        checkpoint, seed = self._open_checkpoint(  # records checked against the space (file:line)
+            self._fingerprint(X, y_enc, learner, objective, optimizer, space), seed, space
+        )
         problem = BilevelProblem(learner.obj, objective.obj, space, task, self._splits(X, y_enc, seed), seed)
-
         context = replace(
             self._context(task, learner, objective, optimizer, space),
             resumed_trials=len(checkpoint.trials) if checkpoint else 0,
         )
-        with Run(context, registry) as run:
-            self.run_info_ = run.info
-            self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
-            result = run.search(
-                problem,
-                optimizer.obj,
-                n_iter=self.n_iter,
-                seed=seed,
-                timeout=self.timeout,
-                n_workers=self._n_workers(),
-                dask_address=self.dask_address,
-                checkpoint=checkpoint,
-            )
-            self.trials_ = tuple(result.trials)
+
+        def conclude(result: SearchResult, run: Run) -> dict[str, Any]:
             best = result.best
             if best is None:
                 if result.status == "KILLED":
@@ -209,23 +191,24 @@ class _BilevelEstimator(BaseEstimator):  # type: ignore[misc]  # scikit-learn sh
             self.best_value_ = float(best.value)
             self.best_score_ = -self.best_value_
             self.best_trial_ = best
-            self.history_ = history_table(result.trials)
             self.n_trials_ = len(result.trials)
-            self.stop_reason_ = result.stop_reason
             with thread_policy(work=float(X.size)):  # the refit: threads sized to the work (runtime.py)
                 self.model_ = inner.fit(X, y_enc, self.best_params_, task=task, seed=seed)
             self.learner_ = learner.obj
             self.search_space_ = space
-            self.interrupted_ = result.status == "KILLED"
-            run.model = self
-            run.finish(result.status, artifacts=inner.learned_components(self.best_params_))
-        if self.interrupted_:
-            warnings.warn(
-                f"search interrupted after {len(result.trials)} trials; refitted with the best so far",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            raise KeyboardInterrupt
+            return {"artifacts": inner.learned_components(self.best_params_)}
+
+        self._search(
+            context,
+            registry,
+            problem,
+            optimizer,
+            n_iter=self.n_iter,
+            seed=seed,
+            checkpoint=checkpoint,
+            n_workers=self._n_workers(),
+            conclude=conclude,
+        )
         return self
 
     def _n_workers(self) -> int:
@@ -423,11 +406,14 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):  # type: ignore[mis
         return y_enc.astype(np.int64), len(self.classes_)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
+        """The predicted class labels of the rows of ``X`` (in the labels of ``classes_``)."""
         pred = super().predict(X)
         labels: np.ndarray = self.classes_[pred]
         return labels
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Class probabilities of the rows of ``X``, one column per class of ``classes_``; raises
+        ``AttributeError`` when the fitted model has no ``predict_proba``."""
         X = self._check_X(X)
         # hasattr, not a runtime-checkable protocol: see components.has_predict_proba
         if not hasattr(self.model_, "predict_proba"):
@@ -449,7 +435,7 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):  # type: ignore[misc]
         self,
         learner: str | InnerLearner = "mlp",
         objective: str | OuterObjective = "val_loss",
-        optimizer: str | OuterOptimizer = "random",
+        optimizer: str | OuterOptimizer[Any] = "random",
         *,
         search_space: Mapping[str, Any] | ConfigurationSpace | None = None,
         n_iter: int = 20,

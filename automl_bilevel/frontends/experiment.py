@@ -99,6 +99,10 @@ TYPES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
 
 @dataclass
 class Experiment:
+    """One experiment file: its ``name``, the ``[data]``, ``[estimator]``, ``[search_space]`` and
+    ``[tracking]`` tables, and where it was read from (``source``). Build it with :meth:`load` or
+    :meth:`from_dict`, run it with :meth:`run`."""
+
     name: str
     data: dict[str, Any]
     estimator: dict[str, Any]
@@ -108,6 +112,8 @@ class Experiment:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Experiment:
+        """Read and check the TOML experiment file at ``path`` (default: the embedded digits experiment);
+        raises ``ExperimentError`` for a missing file, invalid TOML or an invalid experiment."""
         if path is None:
             text = resources.files("automl_bilevel").joinpath("frontends/experiments/default.toml").read_text()
             source = "embedded default (digits)"
@@ -124,6 +130,8 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> Experiment:
+        """An experiment from the parsed TOML ``raw`` (``source`` names it in errors); raises
+        ``ExperimentError`` for unknown sections or keys, a missing dataset or a value of the wrong type."""
         unknown = set(raw) - set(SCHEMA)
         if unknown:
             raise ExperimentError(f"{source}: unknown section(s) {sorted(unknown)}; allowed: {sorted(SCHEMA)}")
@@ -158,6 +166,9 @@ class Experiment:
     def build_estimator(
         self, task: str, *, verbose: int = 1, overrides: dict[str, Any] | None = None
     ) -> BilevelClassifier | BilevelRegressor:
+        """The estimator the experiment describes for ``task`` (``classification``: a
+        :class:`BilevelClassifier`, else a :class:`BilevelRegressor`), with its tracking settings, ``verbose``
+        and the ``overrides`` (estimator parameters) applied."""
         from automl_bilevel.frontends.estimators import BilevelClassifier, BilevelRegressor
 
         params = {k: v for k, v in self.estimator.items() if k != "task"}

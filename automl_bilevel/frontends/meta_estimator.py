@@ -27,7 +27,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from automl_bilevel.core.events import RunContext, TrackingSettings, run_params
-from automl_bilevel.core.trials import history_table
+from automl_bilevel.frontends.base import SearchEstimator
 from automl_bilevel.gradient.outer import GradientOuterOptimizer
 from automl_bilevel.methods.meta.base import MetaLearner
 from automl_bilevel.methods.meta.episodes import EpisodeError, EpisodeSampler, as_images, class_split, rotate_classes
@@ -35,7 +35,7 @@ from automl_bilevel.methods.meta.problem import EpisodicProblem
 from automl_bilevel.methods.meta.training import evaluate_episodes
 from automl_bilevel.plugin.registry import CapabilityError, Registry, get_registry
 from automl_bilevel.plugin.specs import Component, Registered
-from automl_bilevel.run.checkpoint import Checkpoint
+from automl_bilevel.run.engine import SearchResult
 from automl_bilevel.run.lifecycle import Run
 from automl_bilevel.run.runtime import resolve_device
 
@@ -55,13 +55,17 @@ class AdaptedClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  
         self.image_shape = image_shape
 
     def __sklearn_is_fitted__(self) -> bool:
+        """Whether it holds a meta-learner (for scikit-learn's ``check_is_fitted``)."""
         return self.model is not None
 
     @property
     def classes_(self) -> npt.NDArray[Any] | None:
+        """The original labels of the support set's classes, in the order of the probability columns."""
         return self.classes
 
     def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Probabilities over the support set's classes for the query images ``X``; raises
+        ``NotFittedError`` without a meta-learner and support set, ``EpisodeError`` when the image shapes differ."""
         if self.model is None or self.support_x is None or self.classes is None:
             raise NotFittedError("this AdaptedClassifier has no meta-learner; get one from MetaLearnerClassifier.adapt")
         Xq = torch.as_tensor(as_images(X, self.image_shape))
@@ -77,13 +81,14 @@ class AdaptedClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  
         return torch.softmax(out, dim=1).numpy().astype(np.float64)
 
     def predict(self, X: npt.ArrayLike) -> npt.NDArray[Any]:
+        """The most probable support-set class (its original label) for each query image of ``X``."""
         proba = self.predict_proba(X)  # raises NotFittedError without classes
         assert self.classes is not None  # predict_proba raised NotFittedError otherwise
         labels: npt.NDArray[Any] = self.classes[proba.argmax(1)]
         return labels
 
 
-class MetaLearnerClassifier(BaseEstimator):  # type: ignore[misc]  # sklearn ships no type information
+class MetaLearnerClassifier(SearchEstimator):
     """Episodic meta-learning for N-way K-shot classification.
 
     Parameters
@@ -253,7 +258,7 @@ class MetaLearnerClassifier(BaseEstimator):  # type: ignore[misc]  # sklearn shi
         labels = np.asarray(y)
         if labels.ndim != 1 or len(labels) != len(images):
             raise EpisodeError(f"{len(images)} images but labels of shape {labels.shape}")
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = self._seed()
         device = resolve_device(self.device)  # a missing or malformed device before any work
         registry = get_registry()
         if isinstance(self.method, str):
@@ -270,10 +275,8 @@ class MetaLearnerClassifier(BaseEstimator):  # type: ignore[misc]  # sklearn shi
             )
         defaults = {"outer_lr": self.meta_lr, "clip": None} if isinstance(self.optimizer, str) else {}
         optimizer = registry.make("optimizer", self.optimizer, {**defaults, **(self.optimizer_params or {})})
-        checkpoint = None
-        if self.checkpoint is not None:  # a resumed run keeps its seed: the same classes, episodes, start
-            checkpoint = Checkpoint(self.checkpoint, self._fingerprint(images, labels, optimizer))
-            seed = checkpoint.open(seed)
+        # a resumed run keeps its seed: the same classes, episodes, start
+        checkpoint, seed = self._open_checkpoint(self._fingerprint(images, labels, optimizer), seed)
         with torch.random.fork_rng(devices=[]):  # the network's start is the seed's, not the global RNG's
             torch.manual_seed(seed)
             model, reg = self._build(images, registry)
@@ -313,38 +316,32 @@ class MetaLearnerClassifier(BaseEstimator):  # type: ignore[misc]  # sklearn shi
             ),
             trials_are_steps=True,
         )
-        with Run(context, registry) as run:
-            self.run_info_ = run.info
-            self.mlflow_run_id_ = self.run_info_.get("mlflow_run_id")
-            result = run.search(
-                problem,
-                optimizer.obj,
-                n_iter=self.meta_iters,
-                seed=seed,
-                timeout=self.timeout,
-                n_workers=self.n_workers,
-                dask_address=self.dask_address,
-                checkpoint=checkpoint,
-            )
+
+        def conclude(result: SearchResult, run: Run) -> dict[str, Any]:
             opt = optimizer.obj
             validated = val is not None and opt.best_vars is not None
             problem.load(opt.best_variables() if validated else opt.vars).eval()
             model.to("cpu")  # adapt, evaluate, pickling: on the CPU, wherever it was trained
             best = result.trials[opt.best_step] if validated else (result.trials[-1] if result.trials else None)
             self.model_ = model
-            self.trials_ = tuple(result.trials)
-            self.history_ = history_table(result.trials)
             for key in ("train_accuracy", "meta_val_accuracy"):
                 self.history_[key] = [t.metrics.get(key) for t in result.trials]
             self.best_val_accuracy_ = best.metrics["meta_val_accuracy"] if validated and best is not None else None
             self.best_iteration_ = best.number if best is not None else -1
             self.n_iter_ = len(result.trials)
-            self.stop_reason_ = result.stop_reason
-            self.interrupted_ = result.status == "KILLED"
-            run.model = self
-            run.finish(result.status, best=best)
-        if self.interrupted_:
-            raise KeyboardInterrupt
+            return {"best": best}
+
+        self._search(
+            context,
+            registry,
+            problem,
+            optimizer,
+            n_iter=self.meta_iters,
+            seed=seed,
+            checkpoint=checkpoint,
+            n_workers=self.n_workers,
+            conclude=conclude,
+        )
         return self
 
     def _fingerprint(

@@ -25,6 +25,19 @@ from automl_bilevel.gradient.optim import InnerOptimizer
 
 @dataclass
 class InnerDynamics:
+    """The inner dynamics w_t = Φ_t(w_{t-1}, λ): ``T`` steps of ``optimizer`` on ``inner_loss``.
+
+    - ``inner_loss(w, hp, t)``: the inner (training) loss L_λ of the flat weight vector ``w`` (``n``
+      entries) under the hyperparameter values ``hp``, at step ``t`` (``t`` may pick a mini-batch;
+      ``None`` asks for the full training loss);
+    - ``optimizer``: the functional inner optimizer Φ (:class:`~automl_bilevel.gradient.optim.SGD`,
+      ``Momentum``, ``Adam``), which may read its learning rate and momentum from ``hp``;
+    - ``n``: the number of inner variables w (the length of the flat weight vector);
+    - ``T``: the number of inner steps of a full run.
+
+    The state is one flat vector ``z = [w, *slots]`` of length :attr:`dim` (the optimizer's slots, e.g.
+    Adam's moments, come after the weights); :meth:`init` builds it from w0, :meth:`weights` reads w back."""
+
     inner_loss: Callable[[Tensor, Mapping[str, Tensor], int | None], Tensor]
     optimizer: InnerOptimizer
     n: int
@@ -32,15 +45,20 @@ class InnerDynamics:
 
     @property
     def dim(self) -> int:
+        """The length of the state z: the weights plus the optimizer's slots, ``(1 + n_slots) * n``."""
         return (1 + self.optimizer.n_slots) * self.n
 
     def init(self, w0: Tensor) -> Tensor:
+        """The initial state z0 from initial weights ``w0`` (flattened; the optimizer's slots start at zero).
+
+        Raises ``ValueError`` when ``w0`` does not have ``n`` entries."""
         w0 = w0.reshape(-1)
         if w0.numel() != self.n:
             raise ValueError(f"w0 has {w0.numel()} entries, the dynamics expect {self.n}")
         return torch.cat([w0] + [torch.zeros_like(w0)] * self.optimizer.n_slots)
 
     def weights(self, z: Tensor) -> Tensor:
+        """The inner variables w (the first ``n`` entries) of the state ``z``."""
         return z[: self.n]
 
     def _split(self, z: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -90,5 +108,6 @@ class InnerDynamics:
 
 
 def check_finite(z: Tensor, t: int) -> None:
+    """Raise ``FloatingPointError`` when the inner state ``z`` at step ``t`` has a NaN or an infinity."""
     if not torch.isfinite(z).all():
         raise FloatingPointError(f"inner dynamics diverged (non-finite state) by step {t}")

@@ -43,6 +43,12 @@ OuterLoss = Callable[[Tensor, Mapping[str, Tensor]], Tensor]
 
 @dataclass
 class Hypergradient:
+    """The result of a hypergradient computation.
+
+    ``value``: the outer objective E(w_T, λ); ``grads``: dE/dλ, one tensor per hyperparameter name (on the
+    values, not the raw tensors: chain with ``HyperParameters.chain``); ``z``: the final inner state z_T;
+    ``info``: how it was computed (``mode``, ``steps``, and the solver's ``iterations``/``residual``)."""
+
     value: float
     grads: dict[str, Tensor]
     z: Tensor
@@ -50,6 +56,7 @@ class Hypergradient:
 
     @property
     def norm(self) -> float:
+        """The Euclidean norm of all gradients together."""
         return math.sqrt(sum(float((g.double() ** 2).sum()) for g in self.grads.values()))
 
 
@@ -165,9 +172,11 @@ class ForwardMode:
         self.eye = torch.eye(self.m, dtype=self.theta.dtype, device=self.theta.device)
 
     def set_hp(self, hp: Mapping[str, Tensor]) -> None:
+        """Change λ to the values ``hp`` (same names and shapes); the state and its tangents carry on."""
         self.theta, self.unflatten = _flatten(hp)
 
     def advance(self, k: int | None = None) -> None:
+        """Run ``k`` more inner steps (default: up to ``T``), carrying the tangents dz/dλ along."""
         stop = self.dyn.T if k is None else min(self.dyn.T, self.t + k)
         theta = self.theta
         for t in range(self.t, stop):
@@ -189,6 +198,7 @@ class ForwardMode:
         check_finite(self.z, stop - 1)
 
     def hypergradient(self) -> Hypergradient:
+        """E and dE/dλ at the current inner state (after the steps run so far)."""
         hp = self.unflatten(self.theta)
         value, gw, direct = outer_grads(self.outer_loss, self.dyn.weights(self.z), hp)
         total = torch.cat([direct[k].reshape(-1) for k in hp]) + self.Z[: self.dyn.n].T @ gw
@@ -196,6 +206,7 @@ class ForwardMode:
 
 
 def forward(dyn: InnerDynamics, outer_loss: OuterLoss, z0: Tensor, hp: Mapping[str, Tensor]) -> Hypergradient:
+    """Exact forward-mode hypergradient: propagate dz_t/dλ through all ``T`` steps (memory flat in T, O(|w|·|λ|))."""
     fm = ForwardMode(dyn, outer_loss, z0, hp)
     fm.advance()
     return fm.hypergradient()

@@ -22,11 +22,14 @@ class InnerOptimizer(Protocol):
     returning the new weights and slots (``hp``: hyperparameter values, ``t``: the step from 0)."""
 
     @property
-    def n_slots(self) -> int: ...
+    def n_slots(self) -> int:
+        """How many state vectors of the weights' size the optimizer keeps (0 for SGD, 2 for Adam)."""
 
     def update(
         self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp: Mapping[str, Tensor], t: int
-    ) -> tuple[Tensor, tuple[Tensor, ...]]: ...
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One optimizer step: from weights ``w``, state ``slots`` and the inner gradient ``g`` at step ``t``,
+        the new weights and slots. ``hp`` holds the hyperparameter values a setting may name."""
 
 
 def _get(hp: Mapping[str, Tensor], value: float | str) -> Tensor | float:
@@ -35,12 +38,15 @@ def _get(hp: Mapping[str, Tensor], value: float | str) -> Tensor | float:
 
 @dataclass(frozen=True)
 class SGD:
+    """Plain gradient descent: w = w - lr·g, no state (``lr``: a float or the name of a hyperparameter)."""
+
     lr: float | str = "lr"
     n_slots = 0
 
     def update(
         self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp: Mapping[str, Tensor], t: int
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """w - lr·g, and no slots."""
         return w - _get(hp, self.lr) * g, ()
 
 
@@ -55,6 +61,7 @@ class Momentum:
     def update(
         self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp: Mapping[str, Tensor], t: int
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One heavy-ball step; the one slot is the velocity v."""
         (v,) = slots
         v = _get(hp, self.momentum) * v + g
         return w - _get(hp, self.lr) * v, (v,)
@@ -73,6 +80,7 @@ class Adam:
     def update(
         self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp: Mapping[str, Tensor], t: int
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One bias-corrected Adam step; the two slots are the first and second moments (m, v)."""
         m, v = slots
         m = self.beta1 * m + (1 - self.beta1) * g
         v = self.beta2 * v + (1 - self.beta2) * g * g
@@ -82,6 +90,10 @@ class Adam:
 
 
 def make_optimizer(name: str, lr: float | str = "lr", momentum: float | str | None = 0.9) -> InnerOptimizer:
+    """The inner optimizer called ``name``: ``sgd`` (with ``momentum`` other than None or 0 it is
+    :class:`Momentum`), ``momentum`` or ``adam``. ``lr`` and ``momentum`` are floats or hyperparameter names.
+
+    Raises ``ValueError`` for an unknown name, or ``momentum`` without a momentum."""
     if name == "sgd":
         return SGD(lr) if momentum is None or momentum == 0 else Momentum(lr, momentum)
     if name == "momentum":

@@ -29,8 +29,8 @@ import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from automl_bilevel.core.components import (
     OuterOptimizer,
     Proposal,
 )
+from automl_bilevel.core.problem import BilevelProblem, GradientResult, Problem
 from automl_bilevel.core.trials import Evaluation, Trial
 
 #: outer optimizers a gradient method can use on its variables
@@ -57,16 +58,6 @@ class OuterPoint:
     variables: Mapping[str, Tensor]
     outer_lr: float = math.nan  # the optimizer's state at this step, reported with the trial
     backoffs: int = 0
-
-
-@dataclass(frozen=True)
-class GradientResult:
-    """What a :class:`DifferentiableProblem` returns for one outer step."""
-
-    value: float
-    grads: Mapping[str, Tensor]
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    state: Mapping[str, Tensor] = field(default_factory=dict)  # new values of the non-trainable variables
 
 
 class DifferentiableProblem(ABC):
@@ -108,13 +99,13 @@ class DifferentiableProblem(ABC):
 
 # -- the hyperparameter view of a BilevelProblem --------------------------------------------------------
 def _kinds(
-    problem: Any, tensor_hyperparameters: tuple[str, ...], tensor_init: Mapping[str, Any]
+    problem: BilevelProblem, tensor_hyperparameters: tuple[str, ...], tensor_init: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from ConfigSpace import UniformFloatHyperparameter
 
     from automl_bilevel.gradient import Bounded, BoxTensor, Positive, PositiveTensor
 
-    learner = problem.learner
+    learner = cast(DifferentiableLearner, problem.learner)  # checked by HyperparameterProblem
     diff = dict(learner.differentiable_hyperparameters(problem.task))
     kinds: dict[str, Any] = {}
     fixed: dict[str, Any] = {}
@@ -137,7 +128,7 @@ def _kinds(
                 raise ValueError(f"{name!r} (one weight per training example) needs one split, not cv")
             kinds[name] = BoxTensor(tensor_init.get(name, 1.0), shape=(len(problem.splits[0].y_train),))
         elif kind == "vector":  # a network's weights (a loss network), free, starting where the learner has them
-            start = np.asarray(learner.vector_hyperparameters(problem.task)[name], dtype=np.float64)
+            start = np.asarray(problem.learner.vector_hyperparameters(problem.task)[name], dtype=np.float64)
             kinds[name] = BoxTensor(tensor_init.get(name, start), shape=start.shape, low=-math.inf, high=math.inf)
         else:
             tensors = sorted(k for k, v in diff.items() if v.endswith(("per_feature", "per_example", "vector")))
@@ -160,7 +151,7 @@ class HyperparameterProblem(DifferentiableProblem):
 
     def __init__(
         self,
-        problem: Any,
+        problem: BilevelProblem,
         *,
         tensor_hyperparameters: tuple[str, ...] = (),
         tensor_init: Mapping[str, Any] | None = None,
@@ -194,6 +185,7 @@ class HyperparameterProblem(DifferentiableProblem):
         self._tasks: list[tuple[DifferentiableInnerProblem, Tensor, Tensor]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the built tasks (tensors); they are rebuilt where the problem is evaluated."""
         return {**self.__dict__, "_tasks": None}  # rebuilt where it is evaluated
 
     def tasks(self) -> list[tuple[DifferentiableInnerProblem, Tensor, Tensor]]:
@@ -202,7 +194,7 @@ class HyperparameterProblem(DifferentiableProblem):
             p = self.problem
             self._tasks = []
             for split in p.splits:
-                dt = p.learner.differentiable(
+                dt = cast(DifferentiableLearner, p.learner).differentiable(
                     split.X_train,
                     split.y_train,
                     self.fixed,
@@ -215,17 +207,24 @@ class HyperparameterProblem(DifferentiableProblem):
         return self._tasks
 
     def outer_variables(self) -> dict[str, Tensor]:
+        """The raw initial tensors of the differentiable hyperparameters (float32), by name."""
         return {k: kind.raw0().float() for k, kind in self.kinds.items()}
 
     def project(self, outer: Mapping[str, Tensor]) -> None:
+        """Project each raw tensor into its kind's constraint set, in place."""
         with torch.no_grad():
             for k, kind in self.kinds.items():
                 kind.project(outer[k])
 
     def export(self, outer: Mapping[str, Tensor]) -> dict[str, Any]:
+        """The full configuration: the fixed hyperparameters plus the exported values of the outer variables."""
         return {**self.fixed, **{k: kind.export(outer[k].detach()) for k, kind in self.kinds.items()}}
 
     def value_and_grad(self, outer: Mapping[str, Tensor], *, step: int) -> GradientResult:
+        """The mean validation objective over the splits at the raw variables ``outer``, and its gradient
+        on them: the hypergradient of each split's inner problem (the configured mode), chained through the
+        kinds' parametrisations. Metrics: each hyperparameter's value (``hp.<name>``, or ``hp.<name>.mean``
+        for a tensor) and, for the implicit mode, the solver's residual and iterations."""
         from automl_bilevel.gradient import hypergradient
 
         p = self.problem
@@ -236,7 +235,7 @@ class HyperparameterProblem(DifferentiableProblem):
         g_values = {k: torch.zeros_like(v) for k, v in values.items()}
         info: dict[str, Any] = {}
         tasks = self.tasks()
-        objective: DifferentiableObjective = p.objective  # checked in __init__
+        objective = cast(DifferentiableObjective, p.objective)  # checked in __init__
         for dt, Xv, yv in tasks:
             hp = {**dt.constants, **{k: v.detach() for k, v in values.items()}}
 
@@ -274,11 +273,15 @@ class HyperparameterProblem(DifferentiableProblem):
         return GradientResult(float(total), grads, metrics)
 
 
-def gradient_view(problem: Any, options: Mapping[str, Any]) -> DifferentiableProblem:
+def gradient_view(problem: Problem, options: Mapping[str, Any]) -> DifferentiableProblem:
     """``problem`` as a :class:`DifferentiableProblem`: itself if it is one, else the hyperparameter view
     of a bilevel problem (cached on the problem, so each process builds it once)."""
     if isinstance(problem, DifferentiableProblem):
         return problem
+    if not isinstance(problem, BilevelProblem):
+        raise TypeError(
+            f"a gradient optimizer needs a DifferentiableProblem or a BilevelProblem, got {type(problem).__name__}"
+        )
     cache: dict[str, HyperparameterProblem] = problem.__dict__.setdefault("_views", {})
     key = repr(sorted(options.items()))
     if key not in cache:
@@ -291,7 +294,7 @@ def _clone(vars_: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in vars_.items()}
 
 
-def evaluate_point(problem: Any, proposal: Proposal, options: Mapping[str, Any]) -> Evaluation:
+def evaluate_point(problem: Problem, proposal: Proposal, options: Mapping[str, Any]) -> Evaluation:
     """Evaluate one gradient proposal (stateless: a pure function of the problem and the proposal)."""
     point = proposal.info
     if not isinstance(point, OuterPoint):
@@ -307,7 +310,7 @@ def evaluate_point(problem: Any, proposal: Proposal, options: Mapping[str, Any])
     return Evaluation(float(res.value), metrics, extra=res)
 
 
-class GradientOuterOptimizer(OuterOptimizer):
+class GradientOuterOptimizer(OuterOptimizer[Any]):
     """Adam or SGD on the outer variables of a :class:`DifferentiableProblem`, one outer step per trial.
 
     ``options`` build the problem's gradient view (for a bilevel problem: the hypergradient mode and
@@ -342,7 +345,9 @@ class GradientOuterOptimizer(OuterOptimizer):
         self.options = dict(options or {})
 
     # -- set-up ---------------------------------------------------------------------------------------
-    def setup(self, problem: Any, seed: int) -> None:
+    def setup(self, problem: Problem, seed: int) -> None:
+        """Build the problem's gradient view and the outer state: the variables (trainable ones as leaves of
+        a fresh torch optimizer), step 0, no best point yet."""
         super().setup(problem, seed)
         self.view = gradient_view(problem, self.options)
         self.vars: dict[str, Tensor] = {k: v.detach().clone() for k, v in self.view.outer_variables().items()}
@@ -366,6 +371,8 @@ class GradientOuterOptimizer(OuterOptimizer):
 
     # -- ask / evaluate / tell ------------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Proposal]:
+        """One proposal for the current outer step (an :class:`OuterPoint` in ``info``, the exported
+        configuration in ``config``); an empty list while that step's evaluation is still out."""
         if self.pending:  # the next step needs this one's gradient
             return []
         self.pending = True
@@ -376,10 +383,12 @@ class GradientOuterOptimizer(OuterOptimizer):
             )
         ]
 
-    def evaluate(self, problem: Any, proposal: Proposal) -> Evaluation:
+    def evaluate(self, problem: Problem, proposal: Proposal) -> Evaluation:
+        """Evaluate the proposal's outer point: :func:`evaluate_point` with this optimizer's options."""
         return evaluate_point(problem, proposal, self.options)
 
     def remote_evaluator(self) -> Callable[[Any, Proposal], Evaluation]:
+        """A picklable :func:`evaluate_point` bound to this optimizer's options, for Dask workers."""
         return functools.partial(evaluate_point, options=dict(self.options))  # picklable, for Dask workers
 
     def _load(self, values: Mapping[str, Tensor]) -> None:
@@ -398,6 +407,9 @@ class GradientOuterOptimizer(OuterOptimizer):
         self._load(state)
 
     def tell(self, proposal: Proposal, trial: Trial) -> None:
+        """Take the outer step with the trial's gradient (its norm clipped to ``clip``), then project and
+        apply the problem's new state; keep the best point. A failed trial is rejected: back to the previous
+        point (with the problem's ``after_rejection`` state) and the outer learning rate times ``backoff``."""
         self.pending = False
         self.step += 1
         if not trial.ok:  # reject: back to the previous point, smaller outer steps
@@ -432,6 +444,8 @@ class GradientOuterOptimizer(OuterOptimizer):
         self._apply_state(res.state)
 
     def should_stop(self) -> bool:
+        """Whether to stop: more than ``max_backoffs`` rejected steps in a row, or ``patience`` steps
+        without improvement."""
         if self.failures_in_row > self.max_backoffs:
             return True
         return self.patience is not None and self.since_best >= self.patience
@@ -443,12 +457,15 @@ class GradientOuterOptimizer(OuterOptimizer):
         return _clone(self.best_vars if self.best_vars is not None else self.vars)
 
     def best_config(self) -> dict[str, Any] | None:
+        """The exported configuration of the best point, or ``None`` when no step completed."""
         if self.best_vars is None:
             return None
         return self.view.export(self.best_vars)
 
     # -- checkpoint -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The outer state: variables, previous point, torch optimizer state, step, best point and
+        the stopping counters."""
         return {
             "vars": _clone(self.vars),
             "prev": _clone(self.prev),
@@ -464,6 +481,8 @@ class GradientOuterOptimizer(OuterOptimizer):
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the outer state saved by :meth:`state_dict`; raises ``ValueError`` when it holds
+        other variables than the problem's."""
         missing = set(self.vars) ^ set(state["vars"])
         if missing:
             raise ValueError(f"the saved outer state has other variables (differs in {sorted(missing)})")
@@ -478,6 +497,8 @@ class GradientOuterOptimizer(OuterOptimizer):
         self.pending = False
 
     def replay(self, trials: list[Trial]) -> None:
+        """Refuse trials to replay: a gradient method resumes only from its saved outer state
+        (``ValueError`` when there are trials)."""
         if trials:
             raise ValueError(
                 "a gradient method resumes from its saved outer state, not by replaying trials; "

@@ -14,6 +14,8 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class SolveInfo:
+    """How a linear solve went: the ``iterations`` run and the final relative ``residual``."""
+
     iterations: int
     residual: float  # ‖A x − b‖ / ‖b‖ (for fixed_point: ‖x_k − x_{k−1}‖ / ‖x_k‖)
 

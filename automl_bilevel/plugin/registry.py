@@ -52,6 +52,8 @@ class CapabilityError(ValueError):
 
 @dataclass(frozen=True)
 class LoadError:
+    """A plugin that failed to load: its entry-point name, the distribution that installed it, and the error."""
+
     plugin: str
     package: str | None
     error: str
@@ -77,6 +79,8 @@ def plugin_origins(pm: pluggy.PluginManager | None) -> PluginOrigins:
 
 
 def blocked_plugins(env: Mapping[str, str] | None = None) -> set[str]:
+    """The plugin names blocked by the environment variable ``AUTOML_BILEVEL_DISABLE_PLUGINS`` (comma-separated)
+    in ``env`` (default: ``os.environ``)."""
     raw = (env if env is not None else os.environ).get(DISABLE_ENV, "")
     return {p.strip() for p in raw.split(",") if p.strip()}
 
@@ -217,9 +221,12 @@ class Registry:
         pm.unregister(plugin)  # its listener and other hooks do not run either
 
     def names(self, kind: str) -> list[str]:
+        """The registered names of one kind (``learner``, ``objective`` or ``optimizer``), sorted."""
         return sorted(self.components[kind])
 
     def get(self, kind: str, name: str) -> Registered:
+        """The registration of ``name`` among components of ``kind``; raises ``UnknownComponentError``
+        naming the available ones."""
         try:
             return self.components[kind][name]
         except KeyError:
@@ -306,6 +313,8 @@ class Registry:
 
 
 def get_registry(blocked: Iterable[str] | None = None) -> Registry:
+    """A registry of the components of every installed plugin, except the ``blocked`` plugins and those
+    blocked by the environment."""
     return Registry.from_plugin_manager(get_plugin_manager(blocked=blocked))
 
 

@@ -110,15 +110,19 @@ class PluginInfo:
 
 @dataclass(frozen=True)
 class Registered:
+    """One registered component: its spec (learner, objective or optimizer) and the plugin it came from."""
+
     spec: LearnerSpec | ObjectiveSpec | OptimizerSpec
     origin: PluginInfo = field(default_factory=lambda: PluginInfo("?"))
 
     @property
     def name(self) -> str:
+        """The name the component is registered under."""
         return self.spec.name
 
     @property
     def kind(self) -> str:
+        """The component's kind: ``learner``, ``objective`` or ``optimizer``."""
         return self.spec.kind
 
 
@@ -148,9 +152,13 @@ class Component:
 
     @property
     def name(self) -> str:
+        """The registered name, or the class name of a user's instance."""
         return self.registered.name if self.registered else type(self.obj).__name__
 
     def declared(self, attr: str) -> Any:
+        """What the component declares under ``attr`` (``capabilities``, ``requires``, ``tasks`` or
+        ``trials_are_steps``): from its registration, or for an instance from its attribute of that name;
+        the default when it declares nothing."""
         if self.registered is not None:
             return getattr(self.registered.spec, attr, _DEFAULTS[attr])
         value = getattr(self.obj, attr, None)

@@ -60,7 +60,7 @@ class Checkpoint:
             ) from None
         return saved
 
-    def resume(self, optimizer: OuterOptimizer) -> list[Trial]:
+    def resume(self, optimizer: OuterOptimizer[Any]) -> list[Trial]:
         """Bring a set-up ``optimizer`` to where the checkpoint stopped; returns the trials that count."""
         saved = self._read_state()
         if saved is None:
@@ -86,7 +86,7 @@ class Checkpoint:
         optimizer.load_state_dict(saved["state"])
         return list(self.trials)
 
-    def record(self, trial: Trial, optimizer: OuterOptimizer) -> None:
+    def record(self, trial: Trial, optimizer: OuterOptimizer[Any]) -> None:
         """Append ``trial`` and, if the optimizer has one, its outer state after telling it."""
         state = optimizer.state_dict()
         if state is None:

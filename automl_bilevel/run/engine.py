@@ -1,4 +1,4 @@
-"""The one search loop every outer optimizer runs in, and the run session that sends events.
+"""The one search loop every outer optimizer runs in.
 
 Failure isolation lives here: an evaluation that raises becomes a FAILED trial (with its error)
 and the search goes on; a listener that raises is dropped with a warning; Ctrl-C stops the search
@@ -10,18 +10,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
-from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from automl_bilevel.core.components import LearnedComponent, OuterOptimizer, Proposal
-from automl_bilevel.core.events import RunContext, RunFinished, RunListener, RunStarted, TrialFinished
+from automl_bilevel.core.components import OuterOptimizer, Proposal
+from automl_bilevel.core.events import TrialFinished
+from automl_bilevel.core.problem import Problem
 from automl_bilevel.core.space import config_dict
 from automl_bilevel.core.trials import COMPLETE, FAILED, Trial, best_trial
 from automl_bilevel.run.checkpoint import Checkpoint
 from automl_bilevel.run.interrupts import deferred
-from automl_bilevel.run.parallel import Executor, Outcome, SequentialExecutor
+from automl_bilevel.run.lifecycle import Run
+from automl_bilevel.run.parallel import Executor, Outcome, make_executor
 from automl_bilevel.run.runtime import problem_work, thread_policy
 
 log = logging.getLogger("automl_bilevel")
@@ -31,69 +32,12 @@ class AllTrialsFailedError(RuntimeError):
     """No trial completed: there is no best configuration to refit."""
 
 
-class RunSession:
-    """Holds the listeners of one run; sends each event to all of them; ``finish`` once."""
-
-    def __init__(self, listeners: Iterable[tuple[str, Any]] = ()) -> None:
-        self.listeners = list(listeners)
-        self.finished = False
-
-    @property
-    def info(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for _, listener in self.listeners:
-            if isinstance(listener, RunListener):  # a listener without ``info`` adds nothing
-                out.update(listener.info or {})
-        return out
-
-    def emit(self, event: Any) -> None:
-        for entry in list(self.listeners):
-            name, listener = entry
-            try:
-                listener.handle(event)
-            except Exception as exc:  # a broken listener must not end the run
-                warnings.warn(
-                    f"listener of plugin {name!r} failed on {type(event).__name__} and is dropped: "
-                    f"{type(exc).__name__}: {exc}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                self.listeners.remove(entry)
-
-    def start(self, context: RunContext) -> None:
-        self.emit(RunStarted(context))
-
-    def finish(
-        self,
-        status: str,
-        trials: Iterable[Trial],
-        duration: float,
-        model: Any = None,
-        error: str | None = None,
-        artifacts: Mapping[str, LearnedComponent] | None = None,
-        best: Trial | None = None,
-    ) -> None:
-        """Send the one RunFinished of this run (later calls do nothing). ``best`` is the trial whose
-        result the run keeps, when that is not simply the lowest value (validation-selected steps).
-        ``artifacts`` that are not :class:`LearnedComponent` objects are refused before anything is
-        sent (the run stays open, so it can still be finished)."""
-        if self.finished:
-            return
-        wrong = {k: type(v).__name__ for k, v in (artifacts or {}).items() if not isinstance(v, LearnedComponent)}
-        if wrong:
-            raise TypeError(
-                f"artifacts must be learned components with save(path) and settings() "
-                f"(automl_bilevel.core.components.LearnedComponent); these are not: {wrong}"
-            )
-        self.finished = True
-        trials = tuple(trials)
-        self.emit(
-            RunFinished(status, trials, best or best_trial(trials), duration, model, error, dict(artifacts or {}))
-        )
-
-
 @dataclass
 class SearchResult:
+    """What :func:`run_search` returns: the ``trials`` in order, ``status`` (``FINISHED`` or ``KILLED``),
+    why it stopped (``stop_reason``: ``n_iter``, ``timeout``, ``optimizer``, ``exhausted`` or ``interrupted``)
+    and its ``duration`` in seconds."""
+
     trials: list[Trial] = field(default_factory=list)
     status: str = "FINISHED"
     stop_reason: str = "n_iter"
@@ -101,6 +45,7 @@ class SearchResult:
 
     @property
     def best(self) -> Trial | None:
+        """The best completed trial (:func:`~automl_bilevel.core.trials.best_trial`), or ``None``."""
         return best_trial(self.trials)
 
 
@@ -121,14 +66,16 @@ def make_trial(number: int, proposal: Proposal, outcome: Outcome) -> Trial:
 
 
 def run_search(
-    problem: Any,
-    optimizer: OuterOptimizer,
+    problem: Problem,
+    optimizer: OuterOptimizer[Any],
     *,
     n_iter: int,
     seed: int,
-    session: RunSession | None = None,
+    run: Run | None = None,
     timeout: float | None = None,
     executor: Executor | None = None,
+    n_workers: int = 1,
+    dask_address: str | None = None,
     checkpoint: Checkpoint | None = None,
 ) -> SearchResult:
     """Drive ``optimizer`` through ask/evaluate/tell until ``n_iter`` trials or ``timeout`` seconds.
@@ -140,9 +87,31 @@ def run_search(
     the optimizer continues from them (its saved outer state, else a replay), and every new trial is
     recorded as it is told. An ``ask`` that returns nothing while trials are in flight means "wait
     for them" (an ES generation not yet complete, a gradient step not yet back).
+
+    Every finished trial is sent to the listeners of ``run`` (a :class:`~automl_bilevel.run.lifecycle.Run`),
+    which keeps the trials for its ``RunFinished``. Evaluations run on ``executor``, else on one made
+    for this search from ``n_workers`` and ``dask_address`` (in this process for one worker and no
+    address, on Dask otherwise) and closed at its end.
     """
-    session = session or RunSession()
-    executor = executor or SequentialExecutor()
+    with ExitStack() as stack:
+        if executor is None:
+            executor = stack.enter_context(make_executor(n_workers, dask_address))
+        result = _search(problem, optimizer, n_iter, seed, run or Run(), timeout, executor, checkpoint)
+    if run is not None:
+        run.trials = list(result.trials)
+    return result
+
+
+def _search(
+    problem: Problem,
+    optimizer: OuterOptimizer[Any],
+    n_iter: int,
+    seed: int,
+    session: Run,
+    timeout: float | None,
+    executor: Executor,
+    checkpoint: Checkpoint | None,
+) -> SearchResult:
     result = SearchResult()
     t0 = time.perf_counter()
     optimizer.n_iter = n_iter  # a hint for optimizers that size their design by the budget (SMAC)

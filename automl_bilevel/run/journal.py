@@ -21,8 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from automl_bilevel.core.jsonable import jsonable
 from automl_bilevel.core.trials import COMPLETE, FAILED, Trial
 
 FORMAT = "automl_bilevel.run.journal"
@@ -32,16 +31,8 @@ class JournalMismatchError(ValueError):
     """The checkpoint file belongs to a different search."""
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return repr(value)
-
-
 def _dump(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, default=_jsonable, sort_keys=True)
+    return json.dumps(obj, default=jsonable, sort_keys=True)
 
 
 class JournalRecordError(JournalMismatchError):
@@ -128,6 +119,9 @@ def _check_config(config: dict[str, Any], where: str, space: Any) -> None:
 
 
 class Journal:
+    """The checkpoint file at ``path`` of one search, identified by ``fingerprint`` (what the search
+    was; a file with another fingerprint is refused). ``space``, when given, checks recorded configurations."""
+
     def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any], space: Any = None) -> None:
         self.path = check_path(path)
         # normalise through JSON so a fingerprint compares equal to its stored copy
@@ -203,6 +197,7 @@ class Journal:
             fh.truncate(keep)
 
     def append(self, trial: Trial) -> None:
+        """Record one finished trial as one JSON line (a single write)."""
         rec = {
             "config": dict(trial.config),
             "value": trial.value if math.isfinite(trial.value) else None,

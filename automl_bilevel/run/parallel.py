@@ -29,11 +29,11 @@ from automl_bilevel.core.trials import Evaluation
 
 if TYPE_CHECKING:  # pragma: no cover
     from automl_bilevel.core.components import OuterOptimizer, Proposal
-    from automl_bilevel.core.problem import BilevelProblem
+    from automl_bilevel.core.problem import Problem
 
 log = logging.getLogger("automl_bilevel")
 
-EvaluateFn = Callable[["BilevelProblem", "Proposal"], Evaluation]
+EvaluateFn = Callable[["Problem", "Proposal"], Evaluation]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Outcome:
     duration: float
 
 
-def evaluate_safely(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Proposal) -> Outcome:
+def evaluate_safely(evaluate: EvaluateFn, problem: Problem, proposal: Proposal) -> Outcome:
     """Run one evaluation; any exception (or a non-finite value) becomes an error outcome."""
     t0 = time.perf_counter()
     try:
@@ -60,8 +60,12 @@ def evaluate_safely(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Pro
         return Outcome(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
 
 
-def evaluate_problem(problem: BilevelProblem, proposal: Proposal) -> Evaluation:
+def evaluate_problem(problem: Problem, proposal: Proposal) -> Evaluation:
     """The default evaluation: fit the learner with the proposal's config and budget, score it."""
+    from automl_bilevel.core.problem import SearchProblem
+
+    if not isinstance(problem, SearchProblem):
+        raise TypeError(f"the default evaluation needs a SearchProblem, got {type(problem).__name__}")
     return problem.evaluate(proposal.config, budget=proposal.budget)
 
 
@@ -70,11 +74,13 @@ class Executor(ABC):
 
     slots: int = 1
 
-    def start(self, optimizer: OuterOptimizer, problem: BilevelProblem) -> None:
+    def start(self, optimizer: OuterOptimizer[Any], problem: Problem) -> None:
+        """Bind the executor to the search's ``optimizer`` and ``problem`` before the first ``submit``."""
         self.optimizer, self.problem = optimizer, problem
 
     @abstractmethod
-    def submit(self, proposal: Proposal) -> None: ...
+    def submit(self, proposal: Proposal) -> None:
+        """Start evaluating ``proposal`` (returns at once; :meth:`next_done` gives the outcome)."""
 
     @abstractmethod
     def next_done(self) -> tuple[Proposal, Outcome]:
@@ -87,9 +93,11 @@ class Executor(ABC):
         """Release resources this executor created."""
 
     def __enter__(self) -> Self:
+        """The executor itself; leaving the ``with`` block calls :meth:`close`."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the executor (:meth:`close`)."""
         self.close()
 
 
@@ -102,13 +110,16 @@ class SequentialExecutor(Executor):
         self._queue: deque[Proposal] = deque()
 
     def submit(self, proposal: Proposal) -> None:
+        """Queue ``proposal``; it is evaluated when :meth:`next_done` takes it."""
         self._queue.append(proposal)
 
     def next_done(self) -> tuple[Proposal, Outcome]:
+        """Evaluate the oldest queued proposal here, through ``optimizer.evaluate``, and return its outcome."""
         proposal = self._queue.popleft()
         return proposal, evaluate_safely(self.optimizer.evaluate, self.problem, proposal)
 
     def cancel(self) -> None:
+        """Drop the queued proposals."""
         self._queue.clear()
 
 
@@ -120,7 +131,7 @@ def _limit_threads() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _remote(evaluate: EvaluateFn, problem: BilevelProblem, proposal: Proposal) -> Outcome:
+def _remote(evaluate: EvaluateFn, problem: Problem, proposal: Proposal) -> Outcome:
     _limit_threads()
     return evaluate_safely(evaluate, problem, proposal)
 
@@ -228,16 +239,22 @@ class DaskExecutor(Executor):
         self._in_flight: dict[str, tuple[Proposal, float, Any]] = {}
         self._resubmits: dict[int, int] = {}
 
-    def start(self, optimizer: OuterOptimizer, problem: BilevelProblem) -> None:
+    def start(self, optimizer: OuterOptimizer[Any], problem: Problem) -> None:
+        """Bind the optimizer and problem: take the optimizer's remote evaluator and scatter the problem to
+        every worker once."""
         super().start(optimizer, problem)
         self._evaluate = remote_evaluator(optimizer)
         [self._problem] = self.client.scatter([problem], broadcast=True, hash=False)
 
     def submit(self, proposal: Proposal) -> None:
+        """Send ``proposal`` to a worker, to be evaluated against the scattered problem."""
         fut = self.client.submit(_remote, self._evaluate, self._problem, proposal, pure=False)
         self._in_flight[fut.key] = (proposal, time.perf_counter(), fut)
 
     def next_done(self) -> tuple[Proposal, Outcome]:
+        """Block until an evaluation is done and return its proposal and outcome. A worker that died, or a
+        result that could not come back, gives a failed outcome; proposals Dask cancelled because a worker
+        died are resubmitted."""
         from distributed import wait
 
         while True:
@@ -284,12 +301,14 @@ class DaskExecutor(Executor):
         return None
 
     def cancel(self) -> None:
+        """Cancel every evaluation still in flight."""
         futures = [f for _, _, f in self._in_flight.values()]
         self._in_flight.clear()
         if futures:
             self.client.cancel(futures)
 
     def close(self) -> None:
+        """Cancel what is in flight and close the client and cluster this executor created (never a given client)."""
         try:
             self.cancel()
             if self._own_client:
@@ -300,7 +319,7 @@ class DaskExecutor(Executor):
             self._hide_main.close()
 
 
-def remote_evaluator(optimizer: OuterOptimizer) -> EvaluateFn:
+def remote_evaluator(optimizer: OuterOptimizer[Any]) -> EvaluateFn:
     """The picklable evaluation function for ``optimizer`` on another process."""
     from automl_bilevel.core.components import OuterOptimizer
 

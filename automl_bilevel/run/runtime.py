@@ -34,6 +34,10 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from automl_bilevel.core.problem import BilevelProblem, Problem
+
 if TYPE_CHECKING:  # torch is imported where it is used: a process that never trains never loads it
     import torch
 
@@ -148,12 +152,12 @@ def thread_policy(*, concurrent: int = 1, work: float | None = None, threads: in
         yield n
 
 
-def problem_work(problem: Any) -> float | None:
+def problem_work(problem: Problem) -> float | None:
     """The work of one evaluation of a bilevel problem: the largest training set's
-    ``n_samples * n_features`` (``None`` when the problem has no arrays to measure)."""
-    found = [getattr(getattr(split, "X_train", None), "size", None) for split in getattr(problem, "splits", ()) or ()]
-    sizes = [int(s) for s in found if s is not None]
-    return float(max(sizes)) if sizes else None
+    ``n_samples * n_features`` (``None`` for other problems, which have no arrays to measure)."""
+    if not isinstance(problem, BilevelProblem) or not problem.splits:
+        return None
+    return float(max(int(np.asarray(split.X_train).size) for split in problem.splits))
 
 
 # -- devices ------------------------------------------------------------------------------------

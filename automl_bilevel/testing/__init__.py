@@ -206,7 +206,7 @@ class _Collect(logging.Filter):
         return False
 
 
-def check_optimizer(factory: Callable[[], OuterOptimizer], n_iter: int = 30) -> None:
+def check_optimizer(factory: Callable[[], OuterOptimizer[Any]], n_iter: int = 30) -> None:
     """Check the OuterOptimizer contract on a cheap problem with a known optimum and a failing
     corner: ask/tell protocol, valid proposals, failed trials told and survived, determinism for a
     fixed seed, the engine's budget, and progress (best value < 0.2 after ``n_iter`` trials)."""

@@ -101,6 +101,9 @@ class LossNetwork(nn.Module):
         last.bias.fill_(-float(self(perfect, perfect)) / self.n_classes)  # a perfect prediction costs 0
 
     def forward(self, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """The learned loss of predicted class probabilities ``probs`` against one-hot labels ``onehot`` (both
+        (examples, classes)): summed over classes, averaged over examples. Raises ``LossNetworkError`` for
+        mismatched shapes or another number of classes."""
         if probs.ndim != 2 or probs.shape != onehot.shape:
             raise LossNetworkError(
                 f"probabilities {tuple(probs.shape)} and one-hot labels {tuple(onehot.shape)} "
@@ -128,9 +131,11 @@ class LossNetwork(nn.Module):
         return out
 
     def flat(self) -> torch.Tensor:
+        """The network's weights as one flat (detached) vector, in the order :meth:`functional` takes them."""
         return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
 
     def settings(self) -> Mapping[str, int | float | str]:
+        """The constructor settings (classes, width, kernel, init, gain, activation), to rebuild the network."""
         return {
             "n_classes": self.n_classes,
             "hidden": self.hidden,
@@ -146,6 +151,7 @@ class LossNetwork(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LossNetwork:
+        """A loss network read from a file written by :meth:`save` (built with the saved settings, then its weights)."""
         blob = read_component(path, "loss_network")
         settings = dict(blob["settings"])
         if settings.get("init") == "cross_entropy":  # the weights are restored; skip the start's fit
@@ -177,4 +183,5 @@ def save_loss_network(net: LossNetwork, path: str | os.PathLike[str]) -> None:
 
 
 def load_loss_network(path: str | os.PathLike[str]) -> LossNetwork:
+    """A loss network read from a file written by :func:`save_loss_network` (see :meth:`LossNetwork.load`)."""
     return LossNetwork.load(path)

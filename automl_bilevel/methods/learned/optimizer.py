@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from automl_bilevel.gradient.outer import DifferentiableProblem, GradientResult
 from automl_bilevel.methods.learned.storage import read_component, save_component
-from automl_bilevel.run.lifecycle import Run, search
+from automl_bilevel.run.engine import run_search
+from automl_bilevel.run.lifecycle import Run
 from automl_bilevel.run.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -64,9 +65,11 @@ class LSTMOptimizer(nn.Module):
 
     @property
     def n_slots(self) -> int:
+        """The size of one coordinate's LSTM state: hidden and cell vectors of every layer, ``2 * layers * hidden``."""
         return 2 * self.layers * self.hidden
 
     def settings(self) -> dict[str, int | float]:
+        """The constructor settings (``hidden``, ``layers``, ``p``, ``output_scale``), to rebuild the network."""
         return {"hidden": self.hidden, "layers": self.layers, "p": self.p, "output_scale": self.output_scale}
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -75,6 +78,7 @@ class LSTMOptimizer(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LSTMOptimizer:
+        """A network read from a file written by :meth:`save` (built with the saved settings, then its weights)."""
         blob = read_component(path, "learned_optimizer")
         net = cls(**blob["settings"])
         net.load_state_dict(blob["state_dict"])
@@ -111,6 +115,9 @@ class LearnedOptimizer:
     def update(
         self, w: Tensor, slots: tuple[Tensor, ...], g: Tensor, hp: Mapping[str, Tensor], t: int
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One step of the LSTM on the inner gradient ``g``: w + update, and the new LSTM state as slots
+        (zero state when ``slots`` is empty). ``hp`` and ``t`` are not used. Raises ``ValueError`` when the
+        network is on another device than ``w``."""
         where = next(self.net.parameters()).device  # the network must be where the weights are
         if where != w.device:
             raise ValueError(
@@ -234,6 +241,7 @@ class MLPOptimizee:
         self.shapes = shapes
 
     def forward(self, w: Tensor, X: Tensor) -> Tensor:
+        """The logits of ``X`` under the flat weight vector ``w``."""
         start, h = 0, X
         for k, (o, i) in enumerate(self.shapes):
             W = w[start : start + o * i].view(o, i)
@@ -245,16 +253,19 @@ class MLPOptimizee:
         return h
 
     def batch(self, t: int | None) -> tuple[Tensor, Tensor]:
+        """Mini-batch ``t``: ``batch_size`` rows drawn with the optimizee's generator; all the data for ``t=None``."""
         if t is None:
             return self.X, self.y
         idx = torch.randint(0, len(self.y), (self.batch_size,), generator=self.gen).to(self.device)
         return self.X[idx], self.y[idx]
 
     def loss(self, w: Tensor, t: int | None = None) -> Tensor:
+        """The cross-entropy at flat weights ``w`` on mini-batch ``t`` (all the data for ``t=None``)."""
         X, y = self.batch(t)
         return nn.functional.cross_entropy(self.forward(w, X), y)
 
     def accuracy(self, w: Tensor, X: npt.ArrayLike, y: npt.ArrayLike) -> float:
+        """The accuracy of the MLP with flat weights ``w`` on (``X``, ``y``)."""
         with torch.no_grad():
             pred = self.forward(w, torch.as_tensor(X, dtype=torch.float32, device=self.device)).argmax(1)
         return float((pred.cpu() == torch.as_tensor(y)).float().mean())
@@ -322,13 +333,17 @@ class OptimizerMetaTraining(DifferentiableProblem):
         self._cache: dict[int, MLPOptimizee] = {}
 
     def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the cached optimizee (its data); it is rebuilt where the problem is evaluated."""
         return {**self.__dict__, "_cache": {}}
 
     @property
     def trainable(self) -> frozenset[str]:
+        """The network's parameters (``param:<name>``); the optimizee state variables are not trained."""
         return frozenset("param:" + k for k in self._names)
 
     def outer_variables(self) -> dict[str, Tensor]:
+        """The network's parameters (``param:<name>``) and the initial optimizee state: no weights or LSTM
+        state yet, ``t = horizon`` so the first step starts a fresh optimizee."""
         out = {"param:" + k: p.detach().clone() for k, p in self.net.named_parameters()}
         out.update(
             w=torch.zeros(0),
@@ -340,20 +355,27 @@ class OptimizerMetaTraining(DifferentiableProblem):
         return out
 
     def load(self, outer: Mapping[str, Tensor]) -> LSTMOptimizer:
+        """Copy the ``param:`` variables of ``outer`` into the network, in place, and return it."""
         with torch.no_grad():
             for k, p in self.net.named_parameters():
                 p.copy_(outer["param:" + k])
         return self.net
 
     def optimizee(self, index: int) -> MLPOptimizee:
+        """Optimizee ``index`` (``optimizees(seed + index)``); only the latest one is cached."""
         if index not in self._cache:
             self._cache = {index: self.optimizees(self.seed + index)}  # one at a time: they hold data
         return self._cache[index]
 
     def after_rejection(self, outer: Mapping[str, Tensor], step: int) -> dict[str, Tensor]:
+        """Set ``t`` to ``horizon``, so the step after a rejected one starts a fresh optimizee."""
         return {"t": torch.tensor(self.horizon)}  # the next step starts a fresh optimizee
 
     def value_and_grad(self, outer: Mapping[str, Tensor], *, step: int) -> GradientResult:
+        """One unroll of ``unroll`` optimizee steps from the carried state (or a fresh optimizee): the mean
+        optimizee loss along it (the value), the gradient of it plus ``alpha`` times the regularizer on the
+        network's parameters, the regularizer as a metric, and the optimizee state it ends on. Raises
+        ``FloatingPointError`` when the optimizee diverges."""
         net = self.load(outer)
         if int(outer["t"]) >= self.horizon:
             index = step
@@ -441,7 +463,7 @@ def meta_train_optimizer(
     opt, _ = get_registry().make(
         "optimizer", "hypergradient", {"outer_lr": meta_lr, "clip": clip, "backoff": 1.0, "max_backoffs": 10**9}
     )
-    result = search(problem, opt, n_iter=int(meta_iters), seed=seed, run=run, checkpoint=checkpoint)
+    result = run_search(problem, opt, n_iter=int(meta_iters), seed=seed, run=run, checkpoint=checkpoint)
     problem.load(opt.vars)
     ok = [t for t in result.trials if t.ok]
     return {

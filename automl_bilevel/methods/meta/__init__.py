@@ -14,7 +14,6 @@ from automl_bilevel.methods.meta.episodes import (
     rotate_classes,
 )
 from automl_bilevel.methods.meta.problem import EpisodicProblem
-from automl_bilevel.methods.meta.search import FewShotError, MetaTrainingLearner, tune_meta_learner
 from automl_bilevel.methods.meta.training import evaluate_episodes, l2g_loss
 
 __all__ = [
@@ -22,9 +21,6 @@ __all__ = [
     "EpisodeError",
     "EpisodeSampler",
     "EpisodicProblem",
-    "FewShotError",
-    "MetaTrainingLearner",
-    "tune_meta_learner",
     "MetaLearner",
     "MetaLoss",
     "as_images",

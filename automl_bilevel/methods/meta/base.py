@@ -27,6 +27,10 @@ class MetaLoss:
 
 
 class MetaLearner(nn.Module):
+    """A meta-learner: a network whose parameters are the outer variables λ shared across tasks, and how it
+    adapts to one task's support set (see the module docstring). ``in_channels`` and ``image_size`` describe
+    the episodes' images."""
+
     #: what ``forward`` returns: ``"logits"`` (cross-entropy) or ``"scores"`` in (0, 1) (MSE to one-hot)
     output = "logits"
 
@@ -37,9 +41,12 @@ class MetaLearner(nn.Module):
     def forward(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, n_way: int
     ) -> torch.Tensor:  # pragma: no cover
+        """Adapt to the support set (``support_x``, ``support_y`` with labels 0..``n_way``-1) and return one
+        row of outputs (logits, or scores for ``output = "scores"``) per query image. Subclasses implement it."""
         raise NotImplementedError
 
     def loss_from_output(self, out: torch.Tensor, query_y: torch.Tensor) -> torch.Tensor:
+        """The query loss of ``out``: cross-entropy for logits, MSE to the one-hot labels for scores."""
         if self.output == "scores":
             return F.mse_loss(out, F.one_hot(query_y, out.shape[1]).to(out.dtype))
         return F.cross_entropy(out, query_y)
@@ -52,6 +59,8 @@ class MetaLearner(nn.Module):
         query_y: torch.Tensor,
         n_way: int,
     ) -> MetaLoss:
+        """The episode's :class:`MetaLoss`: by default the query loss of :meth:`forward`'s output (a learner
+        may override it to compute its gradient another way)."""
         out: torch.Tensor = self(support_x, support_y, query_x, n_way)
         loss = self.loss_from_output(out, query_y)
         return MetaLoss(loss, float(loss.detach()), out.detach())

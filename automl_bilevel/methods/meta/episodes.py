@@ -95,6 +95,9 @@ def rotate_classes(
 
 @dataclass
 class Episode:
+    """One N-way K-shot episode: support and query images with labels 0..N-1, and ``classes``, the
+    original labels of those N classes."""
+
     support_x: torch.Tensor
     support_y: torch.Tensor
     query_x: torch.Tensor
@@ -103,6 +106,7 @@ class Episode:
 
     @property
     def n_way(self) -> int:
+        """N, the number of classes in the episode."""
         return len(self.classes)
 
 

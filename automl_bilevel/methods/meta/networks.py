@@ -8,6 +8,8 @@ from torch import nn
 
 
 def conv_block(c_in: int, c_out: int, pool: bool = True) -> nn.Sequential:
+    """One block: 3x3 convolution from ``c_in`` to ``c_out`` channels, batch norm, ReLU and (if ``pool``)
+    2x2 max-pooling."""
     layers = [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
     if pool:
         layers.append(nn.MaxPool2d(2))
@@ -39,6 +41,7 @@ class ConvEncoder(nn.Module):
         self.flatten = flatten
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoding of images ``x`` (n, C, H, W): flat vectors, or feature maps when ``flatten`` is off."""
         z: torch.Tensor = self.blocks(x)
         return z.flatten(1) if self.flatten else z
 
@@ -57,4 +60,5 @@ class RelationModule(nn.Module):
         )
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        """The relation scores in (0, 1) of concatenated (query, class) feature-map ``pairs``, one per pair."""
         return torch.sigmoid(self.fc(self.conv(pairs))).squeeze(-1)

@@ -25,6 +25,15 @@ PARAM, BUFFER = "param:", "buffer:"
 
 
 class EpisodicProblem(DifferentiableProblem):
+    """Episodic meta-training of a :class:`MetaLearner` as a problem of the one search loop.
+
+    Outer variables: the model's trainable parameters (``param:<name>``, moved by gradients) and its buffers
+    (``buffer:<name>``, e.g. batch-norm statistics, carried as state). Each outer step samples one episode
+    from ``train`` (drawn from ``(seed, step)``) and returns its meta-loss and gradient; with ``l2g`` the
+    L2G loss on a second episode of other classes (``l2g_lr``, ``l2g_weight``). Every ``val_every`` steps
+    (and at the last of ``n_steps``) it scores ``val_episodes`` episodes of ``val``: ``val_value`` is
+    1 − meta-validation accuracy."""
+
     def __init__(
         self,
         model: MetaLearner,
@@ -45,12 +54,14 @@ class EpisodicProblem(DifferentiableProblem):
         self._trainable = frozenset(PARAM + k for k, p in model.named_parameters() if p.requires_grad)
 
     def outer_variables(self) -> dict[str, Tensor]:
+        """The model's trainable parameters (``param:``) and buffers (``buffer:``), copied."""
         out = {PARAM + k: p.detach().clone() for k, p in self.model.named_parameters() if p.requires_grad}
         out.update({BUFFER + k: b.detach().clone() for k, b in self.model.named_buffers()})
         return out
 
     @property
     def trainable(self) -> frozenset[str]:
+        """The ``param:`` variables of the model's trainable parameters."""
         return self._trainable
 
     def load(self, outer: Mapping[str, Tensor]) -> MetaLearner:
@@ -64,10 +75,14 @@ class EpisodicProblem(DifferentiableProblem):
         return self.model
 
     def validates(self, step: int) -> bool:
+        """Whether step ``step`` scores the validation episodes (every ``val_every`` steps, and the last)."""
         last = self.n_steps is not None and step == self.n_steps - 1
         return self.val is not None and ((step + 1) % self.val_every == 0 or last)
 
     def value_and_grad(self, outer: Mapping[str, Tensor], *, step: int) -> GradientResult:
+        """The meta-loss of one training episode at ``outer`` and its gradient on the trainable parameters,
+        the training (and, when it validates, meta-validation) accuracy, and the updated buffers as new state.
+        Raises ``FloatingPointError`` for a non-finite meta-loss."""
         model = self.load(outer)
         metrics: dict[str, float] = {}
         if self.val is not None and self.validates(step):  # the point being evaluated, before this step's update

@@ -31,8 +31,8 @@ from automl_bilevel.core.events import RunFinished, RunStarted, TrialFinished
 from automl_bilevel.core.problem import BilevelProblem, Split
 from automl_bilevel.core.trials import Trial
 from automl_bilevel.plugin.registry import get_registry
-from automl_bilevel.run.engine import RunSession, SearchResult, run_search
-from automl_bilevel.run.lifecycle import Run, search
+from automl_bilevel.run.engine import SearchResult, run_search
+from automl_bilevel.run.lifecycle import Run
 
 if TYPE_CHECKING:
     from automl_bilevel.run.checkpoint import Checkpoint
@@ -64,6 +64,10 @@ def flag_scores(weights: npt.ArrayLike, flipped: npt.NDArray[np.bool_], threshol
 
 @dataclass
 class CleaningResult:
+    """What :func:`hyperclean` returns: the per-example ``weights`` after the last step, one record per
+    outer step in ``history`` (``step``, ``val_loss``, ``hypergrad_norm``, ``mean_weight``, ``error``), the
+    wall-clock ``seconds`` and the search's result."""
+
     weights: np.ndarray
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
@@ -129,12 +133,12 @@ def hyperclean(
             **mode_options,
         ),
     )
-    session = RunSession([("callback", _StepCallback(callback))]) if callback is not None and run is None else None
+    session = Run(listeners=[("callback", _StepCallback(callback))]) if callback is not None and run is None else None
     t0 = time.perf_counter()
     if session is not None:
-        res = run_search(problem, opt, n_iter=int(outer_steps), seed=seed, session=session, checkpoint=checkpoint)
+        res = run_search(problem, opt, n_iter=int(outer_steps), seed=seed, run=session, checkpoint=checkpoint)
     else:
-        res = search(problem, opt, n_iter=int(outer_steps), seed=seed, run=run, checkpoint=checkpoint)
+        res = run_search(problem, opt, n_iter=int(outer_steps), seed=seed, run=run, checkpoint=checkpoint)
     weights = opt.view.export(opt.vars)["example_weights"]
     return CleaningResult(weights, [_record(t) for t in res.trials], time.perf_counter() - t0, res)
 

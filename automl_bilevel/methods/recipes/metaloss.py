@@ -32,8 +32,8 @@ from automl_bilevel.gradient import hypergradient
 from automl_bilevel.gradient.outer import DifferentiableProblem, GradientResult
 from automl_bilevel.methods.learned.loss import LossNetwork
 from automl_bilevel.plugin.registry import get_registry
-from automl_bilevel.run.engine import SearchResult
-from automl_bilevel.run.lifecycle import Run, search
+from automl_bilevel.run.engine import SearchResult, run_search
+from automl_bilevel.run.lifecycle import Run
 
 if TYPE_CHECKING:
     from automl_bilevel.run.checkpoint import Checkpoint
@@ -120,7 +120,7 @@ def evolve_loss_network(
         "es",
         dict(strategy=strategy, population_size=population_size, sigma0=sigma0, **(strategy_options or {})),
     )
-    res = search(problem, opt, n_iter=n_evaluations, seed=seed, timeout=timeout, run=run, checkpoint=checkpoint)
+    res = run_search(problem, opt, n_iter=n_evaluations, seed=seed, timeout=timeout, run=run, checkpoint=checkpoint)
     if res.best is not None:
         vector_to_module(res.best.config["loss_net"], net)
     return net, res
@@ -167,16 +167,23 @@ class LossNetworkProblem(DifferentiableProblem):
         self.task = Task("classification", self.tasks[0].X_train.shape[1], self.n_classes)
 
     def outer_variables(self) -> dict[str, Tensor]:
+        """One outer variable, ``loss_net``: the loss network's weights as a flat float32 vector."""
         return {"loss_net": self.net.flat().float().clone()}
 
     def export(self, outer: Mapping[str, Tensor]) -> dict[str, Any]:
+        """Nothing: the network's weights are stored with the run, not in a trial's configuration."""
         return {}  # the network's weights are stored with the run, not as a trial's configuration
 
     def network(self, outer: Mapping[str, Tensor]) -> LossNetwork:
+        """The loss network with the weights of ``outer`` (written into ``net`` in place)."""
         vector_to_module(outer["loss_net"].detach().double().numpy(), self.net)
         return self.net
 
     def value_and_grad(self, outer: Mapping[str, Tensor], *, step: int) -> GradientResult:
+        """The mean validation cross-entropy over ``tasks_per_step`` tasks, each trained for ``inner_steps``
+        with the loss network at ``outer``, and its hypergradient on the network's weights (reverse mode, or
+        truncated). With held-out tasks, every ``eval_every`` steps from the first and at the last, also their
+        accuracy (``held_out_accuracy``, ``val_value`` = 1 − it)."""
         theta = outer["loss_net"].detach()
         metrics: dict[str, float] = {}
         last = self.n_steps is not None and step == self.n_steps - 1
@@ -225,6 +232,9 @@ class LossNetworkProblem(DifferentiableProblem):
 
 @dataclass
 class ML3Result:
+    """What :func:`train_loss_network_ml3` returns: the value of each accepted step, the rejected steps
+    with their reasons, the held-out accuracies by step, the step it kept (``best_step``) and the search's result."""
+
     values: list[float] = field(default_factory=list)  # mean validation cross-entropy per accepted step
     rejected: list[tuple[int, str | None]] = field(default_factory=list)  # (step, reason), steps from 0
     held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, accuracy on held-out tasks)
@@ -272,7 +282,7 @@ def train_loss_network_ml3(
         n_steps=int(outer_steps),
     )
     opt, _ = get_registry().make("optimizer", "hypergradient", {"outer_lr": outer_lr, "clip": clip})
-    res = search(problem, opt, n_iter=int(outer_steps), seed=seed, run=run, checkpoint=checkpoint)
+    res = run_search(problem, opt, n_iter=int(outer_steps), seed=seed, run=run, checkpoint=checkpoint)
     final = opt.best_variables() if held_out else opt.vars
     problem.network(final)
     out = ML3Result(
@@ -286,5 +296,6 @@ def train_loss_network_ml3(
 
 
 def summarise(accs: Sequence[float]) -> tuple[float, float]:
+    """The mean and standard deviation of accuracies (the standard deviation is NaN for one value)."""
     a = np.asarray(accs, dtype=float)
     return float(a.mean()), float(a.std()) if len(a) > 1 else math.nan
