@@ -168,7 +168,7 @@ def test_a_sigkilled_run_is_ended_killed_by_the_next_fit_with_its_children(track
     assert not folder.exists()
 
 
-@pytest.mark.slow  # a real `automl-bilevel run` SIGKILLed: about 20 s
+# a real `automl-bilevel run` SIGKILLed: 5 s on a quiet machine, about 20 s on a loaded one
 def test_sync_ends_a_sigkilled_run_and_runs_without_a_spool_and_says_so_in_one_line(
     tracking, tmp_path, monkeypatch, capsys
 ):
