@@ -234,3 +234,30 @@ def test_runs_of_dead_processes_are_ended_and_live_ones_left_alone(tracking, tmp
     monkeypatch.setenv("AUTOML_BILEVEL_STALE_AFTER", "soon")
     with pytest.raises(TrackingError, match="AUTOML_BILEVEL_STALE_AFTER='soon' is not a number"):
         end_dead_runs(client, uri, [exp])
+
+
+def test_the_end_message_names_the_cause_not_interrupted(tracking, tmp_path, monkeypatch, capsys):
+    from automl_bilevel_plugins.tracking.mlflow.store import RunWriter
+
+    uri, experiment = tracking
+    monkeypatch.setenv("AUTOML_BILEVEL_TRACKING_WRITER", "thread")
+    monkeypatch.setenv("AUTOML_BILEVEL_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("AUTOML_BILEVEL_FLUSH_TIMEOUT", "1")
+
+    def down(self, records, should_stop=None):
+        raise ConnectionError("store down")
+
+    monkeypatch.setattr(RunWriter, "write_trials", down)
+    with pytest.warns(RuntimeWarning, match="the store failed or was unreachable: ConnectionError: store down"):
+        BilevelClassifier(
+            "sklearn",
+            "val_error",
+            n_iter=2,
+            random_state=0,
+            tracking_uri=uri,
+            experiment_name=experiment,
+            log_plots=False,
+        ).fit(*load_iris(return_X_y=True))
+    err = capsys.readouterr().err
+    assert "interrupted" not in err and "automl-bilevel sync" in err
+    assert len(list((tmp_path / "spool").glob("*/spool.jsonl"))) == 1  # the trials wait in the spool
