@@ -167,3 +167,22 @@ def test_meta_training_curves_from_a_meta_learner():
     assert data.steps and data.objective == "query_loss" and len(data.trials) == 6
     ax = plot.history(est).axes[0]
     assert ax.get_xlabel() == "outer step" and ax.get_ylabel().startswith("query_loss")
+
+
+def test_a_plot_that_breaks_costs_neither_the_model_nor_the_run(tracking, monkeypatch):
+    from mlflow import MlflowClient
+
+    uri, experiment = tracking
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("a broken backend")
+
+    monkeypatch.setitem(plot.PLOTS, "importances", boom)
+    with pytest.warns(RuntimeWarning, match="a plot could not be drawn: RuntimeError: a broken backend"):
+        est = BilevelClassifier(n_iter=5, random_state=0, tracking_uri=uri, experiment_name=experiment).fit(
+            *load_iris(return_X_y=True)
+        )
+    client = MlflowClient(uri)
+    run = client.get_run(est.mlflow_run_id_)
+    assert run.info.status == "FINISHED"
+    assert [m.name for m in client.search_logged_models([run.info.experiment_id])] == ["model"]

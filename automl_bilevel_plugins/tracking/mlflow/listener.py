@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -375,6 +375,26 @@ class MlflowListener:
             self.writer.done.wait(ABORT_WAIT)
 
     # -- the run's files ------------------------------------------------------------------
+    def _write_plots(self, trials: Sequence[Trial], folder: Path) -> None:
+        """The run's figures; one that cannot be drawn is a warning, never a lost model or run."""
+        title = f"{self.context.learner} / {self.context.optimizer}"
+        steps = bool(self.context.trials_are_steps)
+        started = time.monotonic()
+        try:
+            save_trace_plot(
+                trials, folder / "optimization_trace.png", steps=steps, ylabel=self.context.objective, title=title
+            )
+            left = max(self.plot_timeout - (time.monotonic() - started), 0.0)
+            save_run_plots(
+                trials, folder / "plots", steps=steps, objective=self.context.objective, title=title, timeout=left
+            )
+        except Exception as exc:
+            warnings.warn(
+                f"MLflow run {self.run_id}: a plot could not be drawn: {type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
     def _write_artifacts(self, event: RunFinished, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         trials = event.trials
@@ -406,16 +426,7 @@ class MlflowListener:
                 )
             )
             if self.context.tracking.log_plots:
-                title = f"{self.context.learner} / {self.context.optimizer}"
-                steps = bool(self.context.trials_are_steps)
-                started = time.monotonic()
-                save_trace_plot(
-                    trials, folder / "optimization_trace.png", steps=steps, ylabel=self.context.objective, title=title
-                )
-                left = max(self.plot_timeout - (time.monotonic() - started), 0.0)
-                save_run_plots(
-                    trials, folder / "plots", steps=steps, objective=self.context.objective, title=title, timeout=left
-                )
+                self._write_plots(trials, folder)
         if event.model is not None and self.context.tracking.log_model:
             save_model(event.model, folder.parent / LOGGED_MODEL_DIR)
         if event.artifacts:
