@@ -305,15 +305,18 @@ class MlflowListener:
                 self.writer.done.wait(self.timeout)
             else:  # a writer process cannot learn that the run ended: stop it, end the parent from here
                 self.cause = "the spool could not be written, so the writer process could not finish"
-        except KeyboardInterrupt:  # a second Ctrl-C: end the parent now, keep the rest in the spool
-            self.cause = "a second Ctrl-C stopped the writing"
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) while writing: end the parent now, keep the rest spooled
+            self.cause = "Ctrl-C (or SIGTERM) stopped the writing"
             self.writer.abort.set()
             # a writer stopped before it could end the parent (a writer process still starting when the
             # SIGTERM came) is done too: unless it wrote everything, end the parent from here
             if not self.writer.done.wait(ABORT_WAIT) or not self.writer.completed:
                 self._last_resort_end(rec)
             self._report()
-            raise
+            if rec["status"] != "FINISHED":
+                raise
+            # every trial ran and the fit has its result: the signal stopped only the waiting for the
+            # store, so the fit returns (its results are not "interrupted"); the spool keeps the rest
         if not self.writer.done.is_set():
             if self.cause is None:
                 self.cause = f"the store did not take everything within {FLUSH_TIMEOUT_ENV}={self.timeout:g} s"

@@ -261,3 +261,45 @@ def test_the_end_message_names_the_cause_not_interrupted(tracking, tmp_path, mon
     err = capsys.readouterr().err
     assert "interrupted" not in err and "automl-bilevel sync" in err
     assert len(list((tmp_path / "spool").glob("*/spool.jsonl"))) == 1  # the trials wait in the spool
+
+
+def test_ctrl_c_while_only_the_store_is_waited_for_does_not_interrupt_a_finished_fit(
+    tracking, tmp_path, monkeypatch, capsys
+):
+    import threading
+
+    from automl_bilevel_plugins.tracking.mlflow import writers
+    from automl_bilevel_plugins.tracking.mlflow.store import RunWriter
+
+    uri, experiment = tracking
+    monkeypatch.setenv("AUTOML_BILEVEL_TRACKING_WRITER", "thread")
+    monkeypatch.setenv("AUTOML_BILEVEL_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("AUTOML_BILEVEL_FLUSH_TIMEOUT", "60")
+
+    def down(self, records, should_stop=None):
+        raise ConnectionError("store down")
+
+    monkeypatch.setattr(RunWriter, "write_trials", down)
+    put = writers.BackgroundWriter.put
+
+    def put_then_ctrl_c(self, item):
+        put(self, item)
+        if isinstance(item, tuple):  # the end: the fit now waits for the store; Ctrl-C then
+            threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+
+    monkeypatch.setattr(writers.BackgroundWriter, "put", put_then_ctrl_c)
+    t0 = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="the store failed or was unreachable: ConnectionError: store down"):
+        est = BilevelClassifier(
+            "sklearn",
+            "val_error",
+            n_iter=3,
+            random_state=0,
+            tracking_uri=uri,
+            experiment_name=experiment,
+            log_plots=False,
+        ).fit(*load_iris(return_X_y=True))
+    assert time.monotonic() - t0 < 40  # not the 60 s flush timeout
+    assert len(est.trials_) == 3 and not est.interrupted_
+    assert MlflowClient(uri).get_run(est.mlflow_run_id_).info.status == "FINISHED"
+    assert "automl-bilevel sync" in capsys.readouterr().err
