@@ -30,6 +30,12 @@ class TrackingSettings:
     experiment: str = "automl-bilevel"
     log_model: bool = True
     progress: bool = False
+    #: the parent run's name (else the plugin chooses one)
+    run_name: str | None = None
+    #: log the run's figures (history, importances, ...) as PNG files at its end
+    log_plots: bool = True
+    #: the estimator's ``verbose``: 1 a progress bar, 2 also one line per trial
+    verbose: int = 0
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ else is its ``repr`` (an estimator given as a setting, a callable). Non-finite f
 JSON readers of this package accept them, and callers that must not (MLflow metrics) filter them.
 
 The tracking plugin's writer process keeps a standard-library copy of this rule
-(``automl_bilevel_plugins.tracking.store``): it must start without numpy or the host.
+(``automl_bilevel_plugins.tracking.mlflow.store``): it must start without numpy or the host.
 """
 
 from __future__ import annotations

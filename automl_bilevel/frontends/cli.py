@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any, Self, TextIO
 
@@ -175,9 +176,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["tracking"] = False
     if args.tracking_uri:
         overrides["tracking_uri"] = args.tracking_uri
+    checkpoint = _checkpoint_to_use(args.checkpoint, exp.estimator.get("checkpoint"), args.resume)
+    if checkpoint is not None:
+        overrides["checkpoint"] = checkpoint
+    verbose = 0 if args.quiet else 2 if args.verbose else 1
     with _SigtermAsInterrupt() as sig:
         try:
-            res = exp.run(verbose=0 if args.quiet else 1, overrides=overrides)
+            res = exp.run(verbose=verbose, overrides=overrides)
         except KeyboardInterrupt:
             print("interrupted before any trial completed; nothing to report", file=sys.stderr)
             return sig.exit_code
@@ -186,6 +191,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             with open(args.json_out, "w") as f:
                 json.dump(res, f, indent=2, default=str)
         return sig.exit_code if res["interrupted"] else 0
+
+
+def _checkpoint_to_use(given: str | None, in_file: str | None, resume: bool) -> str | None:
+    """The checkpoint of a CLI run: ``--checkpoint`` else the experiment file's. A ``--checkpoint`` file that
+    already holds trials is continued only with ``--resume`` (never silently; the experiment file's own
+    checkpoint is continued as a fit continues it, and the progress says ``resuming: N trials``);
+    ``--resume`` needs a checkpoint that exists."""
+    path = given or in_file
+    if path is None:
+        if resume:
+            raise ValueError("--resume needs a checkpoint: pass --checkpoint PATH (or set checkpoint in [estimator])")
+        return None
+    full = Path(path).expanduser()
+    has_trials = full.is_file() and full.stat().st_size > 0
+    if resume and not has_trials:
+        raise ValueError(f"--resume: checkpoint {str(full)!r} does not exist or is empty; there is nothing to resume")
+    if given and has_trials and not resume:
+        raise ValueError(
+            f"checkpoint {str(full)!r} already holds a run: pass --resume to continue it, or another --checkpoint"
+        )
+    return str(full)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -205,6 +231,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     for r in results:
         if "error" in r:
             print(f"FAILED  {r['spool']}: {r['error']}", file=sys.stderr)
+        elif "ended" in r:
+            print(f"ended   {r['ended']}")
         else:
             print(
                 f"synced  run {r['run_id']} ({r['status']}): {r['written']} of {r['trials']} trials written "
@@ -212,7 +240,30 @@ def cmd_sync(args: argparse.Namespace) -> int:
             )
     if not results:
         print("nothing to sync")
+    else:
+        synced = [r for r in results if "run_id" in r]
+        print(
+            f"sync: {len(synced)} spooled run(s) written ({sum(r['written'] for r in synced)} trials), "
+            f"{sum('ended' in r for r in results)} dead run(s) ended, {len(failed)} failed"
+        )
     return 1 if failed else 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Write the plots of a checkpoint file or an MLflow run as PNG files."""
+    from automl_bilevel import plot
+
+    names = [n.strip() for n in args.plots.split(",") if n.strip()] if args.plots else None
+    unknown = sorted(set(names or ()) - set(plot.PLOTS))
+    if unknown:
+        raise ValueError(f"--plots: unknown plot(s) {unknown}; choose from {', '.join(plot.PLOTS)}")
+    written = plot.save_all(args.source, args.out, names=names, timeout=None, tracking_uri=args.tracking_uri)
+    for name, what in written.items():
+        print(f"{name:22s} {what}")
+    return 0 if any(isinstance(w, Path) for w in written.values()) else 1
+
+
+_PLOT_NAMES = ("history", "importances", "parallel_coordinates", "slice", "contour", "trajectories")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,12 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     r.add_argument("--json-out", help="also write the results as JSON to this file")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.add_argument("-v", "--verbose", action="store_true", help="also one line per trial")
+    r.add_argument("--checkpoint", help="append the trials to this JSON-lines file (resume later with --resume)")
+    r.add_argument("--resume", action="store_true", help="continue the run in the checkpoint file")
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("sync", help="write tracking records kept locally while the store was unreachable")
     s.add_argument("spool", nargs="?", help="a spool folder (default: the one for the tracking URI)")
     s.add_argument("--tracking-uri", help="write to this store instead of the one each run was started with")
     s.add_argument("--force", action="store_true", help="also write runs whose process still seems alive")
     s.set_defaults(func=cmd_sync)
+    pt = sub.add_parser("plot", help="write a run's plots (history, importances, ...) as PNG files")
+    pt.add_argument("source", help="a checkpoint file (.jsonl) or an MLflow run id")
+    pt.add_argument("--out", default="plots", help="folder for the PNG files (default: ./plots)")
+    pt.add_argument("--plots", help=f"comma-separated subset of: {', '.join(_PLOT_NAMES)} (default: the useful ones)")
+    pt.add_argument("--tracking-uri", help="the MLflow store of a run id (default: MLFLOW_TRACKING_URI)")
+    pt.set_defaults(func=cmd_plot)
     return p
 
 

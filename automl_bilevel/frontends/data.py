@@ -118,12 +118,17 @@ def load_idx_dataset(
     return images, labels.astype(np.int64)
 
 
-def load_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, str]:
-    """A CSV file with a header row: numeric feature columns, the target last. The separator is
-    detected (comma, semicolon, tab, ...). Problems are reported by column name."""
+def load_csv(path: str | os.PathLike[str], target: str | None = None) -> tuple[Any, np.ndarray, str]:
+    """A CSV file with a header row: the feature columns and the target (the column named ``target``,
+    else the last). The separator is detected (comma, semicolon, tab, ...). Problems are reported by
+    column name. Numeric features without missing values come back as an array; a table with text
+    columns or missing values as a pandas DataFrame, which the estimators encode and impute
+    (``preprocess='auto'``, :mod:`automl_bilevel.frontends.tabular`)."""
     import csv
 
     import pandas as pd
+
+    from automl_bilevel.frontends.tabular import needs_preprocessing
 
     head = Path(path).read_text(errors="replace")[:8192]
     if not head.strip():
@@ -146,19 +151,21 @@ def load_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, str]
         )
     if len(df) == 0:
         raise ValueError(f"{path}: only a header row, no data rows")
-    features, target = df.columns[:-1], df.columns[-1]
-    text = [str(c) for c in features if not pd.api.types.is_numeric_dtype(df[c])]
-    if text:
+    if target is None:
+        target = df.columns[-1]
+    elif target not in df.columns:
         raise ValueError(
-            f"{path}: feature column(s) {', '.join(map(repr, text))} are not numeric; encode them as numbers first"
+            f"{path}: [data] target = {target!r} is not a column; the columns are {', '.join(map(repr, df.columns))}"
         )
-    missing = [str(c) for c in df.columns if df[c].isna().any()]
-    if missing:
+    features = [c for c in df.columns if c != target]
+    if df[target].isna().any():
         raise ValueError(
-            f"{path}: column(s) {', '.join(map(repr, missing))} have missing values "
-            f"(first in row {int(df[missing].isna().any(axis=1).to_numpy().argmax()) + 2} of the file)"
+            f"{path}: target column {str(target)!r} has missing values "
+            f"(first in row {int(df[target].isna().to_numpy().argmax()) + 2} of the file); drop those rows"
         )
-    X = df[features].to_numpy(dtype=np.float64)
+    X: Any = df[features]
+    if not needs_preprocessing(X):
+        X = X.to_numpy(dtype=np.float64)
     y = df[target].to_numpy()
     if not pd.api.types.is_numeric_dtype(df[target]):
         return X, y.astype(str), "classification"  # text labels
@@ -168,9 +175,16 @@ def load_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, str]
 
 
 def load_dataset(
-    name: str, data_dir: str | os.PathLike[str] | None = None, max_samples: int | None = None, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """(X, y, task kind) for a named dataset, a CSV path (last column = target), for the CLI."""
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+    target: str | None = None,
+) -> tuple[Any, np.ndarray, str]:
+    """(X, y, task kind) for a named dataset or a CSV path (the ``target`` column, else the last), for the
+    CLI. X is a DataFrame for a CSV with text columns or missing values (see :func:`load_csv`)."""
+    if target is not None and not str(name).endswith(".csv"):
+        raise ValueError(f"[data] target = {target!r} names a column of a CSV file; dataset {name!r} is not one")
     if max_samples is not None and (
         not isinstance(max_samples, (int, np.integer)) or isinstance(max_samples, bool) or max_samples < 1
     ):
@@ -185,7 +199,7 @@ def load_dataset(
         X = X.reshape(len(X), -1).astype(np.float32) / 255.0
         task = "classification"
     elif str(name).endswith(".csv") and Path(name).is_file():
-        X, y, task = load_csv(name)
+        X, y, task = load_csv(name, target)
     elif str(name).endswith(".csv"):
         raise DatasetNotFoundError(f"CSV file {name!r} does not exist")
     else:
@@ -195,5 +209,5 @@ def load_dataset(
         )
     if max_samples is not None and max_samples < len(X):
         idx = np.random.default_rng(seed).permutation(len(X))[:max_samples]
-        X, y = X[idx], y[idx]
+        X, y = (X.iloc[idx] if hasattr(X, "iloc") else X[idx]), y[idx]
     return X, y, task

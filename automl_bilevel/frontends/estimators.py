@@ -19,7 +19,7 @@ from ConfigSpace import ConfigurationSpace
 from numpy.typing import ArrayLike
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -39,22 +39,6 @@ from automl_bilevel.run.runtime import thread_policy
 MAX_ABS_FEATURE = float(np.finfo(np.float32).max)
 #: above this a feature is far outside any scale a learner's defaults expect: warned loudly
 LARGE_FEATURE = 1e12
-
-
-def _check_columns(X: Any) -> None:
-    """A pandas frame with non-numeric columns is refused naming them (not "could not convert string
-    to float: 'y'")."""
-    dtypes = getattr(X, "dtypes", None)
-    if dtypes is None or not hasattr(dtypes, "items"):
-        return
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-    bad = [str(c) for c, dt in dtypes.items() if not (is_numeric_dtype(dt) or is_bool_dtype(dt))]
-    if bad:
-        raise ValueError(
-            f"X has non-numeric column(s) {bad}: encode them first (e.g. sklearn's OneHotEncoder or "
-            "OrdinalEncoder in a Pipeline before this estimator)"
-        )
 
 
 def _check_magnitude(X: np.ndarray) -> None:
@@ -100,6 +84,10 @@ class _BilevelEstimator(SearchEstimator):
         "tracking": ["boolean"],
         "tracking_uri": [None, str],
         "experiment_name": [str],
+        "run_name": [None, str],
+        "log_model": ["boolean"],
+        "log_plots": ["boolean"],
+        "preprocess": [StrOptions({"auto", "none"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -125,6 +113,10 @@ class _BilevelEstimator(SearchEstimator):
         tracking: bool = True,
         tracking_uri: str | None = None,
         experiment_name: str = "automl-bilevel",
+        run_name: str | None = None,
+        log_model: bool = True,
+        log_plots: bool = True,
+        preprocess: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -146,6 +138,10 @@ class _BilevelEstimator(SearchEstimator):
         self.tracking = tracking
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.log_model = log_model
+        self.log_plots = log_plots
+        self.preprocess = preprocess
         self.random_state = random_state
         self.verbose = verbose
 
@@ -207,7 +203,7 @@ class _BilevelEstimator(SearchEstimator):
         far, the tracking run ends as KILLED, and KeyboardInterrupt is raised again.
         """
         self._validate_params()
-        _check_columns(X)
+        X = self._preprocess_fit(X)
         X, y = cast(
             tuple[np.ndarray, np.ndarray],
             validate_data(self, X, y, dtype=np.float64, y_numeric=self._task_kind == "regression"),
@@ -351,14 +347,48 @@ class _BilevelEstimator(SearchEstimator):
             search_space=describe(space),
             n_iter=self.n_iter,
             tracking=TrackingSettings(
-                self.tracking, self.tracking_uri, self.experiment_name, progress=self.verbose > 0
+                self.tracking,
+                self.tracking_uri,
+                self.experiment_name,
+                log_model=bool(self.log_model),
+                progress=self.verbose > 0,
+                run_name=self.run_name,
+                log_plots=bool(self.log_plots),
+                verbose=int(self.verbose),
             ),
             trials_are_steps=bool(optimizer.declared("trials_are_steps")),
         )
 
     # -- predict --------------------------------------------------------------------------
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags: missing values are accepted (imputed) with ``preprocess='auto'``."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.preprocess == "auto"
+        return tags
+
+    def _preprocess_fit(self, X: ArrayLike) -> ArrayLike:
+        """Categorical columns one-hot encoded and missing values imputed by a ColumnTransformer fitted
+        here and kept as ``preprocessor_`` (``preprocess='auto'``, see :mod:`.tabular`)."""
+        from automl_bilevel.frontends import tabular
+
+        self.preprocessor_ = None
+        if self.preprocess == "none":
+            tabular.check_numeric(X, f"{type(self).__name__}.fit")
+            return X
+        if not tabular.needs_preprocessing(X):
+            return X
+        X = tabular.prepare_categoricals(X)
+        self.preprocessor_ = tabular.make_preprocessor(X)
+        out: np.ndarray = self.preprocessor_.fit_transform(X)
+        return out
+
     def _check_X(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "model_")
+        preprocessor = getattr(self, "preprocessor_", None)
+        if preprocessor is not None:
+            from automl_bilevel.frontends import tabular
+
+            X = preprocessor.transform(tabular.prepare_categoricals(X))
         checked: np.ndarray = validate_data(self, X, dtype=np.float64, reset=False)
         return checked
 
@@ -402,9 +432,25 @@ class BilevelClassifier(ClassifierMixin, _BilevelEstimator):  # type: ignore[mis
         Log the run to MLflow (needs the ``mlflow_tracking`` plugin).
     tracking_uri : str, optional
         Else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
+    experiment_name : str
+        The MLflow experiment the runs go to.
+    run_name : str, optional
+        The MLflow parent run's name; default ``<Estimator>-<learner>-<optimizer>``. Fits of the same
+        settings (inside ``GridSearchCV`` or ``cross_val_score``) are told apart by the tags
+        ``automl_bilevel.settings_hash`` and ``automl_bilevel.fit``, and nest under a run the user opened.
+    log_model : bool
+        Log the refitted estimator as the run's MLflow model (default True).
+    log_plots : bool
+        Log the run's figures (history, importances, ...) as PNG files when it ends (default True).
+    preprocess : {"auto", "none"}
+        ``"auto"`` (default): a table with text/categorical columns or missing values (a pandas
+        DataFrame, or an array with NaN) is one-hot encoded and imputed by a scikit-learn
+        ``ColumnTransformer`` fitted on the training data and kept as ``preprocessor_``, part of the
+        fitted (and logged) model; numeric data without missing values is used as it is. ``"none"``:
+        refuse such data, naming the columns.
     random_state : int, RandomState or None
     verbose : int
-        1 or more shows a progress bar with the best value so far on stderr.
+        1 shows a progress bar with the best value so far on stderr; 2 also one line per trial.
 
     Attributes
     ----------
@@ -473,6 +519,10 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):  # type: ignore[misc]
         tracking: bool = True,
         tracking_uri: str | None = None,
         experiment_name: str = "automl-bilevel",
+        run_name: str | None = None,
+        log_model: bool = True,
+        log_plots: bool = True,
+        preprocess: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -495,6 +545,10 @@ class BilevelRegressor(RegressorMixin, _BilevelEstimator):  # type: ignore[misc]
             tracking=tracking,
             tracking_uri=tracking_uri,
             experiment_name=experiment_name,
+            run_name=run_name,
+            log_model=log_model,
+            log_plots=log_plots,
+            preprocess=preprocess,
             random_state=random_state,
             verbose=verbose,
         )

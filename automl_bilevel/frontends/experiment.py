@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SCHEMA = {
     "name": None,
-    "data": {"dataset", "test_size", "data_dir", "max_samples"},
+    "data": {"dataset", "test_size", "data_dir", "max_samples", "target"},
     "estimator": {
         "task",
         "learner",
@@ -43,7 +43,7 @@ SCHEMA = {
         "optimizer_params",
     },
     "search_space": None,
-    "tracking": {"enabled", "uri", "experiment"},
+    "tracking": {"enabled", "uri", "experiment", "run_name", "log_model", "log_plots"},
 }
 
 
@@ -71,6 +71,7 @@ TYPES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "test_size": (lambda v: _is_num(v) and 0 < v < 1, "a number between 0 and 1 (exclusive)"),
         "data_dir": _STR,
         "max_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "target": _STR,
     },
     "estimator": {
         "task": (lambda v: v in ("classification", "regression"), "'classification' or 'regression'"),
@@ -96,6 +97,9 @@ TYPES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
             lambda v: isinstance(v, str) and v.strip() != "" and len(v) <= MAX_NAME,
             f"a non-empty string of at most {MAX_NAME} characters (MLflow's limit)",
         ),
+        "run_name": _STR,
+        "log_model": (lambda v: isinstance(v, bool), "true or false (a TOML boolean, not a string)"),
+        "log_plots": (lambda v: isinstance(v, bool), "true or false (a TOML boolean, not a string)"),
     },
 }
 
@@ -185,6 +189,9 @@ class Experiment:
             tracking=bool(self.tracking.get("enabled", True)),
             tracking_uri=self.tracking.get("uri"),
             experiment_name=self.tracking.get("experiment", "automl-bilevel"),
+            run_name=self.tracking.get("run_name"),
+            log_model=self.tracking.get("log_model", True),
+            log_plots=self.tracking.get("log_plots", True),
         )
         params.update(overrides or {})
         if task == "classification":
@@ -227,6 +234,7 @@ class Experiment:
             self.data.get("data_dir"),
             self.data.get("max_samples"),
             seed=int(self.estimator.get("random_state") or 0),
+            target=self.data.get("target"),
         )
         task = self.estimator.get("task", task)
         self._check_data(y, task)

@@ -308,7 +308,11 @@ class MetaLearnerClassifier(SearchEstimator):
             search_space={},
             n_iter=self.meta_iters,
             tracking=TrackingSettings(
-                self.tracking, self.tracking_uri, self.experiment_name, progress=self.verbose > 0
+                self.tracking,
+                self.tracking_uri,
+                self.experiment_name,
+                progress=self.verbose > 0,
+                verbose=int(self.verbose),
             ),
             trials_are_steps=True,
         )

@@ -130,12 +130,13 @@ def test_a_large_feature_value_is_warned_about_loudly(iris):
 
 
 def test_a_frame_with_a_non_numeric_column_names_the_column(iris, no_work):
+    # without preprocessing (preprocess="none"); the default one-hot encodes them (tests/frontends/test_tabular.py)
     pd = pytest.importorskip("pandas")
     X, y = iris
     frame = pd.DataFrame(X, columns=["a", "b", "c", "d"]).assign(colour=["y"] * len(y))
     frame["kind"] = pd.Categorical(["p"] * len(y))
-    with pytest.raises(ValueError, match=r"X has non-numeric column\(s\) \['colour', 'kind'\]"):
-        _fit(frame, y, "sklearn", "val_error", "random")
+    with pytest.raises(ValueError, match=r"column\(s\) 'colour', 'kind' are not numeric"):
+        _fit(frame, y, "sklearn", "val_error", "random", preprocess="none")
 
 
 # -- experiment files --------------------------------------------------------------------------------------

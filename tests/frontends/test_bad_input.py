@@ -54,8 +54,7 @@ def test_csv_with_another_separator_and_text_labels(tmp_path):
     [
         ("a,b,target\n", "only a header row, no data rows"),
         ("", "the file is empty"),
-        ("a,colour,target\n1,red,0\n2,blue,1\n", "feature column\\(s\\) 'colour' are not numeric"),
-        ("a,b,target\n1,,0\n2,3,1\n", "column\\(s\\) 'b' have missing values \\(first in row 2"),
+        ("a,b,target\n1,2,\n2,3,1\n", "target column 'target' has missing values \\(first in row 2"),
         ("onlyone\n1\n2\n", "needs at least one feature column"),
     ],
 )
@@ -100,7 +99,7 @@ def test_json_out_to_a_directory_is_refused_before_the_run(tmp_path, capsys, tra
 
 
 def test_an_sqlite_store_in_an_unwritable_folder_fails_before_a_run(monkeypatch):
-    from automl_bilevel_plugins.tracking.mlflow_tracking import TrackingError
+    from automl_bilevel_plugins.tracking.mlflow.store import TrackingError
 
     ro = "/proc/self"  # exists, and not even root may create files there
     assert os.path.isdir(ro)
@@ -129,7 +128,7 @@ def test_a_timeout_that_lets_no_trial_finish_says_so():
     ],
 )
 def test_bad_tracking_settings_fail_before_a_run(monkeypatch, tracking, var, value, message):
-    from automl_bilevel_plugins.tracking.mlflow_tracking import TrackingError
+    from automl_bilevel_plugins.tracking.mlflow.store import TrackingError
 
     uri, experiment = tracking
     monkeypatch.setenv(var, value)

@@ -14,7 +14,7 @@ import pytest
 
 import mlflow
 from automl_bilevel import BilevelClassifier
-from automl_bilevel_plugins.tracking.mlflow_tracking import TrackingError
+from automl_bilevel_plugins.tracking.mlflow.store import TrackingError
 from mlflow import MlflowClient
 
 
@@ -38,8 +38,9 @@ def test_a_tracked_fit_leaves_one_parent_and_one_child_per_trial(iris, tracking)
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert parent.data.params["learner"] == "logistic" and "plugin.optimizer" in parent.data.params
     assert parent.data.metrics["final.best_value"] == pytest.approx(est.best_value_)
-    history = client.get_metric_history(parent.info.run_id, "value")
-    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    history = client.get_metric_history(parent.info.run_id, "best_value")  # best so far per trial
+    assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]  # and the run's best at step n_trials
+    assert "value" not in parent.data.metrics  # a trial's own value is on its child only
     child_values = sorted(c.data.metrics["value"] for c in children)
     assert child_values == pytest.approx(sorted(est.history_["value"]))
     assert all(set(c.data.params) == {"lr", "weight_decay"} for c in children)
@@ -261,7 +262,7 @@ def test_the_spool_is_removed_once_everything_is_written(iris, tracking, tmp_pat
 
 def test_the_trace_plot_has_whole_trial_ticks_and_survives_an_outlier(tmp_path):
     from automl_bilevel import Trial
-    from automl_bilevel_plugins.tracking.mlflow_tracking import save_trace_plot
+    from automl_bilevel_plugins.tracking.mlflow.plots import save_trace_plot
 
     few = [Trial(i, {}, v) for i, v in enumerate([0.5, 0.4, 0.45])]
     fig = save_trace_plot(few, tmp_path / "a.png", steps=False, ylabel="val", title="t")

@@ -1,18 +1,15 @@
-"""Writing spooled runs to an MLflow store: the spool, the idempotent run writer, and the writer
-process's loop (``python -m automl_bilevel_plugins.tracking.store follow FOLDER PID``).
+"""Writing one parent run to an MLflow store, idempotently (:class:`RunWriter`), and the names and
+settings the spool, the writers and ``sync`` share.
 
 This module imports only the standard library at import time (mlflow where it writes), not the
-host: the writer process starts in the time it takes to import mlflow, while the search runs.
-The listener that fills the spool is :mod:`automl_bilevel_plugins.tracking.mlflow_tracking`.
+host: the writer process (:mod:`automl_bilevel_plugins.tracking.mlflow.follow`) starts in the time
+it takes to import mlflow, while the search runs.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +18,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+
 MAX_PARAM = 6000
 BATCH_TRIALS = 100  # trials per writer batch (the parent's metrics of a batch go in one log_batch)
 FLUSH_TIMEOUT_ENV = "AUTOML_BILEVEL_FLUSH_TIMEOUT"
 DEFAULT_FLUSH_TIMEOUT = 60.0
 TRIAL_TAG = "automl_bilevel.trial"
+BEST_TRIAL_TAG = "automl_bilevel.best_trial"
+PID_TAG = "automl_bilevel.pid"  # the process that runs the search, on
+HOST_TAG = "automl_bilevel.host"
+HEARTBEAT_TAG = "automl_bilevel.heartbeat"  # ms since the epoch: renewed by the writer while the run lives
+HEARTBEAT_EVERY = 60.0  # seconds between heartbeats of an idle writer
+WRITER_PID_FILE = "writer.pid"  # in a spool folder: the writer process that follows it
 SPOOL_TAG = "automl_bilevel.spool"
 SPOOL_FILE = "spool.jsonl"
 LOGGED_MODEL_DIR = "logged_model"  # in a run's spool folder: the model, logged as "model" at the end
@@ -71,54 +75,24 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-# -- the spool ------------------------------------------------------------------------------------
-class Spool:
-    """One parent run's records, as JSON lines in ``<root>/<run_id>/spool.jsonl``.
-
-    Each record is one ``os.write`` on an ``O_APPEND`` file: a signal lands between records, and a
-    kill leaves at most a torn last line, which readers skip.
-    """
-
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
-        self.path = self.folder / SPOOL_FILE
-
-    @classmethod
-    def create(cls, root: Path, run_id: str, header: dict[str, Any]) -> Spool:
-        spool = cls(Path(root) / run_id)
-        spool.folder.mkdir(parents=True, exist_ok=True)
-        spool.append({"kind": "run", **header})
-        return spool
-
-    def append(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, default=_jsonable) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-
-    def records(self) -> list[dict[str, Any]]:
-        lines = self.path.read_bytes().split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        out = []
-        for i, line in enumerate(lines, start=1):
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict) or "kind" not in rec:
-                    raise ValueError("not a spool record")
-            except ValueError:
-                if i == len(lines):  # the last write was cut short by a kill
-                    break
-                raise TrackingError(f"{self.path}:{i}: corrupt spool record") from None
-            out.append(rec)
-        if not out or out[0].get("kind") != "run":
-            raise TrackingError(f"{self.path}: not an automl_bilevel spool (no run header)")
-        return out
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+def killed_end(trials: list[dict[str, Any]], error: str) -> dict[str, Any]:
+    """The end record of a run whose process died before it ended the run: KILLED, with the summary and
+    the best trial computed from the spooled ``trials``."""
+    ok = [r for r in trials if r.get("ok") and _finite(r.get("value"))]
+    best = min(ok, key=lambda r: (r["value"], r["number"])) if ok else None
+    summary: dict[str, Any] = {"n_trials": len(trials), "n_failed": len(trials) - len(ok)}
+    if best is not None:
+        summary["best_value"] = best["value"]
+    return {
+        "kind": "finish",
+        "status": "KILLED",
+        "time_ms": int(time.time() * 1000),
+        "error": error,
+        "summary": summary,
+        "best": None
+        if best is None
+        else {"number": best["number"], "value": best["value"], "config": best["config"], "metrics": best["metrics"]},
+    }
 
 
 # -- writing one parent run, idempotently ---------------------------------------------------------
@@ -178,7 +152,7 @@ class RunWriter:
     def write_trials(self, records: list[dict[str, Any]], should_stop: Callable[[], bool] | None = None) -> None:
         """Write ``records``; ``should_stop()`` is asked before each trial (a second Ctrl-C must not
         wait for a whole batch)."""
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param, RunTag
 
         try:
             if self.dirty:
@@ -188,7 +162,11 @@ class RunWriter:
                 if should_stop is not None and should_stop():
                     break
                 n, ts = rec["number"], rec["time_ms"]
-                step = {"value": rec["value"], **rec["metrics"]}
+                # the parent's step history: when trials are outer steps of one training, the objective
+                # per step is the run's curve; when they are separate trials (each a child run), a
+                # trial's own value on the parent would read as the run's in the runs table, so the
+                # parent keeps only the best so far
+                step = {"value": rec["value"], **rec["metrics"]} if self.trials_are_steps else {}
                 if rec.get("best_value") is not None:
                     step["best_value"] = rec["best_value"]
                 parent_metrics += [Metric(k, float(v), ts, n) for k, v in step.items() if _finite(v)]
@@ -223,15 +201,20 @@ class RunWriter:
                 self.client.log_batch(cid, metrics=metrics, params=params)
                 self.client.set_terminated(cid, "FINISHED" if rec["ok"] else "FAILED", end_time=ts)
                 self.done.add(n)
-            for i in range(0, len(parent_metrics), 1000):  # MLflow caps a batch at 1000 metrics
-                self.client.log_batch(self.run_id, metrics=parent_metrics[i : i + 1000])
+            beat = [RunTag(HEARTBEAT_TAG, str(int(time.time() * 1000)))]
+            for i in range(0, max(len(parent_metrics), 1), 1000):  # MLflow caps a batch at 1000 metrics
+                self.client.log_batch(self.run_id, metrics=parent_metrics[i : i + 1000], tags=beat)
         except BaseException:
             self.dirty = True
             raise
 
+    def beat(self) -> None:
+        """Renew the parent's heartbeat (a writer with nothing to write does this every minute)."""
+        self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time() * 1000)))
+
     def finish(self, rec: dict[str, Any], artifact_dir: Path | None) -> None:
         """The run's end: summary metrics and tags, the files in ``artifact_dir``, the terminal status."""
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import Metric, Param, RunTag
 
         if not self.trials_are_steps:
             self.dedupe()
@@ -239,11 +222,19 @@ class RunWriter:
         tags = [RunTag("automl_bilevel.status", rec["status"])]
         if rec.get("error"):
             tags.append(RunTag("automl_bilevel.error", rec["error"][:5000]))
-        self.client.log_batch(
-            self.run_id,
-            metrics=[Metric(f"final.{k}", float(v), ts, 0) for k, v in rec["summary"].items() if _finite(v)],
-            tags=tags,
-        )
+        metrics = [Metric(f"final.{k}", float(v), ts, 0) for k, v in rec["summary"].items() if _finite(v)]
+        params = []
+        best = rec.get("best")
+        if best:  # the run's result, so that MLflow's runs table sorts and compares fits by it
+            tags.append(RunTag(BEST_TRIAL_TAG, str(best["number"])))
+            params = [Param(f"best.{k}", str(v)[:MAX_PARAM]) for k, v in best["config"].items()]
+            step = int(rec["summary"].get("n_trials") or 0)
+            metrics.append(Metric("best_value", float(best["value"]), ts, step))
+            metrics += [Metric(f"best.{k}", float(v), ts, 0) for k, v in best.get("metrics", {}).items() if _finite(v)]
+        if params:  # params are write-once: a finish repeated (by sync) logs only those not yet there
+            have = self.client.get_run(self.run_id).data.params
+            params = [p for p in params if p.key not in have]
+        self.client.log_batch(self.run_id, metrics=metrics, params=params, tags=tags)
         if artifact_dir is not None and artifact_dir.is_dir():
             for entry in sorted(artifact_dir.iterdir()):
                 if entry.is_dir():
@@ -279,103 +270,6 @@ class RunWriter:
         return lm.model_id
 
 
-def follow(folder: Path, parent_pid: int) -> int:
-    """Write a spool to its store while it grows; end when its run has ended and all is written
-    (exit 0, the spool removed). SIGTERM: end the parent run now and leave the rest spooled (exit 3).
-    If the process that writes the spool dies without ending the run, end it KILLED."""
-    import signal
-
-    from mlflow import MlflowClient
-
-    stop = {"abort": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("abort", True))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    spool = Spool(folder)
-    head: dict[str, Any] | None = None
-    writer: RunWriter | None = None
-    end: dict[str, Any] | None = None
-    pending: list[dict[str, Any]] = []
-    offset, buf = 0, b""
-    delay, next_try = 0.0, 0.0
-    orphaned_until = None  # once the search process is gone: how long to keep trying the store
-    while not stop["abort"]:
-        if orphaned_until is None and not _pid_alive(parent_pid):
-            orphaned_until = time.monotonic() + flush_timeout()
-        elif orphaned_until is not None and time.monotonic() > orphaned_until:
-            print("the search process is gone and the store still fails: giving up; the spool stays", file=sys.stderr)
-            return 4
-        with open(spool.path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-        offset += len(data)
-        *lines, buf = (buf + data).split(b"\n")
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            kind = rec.get("kind")
-            if kind == "run":
-                head = rec
-            elif kind == "trial":
-                pending.append(rec)
-            elif kind == "finish":
-                end = rec
-        if head is not None and writer is None:
-            writer = RunWriter(
-                MlflowClient(tracking_uri=head["uri"]),
-                head["experiment_id"],
-                head["run_id"],
-                bool(head.get("trials_are_steps")),
-            )
-            writer.dirty = True  # read back what exists before creating anything
-        if writer is None or (not pending and end is None):
-            # (without a writer, no run header has been read: there is nothing to end yet)
-            if writer is not None and not data and orphaned_until is not None:
-                end = {
-                    "kind": "finish",
-                    "status": "KILLED",
-                    "time_ms": int(time.time() * 1000),
-                    "error": "the process ended before the run did",
-                    "summary": {},
-                }
-            else:
-                time.sleep(0.1)
-                continue
-        if time.monotonic() < next_try:
-            time.sleep(0.05)
-            continue
-        try:
-            if pending:
-                batch = pending[:BATCH_TRIALS]
-                writer.write_trials(batch, lambda: stop["abort"])
-                if stop["abort"]:
-                    break
-                del pending[: len(batch)]
-            elif end is not None:
-                writer.finish(end, folder / "artifacts")
-                spool.remove()
-                return 0
-            delay = 0.0
-        except Exception as exc:
-            print(
-                f"{time.strftime('%H:%M:%S')} tracking store failed: {type(exc).__name__}: {exc}",
-                file=sys.stderr,
-                flush=True,
-            )
-            delay = min(max(2 * delay, 0.5), 5.0)
-            next_try = time.monotonic() + delay
-    if writer is not None:  # aborted: end the parent at least
-        status = end["status"] if end else "KILLED"
-        try:
-            writer.client.set_tag(writer.run_id, SPOOL_TAG, str(folder))
-            writer.client.set_terminated(writer.run_id, status, end_time=end["time_ms"] if end else None)
-        except Exception as exc:
-            print(f"could not end run {writer.run_id}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-    return 3
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -384,9 +278,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-if __name__ == "__main__":  # the writer process (mlflow_tracking.ProcessWriter)
-    if len(sys.argv) == 4 and sys.argv[1] == "follow":
-        sys.exit(follow(Path(sys.argv[2]), int(sys.argv[3])))
-    sys.exit("usage: python -m automl_bilevel_plugins.tracking.store follow SPOOL_FOLDER PID")
