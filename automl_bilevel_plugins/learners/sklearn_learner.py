@@ -80,6 +80,7 @@ class SklearnModel:
     task: Task
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """The estimator's predictions for ``X`` (class labels or regression values)."""
         return self.estimator.predict(X)
 
     @property
@@ -98,6 +99,13 @@ class SklearnModel:
 
 
 class SklearnLearner(InnerLearner):
+    """The ``sklearn`` inner learner: fits a clone of ``estimator`` with a trial's configuration as ``set_params``.
+
+    Without an estimator it uses LogisticRegression (classification) or Ridge (regression). Raises TypeError when
+    ``estimator`` is not a scikit-learn estimator, and ValueError when it is a classifier for a regression task or the
+    other way round.
+    """
+
     def __init__(self, estimator: BaseEstimator | None = None) -> None:
         if estimator is not None and not (hasattr(estimator, "fit") and hasattr(estimator, "get_params")):
             raise TypeError(f"estimator must be a scikit-learn estimator, got {estimator!r}")
@@ -113,12 +121,16 @@ class SklearnLearner(InnerLearner):
         return LogisticRegression(max_iter=1000) if task.is_classifier else Ridge()
 
     def missing_predict_proba(self, task: Task) -> str | None:
+        """Why this learner's models would have no ``predict_proba`` on a classification ``task`` (see
+        :func:`no_predict_proba`); ``None`` when they have one or the task is a regression."""
         return no_predict_proba(self._estimator(task)) if task.is_classifier else None
 
     def config_space(self, task: Task) -> ConfigurationSpace:
+        """The default search space of the estimator's class (:data:`DEFAULT_SPACES`); empty for a class not in it."""
         return as_configspace(DEFAULT_SPACES.get(type(self._estimator(task)).__name__, {}))
 
     def param_names(self, task: Task) -> set[str]:
+        """Every name the task's estimator accepts in ``set_params`` (deep: ``svc__C`` inside a Pipeline)."""
         return set(self._estimator(task).get_params(deep=True))
 
     @staticmethod
@@ -149,6 +161,8 @@ class SklearnLearner(InnerLearner):
         seed: int,
         budget: float | None = None,
     ) -> SklearnModel:
+        """Fit a clone of the estimator with ``config`` on (X, y), or on a ``budget`` fraction of it
+        (:meth:`subsample`); ``random_state`` is set to ``seed`` unless ``config`` sets it."""
         if budget is not None:
             X, y = self.subsample(X, y, budget, task=task, seed=seed)
         est = clone(self._estimator(task)).set_params(**dict(config))
@@ -159,6 +173,7 @@ class SklearnLearner(InnerLearner):
 
 @hookimpl
 def bilevel_register_learners() -> list[LearnerSpec]:
+    """Register the ``sklearn`` learner (capability ``multi_fidelity``)."""
     return [
         LearnerSpec(
             "sklearn",

@@ -34,9 +34,13 @@ class _ProbabilisticModel(FittedModel, Protocol):
 
 
 class ValidationLoss(OuterObjective, DifferentiableObjective):  # mypy checks loss_tensor against the protocol
+    """``val_loss``: cross-entropy of ``predict_proba`` (classification) or mean squared error (regression) on the
+    validation data; differentiable through :meth:`loss_tensor`."""
+
     needs_predict_proba = True  # classification: cross-entropy of predict_proba
 
     def __call__(self, model: FittedModel, X: np.ndarray, y: np.ndarray, *, task: Task) -> float:
+        """The loss of ``model`` on (X, y); raises TypeError for a classifier without ``predict_proba``."""
         if task.is_classifier:
             if not hasattr(model, "predict_proba"):
                 raise TypeError(f"{type(model).__name__} has no predict_proba; val_loss needs one (use val_error)")
@@ -45,13 +49,17 @@ class ValidationLoss(OuterObjective, DifferentiableObjective):  # mypy checks lo
         return float(np.mean((np.asarray(model.predict(X), dtype=float) - y) ** 2))
 
     def loss_tensor(self, outputs: torch.Tensor, y: torch.Tensor, *, task: Task) -> torch.Tensor:
+        """The same loss on tensors, for hypergradients: cross-entropy of the logits ``outputs``, or their MSE."""
         if task.is_classifier:
             return torch.nn.functional.cross_entropy(outputs, y)
         return torch.nn.functional.mse_loss(outputs.reshape(y.shape), y)
 
 
 class ValidationError(OuterObjective):
+    """``val_error``: 1 - accuracy (classification) or the MSE over the variance of ``y``, 1 - R² (regression)."""
+
     def __call__(self, model: FittedModel, X: np.ndarray, y: np.ndarray, *, task: Task) -> float:
+        """The error of ``model`` on (X, y); raises FloatingPointError when a prediction is not finite."""
         pred = np.asarray(model.predict(X))
         if pred.dtype.kind in "fc" and not np.all(np.isfinite(pred)):  # NaN != y would count as a mere error
             raise FloatingPointError(
@@ -66,6 +74,7 @@ class ValidationError(OuterObjective):
 
 @hookimpl
 def bilevel_register_objectives() -> list[ObjectiveSpec]:
+    """Register the ``val_loss`` (capability ``differentiable``) and ``val_error`` objectives."""
     return [
         ObjectiveSpec(
             "val_loss",

@@ -122,6 +122,8 @@ class EvolutionStrategy(OuterOptimizer):
         self.sigma0, self.lr, self.start = sigma0, float(lr), start
 
     def setup(self, problem: BilevelProblem, seed: int) -> None:
+        """Read the space and the learner's vector hyperparameters; the strategy is made at the first ``ask``.
+        Raises ValueError when there is nothing to search."""
         super().setup(problem, seed)
         self.space = as_configspace(problem.space, seed=seed)
         self.cube = UnitCube(self.space)
@@ -191,6 +193,8 @@ class EvolutionStrategy(OuterOptimizer):
 
     # -- ask / tell ---------------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Proposal]:
+        """Up to ``n`` members of the current generation (a new one is asked from the strategy when none is out);
+        empty while the rest of the generation is still being evaluated."""
         g = self._gen if self._gen is not None else self._new_generation()
         out: list[Proposal] = []
         while len(out) < n and g.next < len(g.configs):
@@ -208,6 +212,10 @@ class EvolutionStrategy(OuterOptimizer):
         )
 
     def evaluate(self, problem: BilevelProblem, proposal: Proposal) -> Evaluation:
+        """Evaluate one member. In a batched generation (see the module docstring) the first member evaluated runs
+        the whole generation with ``evaluate_population`` and the others take their values from it (an error of that
+        run is raised for every member; a non-finite value raises FloatingPointError); otherwise the default fit and
+        score."""
         g, learner = self._gen, problem.learner
         if (
             not self._batchable(problem)
@@ -253,6 +261,8 @@ class EvolutionStrategy(OuterOptimizer):
         return evaluate_problem
 
     def tell(self, proposal: Proposal, trial: Trial) -> None:
+        """Record a member's value (a failed trial ranks last, ``inf``); once the whole generation is back, tell it to
+        the strategy. A trial that is not a member of the current generation is ignored."""
         g = self._gen
         if proposal.info is None or g is None or proposal.info[0] != g.id or self.es is None:
             return
@@ -295,11 +305,13 @@ class EvolutionStrategy(OuterOptimizer):
 
     @property
     def generation(self) -> int:
+        """The number of generations told to the strategy so far (0 before the strategy is made)."""
         return 0 if self.es is None else self.es.generation
 
 
 @hookimpl
 def bilevel_register_optimizers() -> list[OptimizerSpec]:
+    """Register the ``es`` optimizer (capability ``parallel``)."""
     return [
         OptimizerSpec(
             "es",

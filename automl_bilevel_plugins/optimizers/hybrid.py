@@ -400,6 +400,9 @@ class HybridOptimizer(OuterOptimizer):
 
     # -- set-up ---------------------------------------------------------------------------------------
     def setup(self, problem: BilevelProblem, seed: int) -> None:
+        """Check the learner (differentiable; one split with ``inner="online"``), split the space into its continuous
+        and black-box parts and set up the black-box optimizer on the latter. Raises TypeError or ValueError when a part
+        is empty or a tensor hyperparameter is not one the learner differentiates."""
         super().setup(problem, seed)
         learner = problem.learner
         if not isinstance(learner, DifferentiableLearner):
@@ -457,6 +460,8 @@ class HybridOptimizer(OuterOptimizer):
         return start
 
     def ask(self, n: int = 1) -> list[Proposal]:
+        """One proposal per black-box proposal: its black-box values plus the starting values of the active continuous
+        hyperparameters; ``info`` is a :class:`HybridPoint` (its steps scaled by the proposal's budget)."""
         out: list[Proposal] = []
         for inner in self.bb.ask(n):
             bb_config = config_dict(inner.config)
@@ -471,9 +476,12 @@ class HybridOptimizer(OuterOptimizer):
         return out
 
     def evaluate(self, problem: BilevelProblem, proposal: Proposal) -> Evaluation:
+        """Run the trial's inner search (:func:`evaluate_hybrid`): hypergradient steps, or one online run, from the
+        proposal's starting values."""
         return evaluate_hybrid(problem, proposal, self.settings)
 
     def remote_evaluator(self) -> Callable[[BilevelProblem, Proposal], Evaluation]:
+        """:func:`evaluate_hybrid` with this optimizer's settings, picklable for Dask workers."""
         return functools.partial(evaluate_hybrid, settings=dict(self.settings))  # picklable, for Dask workers
 
     def _bb_trial(self, trial: Trial) -> Trial:
@@ -481,6 +489,8 @@ class HybridOptimizer(OuterOptimizer):
         return replace(trial, config={k: v for k, v in trial.config.items() if k in self.bb_space}, extra=None)
 
     def tell(self, proposal: Proposal, trial: Trial) -> None:
+        """Keep the trial's tuned values (``trial.extra``) and tell the black-box optimizer the trial over its own
+        hyperparameters. Raises TypeError when the proposal carries no :class:`HybridPoint`."""
         point = proposal.info
         if not isinstance(point, HybridPoint):
             raise TypeError(f"a hybrid proposal carries a HybridPoint, got {type(point).__name__}")
@@ -511,6 +521,7 @@ class HybridOptimizer(OuterOptimizer):
         self.tuned = {int(k): dict(v) for k, v in tuned.items()}
 
     def should_stop(self) -> bool:
+        """Whether the black-box optimizer has nothing more to propose."""
         return self.bb.should_stop()
 
     # -- results --------------------------------------------------------------------------------------
@@ -545,6 +556,8 @@ class HybridOptimizer(OuterOptimizer):
         )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned: its trials are replayed to the black-box part, its tuned values
+        kept."""
         state = plain_to_numpy(dict(state))
         trials = [Trial(**rec) for rec in state["trials"]]
         self._replay(trials, state["tuned"])
@@ -552,6 +565,7 @@ class HybridOptimizer(OuterOptimizer):
 
 @hookimpl
 def bilevel_register_optimizers() -> list[OptimizerSpec]:
+    """Register the ``hybrid`` optimizer (requires ``differentiable``; capability ``parallel``)."""
     return [
         OptimizerSpec(
             "hybrid",

@@ -109,6 +109,7 @@ class HypergradientOptimizer(GradientOuterOptimizer):
 
 @hookimpl
 def bilevel_register_optimizers() -> list[OptimizerSpec]:
+    """Register the ``hypergradient`` optimizer (requires ``differentiable``; its trials are outer steps)."""
     return [
         OptimizerSpec(
             "hypergradient",

@@ -230,6 +230,9 @@ class OnlineOptimizer(OuterOptimizer):
 
     # -- set-up: every check before the first inner step ------------------------------------------
     def setup(self, problem: Any, seed: int) -> None:
+        """Check the problem (differentiable learner and objective, one split, only hyperparameters it can move), build
+        the learner's differentiable inner problem, choose the segment length ``K`` and set up the run's state and the
+        outer optimizer. Raises TypeError or ValueError, before the first inner step."""
         super().setup(problem, seed)
         learner, objective = problem.learner, problem.objective
         if not isinstance(learner, DifferentiableLearner):
@@ -372,6 +375,8 @@ class OnlineOptimizer(OuterOptimizer):
 
     # -- ask / evaluate / tell ------------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Proposal]:
+        """The next segment as one proposal with the current values (``info``: an :class:`OnlinePoint`); none while a
+        segment is out or after the run's end."""
         if self.pending or self.t >= self.T:  # one segment at a time; none after the run's end
             return []
         self.pending = True
@@ -388,6 +393,9 @@ class OnlineOptimizer(OuterOptimizer):
         return [Proposal({**self.fixed, **self._export(self.vars)}, info=point)]
 
     def evaluate(self, problem: Any, proposal: Proposal) -> Evaluation:
+        """Train the segment from the point's inner state and take the hypergradient of the validation objective
+        (``mode``). The trial's value is that objective; ``extra`` a :class:`Segment` (end state and gradients). Raises
+        FloatingPointError when the objective or the hypergradient is not finite."""
         point = proposal.info
         if not isinstance(point, OnlinePoint):
             raise TypeError(f"an online proposal carries an OnlinePoint, got {type(point).__name__}")
@@ -435,6 +443,8 @@ class OnlineOptimizer(OuterOptimizer):
         return Evaluation(float(value), metrics, extra=Segment(z_end, Z_end, grads))
 
     def tell(self, proposal: Proposal, trial: Trial) -> None:
+        """A trained segment: continue from its end state, add its values to the schedule and take one outer step
+        (clipped, projected). A failed one: back to the previous values, outer learning rate times ``backoff``."""
         self.pending = False
         point: OnlinePoint = proposal.info
         if not trial.ok:  # roll back: the segment's weights are dropped, λ returns, smaller outer steps
@@ -477,9 +487,12 @@ class OnlineOptimizer(OuterOptimizer):
                 self.vars[k].copy_(v)
 
     def should_stop(self) -> bool:
+        """Whether more than ``max_backoffs`` segments in a row have failed."""
         return self.failures_in_row > self.max_backoffs
 
     def replay(self, trials: list[Trial]) -> None:
+        """Refuse trials (ValueError): online resumes from its saved state (:meth:`load_state_dict`), not by
+        replaying trials."""
         if trials:
             raise ValueError(
                 "online resumes from its saved state (inner weights, optimizer slots), not by replaying "
@@ -536,6 +549,8 @@ class OnlineOptimizer(OuterOptimizer):
 
     # -- checkpoint: plain data only (numbers, strings, lists, dicts, tensors, arrays) ----------------
     def state_dict(self) -> dict[str, Any]:
+        """The run's state as plain data: inner weights (and forward tangents), step, update count, current and
+        previous values, the outer optimizer's state, back-offs and the schedule."""
         state: dict[str, Any] = {
             "every": int(self.K),
             "T": int(self.T),
@@ -554,6 +569,8 @@ class OnlineOptimizer(OuterOptimizer):
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; raises ValueError when it is another run's (other tuned
+        hyperparameters, segment or run length, or inner state shape)."""
         if set(state["vars"]) != set(self.vars):
             raise ValueError(f"the saved online state tunes {sorted(state['vars'])}, this run {sorted(self.vars)}")
         if (int(state["every"]), int(state["T"])) != (self.K, self.T):
@@ -584,6 +601,7 @@ class OnlineOptimizer(OuterOptimizer):
 
 @hookimpl
 def bilevel_register_optimizers() -> list[OptimizerSpec]:
+    """Register the ``online`` optimizer (requires ``differentiable``; its trials are segments of one run)."""
     return [
         OptimizerSpec(
             "online",

@@ -34,6 +34,7 @@ class RandomSearch(OuterOptimizer):
         self.start_with_default = bool(start_with_default)
 
     def setup(self, problem: BilevelProblem, seed: int) -> None:
+        """Read the space (seeded with ``seed``) and its size; nothing asked or seen yet."""
         super().setup(problem, seed)
         self.space = as_configspace(problem.space, seed=seed)
         self._size = self.space.estimate_size() if len(self.space) else 1
@@ -44,6 +45,8 @@ class RandomSearch(OuterOptimizer):
         return tuple(sorted((k, repr(v)) for k, v in cfg.items()))
 
     def ask(self, n: int = 1) -> list[Proposal]:
+        """Up to ``n`` new random configurations (the space's default first with ``start_with_default``); fewer once a
+        finite space is exhausted. A configuration seen before is drawn again, up to 1000 times."""
         out = []
         for _ in range(n):
             if math.isfinite(self._size) and len(self._seen) >= self._size:
@@ -62,11 +65,13 @@ class RandomSearch(OuterOptimizer):
         return out
 
     def tell(self, proposal: Proposal, trial: Trial) -> None:
+        """Remember the trial's configuration so that it is not proposed again (replayed trials too)."""
         self._seen.add(self._key(proposal.config))  # replayed trials are not proposed again
 
 
 @hookimpl
 def bilevel_register_optimizers() -> list[OptimizerSpec]:
+    """Register the ``random`` optimizer (capability ``parallel``)."""
     return [
         OptimizerSpec(
             "random", RandomSearch, "random search over the ConfigSpace", capabilities=frozenset({"parallel"})

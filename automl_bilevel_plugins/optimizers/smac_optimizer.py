@@ -160,6 +160,7 @@ class SMACOptimizer(OuterOptimizer):
 
     @property
     def multi_fidelity(self) -> bool:
+        """Whether the facade uses budgets (``mf``, ``hb``)."""
         return self.facade in ("mf", "hb")
 
     @property
@@ -168,6 +169,8 @@ class SMACOptimizer(OuterOptimizer):
         return frozenset({"multi_fidelity"}) if self.multi_fidelity else frozenset()
 
     def setup(self, problem: BilevelProblem, seed: int) -> None:
+        """Build SMAC's scenario and facade, writing to a temporary folder removed with the optimizer. Raises
+        ValueError on an empty search space."""
         from smac import Scenario
 
         super().setup(problem, seed)
@@ -217,6 +220,7 @@ class SMACOptimizer(OuterOptimizer):
         self.smac = cls(self.scenario, None, overwrite=True, logging_level=self.logging_level, **kwargs)
 
     def ask(self, n: int = 1) -> list[Proposal]:
+        """``n`` proposals from SMAC, each with its budget; ``info`` holds SMAC's trial info for ``tell``."""
         out = []
         for _ in range(n):
             info = self.smac.ask()
@@ -241,6 +245,7 @@ class SMACOptimizer(OuterOptimizer):
         )
 
     def tell(self, proposal: Proposal, trial: Trial) -> None:
+        """Tell SMAC the trial's cost (a failed trial costs a little more than the worst success so far)."""
         self.smac.tell(proposal.info, self._value(trial), save=False)
 
     def replay(self, trials: list[Trial]) -> None:
@@ -286,6 +291,7 @@ def _mf(**kwargs: Any) -> SMACOptimizer:
 
 @hookimpl
 def bilevel_register_optimizers() -> list[OptimizerSpec]:
+    """Register ``smac`` (capability ``parallel``) and ``smac_mf`` (multi-fidelity; requires ``multi_fidelity``)."""
     return [
         OptimizerSpec(
             "smac",

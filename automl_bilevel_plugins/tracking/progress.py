@@ -37,6 +37,9 @@ def duration(seconds: float) -> str:
 
 
 class ProgressBar:
+    """The progress-bar run listener, on ``stream`` (stderr by default): a line when the run starts, the bar after
+    each trial (one line per trial too with ``verbose=2``), and a line when it ends."""
+
     info: Mapping[str, Any] = {}
 
     def __init__(
@@ -94,6 +97,7 @@ class ProgressBar:
         return f"{head} ({best_s}) in {t.duration:.3g}s  {config}"
 
     def line(self, n: int, total: int, best: float | None, failed: int) -> str:
+        """The bar: trials done of ``total``, the best value, failures, elapsed time and the estimated time left."""
         elapsed = self.clock() - self.t0
         best_s = f"{best:.5g}" if best is not None else "n/a"
         if total > 0:
@@ -110,6 +114,8 @@ class ProgressBar:
         self.stream.flush()
 
     def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None:
+        """Write the run's header (and what a resumed run replays), the bar after each new trial (its own line with
+        ``verbose=2``), and how the run ended."""
         if isinstance(event, RunStarted):
             ctx = event.context
             size = f"{ctx.n_iter} {self.unit}" if ctx.n_iter else f"{self.unit} until stopped"

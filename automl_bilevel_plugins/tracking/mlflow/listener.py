@@ -94,6 +94,8 @@ def _flat_params(prefix: str, value: Any, out: dict[str, str]) -> None:
 
 
 def trial_record(event: TrialFinished, replayed: bool = False) -> dict[str, Any]:
+    """The spool record of a finished trial: its configuration, value (``None`` when not finite), status,
+    metrics, the best value so far, and whether it was ``replayed`` from a checkpoint."""
     t = event.trial
     return {
         "kind": "trial",
@@ -128,6 +130,13 @@ def _active_parent(uri: str) -> tuple[str, str] | None:
 
 
 class MlflowListener:
+    """The MLflow run listener: a parent run per fit or CLI run, a child run per trial.
+
+    The parent run is created when the listener is made (a child of the caller's active run in the same store);
+    each trial is appended to the spool and written by a writer (thread or process); ``RunFinished`` ends the
+    parent. Raises TrackingError when the store cannot be used or the parent run cannot be set up.
+    """
+
     def __init__(self, context: RunContext) -> None:
         from mlflow.entities import Param
 
@@ -227,6 +236,8 @@ class MlflowListener:
 
     # -- events ---------------------------------------------------------------------------
     def handle(self, event: RunStarted | TrialFinished | RunFinished) -> None:
+        """Spool each finished trial for the writer; at ``RunFinished`` end the parent run, waiting for the writer up
+        to the flush timeout."""
         if isinstance(event, TrialFinished):
             self._trial(event)
         elif isinstance(event, RunFinished):

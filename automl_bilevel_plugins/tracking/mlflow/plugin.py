@@ -13,6 +13,7 @@ from automl_bilevel_plugins.tracking.mlflow.uri import _sqlite_path, check_reach
 
 @hookimpl
 def bilevel_run_listener(context: RunContext) -> RunListener | None:
+    """An :class:`MlflowListener` for the run, or ``None`` when tracking is off."""
     if not context.tracking.enabled:
         return None
     return MlflowListener(context)

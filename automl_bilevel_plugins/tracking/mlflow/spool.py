@@ -33,6 +33,8 @@ class Spool:
 
     @classmethod
     def create(cls, root: Path, run_id: str, header: dict[str, Any]) -> Spool:
+        """Make the spool of a new parent run under ``root``, with its header record; raises TrackingError when the
+        run's folder already exists."""
         root = Path(root)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         spool = cls(root / run_id)
@@ -63,6 +65,8 @@ class Spool:
             os.close(fd)
 
     def records(self) -> list[dict[str, Any]]:
+        """Every record, the run header first; a torn last line is skipped. Raises TrackingError on a corrupt record
+        or a missing run header."""
         lines = self.path.read_bytes().split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
@@ -82,4 +86,5 @@ class Spool:
         return out
 
     def remove(self) -> None:
+        """Delete the run's spool folder and everything in it."""
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -51,6 +51,8 @@ class TrackingError(RuntimeError):
 
 
 def flush_timeout() -> float:
+    """Seconds the end of a run waits for the store (``AUTOML_BILEVEL_FLUSH_TIMEOUT``, default 60); raises
+    TrackingError when the variable is not a number >= 0."""
     raw = os.environ.get(FLUSH_TIMEOUT_ENV)
     if raw is None:
         return DEFAULT_FLUSH_TIMEOUT
@@ -112,6 +114,7 @@ class RunWriter:
         self.dirty = False  # a call failed: what exists must be read back before creating more
 
     def existing_children(self) -> list[Any]:
+        """The child runs of this parent run in the store (those tagged with a trial number), every page."""
         runs, token = [], None
         while True:
             page = self.client.search_runs(

@@ -13,6 +13,7 @@ SPOOL_ENV = "AUTOML_BILEVEL_SPOOL_DIR"
 
 
 def resolve_uri(uri: str | None) -> str:
+    """The tracking URI: ``uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 

@@ -52,18 +52,28 @@ class Writer(Protocol):
     writing trials (the parent is still ended); ``completed``: everything was written."""
 
     @property
-    def done(self) -> _Done: ...
+    def done(self) -> _Done:
+        """Set once the writer has stopped."""
+        ...
 
     @property
-    def abort(self) -> _Abort: ...
+    def abort(self) -> _Abort:
+        """``set()`` stops writing trials; the parent run is still ended."""
+        ...
 
     @property
-    def completed(self) -> bool: ...
+    def completed(self) -> bool:
+        """Whether everything was written, the end of the parent run included."""
+        ...
 
     @property
-    def last_error(self) -> str | None: ...
+    def last_error(self) -> str | None:
+        """The last error of the store, if any."""
+        ...
 
-    def put(self, item: Any) -> None: ...
+    def put(self, item: Any) -> None:
+        """Hand the writer a trial record or the end."""
+        ...
 
 
 class BackgroundWriter:
@@ -82,6 +92,7 @@ class BackgroundWriter:
         self.thread.start()
 
     def put(self, item: Any) -> None:
+        """Queue a trial record or the end for the writer thread."""
         self.queue.put(item)
 
     def _gather(self, pending: list[Any], wait: float | None) -> Any:
@@ -160,6 +171,8 @@ PROCESS_MIN_TRIALS = 200  # "auto": runs of at least this many trials get a writ
 
 
 def writer_kind(n_iter: int) -> str:
+    """``"thread"`` or ``"process"``, from ``AUTOML_BILEVEL_TRACKING_WRITER`` (``auto`` by default: a process for
+    runs of at least 200 trials); raises TrackingError on any other value."""
     raw = os.environ.get(WRITER_ENV, "auto").strip().lower()
     if raw not in ("auto", "thread", "process"):
         raise TrackingError(f"{WRITER_ENV}={raw!r}: use 'thread', 'process' or 'auto'")
@@ -226,14 +239,17 @@ class ProcessWriter:
         self.abort = _ProcessAbort(self.proc)
 
     def put(self, item: Any) -> None:  # the spool is the channel
+        """Nothing to do: the writer process reads the records from the spool."""
         pass
 
     @property
     def completed(self) -> bool:
+        """Whether the writer process exited with status 0 (everything written)."""
         return self.proc.poll() == 0
 
     @property
     def last_error(self) -> str | None:
+        """The last line of the writer process's log (``writer.log``), if any."""
         try:
             lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
         except OSError:
