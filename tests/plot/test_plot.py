@@ -186,3 +186,21 @@ def test_a_plot_that_breaks_costs_neither_the_model_nor_the_run(tracking, monkey
     run = client.get_run(est.mlflow_run_id_)
     assert run.info.status == "FINISHED"
     assert [m.name for m in client.search_logged_models([run.info.experiment_id])] == ["model"]
+
+
+def test_trajectories_of_an_online_run_are_its_schedule():
+    """The ``online`` optimizer's schedule (one trial per update) drawn as trajectories: each tuned value
+    per update, ending at the final values the estimator keeps."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    est = BilevelClassifier(
+        "mlp", "val_loss", "online", n_iter=8, learner_params={"epochs": 4}, tracking=False, random_state=0
+    ).fit(X[:600], y[:600])
+    fig = plot.trajectories(est)
+    panels = {a.get_title().split(":")[0]: a for a in fig.axes}
+    assert {"lr", "weight_decay"} <= set(panels)
+    for name in ("lr", "weight_decay"):
+        ys = panels[name].get_lines()[0].get_ydata()
+        assert len(ys) == len(est.schedule_) == 8
+        assert ys[-1] == pytest.approx(est.best_params_[name])
