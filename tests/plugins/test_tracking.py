@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import mlflow.sklearn
@@ -101,6 +102,9 @@ def _closed_port():
     [
         ("http://127.0.0.1:{port}", "unreachable"),
         ("sqlite:////nonexistent-dir-xyz/mlflow.db", "does not exist"),
+        ("sqlite://", "names no database file"),
+        ("sqlite:///:memory:", "names no database file"),
+        ("sqlite:///{tmp}", "is a folder, not a database file"),
     ],
 )
 def test_unreachable_store_fails_before_any_work(iris, uri, message, monkeypatch):
@@ -108,7 +112,7 @@ def test_unreachable_store_fails_before_any_work(iris, uri, message, monkeypatch
 
     called = []
     monkeypatch.setattr(base, "run_search", lambda *a, **k: called.append(1))
-    est = BilevelClassifier(n_iter=2, tracking_uri=uri.format(port=_closed_port()))
+    est = BilevelClassifier(n_iter=2, tracking_uri=uri.format(port=_closed_port(), tmp=tempfile.mkdtemp()))
     t0 = time.perf_counter()
     with pytest.raises(TrackingError, match=message):
         est.fit(*iris)

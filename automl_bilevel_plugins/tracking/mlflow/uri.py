@@ -40,7 +40,14 @@ def check_reachable(uri: str) -> None:
             raise TrackingError(f"MLflow tracking server {uri} answered /health with HTTP {r.status_code}; {hint}")
         return
     path = _sqlite_path(uri)
+    if uri.startswith("sqlite:") and (path is None or str(path) in ("", ".", ":memory:")):
+        raise TrackingError(
+            f"MLflow store {uri!r} names no database file (an in-memory SQLite store is gone with the process, "
+            f"and the runs with it): use sqlite:///path/to/mlflow.db; {hint}"
+        )
     if path is not None:
+        if path.is_dir():
+            raise TrackingError(f"MLflow store {uri}: {str(path)!r} is a folder, not a database file; {hint}")
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.is_dir():
             raise TrackingError(f"MLflow store {uri}: folder {str(parent)!r} does not exist; {hint}")
