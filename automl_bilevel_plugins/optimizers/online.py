@@ -562,7 +562,10 @@ class OnlineOptimizer(OuterOptimizer):
             "opt": self.opt.state_dict(),
             "backoffs": int(self.backoffs),
             "failures_in_row": int(self.failures_in_row),
-            "schedule": [dict(s) for s in self.schedule],
+            "schedule": [  # arrays (tensor hyperparameters) as tensors: the state is plain data
+                {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                for s in self.schedule
+            ],
         }
         if self.Z is not None:
             state["Z"] = self.Z.detach().cpu().clone()

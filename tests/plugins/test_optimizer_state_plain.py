@@ -44,6 +44,14 @@ CASES = {
         {},
     ),
     "hypergradient": ("logistic", "val_loss", "hypergradient", {}, None, {"epochs": 3}),
+    "online": (
+        "logistic",
+        "val_loss",
+        "online",
+        {"tensor_hyperparameters": ["l2_per_feature"]},
+        None,
+        {"epochs": 8, "batch_size": 32},
+    ),
     "hybrid": (
         "mlp",
         "val_loss",
