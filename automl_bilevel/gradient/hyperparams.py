@@ -87,6 +87,7 @@ class PositiveTensor:
     init: npt.ArrayLike  # float or array
 
     shape: tuple[int, ...] = ()
+    labels: tuple[str, ...] = ()  # a name per entry where entries have names (layers), for logging
 
     def raw0(self) -> Tensor:
         v = torch.as_tensor(np.broadcast_to(np.asarray(self.init, dtype=np.float64), self.shape).copy())

@@ -132,6 +132,14 @@ def _kinds(
         kind = diff.get(name)
         if kind == "positive_per_feature":
             kinds[name] = PositiveTensor(tensor_init.get(name, 1e-3), shape=(problem.task.n_features,))
+        elif kind == "positive_per_layer":  # one value per parameter tensor, starting at the scalar setting
+            layers = list(learner.layer_names(problem.task, fixed))
+            base = name.removesuffix("_per_layer")
+            start = fixed.get(base, getattr(learner, "settings", {}).get(base, 1e-3))
+            if base in kinds:
+                start = kinds[base].init
+            init = tensor_init.get(name, max(float(start), 1e-8))
+            kinds[name] = PositiveTensor(init, shape=(len(layers),), labels=tuple(layers))
         elif kind == "unit_per_example":
             if len(problem.splits) != 1:
                 raise ValueError(f"{name!r} (one weight per training example) needs one split, not cv")
@@ -140,7 +148,12 @@ def _kinds(
             start = np.asarray(learner.vector_hyperparameters(problem.task)[name], dtype=np.float64)
             kinds[name] = BoxTensor(tensor_init.get(name, start), shape=start.shape, low=-math.inf, high=math.inf)
         else:
-            tensors = sorted(k for k, v in diff.items() if v.endswith(("per_feature", "per_example", "vector")))
+            tensors = sorted(
+                k for k, v in diff.items() if v.endswith(("per_feature", "per_example", "per_layer", "vector"))
+            )
+            why = getattr(learner, "why_not_differentiable", lambda task, name: None)(problem.task, name)
+            if why:
+                raise ValueError(f"tensor hyperparameter {name!r} is not available: {why}")
             raise ValueError(
                 f"unsupported tensor hyperparameter {name!r} for learner "
                 f"{type(learner).__name__}; it differentiates {tensors}"
@@ -268,6 +281,9 @@ class HyperparameterProblem(DifferentiableProblem):
         metrics = {
             (f"hp.{k}" if values[k].ndim == 0 else f"hp.{k}.mean"): float(values[k].detach().mean()) for k in names
         }
+        for k in names:  # per-layer values are logged per layer, by parameter name
+            for label, v in zip(getattr(self.kinds[k], "labels", ()), values[k].detach().reshape(-1), strict=False):
+                metrics[f"hp.{k}.{label}"] = float(v)
         for key in ("residual", "iterations"):
             if key in info:
                 metrics[f"solver_{key}"] = float(info[key])
