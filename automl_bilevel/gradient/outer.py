@@ -200,6 +200,10 @@ class HyperparameterProblem(DifferentiableProblem):
         if unknown:
             raise ValueError(f"tensor_init names {sorted(unknown)}, which are not tensor_hyperparameters")
         self.kinds, self.fixed = _kinds(problem, tuple(tensor_hyperparameters), dict(tensor_init or {}))
+        why_not = getattr(problem.learner, "why_not_batched", None)  # forward mode batches steps with vmap
+        reason = why_not(problem.task) if mode == "forward" and callable(why_not) else None
+        if reason:
+            raise ValueError(f"mode='forward' cannot run this learner: {reason}")
         self.inner_steps, self.budget = inner_steps, budget  # budget: the learner's multi-fidelity fraction
         self.how: dict[str, Any] = dict(
             mode=mode, truncate=truncate, every=checkpoint_every, solver=solver, iters=solver_iters

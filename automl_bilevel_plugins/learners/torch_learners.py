@@ -661,6 +661,18 @@ class TorchLearner(InnerLearner, DifferentiableLearner):
             return "example_weights need a per-example loss; a loss function gives one scalar per batch"
         return None
 
+    def why_not_batched(self, task: Task) -> str | None:
+        """Why training cannot run under ``torch.func.vmap`` (forward-mode hypergradients batch their
+        tangents so), or ``None``: BatchNorm that tracks running statistics updates them in place."""
+        tracking = [n for n, m in self._probe(task).named_modules() if getattr(m, "track_running_stats", False)]
+        if not tracking:
+            return None
+        return (
+            f"the module's {tracking} update BatchNorm running statistics in place, which torch.func.vmap "
+            "cannot batch; use mode='reverse', 'checkpoint', 'truncated' or 'implicit', or BatchNorm with "
+            "track_running_stats=False"
+        )
+
     def vector_hyperparameters(self, task: Task) -> dict[str, np.ndarray]:
         """With a learned loss: its weights, ``loss_net`` (what the ``es`` optimizer evolves)."""
         loss = self.settings["loss"]
