@@ -642,7 +642,11 @@ class MlflowListener:
             shutil.rmtree(path)
         example, signature = None, None
         n = getattr(model, "n_features_in_", None)
-        if isinstance(n, int) and n > 0:
+        shape = getattr(model, "input_shape_", None)  # one example's shape: images and sequences keep theirs
+        if isinstance(shape, tuple) and len(shape) > 1:
+            example = np.zeros((1, *shape), dtype=np.float32)
+            signature = infer_signature(example, model.predict(example))
+        elif isinstance(n, int) and n > 0:
             example = np.zeros((1, n))
             signature = infer_signature(example, model.predict(example))
         mlflow.sklearn.save_model(
@@ -652,7 +656,32 @@ class MlflowListener:
             signature=signature,
             input_example=example,
             pip_requirements=[f"automl-bilevel=={__version__}"],
+            code_paths=_user_code_paths(model) or None,
         )
+
+
+def _user_code_paths(model: Any) -> list[str]:
+    """The source of the user's own torch module class, where the fitted model holds one defined in a
+    module of the user's (not ``__main__``: cloudpickle stores those by value; not an installed
+    package: a pip requirement's job): logged with the model as MLflow ``code_paths``, so that loading
+    it elsewhere finds the class instead of failing with ``ModuleNotFoundError``."""
+    import sysconfig
+
+    module = getattr(getattr(model, "model_", None), "module", None)
+    if module is None:
+        return []
+    name = type(module).__module__
+    top = name.split(".")[0]
+    if name == "__main__" or top in ("torch", "automl_bilevel", "automl_bilevel_plugins", "builtins"):
+        return []
+    file = getattr(sys.modules.get(top), "__file__", None)
+    if not file:
+        return []
+    path = Path(file).resolve()
+    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    if any(p in path.parents for p in installed):
+        return []
+    return [str(path.parent if path.name == "__init__.py" else path)]
 
 
 def _robust_limits(values: list[float]) -> tuple[float, float] | None:
