@@ -8,9 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-import mlflow
 import numpy as np
 
+import mlflow
 from automl_bilevel import BilevelClassifier
 
 from .own_models import digits_images
