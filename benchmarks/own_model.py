@@ -29,7 +29,6 @@ import copy
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -265,9 +264,8 @@ def table(payload: dict) -> str:
     for k in ("ours", "skorch"):
         if k in a["seconds"]:
             label = "automl_bilevel `torch` learner" if k == "ours" else "skorch NeuralNetClassifier"
-            lines.append(
-                f"| {label} | {mean_std(a['seconds'][k])} | {mean_std(a['ratio_to_plain'][k])} | {mb(a['peak_mb'].get(k))} |"
-            )
+            ratio, peak = mean_std(a["ratio_to_plain"][k]), mb(a["peak_mb"].get(k))
+            lines.append(f"| {label} | {mean_std(a['seconds'][k])} | {ratio} | {peak} |")
     lines += [
         "",
         f"## (b) One hypergradient step (lr and weight_decay_per_layer), {b['n_train']} images, {b['steps']} SGD steps",

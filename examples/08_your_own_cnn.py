@@ -100,7 +100,8 @@ if __name__ == "__main__":
         n_iter=2 if quick else 10,
         **common,
     ).fit(X, y)
-    per_layer = dict(zip(hyper.learner_.layer_names(hyper.model_.task), hyper.best_params_["weight_decay_per_layer"]))
+    layers = hyper.learner_.layer_names(hyper.model_.task)  # the module's parameter tensors, in order
+    per_layer = dict(zip(layers, hyper.best_params_["weight_decay_per_layer"], strict=True))
     print("hypergradient: weight decay per layer", {k: f"{v:.2e}" for k, v in per_layer.items()})
     print(f"hypergradient: best val_loss {hyper.best_value_:.4f}, test accuracy {hyper.score(X_test, y_test):.4f}")
 
