@@ -21,7 +21,7 @@ from torch import nn
 from automl_bilevel import hookimpl
 from automl_bilevel.gradient import SGD, InnerDynamics, hypergradient
 from automl_bilevel.methods.meta.base import MetaLearner, MetaLoss
-from automl_bilevel.methods.meta.networks import ConvEncoder
+from automl_bilevel.methods.meta.networks import ConvEncoder, EncoderSpec, build_encoder
 from automl_bilevel.plugin.specs import MetaLearnerSpec
 
 
@@ -36,11 +36,18 @@ class HyperRepresentation(MetaLearner):
         inner_lr: float = 1.0,
         learn_inner_lr: bool = True,
         mode: str = "reverse",
+        encoder: EncoderSpec | None = None,
     ) -> None:
+        """``encoder``: your own representation network instead of the conv encoder (a module, a module
+        class or a factory ``f(in_channels, image_size)``; it must return ``(B, dim)`` features)."""
         super().__init__(in_channels, image_size)
         if int(inner_steps) < 1 or not inner_lr > 0:
             raise ValueError(f"inner_steps must be >= 1 and inner_lr > 0, got {inner_steps}, {inner_lr}")
-        self.encoder = ConvEncoder(in_channels, width, depth, image_size=image_size)
+        self.encoder = (
+            ConvEncoder(in_channels, width, depth, image_size=image_size)
+            if encoder is None
+            else build_encoder(encoder, in_channels, image_size)
+        )
         self.inner_steps, self.mode = int(inner_steps), mode
         self.log_lr = nn.Parameter(torch.tensor(math.log(inner_lr)), requires_grad=bool(learn_inner_lr))
 
