@@ -25,6 +25,22 @@ from automl_bilevel.gradient.optim import InnerOptimizer
 
 @dataclass
 class InnerDynamics:
+    """``T`` steps ``z_t = Φ_t(z_{t-1}, λ)`` of ``optimizer`` on ``inner_loss``: what every hypergradient
+    mode differentiates.
+
+    - ``inner_loss(w, hp, t)``: the training loss of the flat weights ``w`` (``n`` entries) with the
+      hyperparameter values ``hp`` at step ``t`` (``t`` picks the mini-batch; ``None``: the full
+      training loss, used at the optimum by implicit differentiation);
+    - ``optimizer``: a functional :class:`~automl_bilevel.gradient.optim.InnerOptimizer` (SGD, momentum,
+      Adam, a learned one) whose learning rate etc. may be entries of ``hp``;
+    - ``n``: the number of inner weights; the state ``z`` is ``[w, *slots]`` of ``dim`` entries
+      (``(1 + optimizer.n_slots) * n``);
+    - ``T``: the number of steps (an unrolled training run of ``T`` mini-batches).
+
+    A learner's ``differentiable(...)`` builds one (``automl_bilevel_plugins.learners.torch_learners``
+    for any ``nn.Module``); :func:`automl_bilevel.gradient.hypergradient` takes it with an outer loss.
+    """
+
     inner_loss: Callable[[Tensor, Mapping[str, Tensor], int | None], Tensor]
     optimizer: InnerOptimizer
     n: int
