@@ -68,9 +68,9 @@ def images() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 if __name__ == "__main__":
     quick = os.environ.get("AUTOML_BILEVEL_EXAMPLE_QUICK") == "1"
     X, y, X_test, y_test = images()
-    n_train, n_test = (300, 300) if quick else (5000, 2000)
+    n_train, n_test = (300, 300) if quick else (4000, 2000)
     X, y, X_test, y_test = X[:n_train], y[:n_train], X_test[:n_test], y_test[:n_test]
-    training = {"epochs": 1 if quick else 4, "batch_size": 64}
+    training = {"epochs": 1 if quick else 3, "batch_size": 64}
     common = dict(experiment_name="08-your-own-cnn", random_state=0, verbose=1)
 
     # 1. SMAC over lr, weight decay and channels (the class's own constructor argument)
@@ -79,7 +79,7 @@ if __name__ == "__main__":
         optimizer="smac",
         search_space={"lr": (1e-4, 1e-1, "log"), "weight_decay": (1e-6, 1e-2, "log"), "channels": (4, 16)},
         learner_params=training,
-        n_iter=3 if quick else 16,
+        n_iter=3 if quick else 12,
         **common,
     ).fit(X, y)
     print(f"smac: best {smac.best_params_}, best val_loss {smac.best_value_:.4f}")
@@ -97,7 +97,7 @@ if __name__ == "__main__":
         },
         search_space={"lr": {"low": 1e-4, "high": 1e-1, "log": True, "default": smac.best_params_["lr"]}},
         learner_params={**training, "channels": smac.best_params_["channels"], "weight_decay": 1e-4},
-        n_iter=2 if quick else 10,
+        n_iter=2 if quick else 8,
         **common,
     ).fit(X, y)
     layers = hyper.learner_.layer_names(hyper.model_.task)  # the module's parameter tensors, in order
@@ -110,14 +110,14 @@ if __name__ == "__main__":
         SmallCNN,
         optimizer="hybrid",
         optimizer_params={
-            "steps": 2 if quick else 4,
+            "steps": 2 if quick else 3,
             "mode": "checkpoint",
             "tensor_hyperparameters": ["weight_decay_per_layer"],
             "blackbox_params": {"n_initial": 2},
         },
         search_space={"lr": (1e-4, 1e-1, "log"), "channels": (4, 16)},
         learner_params=training,
-        n_iter=2 if quick else 6,
+        n_iter=2 if quick else 4,
         **common,
     ).fit(X, y)
     print(f"hybrid: best channels {hybrid.best_params_['channels']}, best val_loss {hybrid.best_value_:.4f}")
