@@ -48,7 +48,7 @@ from automl_bilevel_plugins.learners.torch_learners import TorchLearner  # noqa:
 
 
 class CNN(nn.Module):
-    """Two conv blocks with BatchNorm and a linear head (the example's network)."""
+    """Two conv blocks with BatchNorm, global average pooling and a linear head."""
 
     def __init__(self, channels: int = 8, n_classes: int = 10) -> None:
         super().__init__()

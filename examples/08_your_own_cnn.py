@@ -29,21 +29,23 @@ from automl_bilevel.frontends.data import DatasetNotFoundError, load_idx_dataset
 
 
 class SmallCNN(nn.Module):
-    """Two conv blocks with BatchNorm, global average pooling, a linear head: any image size."""
+    """Two conv blocks with BatchNorm and max-pooling, and a linear head. ``input_shape`` (one image's
+    shape) is filled in by the torch learner from the data, as ``n_classes`` is."""
 
-    def __init__(self, channels: int = 8, n_classes: int = 10) -> None:
+    def __init__(self, channels: int = 8, n_classes: int = 10, input_shape: tuple[int, ...] = (1, 28, 28)) -> None:
         super().__init__()
+        c, h, w = input_shape
         self.features = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1),
+            nn.Conv2d(c, channels, 3, padding=1),
             nn.BatchNorm2d(channels),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(channels, 2 * channels, 3, padding=1),
             nn.BatchNorm2d(2 * channels),
             nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
+            nn.MaxPool2d(2),
         )
-        self.head = nn.Linear(2 * channels, n_classes)
+        self.head = nn.Linear(2 * channels * (h // 4) * (w // 4), n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
