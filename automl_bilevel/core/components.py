@@ -43,11 +43,22 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class Task:
-    """What the learner is asked to learn: task kind and shapes (labels are encoded 0..K-1)."""
+    """What the learner is asked to learn: task kind and shapes (labels are encoded 0..K-1).
+
+    ``input_shape`` is the shape of one example, ``(C, H, W)`` for images, ``(T, F)`` for sequences;
+    empty (the default) means a flat vector of ``n_features``. ``n_features`` is always the number of
+    input elements per example (the product of ``input_shape``).
+    """
 
     kind: str
     n_features: int
     n_outputs: int
+    input_shape: tuple[int, ...] = ()
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """The shape of one example: ``input_shape``, or ``(n_features,)`` for flat input."""
+        return tuple(self.input_shape) if self.input_shape else (self.n_features,)
 
     @property
     def is_classifier(self) -> bool:
@@ -140,6 +151,16 @@ class OuterObjective(ABC):
 
 
 @runtime_checkable
+@runtime_checkable
+class PerLayerLearner(Protocol):
+    """A learner whose model has named parameter tensors (layers): what ``lr_per_layer`` and
+    ``weight_decay_per_layer`` give one value each."""
+
+    def layer_names(self, task: Task, config: Mapping[str, Any] | None = None) -> list[str]:
+        """The names of the model's parameter tensors, in the order of its flat weight vector."""
+        ...
+
+
 class DifferentiableInnerProblem(Protocol):
     """One inner problem written functionally (what ``DifferentiableLearner.differentiable`` returns):
     ``dynamics`` (an :class:`automl_bilevel.gradient.InnerDynamics`), its initial state ``z0``, the

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
@@ -46,27 +47,44 @@ def _check_magnitude(X: np.ndarray) -> None:
     if X.size == 0:
         return
     big = np.abs(X)
-    i, j = np.unravel_index(int(np.argmax(big)), X.shape)
-    top = float(big[i, j])
+    at = tuple(int(k) for k in np.unravel_index(int(np.argmax(big)), X.shape))  # (sample, feature) or more
+    j = at[1:] if len(at) > 2 else at[1]
+    where = f"X[{', '.join(map(str, at))}] = {float(X[at])!r} (feature {j})"
+    top = float(big[at])
     if top > MAX_ABS_FEATURE:
         raise ValueError(
-            f"X[{i}, {j}] = {float(X[i, j])!r} (feature {j}) is beyond float32's range: every trial would train on "
+            f"{where} is beyond float32's range: every trial would train on "
             "overflowed values; scale the features (e.g. StandardScaler in a Pipeline) or fix the entry"
         )
     if top > LARGE_FEATURE:
         warnings.warn(
-            f"X[{i}, {j}] = {float(X[i, j])!r} (feature {j}): features this large usually put every trial at chance; "
+            f"{where}: features this large usually put every trial at chance; "
             "scale them (e.g. StandardScaler in a Pipeline)",
             UserWarning,
             stacklevel=3,
         )
 
 
+def _learner_and_params(learner: Any, params: Mapping[str, Any] | None) -> tuple[Any, Mapping[str, Any] | None]:
+    """The registered name (and its parameters) for a ``learner`` given as an object: an ``nn.Module``
+    class or instance is the ``torch`` learner's ``module``; another callable is the ``function``
+    learner's ``fit(X, y, config, seed)``."""
+    if isinstance(learner, (str, InnerLearner)):
+        return learner, params
+    torch = sys.modules.get("torch")  # the host does not import torch; a module object means it is loaded
+    module_type = getattr(getattr(torch, "nn", None), "Module", None)
+    if module_type is not None and (
+        isinstance(learner, module_type) or (isinstance(learner, type) and issubclass(learner, module_type))
+    ):
+        return "torch", {"module": learner, **dict(params or {})}
+    return "function", {"fit": learner, **dict(params or {})}
+
+
 class _BilevelEstimator(SearchEstimator):
     _task_kind = "classification"
 
     _parameter_constraints: dict[str, list[Any]] = {
-        "learner": [str, InnerLearner],
+        "learner": [str, InnerLearner, callable],
         "objective": [str, OuterObjective],
         "optimizer": [str, OuterOptimizer],
         "search_space": [None, dict, ConfigurationSpace],
@@ -203,10 +221,21 @@ class _BilevelEstimator(SearchEstimator):
         far, the tracking run ends as KILLED, and KeyboardInterrupt is raised again.
         """
         self._validate_params()
-        X = self._preprocess_fit(X)
+        nd = len(getattr(X, "shape", ())) > 2  # images, sequences: kept float32 (no float64 copy of an image set)
+        if nd:
+            self.preprocessor_ = None
+        else:
+            X = self._preprocess_fit(X)  # tables: categorical columns encoded, missing values imputed
         X, y = cast(
             tuple[np.ndarray, np.ndarray],
-            validate_data(self, X, y, dtype=np.float64, y_numeric=self._task_kind == "regression"),
+            validate_data(
+                self,
+                X,
+                y,
+                dtype=[np.float32, np.float64] if nd else np.float64,
+                allow_nd=True,
+                y_numeric=self._task_kind == "regression",
+            ),
         )
         if X.shape[0] < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples, got {X.shape[0]} sample")
@@ -214,16 +243,26 @@ class _BilevelEstimator(SearchEstimator):
         y_enc, n_outputs = self._encode_targets(y)
         self._check_split_sizes(y_enc)
         seed = self._seed()
-        task = Task(self._task_kind, X.shape[1], n_outputs)
+        self.input_shape_ = tuple(int(d) for d in X.shape[1:])
+        task = Task(self._task_kind, int(np.prod(X.shape[1:])), n_outputs, self.input_shape_ if nd else ())
 
         registry = get_registry()
-        learner = registry.make("learner", self.learner, self.learner_params)
+        learner = registry.make("learner", *_learner_and_params(self.learner, self.learner_params))
+        if nd and not getattr(learner.obj, "accepts_nd", False):
+            raise ValueError(
+                f"learner {learner.name!r} takes 2-D input (n_samples, n_features), but X has shape "
+                f"{X.shape}; use a torch learner (learner='torch' with your module, 'logistic' or 'mlp') "
+                "for images and sequences, or flatten X"
+            )
         objective = registry.make("objective", self.objective, self.objective_params)
         optimizer = registry.make("optimizer", self.optimizer, self.optimizer_params)
         check_compatible(task, learner, objective, optimizer)
         self._check_parallel(optimizer)
         inner: InnerLearner = learner.obj
         space = self._build_space(inner, task, seed)
+        dry_run = getattr(inner, "check_input", None)  # the module's one-batch dry run, before any trial
+        if dry_run is not None:
+            dry_run(X, y_enc, task, dict(space.get_default_configuration()))
         checkpoint, seed = self._open_checkpoint(  # records checked against the space (file:line)
             self._fingerprint(X, y_enc, learner, objective, optimizer, space), seed, space
         )
@@ -252,10 +291,13 @@ class _BilevelEstimator(SearchEstimator):
             self.best_score_ = -self.best_value_
             self.best_trial_ = best
             self.n_trials_ = len(result.trials)
+            X_refit, y_refit, refit_params = self._refit_data(X, y_enc, problem.splits)
             with thread_policy(work=float(X.size)):  # the refit: threads sized to the work (runtime.py)
-                refitted = optimizer.obj.refit(inner, X, y_enc, self.best_params_, task=task, seed=seed)
+                refitted = optimizer.obj.refit(inner, X_refit, y_refit, refit_params, task=task, seed=seed)
                 self.model_ = (
-                    refitted if refitted is not None else inner.fit(X, y_enc, self.best_params_, task=task, seed=seed)
+                    refitted
+                    if refitted is not None
+                    else inner.fit(X_refit, y_refit, refit_params, task=task, seed=seed)
                 )
             for name, value in optimizer.obj.fitted_attributes().items():  # e.g. online's schedule_
                 setattr(self, name, value)
@@ -275,6 +317,26 @@ class _BilevelEstimator(SearchEstimator):
             conclude=conclude,
         )
         return self
+
+    def _refit_data(
+        self, X: np.ndarray, y: np.ndarray, splits: list[Split]
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """What the refit trains on: all of (X, y) with the best parameters, except that tuned
+        ``example_weights`` (one per training example of the split) refit on the split's training part
+        followed by its validation part, with the tuned weights for the first and weight 1 for the
+        second (as the hyper-cleaning recipe does)."""
+        params = dict(self.best_params_)
+        ex = params.get("example_weights")
+        if ex is None or len(splits) != 1 or np.shape(ex) == (len(y),):
+            return X, y, params
+        split = splits[0]
+        if np.shape(ex) != (len(split.y_train),):
+            raise ValueError(
+                f"example_weights has shape {np.shape(ex)}; neither the training part ({len(split.y_train)}) "
+                f"nor all the data ({len(y)})"
+            )
+        params["example_weights"] = np.concatenate([np.asarray(ex, dtype=np.float64), np.ones(len(split.y_val))])
+        return np.concatenate([split.X_train, split.X_val]), np.concatenate([split.y_train, split.y_val]), params
 
     def _n_workers(self) -> int:
         """``n_workers``, or ``n_jobs`` (scikit-learn's name for it; -1: one worker per CPU) when given."""
@@ -378,8 +440,9 @@ class _BilevelEstimator(SearchEstimator):
         if not tabular.needs_preprocessing(X):
             return X
         X = tabular.prepare_categoricals(X)
-        self.preprocessor_ = tabular.make_preprocessor(X)
-        out: np.ndarray = self.preprocessor_.fit_transform(X)
+        preprocessor = tabular.make_preprocessor(X)
+        out: np.ndarray = preprocessor.fit_transform(X)
+        self.preprocessor_ = preprocessor
         return out
 
     def _check_X(self, X: ArrayLike) -> np.ndarray:
@@ -389,7 +452,16 @@ class _BilevelEstimator(SearchEstimator):
             from automl_bilevel.frontends import tabular
 
             X = preprocessor.transform(tabular.prepare_categoricals(X))
-        checked: np.ndarray = validate_data(self, X, dtype=np.float64, reset=False)
+        nd = len(getattr(self, "input_shape_", ())) > 1
+        checked: np.ndarray = validate_data(
+            self, X, dtype=[np.float32, np.float64] if nd else np.float64, allow_nd=True, reset=False
+        )
+        shape = getattr(self, "input_shape_", None)
+        if shape is not None and tuple(checked.shape[1:]) != shape:
+            raise ValueError(
+                f"X has examples of shape {tuple(checked.shape[1:])}, but {type(self).__name__} was fitted "
+                f"on examples of shape {shape}"
+            )
         return checked
 
     def predict(self, X: ArrayLike) -> np.ndarray:

@@ -26,18 +26,21 @@ from automl_bilevel.gradient.optim import InnerOptimizer
 
 @dataclass
 class InnerDynamics:
-    """The inner dynamics w_t = Φ_t(w_{t-1}, λ): ``T`` steps of ``optimizer`` on ``inner_loss``.
+    """``T`` steps ``z_t = Φ_t(z_{t-1}, λ)`` of ``optimizer`` on ``inner_loss``: what every hypergradient
+    mode differentiates.
 
-    - ``inner_loss(w, hp, t)``: the inner (training) loss L_λ of the flat weight vector ``w`` (``n``
-      entries) under the hyperparameter values ``hp``, at step ``t`` (``t`` may pick a mini-batch;
-      ``None`` asks for the full training loss);
-    - ``optimizer``: the functional inner optimizer Φ (:class:`~automl_bilevel.gradient.optim.SGD`,
-      ``Momentum``, ``Adam``), which may read its learning rate and momentum from ``hp``;
-    - ``n``: the number of inner variables w (the length of the flat weight vector);
-    - ``T``: the number of inner steps of a full run.
+    - ``inner_loss(w, hp, t)``: the training loss of the flat weights ``w`` (``n`` entries) with the
+      hyperparameter values ``hp`` at step ``t`` (``t`` picks the mini-batch; ``None``: the full
+      training loss, used at the optimum by implicit differentiation);
+    - ``optimizer``: a functional :class:`~automl_bilevel.gradient.optim.InnerOptimizer` (SGD, momentum,
+      Adam, a learned one) whose learning rate etc. may be entries of ``hp``;
+    - ``n``: the number of inner weights; the state ``z`` is ``[w, *slots]`` of ``dim`` entries
+      (``(1 + optimizer.n_slots) * n``);
+    - ``T``: the number of steps (an unrolled training run of ``T`` mini-batches).
 
-    The state is one flat vector ``z = [w, *slots]`` of length :attr:`dim` (the optimizer's slots, e.g.
-    Adam's moments, come after the weights); :meth:`init` builds it from w0, :meth:`weights` reads w back."""
+    A learner's ``differentiable(...)`` builds one (``automl_bilevel_plugins.learners.torch_learners``
+    for any ``nn.Module``); :func:`automl_bilevel.gradient.hypergradient` takes it with an outer loss.
+    """
 
     inner_loss: Callable[[Tensor, Mapping[str, Tensor], int | None], Tensor]
     optimizer: InnerOptimizer

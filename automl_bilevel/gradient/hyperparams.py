@@ -114,6 +114,7 @@ class PositiveTensor:
     init: npt.ArrayLike  # float or array
 
     shape: tuple[int, ...] = ()
+    labels: tuple[str, ...] = ()  # a name per entry where entries have names (layers), for logging
 
     def raw0(self) -> Tensor:
         """log of ``init`` broadcast to ``shape`` (float64); raises ``ValueError`` unless all values are > 0."""

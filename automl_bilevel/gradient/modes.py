@@ -189,8 +189,11 @@ class ForwardMode:
                 return out[0], out[1]
 
             # out_dims=None for the primal (the same for every tangent) is supported by vmap but not
-            # by its annotation (int | tuple[int, ...] | None)
-            z_new, Z_new = vmap(push, in_dims=(1, 0), out_dims=(None, 1))(self.Z, self.eye)  # type: ignore[arg-type]
+            # by its annotation (int | tuple[int, ...] | None); randomness="same": one primal step, so
+            # random layers (dropout) draw one mask for every tangent, as the step itself does
+            z_new, Z_new = vmap(push, in_dims=(1, 0), out_dims=(None, 1), randomness="same")(  # type: ignore[arg-type]
+                self.Z, self.eye
+            )
             self.z, self.Z = z_new.detach(), Z_new.detach()
             if (t + 1) % 50 == 0:
                 check_finite(self.z, t)

@@ -41,6 +41,7 @@ from automl_bilevel.core.components import (
     DifferentiableLearner,
     DifferentiableObjective,
     OuterOptimizer,
+    PerLayerLearner,
     Proposal,
 )
 from automl_bilevel.core.problem import BilevelProblem, GradientResult, Problem
@@ -150,6 +151,16 @@ def _kinds(
         if kind == "positive_per_feature":
             shape = (problem.task.n_features,)
             kinds[name] = PositiveTensor(start_value(name, 1e-3, shape, "one per feature"), shape=shape)
+        elif kind == "positive_per_layer":  # one value per parameter tensor, starting at the scalar setting
+            if not isinstance(problem.learner, PerLayerLearner):
+                raise ValueError(f"{name!r} needs a learner that names its layers (layer_names(task, config))")
+            layers = list(problem.learner.layer_names(problem.task, fixed))
+            base = name.removesuffix("_per_layer")
+            start = fixed.get(base, getattr(learner, "settings", {}).get(base, 1e-3))
+            if base in kinds:
+                start = kinds[base].init
+            init = start_value(name, max(float(start), 1e-8), (len(layers),), "one per layer")
+            kinds[name] = PositiveTensor(init, shape=(len(layers),), labels=tuple(layers))
         elif kind == "unit_per_example":
             if len(problem.splits) != 1:
                 raise ValueError(f"{name!r} (one weight per training example) needs one split, not cv")
@@ -164,7 +175,12 @@ def _kinds(
                 high=math.inf,
             )
         else:
-            tensors = sorted(k for k, v in diff.items() if v.endswith(("per_feature", "per_example", "vector")))
+            tensors = sorted(
+                k for k, v in diff.items() if v.endswith(("per_feature", "per_example", "per_layer", "vector"))
+            )
+            why = getattr(learner, "why_not_differentiable", lambda task, name: None)(problem.task, name)
+            if why:
+                raise ValueError(f"tensor hyperparameter {name!r} is not available: {why}")
             raise ValueError(
                 f"unsupported tensor hyperparameter {name!r} for learner "
                 f"{type(learner).__name__}; it differentiates {tensors}"
@@ -211,6 +227,10 @@ class HyperparameterProblem(DifferentiableProblem):
         if unknown:
             raise ValueError(f"tensor_init names {sorted(unknown)}, which are not tensor_hyperparameters")
         self.kinds, self.fixed = _kinds(problem, tuple(tensor_hyperparameters), dict(tensor_init or {}))
+        why_not = getattr(problem.learner, "why_not_batched", None)  # forward mode batches steps with vmap
+        reason = why_not(problem.task) if mode == "forward" and callable(why_not) else None
+        if reason:
+            raise ValueError(f"mode='forward' cannot run this learner: {reason}")
         self.inner_steps, self.budget = inner_steps, budget  # budget: the learner's multi-fidelity fraction
         self.how: dict[str, Any] = dict(
             mode=mode, truncate=truncate, every=checkpoint_every, solver=solver, iters=solver_iters
@@ -300,6 +320,9 @@ class HyperparameterProblem(DifferentiableProblem):
         metrics = {
             (f"hp.{k}" if values[k].ndim == 0 else f"hp.{k}.mean"): float(values[k].detach().mean()) for k in names
         }
+        for k in names:  # per-layer values are logged per layer, by parameter name
+            for label, v in zip(getattr(self.kinds[k], "labels", ()), values[k].detach().reshape(-1), strict=False):
+                metrics[f"hp.{k}.{label}"] = float(v)
         for key in ("residual", "iterations"):
             if key in info:
                 metrics[f"solver_{key}"] = float(info[key])

@@ -381,8 +381,11 @@ def check_compatible(task: Task, learner: Component, objective: Component, optim
         if component.kind == "objective":
             missing -= LEARNER_CAPABILITIES
         if missing:
+            advice = getattr(component.obj, "missing_capability", None)  # what to implement instead, if it says
+            hints = [h for h in (advice(c) for c in sorted(missing)) if h] if callable(advice) else []
             raise CapabilityError(
                 f"optimizer {optimizer.name!r} needs capability {sorted(missing)}, which {component.who} lacks"
+                + "".join(f"; {h}" for h in hints)
             )
     check_predict_proba(task, learner, objective)
 

@@ -33,16 +33,39 @@ from automl_bilevel.core.trials import FAILED, Trial
 from automl_bilevel.run.engine import SearchResult, run_search
 
 
-def _data(task: str, n: int = 90, d: int = 5, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, Task]:
+def _data(
+    task: str, n: int = 90, d: int = 5, k: int = 3, seed: int = 0, shape: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray, Task]:
+    """Separable blobs (classification) or a linear target (regression); examples of ``shape`` (images,
+    sequences: float32) where given, else vectors of ``d``."""
     rng = np.random.default_rng(seed)
+    example = tuple(shape) if shape else (d,)
+    size = int(np.prod(example))
+    nd = len(example) > 1
     if task == "classification":
-        centers = rng.normal(scale=3.0, size=(k, d))
+        centers = rng.normal(scale=3.0, size=(k, *example))
         labels = np.arange(n) % k
-        X = centers[labels] + rng.normal(size=(n, d))
-        return X, labels.astype(np.int64), Task(task, d, k)
-    X = rng.normal(size=(n, d))
-    y = X @ rng.normal(size=d) + 0.1 * rng.normal(size=n)
-    return X, y, Task(task, d, 1)
+        X = centers[labels] + rng.normal(size=(n, *example))
+        return _dtype(X, nd), labels.astype(np.int64), Task(task, size, k, example if nd else ())
+    X = rng.normal(size=(n, *example))
+    y = X.reshape(n, -1) @ rng.normal(size=size) / np.sqrt(size / 5) + 0.1 * rng.normal(size=n)
+    return _dtype(X, nd), y, Task(task, size, 1, example if nd else ())
+
+
+def _dtype(X: np.ndarray, nd: bool) -> np.ndarray:
+    return X.astype(np.float32) if nd else X
+
+
+def _sample_task(task: str, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, Task]:
+    """The user's sample data as the estimators pass it on: labels encoded 0..K-1, the example shape."""
+    X = np.asarray(X)
+    assert X.ndim >= 2 and len(X) == len(y), f"sample data must be X of shape (n, ...) and y of n values, got {X.shape}"
+    nd = X.ndim > 2
+    example = tuple(int(d) for d in X.shape[1:])
+    if task == "classification":
+        classes, y_enc = np.unique(np.asarray(y), return_inverse=True)
+        return X, y_enc.astype(np.int64), Task(task, int(np.prod(example)), len(classes), example if nd else ())
+    return X, np.asarray(y, dtype=np.float64), Task(task, int(np.prod(example)), 1, example if nd else ())
 
 
 def _fitted(
@@ -76,10 +99,22 @@ def _outputs(model: FittedModel, X: np.ndarray, task: Task) -> np.ndarray:
 
 
 def check_learner(
-    learner: InnerLearner, task: str = "classification", multi_fidelity: bool = False, n_configs: int = 5
+    learner: InnerLearner,
+    task: str = "classification",
+    multi_fidelity: bool = False,
+    n_configs: int = 5,
+    *,
+    X: Any = None,
+    y: Any = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> None:
     """Check the InnerLearner contract on a small synthetic problem; an ``AssertionError`` names the
     broken rule.
+
+    The data: ``X`` and ``y`` where given (a sample of the user's own data, any example shape:
+    images ``(n, C, H, W)``, sequences ``(n, T, F)``); else synthetic blobs with examples of
+    ``input_shape`` (an image learner: ``input_shape=(1, 28, 28)``), or of the learner's declared
+    ``input_shape`` attribute, else 5-feature vectors.
 
     - ``config_space(task)`` is a ``ConfigurationSpace`` and ``param_names`` covers it;
     - ``fit`` returns a model (not ``None``) whose ``predict`` gives one encoded label 0..K-1 per row
@@ -94,7 +129,13 @@ def check_learner(
     """
     assert isinstance(learner, InnerLearner), f"{learner!r} is not an InnerLearner"
     name = type(learner).__name__
-    X, y, t = _data(task)
+    shape = input_shape if input_shape is not None else getattr(learner, "input_shape", None)
+    own_data = X is not None
+    if own_data:
+        assert y is not None, "check_learner takes X and y together"
+        X, y, t = _sample_task(task, X, y)
+    else:
+        X, y, t = _data(task, shape=tuple(shape) if shape else None)
     space = learner.config_space(t)
     assert isinstance(space, ConfigurationSpace), f"{name}.config_space must return a ConfigurationSpace, got {space!r}"
     names = learner.param_names(t)
@@ -124,14 +165,14 @@ def check_learner(
                 f"({t.n_outputs} columns summing to 1), or, if it cannot have one, return the reason from "
                 f"{name}.missing_predict_proba(task) so that val_loss is refused before any trial"
             )
-        assert np.mean(pred == y) > 0.6, (
+        assert own_data or np.mean(pred == y) > 0.6, (
             f"the default configuration should learn separable blobs; training accuracy {np.mean(pred == y):.2f}"
         )
     again = np.asarray(_fitted(learner, X, y, cfg, task=t, seed=0, what="default configuration, again").predict(X))
     assert np.array_equal(pred, again) or np.allclose(pred, again), "fit must be deterministic for a fixed seed"
     if len(space):
         # probed away from the training points, between the blobs, where settings show
-        probe = np.random.default_rng(1).normal(scale=3.0, size=(60, X.shape[1]))
+        probe = _dtype(np.random.default_rng(1).normal(scale=3.0, size=(60, *X.shape[1:])), X.ndim > 2)
         reference = _outputs(model, probe, t)
         sampler = as_configspace(space, seed=1)
         configs = [config_dict(sampler.sample_configuration()) for _ in range(max(int(n_configs), 1))]

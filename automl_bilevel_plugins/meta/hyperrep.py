@@ -22,7 +22,7 @@ from automl_bilevel import hookimpl
 from automl_bilevel.core.validation import POSITIVE, Integral, Interval, StrOptions, validate_params
 from automl_bilevel.gradient import MODES, SGD, InnerDynamics, hypergradient
 from automl_bilevel.methods.meta.base import MetaLearner, MetaLoss
-from automl_bilevel.methods.meta.networks import ConvEncoder
+from automl_bilevel.methods.meta.networks import ConvEncoder, EncoderSpec, build_encoder
 from automl_bilevel.plugin.specs import MetaLearnerSpec
 
 
@@ -37,7 +37,10 @@ class HyperRepresentation(MetaLearner):
         inner_lr: float = 1.0,
         learn_inner_lr: bool = True,
         mode: str = "reverse",
+        encoder: EncoderSpec | None = None,
     ) -> None:
+        """``encoder``: your own representation network instead of the conv encoder (a module, a module
+        class or a factory ``f(in_channels, image_size)``; it must return ``(B, dim)`` features)."""
         super().__init__(in_channels, image_size)
         validate_params(
             type(self).__name__,
@@ -49,7 +52,11 @@ class HyperRepresentation(MetaLearner):
             },
             {"inner_steps": inner_steps, "inner_lr": inner_lr, "learn_inner_lr": learn_inner_lr, "mode": mode},
         )
-        self.encoder = ConvEncoder(in_channels, width, depth, image_size=image_size)
+        self.encoder = (
+            ConvEncoder(in_channels, width, depth, image_size=image_size)
+            if encoder is None
+            else build_encoder(encoder, in_channels, image_size)
+        )
         self.inner_steps, self.mode = int(inner_steps), mode
         self.log_lr = nn.Parameter(torch.tensor(math.log(inner_lr)), requires_grad=bool(learn_inner_lr))
 

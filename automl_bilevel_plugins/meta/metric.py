@@ -7,7 +7,7 @@ import torch
 
 from automl_bilevel import hookimpl
 from automl_bilevel.methods.meta.base import MetaLearner
-from automl_bilevel.methods.meta.networks import ConvEncoder, RelationModule
+from automl_bilevel.methods.meta.networks import ConvEncoder, EncoderSpec, RelationModule, build_encoder, map_shape
 from automl_bilevel.plugin.specs import MetaLearnerSpec
 
 
@@ -15,9 +15,22 @@ class ProtoNet(MetaLearner):
     """Logits are negative squared Euclidean distances from a query's embedding to each class's
     mean support embedding (its prototype)."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, width: int = 64, depth: int = 4) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        width: int = 64,
+        depth: int = 4,
+        encoder: EncoderSpec | None = None,
+    ) -> None:
+        """``encoder``: your own embedding network instead of the 4-block conv encoder (a module,
+        a module class or a factory ``f(in_channels, image_size)``; it must return ``(B, dim)``)."""
         super().__init__(in_channels, image_size)
-        self.encoder = ConvEncoder(in_channels, width, depth, image_size=image_size)
+        self.encoder = (
+            ConvEncoder(in_channels, width, depth, image_size=image_size)
+            if encoder is None
+            else build_encoder(encoder, in_channels, image_size)
+        )
 
     def forward(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, n_way: int
@@ -37,9 +50,23 @@ class RelationNet(MetaLearner):
     output = "scores"
 
     def __init__(
-        self, in_channels: int = 1, image_size: int = 28, width: int = 64, depth: int = 4, hidden: int = 8
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        width: int = 64,
+        depth: int = 4,
+        hidden: int = 8,
+        encoder: EncoderSpec | None = None,
     ) -> None:
+        """``encoder``: your own network instead of the conv encoder (a module, a module class or a
+        factory ``f(in_channels, image_size)``); it must return square feature maps ``(B, C, h, h)``,
+        which the relation module compares."""
         super().__init__(in_channels, image_size)
+        if encoder is not None:
+            self.encoder = build_encoder(encoder, in_channels, image_size, maps=True)
+            channels, spatial = map_shape(self.encoder, in_channels, image_size)
+            self.relation = RelationModule(channels, hidden, spatial=spatial)
+            return
         pool_blocks = min(2, depth)
         self.encoder = ConvEncoder(
             in_channels, width, depth, flatten=False, pool_blocks=pool_blocks, image_size=image_size

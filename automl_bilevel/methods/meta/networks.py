@@ -3,7 +3,10 @@ ReLU, 2x2 max-pooling) and the Relation Network's relation module."""
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import inspect
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -80,3 +83,60 @@ class RelationModule(nn.Module):
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         """The relation scores in (0, 1) of concatenated (query, class) feature-map ``pairs``, one per pair."""
         return torch.sigmoid(self.fc(self.conv(pairs))).squeeze(-1)
+
+
+#: what ``encoder=`` may be: a module (deep-copied), a module class (called with the arguments among
+#: ``in_channels`` and ``image_size`` it takes), or a factory ``f(in_channels, image_size) -> nn.Module``
+EncoderSpec = nn.Module | type[nn.Module] | Callable[[int, int], nn.Module]
+
+
+def build_encoder(encoder: EncoderSpec, in_channels: int, image_size: int, *, maps: bool = False) -> nn.Module:
+    """A user's encoder for a meta-learner, checked on a batch of two zero images of the task's shape
+    before any meta-training: it must return ``(2, dim)`` embeddings (``maps=True``, the Relation
+    Network: ``(2, channels, h, w)`` feature maps). Raises ValueError with the reason otherwise."""
+    if isinstance(encoder, nn.Module):
+        module = copy.deepcopy(encoder)
+    elif isinstance(encoder, type) and issubclass(encoder, nn.Module):
+        takes = inspect.signature(encoder.__init__).parameters
+        given = {"in_channels": in_channels, "image_size": image_size}
+        module = encoder(**{k: v for k, v in given.items() if k in takes})
+    elif callable(encoder):
+        built: object = cast(Callable[[int, int], object], encoder)(in_channels, image_size)
+        if not isinstance(built, nn.Module):
+            raise TypeError(
+                f"the encoder factory {encoder!r} returned {type(built).__name__}, not an nn.Module "
+                "(a factory is called as f(in_channels, image_size))"
+            )
+        module = built
+    else:
+        raise TypeError(
+            f"encoder must be an nn.Module, an nn.Module class or a factory f(in_channels, image_size), "
+            f"got {type(encoder).__name__}"
+        )
+    if next(module.parameters(), None) is None:
+        raise ValueError(f"the encoder {type(module).__name__} has no parameters: there is nothing to meta-train")
+    shape = (2, in_channels, image_size, image_size)
+    was_training = module.training
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.zeros(shape))
+    except Exception as exc:
+        raise ValueError(
+            f"the encoder {type(module).__name__} failed on images of shape {shape}: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        module.train(was_training)
+    want = "(2, channels, height, width) feature maps" if maps else "(2, dim) embeddings"
+    if not isinstance(out, torch.Tensor) or out.shape[0] != 2 or (out.ndim != 4 if maps else out.ndim != 2):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the encoder {type(module).__name__} returned {got} on {shape}; expected {want}")
+    return module
+
+
+def map_shape(encoder: nn.Module, in_channels: int, image_size: int) -> tuple[int, int]:
+    """(channels, spatial size) of an encoder's feature maps on square images of ``image_size``."""
+    with torch.no_grad():
+        was_training = encoder.training
+        out = encoder.eval()(torch.zeros(2, in_channels, image_size, image_size))
+        encoder.train(was_training)
+    return int(out.shape[1]), int(out.shape[2])
