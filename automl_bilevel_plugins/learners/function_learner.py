@@ -99,6 +99,7 @@ class FunctionLearner(InnerLearner):
 
 @hookimpl
 def bilevel_register_learners() -> list[LearnerSpec]:
+    """The ``function`` learner: a plain ``fit(X, y, config, seed)`` searched as a black box."""
     return [
         LearnerSpec(
             "function",

@@ -825,6 +825,8 @@ class TorchLearner(InnerLearner, DifferentiableLearner):
         seed: int,
         budget: float | None = None,
     ) -> TorchPredictor:
+        """Train the module on (X, y) with ``config`` (the same unrolled inner dynamics the hypergradients
+        differentiate, run without a graph) and return its predictor; ``budget`` scales the epochs."""
         dt = self.differentiable(X, y, config, task=task, seed=seed, budget=budget)
         try:
             z = dt.dynamics.run(dt.z0, dt.constants)
@@ -839,6 +841,7 @@ class LogisticLearner(TorchLearner):
     """Softmax regression (a single linear layer) trained on cross-entropy."""
 
     def config_space(self, task: Task) -> ConfigurationSpace:
+        """``lr`` and ``weight_decay`` (log scale): the softmax regression's search space."""
         return ConfigurationSpace(
             space=[
                 Float("lr", (1e-3, 1.0), log=True, default=1e-2),
@@ -882,6 +885,7 @@ class MLPLearner(TorchLearner):
                 raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {s['activation']!r}")
 
     def config_space(self, task: Task) -> ConfigurationSpace:
+        """``lr``, ``weight_decay``, ``hidden_units``, ``n_layers`` and ``activation``: the MLP's search space."""
         return ConfigurationSpace(
             space=[
                 Float("lr", (1e-4, 1e-1), log=True, default=1e-3),
@@ -908,6 +912,7 @@ _CAPS = frozenset({"differentiable", "multi_fidelity"})
 
 @hookimpl
 def bilevel_register_learners() -> list[LearnerSpec]:
+    """The ``torch`` learner (any module of yours) and its fixed-module forms ``logistic`` and ``mlp``."""
     return [
         LearnerSpec(
             "torch",

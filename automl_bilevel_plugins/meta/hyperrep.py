@@ -27,6 +27,11 @@ from automl_bilevel.plugin.specs import MetaLearnerSpec
 
 
 class HyperRepresentation(MetaLearner):
+    """Hyper-representation (Franceschi et al. 2018): a representation shared by all tasks (the outer
+    variables) under a linear head trained per task by a few gradient steps on the support set (the inner
+    variables), differentiated through those steps by any hypergradient ``mode`` (reverse, checkpoint, truncated,
+    forward, implicit)."""
+
     def __init__(
         self,
         in_channels: int = 1,
@@ -75,6 +80,7 @@ class HyperRepresentation(MetaLearner):
         return InnerDynamics(inner_loss, SGD(lr="lr"), n_way * (dim + 1), self.inner_steps)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised embedding of a batch of images."""
         return F.normalize(self.encoder(x), dim=1)
 
     def forward(
@@ -104,6 +110,7 @@ class HyperRepresentation(MetaLearner):
         query_y: torch.Tensor,
         n_way: int,
     ) -> MetaLoss:
+        """The query loss after the head's inner steps on the support set (what meta-training minimises)."""
         z = self.features(torch.cat([support_x, query_x]))
         fs, fq = z[: len(support_x)], z[len(support_x) :]
         lr = self.log_lr.exp()
@@ -131,6 +138,7 @@ class HyperRepresentation(MetaLearner):
 
 @hookimpl
 def bilevel_register_meta_learners() -> list[MetaLearnerSpec]:
+    """The ``hyperrep`` meta-learner."""
     return [
         MetaLearnerSpec(
             "hyperrep",

@@ -35,6 +35,7 @@ class ProtoNet(MetaLearner):
     def forward(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, n_way: int
     ) -> torch.Tensor:
+        """Logits of the queries: negative squared distances to the class prototypes (support means)."""
         z = self.encoder(torch.cat([support_x, query_x]))
         zs, zq = z[: len(support_x)], z[len(support_x) :]
         protos = torch.zeros(n_way, z.shape[1], dtype=z.dtype, device=z.device).index_add(0, support_y, zs)
@@ -79,6 +80,7 @@ class RelationNet(MetaLearner):
     def forward(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, n_way: int
     ) -> torch.Tensor:
+        """Logits of the queries: the relation module's scores against each class's summed support embedding."""
         z = self.encoder(torch.cat([support_x, query_x]))
         zs, zq = z[: len(support_x)], z[len(support_x) :]
         cls = torch.zeros((n_way,) + zs.shape[1:], dtype=z.dtype, device=z.device).index_add(0, support_y, zs)
@@ -92,6 +94,7 @@ class RelationNet(MetaLearner):
 
 @hookimpl
 def bilevel_register_meta_learners() -> list[MetaLearnerSpec]:
+    """The ``protonet`` and ``relationnet`` meta-learners."""
     return [
         MetaLearnerSpec("protonet", ProtoNet, "Prototypical Networks on a 4-block conv encoder"),
         MetaLearnerSpec("relationnet", RelationNet, "Relation Networks on a 4-block conv encoder"),
