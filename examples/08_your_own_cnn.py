@@ -13,7 +13,7 @@ The network is an ordinary ``nn.Module`` class defined here; the images go in as
 
     python examples/08_your_own_cnn.py
 
-Needs the Fashion-MNIST IDX files (README, "Data"); without them it says so and uses scikit-learn's
+Needs the Fashion-MNIST IDX files (docs/guide/data.md); without them it says so and uses scikit-learn's
 8x8 digits as images instead. AUTOML_BILEVEL_EXAMPLE_QUICK=1 runs in seconds on a few hundred images.
 """
 
